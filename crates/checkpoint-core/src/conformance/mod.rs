@@ -1,0 +1,207 @@
+//! The conformance suite: one named test per rule of the [`CheckpointStore`] contract, for every
+//! backend, ours or yours.
+//!
+//! Each case is a plain `async fn(Arc<dyn CheckpointStore>)` that panics when the store breaks
+//! the rule. [`conformance_tests!`](crate::conformance_tests) turns all of them into
+//! `#[tokio::test]`s against a store your expression makes, one fresh, empty store per case:
+//!
+//! ```ignore
+//! // tests/conformance.rs of a backend crate; needs tokio (macros, rt-multi-thread) and
+//! // checkpoint-core with the `conformance` feature as dev-dependencies.
+//! checkpoint_core::conformance_tests!(async { my_backend::MyStore::new() });
+//! ```
+//!
+//! The expression is evaluated once per case and must give an empty store (for a database, a
+//! fresh schema or database per case). The cases run on a multi-threaded runtime so that the
+//! concurrency cases race for real.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::{Checkpoint, CheckpointStore, Error, Result};
+
+pub mod batch;
+pub mod concurrency;
+pub mod executions;
+pub mod page;
+pub mod prune;
+pub mod read;
+pub mod remove;
+pub mod save;
+pub mod validation;
+
+/// A shared handle to the store under test.
+pub type Store = Arc<dyn CheckpointStore>;
+
+/// Expands to one `#[tokio::test]` per conformance case, inside a module named `conformance`.
+///
+/// `$make_store` is an expression evaluated in each test (inside that module, which imports
+/// `super::*`) whose value is a future resolving to a fresh, empty store.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make_store:expr) => {
+        $crate::__conformance_cases! { $make_store;
+            save::save_new_checkpoint_gets_version_one,
+            save::save_appends_consecutive_versions,
+            save::save_with_explicit_version_returns_it,
+            save::save_round_trips_every_field,
+            save::save_round_trips_unicode,
+            save::save_round_trips_nested_json,
+            save::save_round_trips_large_state,
+            save::save_round_trips_microsecond_timestamps,
+            save::save_round_trips_json_scalars_as_state,
+            save::save_round_trips_id_of_maximum_length,
+            save::save_same_id_replaces_checkpoint,
+            save::save_retry_of_append_keeps_its_version,
+            save::save_at_taken_version_conflicts,
+            save::save_conflict_leaves_stored_checkpoint_untouched,
+            save::save_moving_id_to_other_execution_is_refused,
+            save::save_existing_id_at_free_version_moves_it,
+            save::save_append_after_explicit_gap_continues_from_highest,
+            save::loaded_checkpoint_is_an_independent_copy,
+            validation::save_rejects_empty_ids,
+            validation::save_rejects_overlong_ids,
+            validation::save_rejects_nul_in_identifiers,
+            validation::save_rejects_nul_in_state_strings,
+            validation::save_rejects_nul_in_state_keys,
+            validation::save_rejects_nul_in_metadata,
+            validation::save_rejects_negative_version,
+            validation::save_rejects_state_over_size_limit,
+            validation::save_rejects_deeply_nested_state,
+            validation::save_rejects_sub_microsecond_timestamp,
+            validation::reads_reject_invalid_ids,
+            validation::refused_save_stores_nothing,
+            read::load_missing_is_not_found,
+            read::load_returns_parent_and_metadata,
+            read::list_is_ascending_by_version,
+            read::list_of_unknown_execution_is_empty,
+            read::list_isolates_executions,
+            read::latest_returns_highest_version,
+            read::latest_of_unknown_execution_is_none,
+            read::latest_follows_explicit_higher_version,
+            remove::delete_existing_returns_true,
+            remove::delete_absent_returns_false,
+            remove::delete_twice_is_idempotent,
+            remove::delete_keeps_other_checkpoints,
+            remove::clear_returns_number_removed,
+            remove::clear_unknown_execution_returns_zero,
+            remove::clear_keeps_other_executions,
+            remove::append_after_clear_starts_at_one,
+            page::page_ascending_first_page_has_cursor,
+            page::page_ascending_walks_every_checkpoint_once,
+            page::page_descending_walks_every_checkpoint_once,
+            page::page_after_version_is_exclusive,
+            page::page_before_version_is_exclusive,
+            page::page_window_between_cursors,
+            page::page_empty_window_is_empty,
+            page::page_last_page_has_no_cursor,
+            page::page_exact_multiple_ends_without_empty_page,
+            page::page_filters_node_name,
+            page::page_filters_metadata_by_every_key,
+            page::page_metadata_filter_compares_whole_values,
+            page::page_metadata_filter_without_match_is_empty,
+            page::page_filters_combine_with_cursors,
+            page::page_rejects_zero_limit,
+            page::page_rejects_limit_over_maximum,
+            page::page_rejects_negative_cursor,
+            page::page_of_unknown_execution_is_empty,
+            page::page_isolates_executions,
+            batch::batch_assigns_consecutive_versions,
+            batch::batch_empty_is_a_no_op,
+            batch::batch_spans_executions,
+            batch::batch_continues_after_existing_versions,
+            batch::batch_conflict_stores_nothing,
+            batch::batch_invalid_item_stores_nothing,
+            batch::batch_repeated_id_is_refused,
+            batch::batch_repeated_explicit_version_conflicts,
+            batch::batch_retry_replaces_without_new_versions,
+            batch::batch_moving_id_stores_nothing,
+            batch::batch_items_round_trip,
+            executions::executions_summarise_each_execution,
+            executions::executions_paginate_by_id,
+            executions::executions_of_empty_store_is_empty,
+            executions::executions_forget_cleared_executions,
+            executions::executions_reject_bad_queries,
+            prune::prune_keep_last_trims_every_execution,
+            prune::prune_keep_last_for_one_execution,
+            prune::prune_older_than_removes_old_checkpoints,
+            prune::prune_both_rules_keep_newest_and_recent,
+            prune::prune_without_rule_is_refused,
+            prune::prune_keep_zero_is_refused,
+            prune::prune_with_nothing_to_remove_returns_zero,
+            prune::append_after_prune_continues_versions,
+            concurrency::racing_appenders_get_distinct_versions,
+            concurrency::racing_writers_for_one_version_one_wins,
+            concurrency::concurrent_batches_stay_consecutive,
+            concurrency::concurrent_readers_see_whole_checkpoints,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($make_store:expr; $($module:ident :: $case:ident),* $(,)?) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let store = $make_store.await;
+                    $crate::conformance::$module::$case(::std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A checkpoint of `execution` after `node` with `state`, version 0.
+pub fn checkpoint(execution: &str, node: &str, state: Value) -> Checkpoint {
+    Checkpoint::new(execution, node, state)
+}
+
+/// Saves `count` checkpoints to `execution` (versions 1..=count, nodes `n1`, `n2`, ...) and
+/// returns them as stored.
+pub async fn fill(store: &Store, execution: &str, count: usize) -> Vec<Checkpoint> {
+    let mut saved = Vec::with_capacity(count);
+    for i in 1..=count {
+        let mut cp = checkpoint(execution, &format!("n{i}"), serde_json::json!({ "i": i }));
+        cp.version = store.save(&cp).await.expect("save while filling");
+        saved.push(cp);
+    }
+    saved
+}
+
+/// A timestamp `days` days before now, whole microseconds.
+pub fn days_ago(days: i64) -> OffsetDateTime {
+    crate::normalize_timestamp(OffsetDateTime::now_utc() - time::Duration::days(days))
+}
+
+/// Panics unless `result` is [`Error::InvalidInput`] naming `field`.
+#[track_caller]
+pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T>, field: &str) {
+    match result {
+        Err(err) if err.is_invalid_field(field) => {}
+        other => panic!("expected InvalidInput for {field}, got {other:?}"),
+    }
+}
+
+/// Panics unless `result` is [`Error::Conflict`] for `execution` at `version`.
+#[track_caller]
+pub fn assert_conflict<T: std::fmt::Debug>(result: Result<T>, execution: &str, version: i64) {
+    match result {
+        Err(Error::Conflict {
+            execution_id,
+            version: v,
+        }) if execution_id == execution && v == version => {}
+        other => panic!("expected Conflict at {execution} v{version}, got {other:?}"),
+    }
+}
+
+/// The versions of a list of checkpoints.
+pub fn versions(items: &[Checkpoint]) -> Vec<i64> {
+    items.iter().map(|cp| cp.version).collect()
+}

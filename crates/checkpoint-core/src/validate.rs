@@ -1,0 +1,397 @@
+//! The input rules every backend applies before touching storage, so that a test on the memory
+//! backend fails exactly where production on PostgreSQL would.
+
+use std::collections::HashSet;
+use std::io;
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::store::{ExecutionQuery, ListQuery, RetentionPolicy};
+
+/// The longest id (checkpoint, execution or parent), node name, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The most items one page may ask for.
+pub const MAX_PAGE_LIMIT: usize = 1_000;
+
+/// Size and shape limits a store enforces; [`Limits::default`] suits most deployments.
+///
+/// ```
+/// use checkpoint_core::Limits;
+///
+/// let limits = Limits::default().with_max_state_bytes(1 << 20);
+/// assert_eq!(limits.max_state_bytes, 1 << 20);
+/// assert_eq!(limits.max_json_depth, 100);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest state, measured as compact JSON text. Default 16 MiB.
+    pub max_state_bytes: usize,
+    /// Largest metadata object, measured as compact JSON text. Default 1 MiB.
+    pub max_metadata_bytes: usize,
+    /// Deepest nesting of arrays and objects in state and metadata. Default 100: JSON parsers
+    /// (serde_json among them) refuse to read back documents nested deeper than 128 levels, so a
+    /// deeper state could be written but never loaded again.
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_state_bytes: 16 * 1024 * 1024,
+            max_metadata_bytes: 1024 * 1024,
+            max_json_depth: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// Sets [`Limits::max_state_bytes`].
+    pub fn with_max_state_bytes(mut self, bytes: usize) -> Self {
+        self.max_state_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Limits::max_metadata_bytes`].
+    pub fn with_max_metadata_bytes(mut self, bytes: usize) -> Self {
+        self.max_metadata_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Limits::max_json_depth`]; values above 100 are lowered to 100, the deepest
+    /// document every backend can read back.
+    pub fn with_max_json_depth(mut self, depth: usize) -> Self {
+        self.max_json_depth = depth.min(100);
+        self
+    }
+
+    /// Checks every field of `checkpoint`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the first field at fault.
+    pub fn check_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        check_id("id", &checkpoint.id)?;
+        check_id("execution_id", &checkpoint.execution_id)?;
+        check_id("node_name", &checkpoint.node_name)?;
+        if let Some(parent) = &checkpoint.parent_id {
+            check_id("parent_id", parent)?;
+        }
+        if checkpoint.version < 0 {
+            return Err(Error::invalid(
+                "version",
+                format!("must be 0 (assign) or positive, got {}", checkpoint.version),
+            ));
+        }
+        check_timestamp(&checkpoint.timestamp)?;
+        self.check_json("state", &checkpoint.state, self.max_state_bytes)?;
+        self.check_metadata("metadata", &checkpoint.metadata)
+    }
+
+    /// Checks a metadata object (keys, values, depth and size).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `field`.
+    pub fn check_metadata(&self, field: &str, metadata: &Map<String, Value>) -> Result<()> {
+        for (key, value) in metadata {
+            check_text(field, key)?;
+            // The object itself is one level.
+            check_shape(field, value, self.max_json_depth.saturating_sub(1))?;
+        }
+        check_size(field, metadata, self.max_metadata_bytes)
+    }
+
+    fn check_json(&self, field: &str, value: &Value, max_bytes: usize) -> Result<()> {
+        check_shape(field, value, self.max_json_depth)?;
+        check_size(field, value, max_bytes)
+    }
+
+    /// Checks a batch: every item, no id twice, no explicit version twice in one execution.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad item or a repeated id; [`Error::Conflict`] for a
+    /// repeated explicit version.
+    pub fn check_batch(&self, checkpoints: &[Checkpoint]) -> Result<()> {
+        let mut ids = HashSet::with_capacity(checkpoints.len());
+        let mut versions = HashSet::new();
+        for checkpoint in checkpoints {
+            self.check_checkpoint(checkpoint)?;
+            if !ids.insert(checkpoint.id.as_str()) {
+                return Err(Error::invalid(
+                    "id",
+                    format!("{} appears more than once in the batch", checkpoint.id),
+                ));
+            }
+            if checkpoint.version > 0
+                && !versions.insert((checkpoint.execution_id.as_str(), checkpoint.version))
+            {
+                return Err(Error::Conflict {
+                    execution_id: checkpoint.execution_id.clone(),
+                    version: checkpoint.version,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a page request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad execution id, a limit of 0 or over [`MAX_PAGE_LIMIT`],
+    /// a NUL in a filter, or an empty cursor window.
+    pub fn check_list_query(&self, query: &ListQuery) -> Result<()> {
+        check_id("execution_id", &query.execution_id)?;
+        check_limit(query.limit)?;
+        if let Some(node) = &query.node_name {
+            check_id("node_name", node)?;
+        }
+        self.check_metadata("metadata", &query.metadata)?;
+        for (field, cursor) in [
+            ("after_version", query.after_version),
+            ("before_version", query.before_version),
+        ] {
+            if cursor.is_some_and(|v| v < 0) {
+                return Err(Error::invalid(field, "must not be negative"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks an execution listing request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a limit of 0 or over [`MAX_PAGE_LIMIT`] or a bad cursor.
+    pub fn check_execution_query(&self, query: &ExecutionQuery) -> Result<()> {
+        if let Some(after) = &query.after {
+            check_id("after", after)?;
+        }
+        check_limit(query.limit)
+    }
+
+    /// Checks a retention policy.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the policy names no rule, keeps 0 checkpoints or names a bad
+    /// execution id.
+    pub fn check_retention(&self, policy: &RetentionPolicy) -> Result<()> {
+        if policy.keep_last.is_none() && policy.older_than.is_none() {
+            return Err(Error::invalid(
+                "retention",
+                "set keep_last and/or older_than (use clear to remove a whole execution)",
+            ));
+        }
+        if policy.keep_last == Some(0) {
+            return Err(Error::invalid(
+                "keep_last",
+                "must be at least 1 (use clear to remove a whole execution)",
+            ));
+        }
+        if policy.keep_last.is_some_and(|n| n > i64::MAX as u64) {
+            return Err(Error::invalid("keep_last", "too large"));
+        }
+        if let Some(execution) = &policy.execution_id {
+            check_id("execution_id", execution)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks an id-like string: not empty, at most [`MAX_ID_BYTES`] bytes, no NUL.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `field`.
+pub fn check_id(field: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes, the limit is {MAX_ID_BYTES}", value.len()),
+        ));
+    }
+    check_text(field, value)
+}
+
+fn check_text(field: &str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::invalid(field, "contains a NUL character"));
+    }
+    Ok(())
+}
+
+fn check_limit(limit: usize) -> Result<()> {
+    if limit == 0 || limit > MAX_PAGE_LIMIT {
+        return Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE_LIMIT}, got {limit}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_timestamp(timestamp: &OffsetDateTime) -> Result<()> {
+    if !timestamp.nanosecond().is_multiple_of(1_000) {
+        return Err(Error::invalid(
+            "timestamp",
+            "has sub-microsecond precision (use Checkpoint::with_timestamp to truncate it)",
+        ));
+    }
+    let year = timestamp.to_offset(time::UtcOffset::UTC).year();
+    if !(1..=9999).contains(&year) {
+        return Err(Error::invalid(
+            "timestamp",
+            format!("year {year} is outside 1..=9999"),
+        ));
+    }
+    Ok(())
+}
+
+/// Walks `value` without recursion (a hostile document may be nested thousands of levels deep)
+/// and refuses NUL characters and nesting deeper than `max_depth`.
+fn check_shape(field: &str, value: &Value, max_depth: usize) -> Result<()> {
+    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
+    while let Some((value, depth)) = stack.pop() {
+        match value {
+            Value::String(s) => check_text(field, s)?,
+            Value::Array(items) => {
+                if depth + 1 > max_depth {
+                    return Err(too_deep(field, max_depth));
+                }
+                stack.extend(items.iter().map(|v| (v, depth + 1)));
+            }
+            Value::Object(map) => {
+                if depth + 1 > max_depth {
+                    return Err(too_deep(field, max_depth));
+                }
+                for (key, v) in map {
+                    check_text(field, key)?;
+                    stack.push((v, depth + 1));
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn too_deep(field: &str, max_depth: usize) -> Error {
+    Error::invalid(field, format!("is nested deeper than {max_depth} levels"))
+}
+
+/// Measures the compact JSON text of `value` without building it.
+fn check_size<T: serde::Serialize + ?Sized>(
+    field: &str,
+    value: &T,
+    max_bytes: usize,
+) -> Result<()> {
+    let mut counter = ByteCounter {
+        bytes: 0,
+        max: max_bytes,
+    };
+    match serde_json::to_writer(&mut counter, value) {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_io() => Err(Error::invalid(
+            field,
+            format!("is larger than {max_bytes} bytes"),
+        )),
+        Err(e) => Err(Error::Serialization(e)),
+    }
+}
+
+/// Counts bytes and stops the writer as soon as the limit is passed.
+struct ByteCounter {
+    bytes: usize,
+    max: usize,
+}
+
+impl io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes += buf.len();
+        if self.bytes > self.max {
+            return Err(io::Error::other("over the size limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn nested(depth: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..depth {
+            v = Value::Array(vec![v]);
+        }
+        v
+    }
+
+    #[test]
+    fn depth_limit_is_exact() {
+        let limits = Limits::default();
+        assert!(check_shape("state", &nested(100), limits.max_json_depth).is_ok());
+        let err = check_shape("state", &nested(101), limits.max_json_depth).unwrap_err();
+        assert!(err.is_invalid_field("state"), "{err}");
+    }
+
+    #[test]
+    fn ten_thousand_levels_are_refused_without_overflowing_the_stack() {
+        let deep = nested(10_000);
+        let err = check_shape("state", &deep, 100).unwrap_err();
+        assert!(err.to_string().contains("deeper than 100"), "{err}");
+        // Dropping a Value recurses; unwrap it level by level so the test itself cannot overflow.
+        let mut v = deep;
+        while let Value::Array(mut items) = v {
+            v = items.pop().unwrap_or(Value::Null);
+        }
+    }
+
+    #[test]
+    fn size_limit_counts_compact_json_text() {
+        let value = json!("abcd"); // 6 bytes with quotes
+        assert!(check_size("state", &value, 6).is_ok());
+        assert!(check_size("state", &value, 5)
+            .unwrap_err()
+            .is_invalid_field("state"));
+    }
+
+    #[test]
+    fn nul_in_keys_and_strings_is_refused() {
+        for v in [
+            json!({"a\u{0}": 1}),
+            json!(["x\u{0}y"]),
+            json!({"a": {"b": "\u{0}"}}),
+        ] {
+            assert!(check_shape("state", &v, 100)
+                .unwrap_err()
+                .is_invalid_field("state"));
+        }
+    }
+
+    #[test]
+    fn ids_are_bounded_and_clean() {
+        assert!(check_id("id", &"a".repeat(MAX_ID_BYTES)).is_ok());
+        assert!(check_id("id", &"a".repeat(MAX_ID_BYTES + 1)).is_err());
+        assert!(check_id("id", "").is_err());
+        assert!(check_id("id", "a\0b").is_err());
+        // Bytes, not characters: 129 two-byte characters are 258 bytes.
+        assert!(check_id("id", &"é".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn timestamps_outside_postgres_precision_or_range_are_refused() {
+        use time::macros::datetime;
+        assert!(check_timestamp(&datetime!(2024-01-01 00:00:00.000001 UTC)).is_ok());
+        assert!(check_timestamp(&datetime!(2024-01-01 00:00:00.0000001 UTC)).is_err());
+        assert!(check_timestamp(&datetime!(0000-12-31 00:00:00 UTC)).is_err());
+    }
+}

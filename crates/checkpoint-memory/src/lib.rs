@@ -1,0 +1,369 @@
+//! An in-memory [`CheckpointStore`]: the zero-setup default and the store to use in tests.
+//!
+//! It keeps the whole contract of `checkpoint-core` (the conformance suite proves it), so code
+//! tested against it behaves the same on PostgreSQL, but it keeps nothing across a restart.
+//!
+//! ```
+//! use checkpoint_core::{Checkpoint, CheckpointStore};
+//! use checkpoint_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> checkpoint_core::Result<()> {
+//! let store = MemoryStore::new();
+//! store.save(&Checkpoint::new("run-1", "start", serde_json::json!({"n": 1}))).await?;
+//! let latest = store.latest("run-1").await?.expect("saved");
+//! assert_eq!(latest.version, 1);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+use checkpoint_core::validate::check_id;
+use checkpoint_core::{
+    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Order,
+    Page, Result, RetentionPolicy,
+};
+use time::OffsetDateTime;
+
+/// A thread-safe in-memory store. Cloning it shares the data; reads return copies, never
+/// references into what is stored.
+///
+/// Each execution keeps its checkpoints ordered by version, so `latest` and `list_page` cost
+/// O(log n + page) however many checkpoints are stored.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    data: Arc<RwLock<Data>>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.read();
+        f.debug_struct("MemoryStore")
+            .field("checkpoints", &data.locations.len())
+            .field("executions", &data.executions.len())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Data {
+    /// Where each checkpoint id lives: its execution and version.
+    locations: HashMap<String, (String, i64)>,
+    /// Each execution's checkpoints by version. Executions without checkpoints are removed.
+    executions: BTreeMap<String, BTreeMap<i64, Checkpoint>>,
+}
+
+/// What undoes one applied save: remove the saved id, put back what it replaced.
+struct Undo {
+    id: String,
+    replaced: Option<Checkpoint>,
+}
+
+impl MemoryStore {
+    /// An empty store with the default [`Limits`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty store enforcing `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
+        MemoryStore {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Data> {
+        // A panic while holding the lock cannot leave the maps half-updated (every mutation
+        // is checked before it starts), so a poisoned lock is still consistent.
+        self.data.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Data> {
+        self.data.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Data {
+    fn get(&self, id: &str) -> Option<&Checkpoint> {
+        let (execution, version) = self.locations.get(id)?;
+        self.executions.get(execution)?.get(version)
+    }
+
+    /// Applies one validated save and returns the version stored and how to undo it.
+    fn save(&mut self, checkpoint: &Checkpoint) -> Result<(i64, Undo)> {
+        let existing = self.locations.get(&checkpoint.id);
+        if let Some((execution, _)) = existing {
+            if *execution != checkpoint.execution_id {
+                return Err(Error::invalid(
+                    "execution_id",
+                    format!(
+                        "checkpoint {} belongs to execution {execution}; ids never move",
+                        checkpoint.id
+                    ),
+                ));
+            }
+        }
+        let history = self.executions.get(&checkpoint.execution_id);
+        let version = match (checkpoint.version, existing) {
+            (0, Some((_, current))) => *current,
+            (0, None) => history
+                .and_then(|h| h.last_key_value())
+                .map_or(1, |(v, _)| v + 1),
+            (explicit, _) => explicit,
+        };
+        if let Some(holder) = history.and_then(|h| h.get(&version)) {
+            if holder.id != checkpoint.id {
+                return Err(Error::Conflict {
+                    execution_id: checkpoint.execution_id.clone(),
+                    version,
+                });
+            }
+        }
+        let replaced = self.remove(&checkpoint.id);
+        let mut stored = checkpoint.clone();
+        stored.version = version;
+        self.insert(stored);
+        Ok((
+            version,
+            Undo {
+                id: checkpoint.id.clone(),
+                replaced,
+            },
+        ))
+    }
+
+    fn undo(&mut self, undo: Undo) {
+        self.remove(&undo.id);
+        if let Some(previous) = undo.replaced {
+            self.insert(previous);
+        }
+    }
+
+    fn insert(&mut self, checkpoint: Checkpoint) {
+        self.locations.insert(
+            checkpoint.id.clone(),
+            (checkpoint.execution_id.clone(), checkpoint.version),
+        );
+        self.executions
+            .entry(checkpoint.execution_id.clone())
+            .or_default()
+            .insert(checkpoint.version, checkpoint);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Checkpoint> {
+        let (execution, version) = self.locations.remove(id)?;
+        let history = self.executions.get_mut(&execution)?;
+        let removed = history.remove(&version);
+        if history.is_empty() {
+            self.executions.remove(&execution);
+        }
+        removed
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryStore {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
+        self.limits.check_checkpoint(checkpoint)?;
+        let (version, _) = self.write().save(checkpoint)?;
+        Ok(version)
+    }
+
+    async fn load(&self, id: &str) -> Result<Checkpoint> {
+        check_id("id", id)?;
+        self.read()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound { id: id.to_owned() })
+    }
+
+    async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
+        check_id("execution_id", execution_id)?;
+        Ok(self
+            .read()
+            .executions
+            .get(execution_id)
+            .map(|h| h.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool> {
+        check_id("id", id)?;
+        Ok(self.write().remove(id).is_some())
+    }
+
+    async fn clear(&self, execution_id: &str) -> Result<u64> {
+        check_id("execution_id", execution_id)?;
+        let mut data = self.write();
+        let Some(history) = data.executions.remove(execution_id) else {
+            return Ok(0);
+        };
+        for checkpoint in history.values() {
+            data.locations.remove(&checkpoint.id);
+        }
+        Ok(history.len() as u64)
+    }
+
+    async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
+        check_id("execution_id", execution_id)?;
+        Ok(self
+            .read()
+            .executions
+            .get(execution_id)
+            .and_then(|h| h.last_key_value())
+            .map(|(_, cp)| cp.clone()))
+    }
+
+    async fn list_page(&self, query: &ListQuery) -> Result<Page> {
+        self.limits.check_list_query(query)?;
+        let lower = query
+            .after_version
+            .map_or(Bound::Unbounded, Bound::Excluded);
+        let upper = query
+            .before_version
+            .map_or(Bound::Unbounded, Bound::Excluded);
+        if let (Some(after), Some(before)) = (query.after_version, query.before_version) {
+            // An empty window; BTreeMap::range refuses it.
+            if after >= before {
+                return Ok(Page::default());
+            }
+        }
+        let data = self.read();
+        let Some(history) = data.executions.get(&query.execution_id) else {
+            return Ok(Page::default());
+        };
+        let window = history.range((lower, upper)).map(|(_, cp)| cp);
+        let matching: Box<dyn Iterator<Item = &Checkpoint>> = match query.order {
+            Order::Ascending => Box::new(window.filter(|cp| query.matches(cp))),
+            Order::Descending => Box::new(window.rev().filter(|cp| query.matches(cp))),
+        };
+        // One more than asked tells whether another page follows.
+        let mut items: Vec<Checkpoint> = matching.take(query.limit + 1).cloned().collect();
+        let next_cursor = if items.len() > query.limit {
+            items.truncate(query.limit);
+            items.last().map(|cp| cp.version)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
+        self.limits.check_batch(checkpoints)?;
+        let mut data = self.write();
+        let mut versions = Vec::with_capacity(checkpoints.len());
+        let mut undo = Vec::with_capacity(checkpoints.len());
+        for checkpoint in checkpoints {
+            match data.save(checkpoint) {
+                Ok((version, step)) => {
+                    versions.push(version);
+                    undo.push(step);
+                }
+                Err(err) => {
+                    for step in undo.into_iter().rev() {
+                        data.undo(step);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(versions)
+    }
+
+    async fn list_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionSummary>> {
+        self.limits.check_execution_query(query)?;
+        let lower = query
+            .after
+            .as_ref()
+            .map_or(Bound::Unbounded, |after| Bound::Excluded(after.clone()));
+        let data = self.read();
+        Ok(data
+            .executions
+            .range((lower, Bound::Unbounded))
+            .take(query.limit)
+            .filter_map(|(execution_id, history)| {
+                let (latest_version, _) = history.last_key_value()?;
+                let last_timestamp = history.values().map(|cp| cp.timestamp).max()?;
+                Some(ExecutionSummary {
+                    execution_id: execution_id.clone(),
+                    checkpoint_count: history.len() as u64,
+                    latest_version: *latest_version,
+                    last_timestamp,
+                })
+            })
+            .collect())
+    }
+
+    async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
+        self.limits.check_retention(policy)?;
+        let cutoff = policy.cutoff(OffsetDateTime::now_utc());
+        let mut data = self.write();
+        let doomed: Vec<String> = data
+            .executions
+            .iter()
+            .filter(|(execution, _)| policy.execution_id.as_ref().is_none_or(|e| e == *execution))
+            .flat_map(|(_, history)| {
+                history
+                    .values()
+                    .rev()
+                    .zip(0u64..)
+                    .filter(|(cp, rank)| policy.removes(*rank, cp.timestamp, cutoff))
+                    .map(|(cp, _)| cp.id.clone())
+            })
+            .collect();
+        for id in &doomed {
+            data.remove(id);
+        }
+        Ok(doomed.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn clones_share_data() {
+        let a = MemoryStore::new();
+        let b = a.clone();
+        a.save(&Checkpoint::new("e", "n", json!(1))).await.unwrap();
+        assert_eq!(b.list("e").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn emptied_executions_leave_no_trace() {
+        let store = MemoryStore::new();
+        let cp = Checkpoint::new("e", "n", json!(1));
+        store.save(&cp).await.unwrap();
+        assert!(store.delete(&cp.id).await.unwrap());
+        let data = store.read();
+        assert!(data.executions.is_empty());
+        assert!(data.locations.is_empty());
+    }
+
+    #[tokio::test]
+    async fn configured_limits_apply() {
+        let limits = Limits::default().with_max_state_bytes(8);
+        let store = MemoryStore::with_limits(limits);
+        assert_eq!(store.limits(), limits);
+        let err = store
+            .save(&Checkpoint::new("e", "n", json!("more than eight")))
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_field("state"), "{err}");
+        assert!(store.list("e").await.unwrap().is_empty());
+    }
+}
