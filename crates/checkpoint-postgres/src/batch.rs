@@ -1,0 +1,268 @@
+//! `save_batch`: the same result as saving the items one after another, atomically.
+//!
+//! The planned path reads what the batch touches (its ids' rows, each execution's highest
+//! version) in one statement, assigns every version on the client exactly as sequential saves
+//! would, and writes all items with one `INSERT ... SELECT FROM unnest(...)`: one transaction,
+//! two statements, whatever the batch size. When the unique index objects (a concurrent writer
+//! got there first, or an explicit version is taken by a row outside the batch), the batch
+//! is replayed one save at a time in a fresh transaction, which names the exact conflict or
+//! shows that an append merely lost a race and the whole batch should be planned again.
+
+use std::collections::HashMap;
+
+use checkpoint_core::{Checkpoint, Error, Result};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use tokio_postgres::types::Json;
+
+use crate::pool::DbTransaction;
+use crate::{moved, PostgresStore, SaveArgs};
+
+/// Where an id lives: its execution and version.
+type Locations = HashMap<String, (String, i64)>;
+
+/// Assigns every item's version as saving them in order would, given the rows the batch's ids
+/// already have and each execution's highest version. Conflicts between items are found here;
+/// conflicts with rows outside the batch are left to the unique index.
+fn plan(
+    items: &[Checkpoint],
+    mut locations: Locations,
+    mut highest: HashMap<String, i64>,
+) -> Result<Vec<i64>> {
+    let mut holders: HashMap<(String, i64), String> = locations
+        .iter()
+        .map(|(id, (execution, version))| ((execution.clone(), *version), id.clone()))
+        .collect();
+    let mut versions = Vec::with_capacity(items.len());
+    for item in items {
+        let current = locations.get(&item.id).cloned();
+        if let Some((execution, _)) = &current {
+            if *execution != item.execution_id {
+                return Err(moved(item));
+            }
+        }
+        let top = highest.entry(item.execution_id.clone()).or_insert(0);
+        let version = match (item.version, &current) {
+            (0, Some((_, version))) => *version,
+            (0, None) => *top + 1,
+            (explicit, _) => explicit,
+        };
+        let key = (item.execution_id.clone(), version);
+        if holders.get(&key).is_some_and(|holder| *holder != item.id) {
+            return Err(Error::Conflict {
+                execution_id: item.execution_id.clone(),
+                version,
+            });
+        }
+        if let Some((execution, old)) = current {
+            holders.remove(&(execution, old));
+        }
+        *top = (*top).max(version);
+        holders.insert(key, item.id.clone());
+        locations.insert(item.id.clone(), (item.execution_id.clone(), version));
+        versions.push(version);
+    }
+    Ok(versions)
+}
+
+/// Ends a transaction: commits when `outcome` holds a value, rolls back otherwise.
+async fn finish<T>(tx: Box<dyn DbTransaction>, outcome: Result<Option<T>>) -> Result<Option<T>> {
+    match outcome {
+        Ok(Some(value)) => {
+            tx.commit().await?;
+            Ok(Some(value))
+        }
+        other => {
+            // Best effort: a failed rollback closes the connection, and the server rolls back.
+            let _ = tx.rollback().await;
+            other
+        }
+    }
+}
+
+/// The planned path. `None` when the unique index objected and the batch must be replayed.
+pub(crate) async fn save_planned(
+    store: &PostgresStore,
+    items: &[Checkpoint],
+) -> Result<Option<Vec<i64>>> {
+    let mut tx = store.pool.begin().await?;
+    let outcome = write_planned(store, tx.as_mut(), items).await;
+    finish(tx, outcome).await
+}
+
+async fn write_planned(
+    store: &PostgresStore,
+    tx: &mut dyn DbTransaction,
+    items: &[Checkpoint],
+) -> Result<Option<Vec<i64>>> {
+    let ids: Vec<&str> = items.iter().map(|cp| cp.id.as_str()).collect();
+    let mut executions: Vec<&str> = items.iter().map(|cp| cp.execution_id.as_str()).collect();
+    executions.sort_unstable();
+    executions.dedup();
+    let rows = tx
+        .query(&store.sql.batch_lookup, &[&ids, &executions])
+        .await?;
+    let mut locations = Locations::new();
+    let mut highest = HashMap::new();
+    for row in &rows {
+        match row.opt_text(0)? {
+            Some(id) => {
+                locations.insert(id, (row.text(1)?, row.int(2)?));
+            }
+            None => {
+                highest.insert(row.text(1)?, row.opt_int(2)?.unwrap_or(0));
+            }
+        }
+    }
+    let versions = plan(items, locations, highest)?;
+
+    let columns = Columns::new(items, &versions);
+    match tx.execute(&store.sql.batch_insert, &columns.params()).await {
+        Ok(written) if written == items.len() as u64 => Ok(Some(versions)),
+        // A concurrent writer moved one of the ids in between: replay to find out.
+        Ok(_) => Ok(None),
+        Err(e) if e.is_unique_violation_of(&store.version_index) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The replay: one save statement per item, in order, in one transaction. `None` when an
+/// append lost a race and the batch should be planned again.
+pub(crate) async fn save_one_by_one(
+    store: &PostgresStore,
+    items: &[Checkpoint],
+) -> Result<Option<Vec<i64>>> {
+    let mut tx = store.pool.begin().await?;
+    let outcome = write_one_by_one(store, tx.as_mut(), items).await;
+    finish(tx, outcome).await
+}
+
+async fn write_one_by_one(
+    store: &PostgresStore,
+    tx: &mut dyn DbTransaction,
+    items: &[Checkpoint],
+) -> Result<Option<Vec<i64>>> {
+    let mut versions = Vec::with_capacity(items.len());
+    for item in items {
+        let args = SaveArgs::new(item);
+        match tx.query(&store.sql.save, &args.params()).await {
+            Ok(rows) => match rows.first() {
+                Some(row) => versions.push(row.int(0)?),
+                None => return Err(moved(item)),
+            },
+            Err(e) if item.version == 0 && e.is_unique_violation_of(&store.version_index) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(store.conflict_or(e, &item.execution_id, item.version)),
+        }
+    }
+    Ok(Some(versions))
+}
+
+/// The batch as one array per column, for `unnest`.
+struct Columns<'a> {
+    ids: Vec<&'a str>,
+    executions: Vec<&'a str>,
+    nodes: Vec<&'a str>,
+    states: Vec<Json<&'a Value>>,
+    metadata: Vec<Json<&'a Map<String, Value>>>,
+    timestamps: Vec<OffsetDateTime>,
+    versions: &'a [i64],
+    parents: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(items: &'a [Checkpoint], versions: &'a [i64]) -> Self {
+        Columns {
+            ids: items.iter().map(|cp| cp.id.as_str()).collect(),
+            executions: items.iter().map(|cp| cp.execution_id.as_str()).collect(),
+            nodes: items.iter().map(|cp| cp.node_name.as_str()).collect(),
+            states: items.iter().map(|cp| Json(&cp.state)).collect(),
+            metadata: items.iter().map(|cp| Json(&cp.metadata)).collect(),
+            timestamps: items.iter().map(|cp| cp.timestamp).collect(),
+            versions,
+            parents: items.iter().map(|cp| cp.parent_id.as_deref()).collect(),
+        }
+    }
+
+    fn params(&self) -> [crate::Param<'_>; 8] {
+        [
+            &self.ids,
+            &self.executions,
+            &self.nodes,
+            &self.states,
+            &self.metadata,
+            &self.timestamps,
+            &self.versions,
+            &self.parents,
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item(id: &str, execution: &str, version: i64) -> Checkpoint {
+        Checkpoint::new(execution, "n", json!(null))
+            .with_id(id)
+            .with_version(version)
+    }
+
+    fn at(entries: &[(&str, &str, i64)]) -> Locations {
+        entries
+            .iter()
+            .map(|(id, e, v)| (id.to_string(), (e.to_string(), *v)))
+            .collect()
+    }
+
+    fn top(entries: &[(&str, i64)]) -> HashMap<String, i64> {
+        entries.iter().map(|(e, v)| (e.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn appends_continue_after_stored_and_earlier_explicit_versions() {
+        let items = [
+            item("a", "e", 0),
+            item("b", "e", 7),
+            item("c", "e", 0),
+            item("d", "f", 0),
+        ];
+        let versions = plan(&items, Locations::new(), top(&[("e", 3)])).unwrap();
+        assert_eq!(versions, vec![4, 7, 8, 1]);
+    }
+
+    #[test]
+    fn retried_items_keep_their_versions() {
+        let items = [item("a", "e", 0), item("b", "e", 0)];
+        let versions = plan(&items, at(&[("a", "e", 2)]), top(&[("e", 2)])).unwrap();
+        assert_eq!(versions, vec![2, 3]);
+    }
+
+    #[test]
+    fn an_item_taking_a_version_held_in_the_batch_conflicts() {
+        let items = [item("a", "e", 0), item("b", "e", 1)];
+        let err = plan(&items, Locations::new(), HashMap::new()).unwrap_err();
+        assert!(matches!(err, Error::Conflict { version: 1, .. }), "{err:?}");
+
+        let held = plan(&[item("b", "e", 2)], at(&[("a", "e", 2)]), top(&[("e", 2)])).unwrap_err();
+        assert!(
+            matches!(held, Error::Conflict { version: 2, .. }),
+            "{held:?}"
+        );
+    }
+
+    #[test]
+    fn a_version_freed_earlier_in_the_batch_can_be_taken() {
+        let items = [item("a", "e", 5), item("b", "e", 2)];
+        let versions = plan(&items, at(&[("a", "e", 2)]), top(&[("e", 2)])).unwrap();
+        assert_eq!(versions, vec![5, 2]);
+    }
+
+    #[test]
+    fn moving_an_id_to_another_execution_is_refused() {
+        let err = plan(&[item("a", "f", 0)], at(&[("a", "e", 1)]), HashMap::new()).unwrap_err();
+        assert!(err.is_invalid_field("execution_id"), "{err}");
+    }
+}

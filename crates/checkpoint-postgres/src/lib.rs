@@ -1,0 +1,419 @@
+//! The PostgreSQL [`CheckpointStore`]: the production home of workflow checkpoints, shared by
+//! several service instances.
+//!
+//! - One round trip per `save`; the version rule is the unique index on
+//!   `(execution_id, version)`, so racing writers across instances are decided by the server.
+//! - `save_batch` is one transaction and one insert of arrays (`unnest`).
+//! - Reads that touch one execution are index range scans: their cost does not grow with the
+//!   table; pages are keyset, never `OFFSET`.
+//! - Versioned migrations under an advisory lock; a table made by LangGraphGo's
+//!   `PostgresCheckpointStore` is adopted in place.
+//! - Errors are typed: lost connections and pool timeouts are `Error::Unavailable`
+//!   (retryable), the SQLSTATE stays in the source of `Error::Backend`.
+//!
+//! ```no_run
+//! use checkpoint_core::{Checkpoint, CheckpointStore};
+//! use checkpoint_postgres::{PostgresOptions, PostgresStore};
+//!
+//! # async fn run() -> checkpoint_core::Result<()> {
+//! let options = PostgresOptions::new("postgres://app:secret@localhost/app")?
+//!     .table("checkpoints")
+//!     .max_connections(32);
+//! let store = PostgresStore::connect(options).await?;
+//! let version = store.save(&Checkpoint::new("run-1", "plan", serde_json::json!({}))).await?;
+//! assert_eq!(version, 1);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod batch;
+mod error;
+mod options;
+mod pool;
+mod schema;
+mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use checkpoint_core::validate::check_id;
+use checkpoint_core::{
+    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Order,
+    Page, Result, RetentionPolicy,
+};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use tokio_postgres::types::Json;
+use tracing::instrument;
+
+/// Re-exported so users can name the recycling method without depending on deadpool.
+pub use deadpool_postgres::RecyclingMethod;
+pub use error::{DbError, DbErrorKind};
+pub use options::PostgresOptions;
+pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
+pub use schema::{MigrationReport, SchemaError, SCHEMA_VERSION};
+pub use sql::{check_identifier, TableName};
+
+/// How often an append that keeps losing races for the next version tries again before it
+/// reports a retryable error. Each loss means another writer succeeded.
+const MAX_APPEND_ATTEMPTS: usize = 64;
+
+/// A [`CheckpointStore`] on PostgreSQL. Cloning shares the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Arc<dyn DbPool>,
+    table: TableName,
+    sql: Arc<sql::Statements>,
+    version_index: Arc<str>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.table)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Builds a pool from `options`, checks that the server answers, and migrates the schema
+    /// (or, with `auto_migrate` off, checks that it is current).
+    ///
+    /// # Errors
+    /// - [`Error::InvalidInput`] for a bad table or schema name or pool setting;
+    /// - [`Error::Unavailable`] when the server cannot be reached within the create timeout;
+    /// - [`Error::Backend`] with a [`SchemaError`] source when the schema is newer than this
+    ///   release, or outdated while `auto_migrate` is off; with the server's error (for
+    ///   example a wrong password, or no right to create the table) otherwise.
+    pub async fn connect(options: PostgresOptions) -> Result<Self> {
+        options.table_name()?;
+        let pool = DeadpoolPool::from_options(&options)?;
+        let warm = options.pool_min_size();
+        let store = Self::with_pool(pool.clone(), &options).await?;
+        if warm > 0 {
+            // Open the minimum number of connections now, so the first calls do not wait.
+            let held = futures_util::future::join_all((0..warm).map(|_| pool.inner().get())).await;
+            drop(held);
+        }
+        Ok(store)
+    }
+
+    /// Uses an existing pool (yours, or a test double). Checks the server answers and
+    /// migrates or verifies the schema as `options` say; the pool settings of `options` are
+    /// not used.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn with_pool(pool: impl DbPool, options: &PostgresOptions) -> Result<Self> {
+        let table = options.table_name()?;
+        let store = PostgresStore {
+            pool: Arc::new(pool),
+            sql: Arc::new(sql::Statements::new(&table)),
+            version_index: table.version_index().into(),
+            table,
+            limits: options.input_limits(),
+        };
+        store.ping().await?;
+        if options.is_auto_migrate() {
+            store.migrate().await?;
+        } else {
+            schema::verify(store.pool.as_ref(), &store.table).await?;
+        }
+        Ok(store)
+    }
+
+    /// Checks that the server answers.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it does not.
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.pool.ping().await?)
+    }
+
+    /// Closes the pool; later calls fail with [`Error::Unavailable`].
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// Applies pending migrations under the table's advisory lock; a no-op when current.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] with a [`SchemaError`] source when the schema is newer than this
+    /// release or was changed; the server's error when a step fails (nothing is applied then).
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        schema::migrate(self.pool.as_ref(), &self.table).await
+    }
+
+    /// The schema version recorded in the database (0 when never migrated).
+    pub async fn schema_version(&self) -> Result<i32> {
+        schema::current_version(self.pool.as_ref(), &self.table).await
+    }
+
+    /// The table this store uses.
+    pub fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    fn conflict_or(&self, err: DbError, execution_id: &str, version: i64) -> Error {
+        if err.is_unique_violation_of(&self.version_index) {
+            Error::Conflict {
+                execution_id: execution_id.to_owned(),
+                version,
+            }
+        } else {
+            err.into()
+        }
+    }
+}
+
+/// The bound arguments of the save statement, in placeholder order.
+struct SaveArgs<'a> {
+    state: Json<&'a Value>,
+    metadata: Json<&'a Map<String, Value>>,
+    checkpoint: &'a Checkpoint,
+}
+
+impl<'a> SaveArgs<'a> {
+    fn new(checkpoint: &'a Checkpoint) -> Self {
+        SaveArgs {
+            state: Json(&checkpoint.state),
+            metadata: Json(&checkpoint.metadata),
+            checkpoint,
+        }
+    }
+
+    fn params(&self) -> [Param<'_>; 8] {
+        let cp = self.checkpoint;
+        [
+            &cp.id,
+            &cp.execution_id,
+            &cp.node_name,
+            &self.state,
+            &self.metadata,
+            &cp.timestamp,
+            &cp.version,
+            &cp.parent_id,
+        ]
+    }
+}
+
+/// The error for a save whose id belongs to another execution (the upsert matched no row).
+fn moved(checkpoint: &Checkpoint) -> Error {
+    Error::invalid(
+        "execution_id",
+        format!(
+            "checkpoint {} belongs to another execution than {}; ids never move",
+            checkpoint.id, checkpoint.execution_id
+        ),
+    )
+}
+
+/// The error for an append that lost every race it ran.
+fn contended(execution_id: &str) -> Error {
+    Error::Backend {
+        message: format!(
+            "gave up appending to execution {execution_id} after {MAX_APPEND_ATTEMPTS} \
+             attempts lost to concurrent writers"
+        ),
+        retryable: true,
+        source: "too much contention on one execution".into(),
+    }
+}
+
+fn decode(row: &Row) -> Result<Checkpoint> {
+    let metadata = match row.opt_json(4)? {
+        None => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            return Err(DbError::decode(format!(
+                "metadata of checkpoint is not an object: {other}"
+            ))
+            .into())
+        }
+    };
+    Ok(Checkpoint {
+        id: row.text(0)?,
+        execution_id: row.text(1)?,
+        node_name: row.text(2)?,
+        state: row.opt_json(3)?.unwrap_or(Value::Null),
+        metadata,
+        timestamp: row.timestamp(5)?,
+        version: row.int(6)?,
+        parent_id: row.opt_text(7)?,
+    })
+}
+
+fn decode_all(rows: &[Row]) -> Result<Vec<Checkpoint>> {
+    rows.iter().map(decode).collect()
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresStore {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    #[instrument(level = "debug", skip_all, fields(id = %checkpoint.id, execution_id = %checkpoint.execution_id))]
+    async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
+        self.limits.check_checkpoint(checkpoint)?;
+        let args = SaveArgs::new(checkpoint);
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            match self.pool.query(&self.sql.save, &args.params()).await {
+                Ok(rows) => {
+                    return match rows.first() {
+                        Some(row) => Ok(row.int(0)?),
+                        None => Err(moved(checkpoint)),
+                    }
+                }
+                // An append lost the race for the next version: another writer took it, so
+                // take the one after.
+                Err(e)
+                    if checkpoint.version == 0 && e.is_unique_violation_of(&self.version_index) => {
+                }
+                Err(e) => {
+                    return Err(self.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
+                }
+            }
+        }
+        Err(contended(&checkpoint.execution_id))
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn load(&self, id: &str) -> Result<Checkpoint> {
+        check_id("id", id)?;
+        let rows = self.pool.query(&self.sql.load, &[&id]).await?;
+        match rows.first() {
+            Some(row) => decode(row),
+            None => Err(Error::NotFound { id: id.to_owned() }),
+        }
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
+        check_id("execution_id", execution_id)?;
+        decode_all(&self.pool.query(&self.sql.list, &[&execution_id]).await?)
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn delete(&self, id: &str) -> Result<bool> {
+        check_id("id", id)?;
+        Ok(self.pool.execute(&self.sql.delete, &[&id]).await? > 0)
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn clear(&self, execution_id: &str) -> Result<u64> {
+        check_id("execution_id", execution_id)?;
+        Ok(self.pool.execute(&self.sql.clear, &[&execution_id]).await?)
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
+        check_id("execution_id", execution_id)?;
+        let rows = self.pool.query(&self.sql.latest, &[&execution_id]).await?;
+        rows.first().map(decode).transpose()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(execution_id = %query.execution_id, limit = query.limit))]
+    async fn list_page(&self, query: &ListQuery) -> Result<Page> {
+        self.limits.check_list_query(query)?;
+        // Inclusive bounds, so every version from 0 to i64::MAX is reachable.
+        let Some(lowest) = query
+            .after_version
+            .map_or(Some(i64::MIN), |v| v.checked_add(1))
+        else {
+            return Ok(Page::default());
+        };
+        let highest = query.before_version.map_or(i64::MAX, |v| v - 1);
+        let metadata = (!query.metadata.is_empty()).then_some(Json(&query.metadata));
+        let fetch = query.limit as i64 + 1;
+        let sql = match query.order {
+            Order::Ascending => &self.sql.page_ascending,
+            Order::Descending => &self.sql.page_descending,
+        };
+        let rows = self
+            .pool
+            .query(
+                sql,
+                &[
+                    &query.execution_id,
+                    &lowest,
+                    &highest,
+                    &query.node_name,
+                    &metadata,
+                    &fetch,
+                ],
+            )
+            .await?;
+        let mut items = decode_all(&rows)?;
+        // One more than asked tells whether another page follows.
+        let next_cursor = if items.len() > query.limit {
+            items.truncate(query.limit);
+            items.last().map(|cp| cp.version)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    #[instrument(level = "debug", skip_all, fields(items = checkpoints.len()))]
+    async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
+        self.limits.check_batch(checkpoints)?;
+        if checkpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            if let Some(versions) = batch::save_planned(self, checkpoints).await? {
+                return Ok(versions);
+            }
+            if let Some(versions) = batch::save_one_by_one(self, checkpoints).await? {
+                return Ok(versions);
+            }
+        }
+        Err(contended(&checkpoints[0].execution_id))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(after = ?query.after, limit = query.limit))]
+    async fn list_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionSummary>> {
+        self.limits.check_execution_query(query)?;
+        let after = query.after.as_deref().unwrap_or("");
+        let limit = query.limit as i64;
+        let rows = self
+            .pool
+            .query(&self.sql.executions, &[&after, &limit])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExecutionSummary {
+                    execution_id: row.text(0)?,
+                    checkpoint_count: u64::try_from(row.int(1)?).unwrap_or(0),
+                    latest_version: row.int(2)?,
+                    last_timestamp: row.timestamp(3)?,
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(execution_id = ?policy.execution_id))]
+    async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
+        self.limits.check_retention(policy)?;
+        let cutoff = policy.cutoff(OffsetDateTime::now_utc());
+        // Validated to fit in i64.
+        let keep = policy.keep_last.unwrap_or(0) as i64;
+        let removed = match &policy.execution_id {
+            Some(execution_id) => {
+                self.pool
+                    .execute(&self.sql.prune_execution, &[execution_id, &keep, &cutoff])
+                    .await?
+            }
+            None => {
+                self.pool
+                    .execute(&self.sql.prune_all, &[&keep, &cutoff])
+                    .await?
+            }
+        };
+        Ok(removed)
+    }
+}

@@ -1,0 +1,527 @@
+//! [`PostgresOptions`]: the connection string, the table, the pool and statement settings.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use checkpoint_core::{Error, Limits, Result};
+use deadpool_postgres::RecyclingMethod;
+use tokio_postgres::config::Host;
+use tokio_postgres::Config;
+
+use crate::sql::TableName;
+
+/// Pool parameters accepted inside the connection string, as in pgx / LangGraphGo. They are
+/// taken out before the string reaches the driver.
+const POOL_PARAMETERS: [&str; 4] = [
+    "pool_max_conns",
+    "pool_min_conns",
+    "pool_max_conn_lifetime",
+    "pool_max_conn_idle_time",
+];
+
+/// How to reach PostgreSQL and how the store uses it.
+///
+/// The connection string is either `key=value` pairs or a `postgres://` URL. Pool settings may
+/// ride along as `pool_max_conns`, `pool_min_conns`, `pool_max_conn_lifetime` and
+/// `pool_max_conn_idle_time` (durations such as `30m` or `1h 30m`); they are removed before the
+/// string reaches the driver. No timeout is infinite by default. `Debug` never shows the
+/// password.
+///
+/// ```
+/// use std::time::Duration;
+/// use checkpoint_postgres::PostgresOptions;
+///
+/// let options = PostgresOptions::new(
+///     "postgres://app:secret@db.internal/app?pool_max_conns=32&pool_max_conn_lifetime=30m",
+/// )?
+/// .table("workflow_checkpoints")
+/// .schema("agents")
+/// .wait_timeout(Duration::from_secs(2));
+/// assert_eq!(options.pool_max_size(), 32);
+/// assert!(!format!("{options:?}").contains("secret"));
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct PostgresOptions {
+    config: Config,
+    table: String,
+    schema: Option<String>,
+    auto_migrate: bool,
+    max_size: usize,
+    min_idle: usize,
+    wait_timeout: Duration,
+    create_timeout: Duration,
+    recycle_timeout: Duration,
+    max_lifetime: Option<Duration>,
+    max_idle_time: Option<Duration>,
+    recycling: RecyclingMethod,
+    statement_cache: bool,
+    limits: Limits,
+}
+
+impl PostgresOptions {
+    /// Default table name.
+    pub const DEFAULT_TABLE: &'static str = "checkpoints";
+    /// Default pool size.
+    pub const DEFAULT_MAX_SIZE: usize = 16;
+    /// Default for the wait, create and recycle timeouts.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Parses a connection string and takes out the pool parameters.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `connection_string` for a malformed string, or the pool
+    /// parameter at fault.
+    pub fn new(connection_string: &str) -> Result<Self> {
+        let (driver_string, pool_params) = split_pool_parameters(connection_string)?;
+        let mut config = Config::from_str(&driver_string)
+            .map_err(|e| Error::invalid("connection_string", format!("cannot be parsed: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Self::DEFAULT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("checkpoint");
+        }
+        let mut options = PostgresOptions {
+            config,
+            table: Self::DEFAULT_TABLE.to_owned(),
+            schema: None,
+            auto_migrate: true,
+            max_size: Self::DEFAULT_MAX_SIZE,
+            min_idle: 0,
+            wait_timeout: Self::DEFAULT_TIMEOUT,
+            create_timeout: Self::DEFAULT_TIMEOUT,
+            recycle_timeout: Self::DEFAULT_TIMEOUT,
+            max_lifetime: None,
+            max_idle_time: None,
+            recycling: RecyclingMethod::Fast,
+            statement_cache: true,
+            limits: Limits::default(),
+        };
+        for (key, value) in pool_params {
+            options.apply_pool_parameter(&key, &value)?;
+        }
+        if options.min_idle > options.max_size {
+            return Err(Error::invalid(
+                "pool_min_conns",
+                format!(
+                    "{} is more than pool_max_conns ({})",
+                    options.min_idle, options.max_size
+                ),
+            ));
+        }
+        Ok(options)
+    }
+
+    fn apply_pool_parameter(&mut self, key: &str, value: &str) -> Result<()> {
+        let count = || {
+            value
+                .parse::<usize>()
+                .map_err(|_| Error::invalid(key, format!("{value:?} is not a whole number")))
+        };
+        let duration = || {
+            humantime::parse_duration(value)
+                .map_err(|e| Error::invalid(key, format!("{value:?} is not a duration: {e}")))
+        };
+        match key {
+            "pool_max_conns" => {
+                let n = count()?;
+                if n == 0 {
+                    return Err(Error::invalid(key, "must be at least 1"));
+                }
+                self.max_size = n;
+            }
+            "pool_min_conns" => self.min_idle = count()?,
+            "pool_max_conn_lifetime" => self.max_lifetime = Some(duration()?),
+            "pool_max_conn_idle_time" => self.max_idle_time = Some(duration()?),
+            _ => unreachable!("only pool parameters are split out"),
+        }
+        Ok(())
+    }
+
+    /// The table name (default `checkpoints`); validated on connect.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// The schema holding the table (default: the connection's search path); created when
+    /// missing. Validated on connect.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Whether `connect` applies pending migrations (default true). When off, `connect`
+    /// refuses a schema that is not current.
+    pub fn auto_migrate(mut self, on: bool) -> Self {
+        self.auto_migrate = on;
+        self
+    }
+
+    /// Most connections in the pool (default 16).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_size = n;
+        self
+    }
+
+    /// Connections opened when the store starts, so the first calls do not pay for them.
+    pub fn min_connections(mut self, n: usize) -> Self {
+        self.min_idle = n;
+        self
+    }
+
+    /// How long a call waits for a free connection (default 5 s).
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// How long opening a connection may take (default 5 s).
+    pub fn create_timeout(mut self, timeout: Duration) -> Self {
+        self.create_timeout = timeout;
+        self.config.connect_timeout(timeout);
+        self
+    }
+
+    /// How long checking a pooled connection may take (default 5 s).
+    pub fn recycle_timeout(mut self, timeout: Duration) -> Self {
+        self.recycle_timeout = timeout;
+        self
+    }
+
+    /// Replace connections older than this.
+    pub fn max_connection_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Replace connections unused for this long.
+    pub fn max_connection_idle_time(mut self, idle: Duration) -> Self {
+        self.max_idle_time = Some(idle);
+        self
+    }
+
+    /// How a pooled connection is checked before reuse (default
+    /// [`RecyclingMethod::Fast`]: no round trip; [`RecyclingMethod::Verified`] runs a query).
+    pub fn recycling(mut self, method: RecyclingMethod) -> Self {
+        self.recycling = method;
+        self
+    }
+
+    /// Whether statements are prepared once per connection and reused (default true). Turn it
+    /// off behind pgbouncer in transaction mode: every statement is then sent unnamed with
+    /// its parameter types, in one round trip.
+    pub fn statement_cache(mut self, on: bool) -> Self {
+        self.statement_cache = on;
+        self
+    }
+
+    /// Input limits (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The validated table name.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `table` or `schema`.
+    pub fn table_name(&self) -> Result<TableName> {
+        TableName::new(self.schema.as_deref(), &self.table)
+    }
+
+    /// The driver configuration (pool parameters removed).
+    pub fn driver_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether `connect` migrates.
+    pub fn is_auto_migrate(&self) -> bool {
+        self.auto_migrate
+    }
+
+    /// Most connections in the pool.
+    pub fn pool_max_size(&self) -> usize {
+        self.max_size
+    }
+
+    /// Connections opened at start.
+    pub fn pool_min_size(&self) -> usize {
+        self.min_idle
+    }
+
+    /// The wait, create and recycle timeouts.
+    pub fn timeouts(&self) -> (Duration, Duration, Duration) {
+        (self.wait_timeout, self.create_timeout, self.recycle_timeout)
+    }
+
+    /// The connection lifetime and idle limits.
+    pub fn connection_limits(&self) -> (Option<Duration>, Option<Duration>) {
+        (self.max_lifetime, self.max_idle_time)
+    }
+
+    /// The recycling method.
+    pub fn recycling_method(&self) -> &RecyclingMethod {
+        &self.recycling
+    }
+
+    /// Whether statements are cached per connection.
+    pub fn is_statement_cache(&self) -> bool {
+        self.statement_cache
+    }
+
+    /// The input limits.
+    pub fn input_limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+impl fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        f.debug_struct("PostgresOptions")
+            .field("hosts", &hosts)
+            .field("ports", &self.config.get_ports())
+            .field("user", &self.config.get_user())
+            .field(
+                "password",
+                &self.config.get_password().map(|_| "<redacted>"),
+            )
+            .field("dbname", &self.config.get_dbname())
+            .field("table", &self.table)
+            .field("schema", &self.schema)
+            .field("auto_migrate", &self.auto_migrate)
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("create_timeout", &self.create_timeout)
+            .field("recycle_timeout", &self.recycle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("max_idle_time", &self.max_idle_time)
+            .field("recycling", &self.recycling)
+            .field("statement_cache", &self.statement_cache)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Splits a connection string into what the driver reads and the pool parameters.
+fn split_pool_parameters(input: &str) -> Result<(String, Vec<(String, String)>)> {
+    let is_pool = |key: &str| POOL_PARAMETERS.contains(&key);
+    if input.starts_with("postgres://") || input.starts_with("postgresql://") {
+        let Some((base, query)) = input.split_once('?') else {
+            return Ok((input.to_owned(), Vec::new()));
+        };
+        let mut pool = Vec::new();
+        let mut kept = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if is_pool(&key) {
+                pool.push((key.into_owned(), value.into_owned()));
+            } else {
+                kept.append_pair(&key, &value);
+            }
+        }
+        let kept = kept.finish();
+        let rebuilt = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{kept}")
+        };
+        return Ok((rebuilt, pool));
+    }
+    let mut pool = Vec::new();
+    let mut kept = Vec::new();
+    for (key, value) in parse_key_values(input)? {
+        if is_pool(&key) {
+            pool.push((key, value));
+        } else {
+            let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+            kept.push(format!("{key}='{escaped}'"));
+        }
+    }
+    Ok((kept.join(" "), pool))
+}
+
+/// Parses libpq's `key=value` form: whitespace-separated pairs, values optionally single-quoted
+/// with backslash escapes.
+fn parse_key_values(input: &str) -> Result<Vec<(String, String)>> {
+    let malformed = |why: &str| Error::invalid("connection_string", why.to_owned());
+    let mut pairs = Vec::new();
+    let mut chars = input.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(malformed(&format!("expected `=` after {key:?}")));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\'') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c) => value.push(c),
+                        None => return Err(malformed("unterminated escape")),
+                    },
+                    Some(c) => value.push(c),
+                    None => return Err(malformed("unterminated quoted value")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        pairs.push((key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_pool_parameters_are_taken_out() {
+        let options = PostgresOptions::new(
+            "postgres://u:pw@localhost:5433/db?sslmode=disable&pool_max_conns=7&pool_min_conns=2\
+             &pool_max_conn_lifetime=1h30m&pool_max_conn_idle_time=5m",
+        )
+        .unwrap();
+        assert_eq!(options.pool_max_size(), 7);
+        assert_eq!(options.pool_min_size(), 2);
+        assert_eq!(
+            options.connection_limits(),
+            (
+                Some(Duration::from_secs(5400)),
+                Some(Duration::from_secs(300))
+            )
+        );
+        assert_eq!(options.driver_config().get_dbname(), Some("db"));
+        assert_eq!(options.driver_config().get_ports(), &[5433]);
+    }
+
+    #[test]
+    fn key_value_pool_parameters_are_taken_out() {
+        let options =
+            PostgresOptions::new("host=h user=u password='it''s' pool_max_conns = 3 dbname=d")
+                .unwrap_err();
+        // libpq doubles nothing: a quote inside a value is escaped with a backslash.
+        assert!(options.is_invalid_field("connection_string"), "{options}");
+
+        let options = PostgresOptions::new(
+            r"host=h user=u password='it\'s a secret' pool_max_conns = 3 dbname=d",
+        )
+        .unwrap();
+        assert_eq!(options.pool_max_size(), 3);
+        assert_eq!(
+            options.driver_config().get_password(),
+            Some(&b"it's a secret"[..])
+        );
+        assert_eq!(options.driver_config().get_dbname(), Some("d"));
+    }
+
+    #[test]
+    fn the_driver_never_sees_pool_parameters() {
+        let (rest, pool) = split_pool_parameters("postgres://h/db?pool_max_conns=2").unwrap();
+        assert_eq!(rest, "postgres://h/db");
+        assert_eq!(pool, vec![("pool_max_conns".into(), "2".into())]);
+        let (rest, _) = split_pool_parameters("host=h pool_min_conns=1 port=5").unwrap();
+        assert_eq!(rest, "host='h' port='5'");
+    }
+
+    #[test]
+    fn bad_pool_parameters_name_themselves() {
+        for (url, field) in [
+            ("postgres://h/db?pool_max_conns=many", "pool_max_conns"),
+            ("postgres://h/db?pool_max_conns=0", "pool_max_conns"),
+            ("postgres://h/db?pool_min_conns=-1", "pool_min_conns"),
+            (
+                "postgres://h/db?pool_max_conn_lifetime=forever",
+                "pool_max_conn_lifetime",
+            ),
+            (
+                "postgres://h/db?pool_max_conn_idle_time=5parsecs",
+                "pool_max_conn_idle_time",
+            ),
+            (
+                "postgres://h/db?pool_max_conns=2&pool_min_conns=3",
+                "pool_min_conns",
+            ),
+        ] {
+            let err = PostgresOptions::new(url).unwrap_err();
+            assert!(err.is_invalid_field(field), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_connection_strings_are_invalid_input() {
+        for bad in [
+            "postgres://h:notaport/db",
+            "host=h port=",
+            "host='unterminated",
+            "justaword",
+            "host=h sslmode=sometimes",
+        ] {
+            let err = PostgresOptions::new(bad).unwrap_err();
+            assert!(err.is_invalid_field("connection_string"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        for s in [
+            "postgres://user:hunter2@localhost/db",
+            "host=localhost user=user password=hunter2",
+        ] {
+            let shown = format!("{:?}", PostgresOptions::new(s).unwrap());
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn no_timeout_is_infinite_by_default() {
+        let options = PostgresOptions::new("host=localhost").unwrap();
+        let (wait, create, recycle) = options.timeouts();
+        assert!(wait > Duration::ZERO && create > Duration::ZERO && recycle > Duration::ZERO);
+        assert!(options.driver_config().get_connect_timeout().is_some());
+        assert!(options.is_auto_migrate());
+        assert!(options.is_statement_cache());
+    }
+
+    #[test]
+    fn table_and_schema_names_are_validated() {
+        let options = PostgresOptions::new("host=h").unwrap();
+        assert!(options.clone().table("ok_name").table_name().is_ok());
+        assert!(options
+            .clone()
+            .table("x; DROP TABLE y")
+            .table_name()
+            .unwrap_err()
+            .is_invalid_field("table"));
+        assert!(options
+            .schema("s\"")
+            .table_name()
+            .unwrap_err()
+            .is_invalid_field("schema"));
+    }
+}

@@ -1,0 +1,382 @@
+//! The schema and its versioned migrations.
+//!
+//! Migrations are ordered, embedded and checksummed steps recorded in `<table>_migrations`. They
+//! run in one transaction under an advisory lock keyed by the table, so many instances starting
+//! at once apply each step exactly once and the others wait, then find nothing to do. A
+//! database whose schema is newer than this code is refused.
+//!
+//! Step 1 is the reference schema (LangGraphGo's `PostgresCheckpointStore`), so a table that
+//! store created is adopted in place; step 2 renumbers such a table's versions per execution in
+//! timestamp order and only then adds the version rule.
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::types::Type;
+
+use crate::error::DbError;
+use crate::pool::{DbPool, DbTransaction, Sql};
+use crate::sql::TableName;
+
+/// One schema step. `{table}`, `{index}`, `{reference_index}` are replaced by quoted names.
+struct Migration {
+    version: i32,
+    description: &'static str,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "checkpoint table (reference schema)",
+        sql: "CREATE TABLE IF NOT EXISTS {table} (
+                id TEXT PRIMARY KEY,
+                execution_id TEXT NOT NULL,
+                node_name TEXT NOT NULL,
+                state JSONB NOT NULL,
+                metadata JSONB,
+                \"timestamp\" TIMESTAMPTZ NOT NULL,
+                version INTEGER NOT NULL
+              );",
+    },
+    Migration {
+        version: 2,
+        description: "lineage, 64-bit versions renumbered per execution, the version rule",
+        sql: "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS parent_id TEXT;
+              DROP INDEX IF EXISTS {reference_index};
+              ALTER TABLE {table}
+                ALTER COLUMN version TYPE BIGINT,
+                ALTER COLUMN execution_id TYPE TEXT COLLATE \"C\";
+              UPDATE {table} AS c SET version = r.rank
+                FROM (SELECT id, row_number() OVER (PARTITION BY execution_id
+                                                    ORDER BY \"timestamp\", version, id) AS rank
+                        FROM {table}
+                       WHERE execution_id IN (SELECT execution_id FROM {table}
+                                               GROUP BY execution_id
+                                              HAVING count(*) <> count(DISTINCT version))) r
+               WHERE c.id = r.id;
+              CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} (execution_id, version);",
+    },
+];
+
+/// The schema version this code writes and reads.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// Why the schema cannot be used. It is the source of the core `Error::Backend` that
+/// `PostgresStore::connect` and `migrate` return, so callers can downcast to it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// The database was migrated by a newer release.
+    #[error(
+        "the checkpoint schema is at version {found}, newer than this release knows \
+         ({supported}); upgrade checkpoint-postgres before connecting"
+    )]
+    TooNew {
+        /// The version recorded in the database.
+        found: i32,
+        /// The newest version this release knows.
+        supported: i32,
+    },
+    /// The schema is missing or behind and `auto_migrate` is off.
+    #[error(
+        "the checkpoint schema is at version {found}, this release needs {expected}; run \
+         PostgresStore::migrate (or enable auto_migrate)"
+    )]
+    Outdated {
+        /// The version recorded in the database (0 when nothing is there).
+        found: i32,
+        /// The version this release needs.
+        expected: i32,
+    },
+    /// An applied migration differs from the one this release carries.
+    #[error("migration {version} in the database differs from this release's (checksum mismatch)")]
+    Modified {
+        /// The migration that differs.
+        version: i32,
+    },
+}
+
+impl From<SchemaError> for checkpoint_core::Error {
+    fn from(err: SchemaError) -> Self {
+        checkpoint_core::Error::Backend {
+            message: err.to_string(),
+            retryable: false,
+            source: Box::new(err),
+        }
+    }
+}
+
+/// What [`migrate`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The schema version before.
+    pub from_version: i32,
+    /// The schema version after.
+    pub to_version: i32,
+    /// The versions applied by this call (empty when the schema was current).
+    pub applied: Vec<i32>,
+}
+
+fn checksum(migration: &Migration) -> String {
+    Sha256::digest(migration.sql.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn render(migration: &Migration, table: &TableName) -> String {
+    migration
+        .sql
+        .replace("{table}", &table.quoted())
+        .replace("{index}", &format!("\"{}\"", table.version_index()))
+        .replace(
+            "{reference_index}",
+            &table.qualify(&format!("idx_{}_execution_id", table.table())),
+        )
+}
+
+fn migrations_table_ddl(table: &TableName) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+            version INTEGER PRIMARY KEY,
+            description TEXT NOT NULL,
+            checksum TEXT NOT NULL,
+            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+        )",
+        table.qualify(&table.migrations_table())
+    )
+}
+
+/// Applies every pending migration to `table`, under the table's advisory lock.
+pub(crate) async fn migrate(
+    pool: &dyn DbPool,
+    table: &TableName,
+) -> Result<MigrationReport, checkpoint_core::Error> {
+    let mut tx = pool.begin().await?;
+    let outcome = apply_pending(tx.as_mut(), table).await;
+    match outcome {
+        Ok(report) => {
+            tx.commit().await?;
+            if !report.applied.is_empty() {
+                tracing::info!(
+                    table = table.table(),
+                    from = report.from_version,
+                    to = report.to_version,
+                    "migrated the checkpoint schema"
+                );
+            }
+            Ok(report)
+        }
+        Err(err) => {
+            // The transaction failed or is refused; its outcome is what we report.
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
+}
+
+async fn apply_pending(
+    tx: &mut dyn DbTransaction,
+    table: &TableName,
+) -> Result<MigrationReport, checkpoint_core::Error> {
+    let lock = Sql::new(
+        "SELECT pg_advisory_xact_lock(hashtext($1)::bigint)",
+        &[Type::TEXT],
+    );
+    tx.execute(&lock, &[&table.lock_key()]).await?;
+    if let Some(schema) = table.schema() {
+        create_schema_if_missing(tx, schema).await?;
+    }
+    tx.batch_execute(&migrations_table_ddl(table)).await?;
+
+    let applied = applied_migrations(tx, table).await?;
+    let from_version = applied.iter().map(|(v, _)| *v).max().unwrap_or(0);
+    check_applied(&applied)?;
+
+    let mut report = MigrationReport {
+        from_version,
+        to_version: from_version,
+        applied: Vec::new(),
+    };
+    let record = Sql::new(
+        format!(
+            "INSERT INTO {} (version, description, checksum) VALUES ($1, $2, $3)",
+            table.qualify(&table.migrations_table())
+        ),
+        &[Type::INT4, Type::TEXT, Type::TEXT],
+    );
+    for migration in MIGRATIONS.iter().filter(|m| m.version > from_version) {
+        tx.batch_execute(&render(migration, table)).await?;
+        tx.execute(
+            &record,
+            &[
+                &migration.version,
+                &migration.description,
+                &checksum(migration),
+            ],
+        )
+        .await?;
+        report.applied.push(migration.version);
+        report.to_version = migration.version;
+    }
+    Ok(report)
+}
+
+async fn create_schema_if_missing(tx: &mut dyn DbTransaction, schema: &str) -> Result<(), DbError> {
+    // Checking first lets a role without CREATE on the database use a schema made for it.
+    let exists = Sql::new(
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        &[Type::TEXT],
+    );
+    let rows = tx.query(&exists, &[&schema]).await?;
+    let present = rows
+        .first()
+        .map(|r| r.bool(0))
+        .transpose()?
+        .unwrap_or(false);
+    if !present {
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn applied_migrations(
+    tx: &mut dyn DbTransaction,
+    table: &TableName,
+) -> Result<Vec<(i32, String)>, DbError> {
+    let sql = Sql::new(
+        format!(
+            "SELECT version, checksum FROM {} ORDER BY version",
+            table.qualify(&table.migrations_table())
+        ),
+        &[],
+    );
+    tx.query(&sql, &[])
+        .await?
+        .iter()
+        .map(|row| Ok((i32::try_from(row.int(0)?).unwrap_or(i32::MAX), row.text(1)?)))
+        .collect()
+}
+
+/// Refuses a schema that is newer than this code or whose applied steps differ from ours.
+fn check_applied(applied: &[(i32, String)]) -> Result<(), SchemaError> {
+    for (version, recorded) in applied {
+        match MIGRATIONS.iter().find(|m| m.version == *version) {
+            None => {
+                return Err(SchemaError::TooNew {
+                    found: applied.iter().map(|(v, _)| *v).max().unwrap_or(*version),
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(migration) if checksum(migration) != *recorded => {
+                return Err(SchemaError::Modified { version: *version })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The schema version recorded for `table` (0 when it was never migrated).
+pub(crate) async fn current_version(
+    pool: &dyn DbPool,
+    table: &TableName,
+) -> Result<i32, checkpoint_core::Error> {
+    let sql = Sql::new(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = $1 AND n.nspname = COALESCE($2, current_schema()))",
+        &[Type::TEXT, Type::TEXT],
+    );
+    let name = table.migrations_table();
+    let rows = pool.query(&sql, &[&name, &table.schema()]).await?;
+    let exists = rows
+        .first()
+        .map(|r| r.bool(0))
+        .transpose()?
+        .unwrap_or(false);
+    if !exists {
+        return Ok(0);
+    }
+    let migrations = table.qualify(&name);
+    let max = Sql::new(
+        format!("SELECT COALESCE(MAX(version), 0) FROM {migrations}"),
+        &[],
+    );
+    let rows = pool.query(&max, &[]).await?;
+    Ok(rows
+        .first()
+        .map(|r| r.int(0))
+        .transpose()?
+        .map_or(0, |v| i32::try_from(v).unwrap_or(i32::MAX)))
+}
+
+/// Checks, without changing anything, that `table` is at exactly [`SCHEMA_VERSION`].
+pub(crate) async fn verify(
+    pool: &dyn DbPool,
+    table: &TableName,
+) -> Result<(), checkpoint_core::Error> {
+    let found = current_version(pool, table).await?;
+    if found > SCHEMA_VERSION {
+        return Err(SchemaError::TooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        }
+        .into());
+    }
+    if found < SCHEMA_VERSION {
+        return Err(SchemaError::Outdated {
+            found,
+            expected: SCHEMA_VERSION,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_ordered_from_one_without_gaps() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1);
+        }
+    }
+
+    #[test]
+    fn rendering_quotes_every_name() {
+        let table = TableName::new(Some("tenant"), "cp").unwrap();
+        let sql = render(&MIGRATIONS[1], &table);
+        assert!(sql.contains("ALTER TABLE \"tenant\".\"cp\""));
+        assert!(sql.contains("DROP INDEX IF EXISTS \"tenant\".\"idx_cp_execution_id\""));
+        assert!(sql.contains("CREATE UNIQUE INDEX IF NOT EXISTS \"cp_execution_version_key\""));
+        assert!(!sql.contains('{'), "{sql}");
+    }
+
+    #[test]
+    fn newer_or_changed_schemas_are_refused() {
+        let ours: Vec<(i32, String)> = MIGRATIONS
+            .iter()
+            .map(|m| (m.version, checksum(m)))
+            .collect();
+        assert_eq!(check_applied(&ours), Ok(()));
+
+        let mut newer = ours.clone();
+        newer.push((SCHEMA_VERSION + 1, "x".into()));
+        assert_eq!(
+            check_applied(&newer),
+            Err(SchemaError::TooNew {
+                found: SCHEMA_VERSION + 1,
+                supported: SCHEMA_VERSION
+            })
+        );
+
+        let mut changed = ours;
+        changed[0].1 = "edited".into();
+        assert_eq!(
+            check_applied(&changed),
+            Err(SchemaError::Modified { version: 1 })
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! Table names and the statements the store runs, built once per table.
+//!
+//! Identifiers are validated and quoted; every value is a bound parameter. Every statement that
+//! touches one execution is written so that the unique index on `(execution_id, version)` can
+//! serve it as an index range (both version bounds are always bound, inclusive, never
+//! optional), so its cost does not grow with the table.
+
+use checkpoint_core::{Error, Result};
+use tokio_postgres::types::Type;
+
+use crate::pool::Sql;
+
+/// The longest identifier PostgreSQL keeps.
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// Checks a table or schema name: `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `field`.
+pub fn check_identifier(field: &str, name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(Error::invalid(
+            field,
+            format!("{name:?} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"),
+        ));
+    }
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("{name:?} is longer than {MAX_IDENTIFIER_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A validated table name, optionally schema-qualified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableName {
+    schema: Option<String>,
+    table: String,
+}
+
+impl TableName {
+    /// Validates both names.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a name that is not a plain identifier.
+    pub fn new(schema: Option<&str>, table: &str) -> Result<Self> {
+        if let Some(schema) = schema {
+            check_identifier("schema", schema)?;
+        }
+        check_identifier("table", table)?;
+        Ok(TableName {
+            schema: schema.map(str::to_owned),
+            table: table.to_owned(),
+        })
+    }
+
+    /// The schema, if one was given.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// The bare table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// `"schema"."name"` or `"name"` for an object that lives beside the table.
+    pub fn qualify(&self, name: &str) -> String {
+        match &self.schema {
+            Some(schema) => format!("\"{schema}\".\"{name}\""),
+            None => format!("\"{name}\""),
+        }
+    }
+
+    /// The quoted, qualified table.
+    pub fn quoted(&self) -> String {
+        self.qualify(&self.table)
+    }
+
+    /// A name derived from the table's, cut to the identifier limit as PostgreSQL would.
+    pub fn derived(&self, suffix: &str) -> String {
+        let mut name = format!("{}_{suffix}", self.table);
+        name.truncate(MAX_IDENTIFIER_BYTES);
+        name
+    }
+
+    /// The unique index behind the version rule.
+    pub fn version_index(&self) -> String {
+        self.derived("execution_version_key")
+    }
+
+    /// The table recording applied migrations.
+    pub fn migrations_table(&self) -> String {
+        self.derived("migrations")
+    }
+
+    /// The key of the advisory lock that serialises migrations of this table.
+    pub fn lock_key(&self) -> String {
+        format!(
+            "checkpoint-migrations:{}.{}",
+            self.schema.as_deref().unwrap_or(""),
+            self.table
+        )
+    }
+}
+
+/// The columns in the order every read decodes them.
+pub const COLUMNS: &str =
+    "id, execution_id, node_name, state, metadata, \"timestamp\", version, parent_id";
+
+/// Every statement of the store for one table.
+#[derive(Clone, Debug)]
+pub struct Statements {
+    pub save: Sql,
+    pub load: Sql,
+    pub list: Sql,
+    pub latest: Sql,
+    pub delete: Sql,
+    pub clear: Sql,
+    pub page_ascending: Sql,
+    pub page_descending: Sql,
+    pub batch_lookup: Sql,
+    pub batch_insert: Sql,
+    pub executions: Sql,
+    pub prune_execution: Sql,
+    pub prune_all: Sql,
+}
+
+impl Statements {
+    /// Builds the statements for `table`.
+    pub fn new(table: &TableName) -> Self {
+        let t = table.quoted();
+        let upsert_tail = "ON CONFLICT (id) DO UPDATE SET node_name = EXCLUDED.node_name, \
+             state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
+             \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
+             version = CASE WHEN $7 = 0 THEN c.version ELSE EXCLUDED.version END \
+             WHERE c.execution_id = EXCLUDED.execution_id";
+        let page = |direction: &str| {
+            Sql::new(
+                format!(
+                    "SELECT {COLUMNS} FROM {t} c WHERE execution_id = $1 \
+                     AND version >= $2 AND version <= $3 \
+                     AND ($4::text IS NULL OR node_name = $4) \
+                     AND ($5::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($5) f \
+                          WHERE c.metadata -> f.key IS DISTINCT FROM f.value)) \
+                     ORDER BY version {direction} LIMIT $6"
+                ),
+                &[
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::INT8,
+                ],
+            )
+        };
+        let prune = |partition: &str, filter: &str, types: &[Type]| {
+            let n = types.len() - 1;
+            Sql::new(
+                format!(
+                    "DELETE FROM {t} WHERE id IN (SELECT id FROM (SELECT id, \"timestamp\", \
+                     row_number() OVER ({partition}ORDER BY version DESC) AS rank \
+                     FROM {t}{filter}) r WHERE r.rank > ${n} \
+                     AND r.\"timestamp\" < COALESCE(${}::timestamptz, 'infinity'))",
+                    n + 1
+                ),
+                types,
+            )
+        };
+        Statements {
+            save: Sql::new(
+                format!(
+                    "INSERT INTO {t} AS c ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, \
+                     CASE WHEN $7 = 0 THEN (SELECT COALESCE(MAX(version), 0) + 1 FROM {t} \
+                     WHERE execution_id = $2) ELSE $7 END, $8) {upsert_tail} RETURNING version"
+                ),
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::JSONB,
+                    Type::TIMESTAMPTZ,
+                    Type::INT8,
+                    Type::TEXT,
+                ],
+            ),
+            load: Sql::new(
+                format!("SELECT {COLUMNS} FROM {t} WHERE id = $1"),
+                &[Type::TEXT],
+            ),
+            list: Sql::new(
+                format!("SELECT {COLUMNS} FROM {t} WHERE execution_id = $1 ORDER BY version"),
+                &[Type::TEXT],
+            ),
+            latest: Sql::new(
+                format!(
+                    "SELECT {COLUMNS} FROM {t} WHERE execution_id = $1 \
+                     ORDER BY version DESC LIMIT 1"
+                ),
+                &[Type::TEXT],
+            ),
+            delete: Sql::new(format!("DELETE FROM {t} WHERE id = $1"), &[Type::TEXT]),
+            clear: Sql::new(
+                format!("DELETE FROM {t} WHERE execution_id = $1"),
+                &[Type::TEXT],
+            ),
+            page_ascending: page("ASC"),
+            page_descending: page("DESC"),
+            // Existing rows of the batch's ids, then each execution's highest version (one
+            // backward index probe per execution).
+            batch_lookup: Sql::new(
+                format!(
+                    "SELECT id, execution_id, version FROM {t} WHERE id = ANY($1) \
+                     UNION ALL \
+                     SELECT NULL, e.id, (SELECT MAX(version) FROM {t} WHERE execution_id = e.id) \
+                     FROM unnest($2::text[]) AS e(id)"
+                ),
+                &[Type::TEXT_ARRAY, Type::TEXT_ARRAY],
+            ),
+            batch_insert: Sql::new(
+                format!(
+                    "INSERT INTO {t} AS c ({COLUMNS}) SELECT * FROM unnest($1::text[], \
+                     $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], \
+                     $7::int8[], $8::text[]) \
+                     ON CONFLICT (id) DO UPDATE SET node_name = EXCLUDED.node_name, \
+                     state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
+                     \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
+                     version = EXCLUDED.version WHERE c.execution_id = EXCLUDED.execution_id"
+                ),
+                &[
+                    Type::TEXT_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::JSONB_ARRAY,
+                    Type::JSONB_ARRAY,
+                    Type::TIMESTAMPTZ_ARRAY,
+                    Type::INT8_ARRAY,
+                    Type::TEXT_ARRAY,
+                ],
+            ),
+            executions: Sql::new(
+                format!(
+                    "SELECT execution_id, count(*), MAX(version), MAX(\"timestamp\") FROM {t} \
+                     WHERE execution_id > $1 GROUP BY execution_id ORDER BY execution_id LIMIT $2"
+                ),
+                &[Type::TEXT, Type::INT8],
+            ),
+            prune_execution: prune(
+                "",
+                " WHERE execution_id = $1",
+                &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            prune_all: prune(
+                "PARTITION BY execution_id ",
+                "",
+                &[Type::INT8, Type::TIMESTAMPTZ],
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_identifiers_are_accepted() {
+        for name in ["checkpoints", "_x", "Cp_2024", &"a".repeat(63)] {
+            assert!(check_identifier("table", name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn injection_attempts_and_odd_names_are_refused() {
+        for name in [
+            "",
+            "1abc",
+            "cp; DROP TABLE users",
+            "cp\"",
+            "a.b",
+            "naïve",
+            "with space",
+            "x--",
+            &"a".repeat(64),
+        ] {
+            let err = check_identifier("table", name).unwrap_err();
+            assert!(err.is_invalid_field("table"), "{name}: {err}");
+        }
+        assert!(TableName::new(Some("public\"; --"), "cp")
+            .unwrap_err()
+            .is_invalid_field("schema"));
+    }
+
+    #[test]
+    fn names_are_quoted_and_qualified() {
+        let plain = TableName::new(None, "cp").unwrap();
+        assert_eq!(plain.quoted(), "\"cp\"");
+        let qualified = TableName::new(Some("Tenant"), "cp").unwrap();
+        assert_eq!(qualified.quoted(), "\"Tenant\".\"cp\"");
+        assert_eq!(
+            qualified.qualify("cp_migrations"),
+            "\"Tenant\".\"cp_migrations\""
+        );
+    }
+
+    #[test]
+    fn derived_names_fit_the_identifier_limit() {
+        let long = TableName::new(None, &"t".repeat(60)).unwrap();
+        assert_eq!(long.version_index().len(), 63);
+        assert!(long.version_index().starts_with(&"t".repeat(60)));
+    }
+
+    #[test]
+    fn page_statements_bind_every_cursor_and_never_offset() {
+        let s = Statements::new(&TableName::new(None, "cp").unwrap());
+        for sql in [&s.page_ascending, &s.page_descending] {
+            assert!(!sql.text.to_uppercase().contains("OFFSET"), "{}", sql.text);
+            assert!(sql.text.contains("version >= $2 AND version <= $3"));
+            assert_eq!(sql.types.len(), 6);
+        }
+        assert!(s.page_descending.text.contains("ORDER BY version DESC"));
+    }
+
+    #[test]
+    fn placeholders_match_declared_types() {
+        let s = Statements::new(&TableName::new(Some("s"), "cp").unwrap());
+        for sql in [
+            &s.save,
+            &s.load,
+            &s.list,
+            &s.latest,
+            &s.delete,
+            &s.clear,
+            &s.page_ascending,
+            &s.page_descending,
+            &s.batch_lookup,
+            &s.batch_insert,
+            &s.executions,
+            &s.prune_execution,
+            &s.prune_all,
+        ] {
+            let highest = (1..=20)
+                .rev()
+                .find(|n| sql.text.contains(&format!("${n}")))
+                .unwrap_or(0);
+            assert_eq!(highest, sql.types.len(), "{}", sql.text);
+            assert!(sql.text.contains("\"s\".\"cp\""));
+        }
+    }
+}
