@@ -417,3 +417,8 @@ impl CheckpointStore for PostgresStore {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod mock;
+#[cfg(test)]
+mod tests;

@@ -476,7 +476,7 @@ mod tests {
     fn malformed_connection_strings_are_invalid_input() {
         for bad in [
             "postgres://h:notaport/db",
-            "host=h port=",
+            "host=h port=abc",
             "host='unterminated",
             "justaword",
             "host=h sslmode=sometimes",

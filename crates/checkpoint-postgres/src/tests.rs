@@ -1,0 +1,405 @@
+//! Unit tests of the store over the scripted mock pool: which statement runs, what is bound,
+//! and how every failure maps into the core error.
+
+use serde_json::json;
+use time::macros::datetime;
+use tokio_postgres::error::SqlState;
+
+use super::*;
+use crate::mock::{MockPool, Reply};
+
+const INDEX: &str = "checkpoints_execution_version_key";
+
+fn options() -> PostgresOptions {
+    PostgresOptions::new("host=localhost user=u")
+        .expect("valid")
+        .auto_migrate(false)
+}
+
+/// A store over `pool`, past the schema check that `with_pool` runs.
+async fn store_on(pool: &MockPool) -> PostgresStore {
+    pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(
+            SCHEMA_VERSION.into(),
+        )])]));
+    let store = PostgresStore::with_pool(pool.clone(), &options())
+        .await
+        .expect("schema is current");
+    pool.clear_calls();
+    store
+}
+
+fn unique_violation(constraint: &str) -> Reply {
+    Reply::Fail(DbError::server(
+        SqlState::UNIQUE_VIOLATION,
+        Some(constraint),
+        "duplicate key value violates unique constraint",
+    ))
+}
+
+fn row_of(cp: &Checkpoint) -> Row {
+    Row(vec![
+        Cell::Text(cp.id.clone()),
+        Cell::Text(cp.execution_id.clone()),
+        Cell::Text(cp.node_name.clone()),
+        Cell::Json(cp.state.clone()),
+        Cell::Json(Value::Object(cp.metadata.clone())),
+        Cell::Timestamp(cp.timestamp),
+        Cell::Int(cp.version),
+        cp.parent_id.clone().map_or(Cell::Null, Cell::Text),
+    ])
+}
+
+fn sample() -> Checkpoint {
+    Checkpoint::new("exec-1", "plan", json!({"k": "v"}))
+        .with_id("cp-1")
+        .with_parent("cp-0")
+        .with_metadata("step", 3)
+        .with_timestamp(datetime!(2024-05-06 07:08:09.123456 UTC))
+}
+
+#[tokio::test]
+async fn save_binds_every_field_in_one_statement() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    pool.reply(Reply::Rows(vec![Row(vec![Cell::Int(4)])]));
+    assert_eq!(store.save(&sample()).await.unwrap(), 4);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 1, "one round trip");
+    assert!(calls[0].sql.starts_with("INSERT INTO \"checkpoints\""));
+    let p = &calls[0].params;
+    assert_eq!(p[0], "\"cp-1\"");
+    assert_eq!(p[1], "\"exec-1\"");
+    assert_eq!(p[2], "\"plan\"");
+    assert!(p[3].contains("\"k\""), "state bound as JSON: {}", p[3]);
+    assert!(p[4].contains("step"), "metadata bound as JSON: {}", p[4]);
+    assert!(p[5].contains("2024-05-06"), "{}", p[5]);
+    assert_eq!(p[6], "0");
+    assert_eq!(p[7], "Some(\"cp-0\")");
+}
+
+#[tokio::test]
+async fn append_that_loses_a_race_takes_the_next_version_in_the_same_call() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    pool.reply(unique_violation(INDEX))
+        .reply(unique_violation(INDEX))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(7)])]));
+    assert_eq!(store.save(&sample()).await.unwrap(), 7);
+    assert_eq!(pool.calls().len(), 3);
+}
+
+#[tokio::test]
+async fn explicit_version_taken_is_a_conflict() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    pool.reply(unique_violation(INDEX));
+    let err = store.save(&sample().with_version(2)).await.unwrap_err();
+    match err {
+        Error::Conflict {
+            execution_id,
+            version,
+        } => assert_eq!((execution_id.as_str(), version), ("exec-1", 2)),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(pool.calls().len(), 1, "a conflict is never retried");
+}
+
+#[tokio::test]
+async fn unique_violation_of_another_index_is_not_a_conflict() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    pool.reply(unique_violation("some_other_index"));
+    let err = store.save(&sample().with_version(2)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn upsert_matching_no_row_means_the_id_belongs_to_another_execution() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    pool.reply(Reply::Rows(vec![]));
+    let err = store.save(&sample()).await.unwrap_err();
+    assert!(err.is_invalid_field("execution_id"), "{err}");
+}
+
+#[tokio::test]
+async fn lost_connection_is_unavailable_and_retryable() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    pool.reply(Reply::Fail(DbError::connection("connection reset")));
+    let err = store.load("x").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(err.is_retryable());
+
+    pool.reply(Reply::Fail(DbError::server(
+        SqlState::ADMIN_SHUTDOWN,
+        None,
+        "terminating connection due to administrator command",
+    )));
+    assert!(store.latest("e").await.unwrap_err().is_retryable());
+}
+
+#[tokio::test]
+async fn invalid_input_sends_nothing() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    assert!(store.save(&sample().with_id("")).await.is_err());
+    assert!(store.load("a\0b").await.is_err());
+    assert!(store
+        .list_page(&ListQuery::new("e").limit(0))
+        .await
+        .is_err());
+    assert!(store.prune(&RetentionPolicy::default()).await.is_err());
+    assert!(store.save_batch(&[sample(), sample()]).await.is_err());
+    assert!(pool.calls().is_empty(), "{:?}", pool.calls());
+}
+
+#[tokio::test]
+async fn load_decodes_rows_and_reports_absence() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let mut cp = sample().with_version(3);
+    pool.reply(Reply::Rows(vec![row_of(&cp)]));
+    assert_eq!(store.load("cp-1").await.unwrap(), cp);
+
+    // Rows written by the reference store have NULL metadata.
+    cp.metadata.clear();
+    let mut row = row_of(&cp);
+    row.0[4] = Cell::Null;
+    pool.reply(Reply::Rows(vec![row]));
+    assert_eq!(store.load("cp-1").await.unwrap(), cp);
+
+    pool.reply(Reply::Rows(vec![]));
+    assert!(matches!(
+        store.load("gone").await,
+        Err(Error::NotFound { id }) if id == "gone"
+    ));
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_backend_errors() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let mut row = row_of(&sample());
+    row.0[4] = Cell::Json(json!([1, 2]));
+    pool.reply(Reply::Rows(vec![row]));
+    let err = store.load("cp-1").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let mut row = row_of(&sample());
+    row.0[6] = Cell::Text("not a number".into());
+    pool.reply(Reply::Rows(vec![row]));
+    assert!(store.load("cp-1").await.is_err());
+}
+
+#[tokio::test]
+async fn pages_bind_inclusive_bounds_and_fetch_one_extra() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let rows: Vec<Row> = (4..=6)
+        .map(|v| row_of(&sample().with_id(format!("c{v}")).with_version(v)))
+        .collect();
+    pool.reply(Reply::Rows(rows));
+    let page = store
+        .list_page(&ListQuery::new("exec-1").after(3).limit(2))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(page.next_cursor, Some(5));
+    let call = &pool.calls()[0];
+    assert!(call.sql.contains("ORDER BY version ASC"));
+    assert_eq!(call.params[1], "4");
+    assert_eq!(call.params[2], i64::MAX.to_string());
+    assert_eq!(call.params[3], "None");
+    assert_eq!(
+        call.params[4], "None",
+        "no metadata filter is bound as NULL"
+    );
+    assert_eq!(call.params[5], "3");
+
+    pool.reply(Reply::Rows(vec![]));
+    store
+        .list_page(
+            &ListQuery::new("exec-1")
+                .before(10)
+                .descending()
+                .node("plan")
+                .metadata_eq("step", 3),
+        )
+        .await
+        .unwrap();
+    let call = &pool.calls()[1];
+    assert!(call.sql.contains("ORDER BY version DESC"));
+    assert_eq!(call.params[1], i64::MIN.to_string());
+    assert_eq!(call.params[2], "9");
+    assert_eq!(call.params[3], "Some(\"plan\")");
+    assert!(call.params[4].contains("step"), "{}", call.params[4]);
+}
+
+#[tokio::test]
+async fn cursor_past_the_last_version_returns_an_empty_page_without_a_query() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let page = store
+        .list_page(&ListQuery::new("e").after(i64::MAX))
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    assert!(pool.calls().is_empty());
+}
+
+#[tokio::test]
+async fn prune_picks_the_statement_for_its_scope() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    pool.reply(Reply::Affected(3)).reply(Reply::Affected(5));
+    let one = RetentionPolicy::keep_last(2).for_execution("exec-1");
+    assert_eq!(store.prune(&one).await.unwrap(), 3);
+    let all = RetentionPolicy::older_than(std::time::Duration::from_secs(60));
+    assert_eq!(store.prune(&all).await.unwrap(), 5);
+    let calls = pool.calls();
+    assert!(calls[0].sql.contains("WHERE execution_id = $1"));
+    assert_eq!(calls[0].params, vec!["\"exec-1\"", "2", "None"]);
+    assert!(calls[1].sql.contains("PARTITION BY execution_id"));
+    assert_eq!(calls[1].params[0], "0");
+    assert!(
+        calls[1].params[1].starts_with("Some("),
+        "{}",
+        calls[1].params[1]
+    );
+}
+
+#[tokio::test]
+async fn batch_is_one_lookup_and_one_insert_in_a_transaction() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let items = [
+        Checkpoint::new("e", "a", json!(1)),
+        Checkpoint::new("e", "b", json!(2)),
+    ];
+    pool.reply(Reply::Rows(vec![Row(vec![
+        Cell::Null,
+        Cell::Text("e".into()),
+        Cell::Int(5),
+    ])]))
+    .reply(Reply::Affected(2));
+    assert_eq!(store.save_batch(&items).await.unwrap(), vec![6, 7]);
+    let calls = pool.calls();
+    let sql: Vec<&str> = calls.iter().map(|c| &c.sql[..c.sql.len().min(6)]).collect();
+    assert_eq!(sql, ["BEGIN", "SELECT", "INSERT", "COMMIT"]);
+    assert_eq!(calls[2].params[6], "[6, 7]", "planned versions are bound");
+}
+
+#[tokio::test]
+async fn batch_conflict_is_named_by_the_replay_and_rolled_back() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let items = [
+        Checkpoint::new("e", "a", json!(1)),
+        Checkpoint::new("e", "b", json!(2)).with_version(2),
+    ];
+    pool.reply(Reply::Rows(vec![Row(vec![
+        Cell::Null,
+        Cell::Text("e".into()),
+        Cell::Null,
+    ])]))
+    .reply(unique_violation(INDEX))
+    .reply(Reply::Rows(vec![Row(vec![Cell::Int(1)])]))
+    .reply(unique_violation(INDEX));
+    let err = store.save_batch(&items).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { version: 2, .. }), "{err:?}");
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert_eq!(calls.iter().filter(|s| *s == "ROLLBACK").count(), 2);
+    assert!(!calls.iter().any(|s| s == "COMMIT"));
+}
+
+#[tokio::test]
+async fn batch_failure_mid_transaction_rolls_back_and_maps_the_error() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    pool.reply(Reply::Fail(DbError::server(
+        SqlState::T_R_DEADLOCK_DETECTED,
+        None,
+        "deadlock detected",
+    )));
+    let err = store
+        .save_batch(&[Checkpoint::new("e", "a", json!(1))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                retryable: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert_eq!(calls.last().map(String::as_str), Some("ROLLBACK"));
+}
+
+#[tokio::test]
+async fn outdated_schema_is_refused_when_auto_migrate_is_off() {
+    let pool = MockPool::default();
+    pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(false)])]));
+    let err = PostgresStore::with_pool(pool.clone(), &options())
+        .await
+        .unwrap_err();
+    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SchemaError>());
+    assert_eq!(
+        source,
+        Some(&SchemaError::Outdated {
+            found: 0,
+            expected: SCHEMA_VERSION
+        })
+    );
+
+    let pool = MockPool::default();
+    pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(99)])]));
+    let err = PostgresStore::with_pool(pool, &options())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[tokio::test]
+async fn migration_runs_under_the_advisory_lock_in_one_transaction() {
+    let pool = MockPool::default();
+    pool.reply(Reply::Affected(1)) // the advisory lock
+        .reply(Reply::Rows(vec![])) // no migration applied yet
+        .reply(Reply::Affected(1))
+        .reply(Reply::Affected(1));
+    let store = PostgresStore::with_pool(pool.clone(), &options().auto_migrate(true))
+        .await
+        .unwrap();
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert_eq!(calls[0], "BEGIN");
+    assert!(calls[1].contains("pg_advisory_xact_lock"));
+    assert_eq!(calls.last().map(String::as_str), Some("COMMIT"));
+    assert!(calls
+        .iter()
+        .any(|s| s.contains("CREATE TABLE IF NOT EXISTS \"checkpoints\"")));
+    assert_eq!(store.table().table(), "checkpoints");
+}

@@ -1,0 +1,275 @@
+//! Migration rules on a real server: fresh, re-run, concurrent start, adoption of a table the
+//! reference Go store made, and refusal of schemas this release does not know.
+
+mod support;
+
+use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+use checkpoint_postgres::{PostgresStore, SchemaError, SCHEMA_VERSION};
+use serde_json::json;
+
+fn schema_error(err: &Error) -> Option<&SchemaError> {
+    std::error::Error::source(err)?.downcast_ref::<SchemaError>()
+}
+
+async fn migration_rows(schema: &str) -> Vec<i32> {
+    support::client()
+        .await
+        .query(
+            &format!("SELECT version FROM \"{schema}\".checkpoints_migrations ORDER BY version"),
+            &[],
+        )
+        .await
+        .expect("migrations table")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn fresh_database_gets_the_current_schema() {
+    let store = support::store().await;
+    let schema = store
+        .table()
+        .schema()
+        .expect("tests use a schema")
+        .to_owned();
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    assert_eq!(
+        migration_rows(&schema).await,
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>()
+    );
+
+    let client = support::client().await;
+    let columns: Vec<(String, String)> = client
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'checkpoints' ORDER BY ordinal_position",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = [
+        ("id", "text"),
+        ("execution_id", "text"),
+        ("node_name", "text"),
+        ("state", "jsonb"),
+        ("metadata", "jsonb"),
+        ("timestamp", "timestamp with time zone"),
+        ("version", "bigint"),
+        ("parent_id", "text"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(c, t)| (c.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(columns, expected);
+
+    let indexes: Vec<String> = client
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 \
+             AND tablename = 'checkpoints' ORDER BY indexname",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        indexes,
+        ["checkpoints_execution_version_key", "checkpoints_pkey"]
+    );
+}
+
+#[tokio::test]
+async fn running_migrations_again_is_a_no_op() {
+    let store = support::store().await;
+    let schema = store.table().schema().unwrap().to_owned();
+    store
+        .save(&Checkpoint::new("e", "n", json!(1)))
+        .await
+        .unwrap();
+    let report = store.migrate().await.unwrap();
+    assert!(report.applied.is_empty(), "{report:?}");
+    assert_eq!(report.from_version, SCHEMA_VERSION);
+    assert_eq!(migration_rows(&schema).await.len(), SCHEMA_VERSION as usize);
+    assert_eq!(store.list("e").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn eight_stores_starting_at_once_apply_each_step_exactly_once() {
+    let options = support::options().await;
+    let starts = (0..8).map(|_| PostgresStore::connect(options.clone()));
+    let stores = futures::future::join_all(starts).await;
+    for store in &stores {
+        assert!(store.is_ok(), "{store:?}");
+    }
+    let schema = options.table_name().unwrap().schema().unwrap().to_owned();
+    assert_eq!(
+        migration_rows(&schema).await,
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>()
+    );
+    // All eight work on the one table.
+    for (i, store) in stores.iter().enumerate() {
+        let store = store.as_ref().unwrap();
+        store
+            .save(&Checkpoint::new("shared", "n", json!(i)))
+            .await
+            .unwrap();
+    }
+    let any = stores[0].as_ref().unwrap();
+    assert_eq!(any.list("shared").await.unwrap().len(), 8);
+}
+
+#[tokio::test]
+async fn a_table_made_by_the_reference_store_is_adopted_without_losing_a_row() {
+    let schema = support::unique_schema("ref");
+    let client = support::client().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\";
+             SET search_path TO \"{schema}\";
+             CREATE TABLE IF NOT EXISTS checkpoints (id TEXT PRIMARY KEY, execution_id TEXT NOT NULL,
+               node_name TEXT NOT NULL, state JSONB NOT NULL, metadata JSONB, timestamp TIMESTAMPTZ NOT NULL,
+               version INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS idx_checkpoints_execution_id ON checkpoints (execution_id);
+             INSERT INTO checkpoints VALUES
+               ('a3', 'run-a', 'third',  '{{\"n\": 3}}', '{{\"k\": 1}}', '2024-01-01 00:00:03+00', 1),
+               ('a1', 'run-a', 'first',  '{{\"n\": 1}}', NULL,           '2024-01-01 00:00:01+00', 1),
+               ('a2', 'run-a', 'second', '{{\"n\": 2}}', '{{}}',         '2024-01-01 00:00:02+00', 1),
+               ('b1', 'run-b', 'only',   '[1, 2]',       NULL,           '2024-02-01 00:00:00+00', 1);
+             RESET search_path;"
+        ))
+        .await
+        .expect("reference table");
+
+    let store = PostgresStore::connect(
+        checkpoint_postgres::PostgresOptions::new(&support::server().await.url)
+            .unwrap()
+            .schema(&schema),
+    )
+    .await
+    .expect("adopting the reference table");
+
+    let run_a = store.list("run-a").await.unwrap();
+    let order: Vec<(&str, i64)> = run_a.iter().map(|c| (c.id.as_str(), c.version)).collect();
+    assert_eq!(
+        order,
+        [("a1", 1), ("a2", 2), ("a3", 3)],
+        "renumbered in timestamp order"
+    );
+    assert!(run_a[0].metadata.is_empty(), "NULL metadata reads as empty");
+    assert_eq!(run_a[2].metadata.get("k"), Some(&json!(1)));
+    assert_eq!(run_a[2].state, json!({"n": 3}));
+    assert_eq!(store.list("run-b").await.unwrap().len(), 1);
+    assert!(run_a.iter().all(|c| c.parent_id.is_none()));
+
+    // The version rule now holds on the adopted rows.
+    let next = Checkpoint::new("run-a", "fourth", json!({"n": 4}));
+    assert_eq!(store.save(&next).await.unwrap(), 4);
+    let rival = Checkpoint::new("run-a", "late", json!(0)).with_version(4);
+    assert!(matches!(
+        store.save(&rival).await,
+        Err(Error::Conflict { .. })
+    ));
+
+    let reference_index: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 \
+             AND indexname = 'idx_checkpoints_execution_id'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        reference_index, 0,
+        "the unique index replaces the reference index"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_this_release_is_refused_and_left_alone() {
+    let store = support::store().await;
+    let schema = store.table().schema().unwrap().to_owned();
+    store
+        .save(&Checkpoint::new("e", "n", json!(1)))
+        .await
+        .unwrap();
+    let newer = SCHEMA_VERSION + 1;
+    support::client()
+        .await
+        .execute(
+            &format!(
+                "INSERT INTO \"{schema}\".checkpoints_migrations (version, description, checksum) \
+                 VALUES ($1, 'from the future', 'x')"
+            ),
+            &[&newer],
+        )
+        .await
+        .unwrap();
+
+    let options = checkpoint_postgres::PostgresOptions::new(&support::server().await.url)
+        .unwrap()
+        .schema(&schema);
+    for options in [options.clone(), options.auto_migrate(false)] {
+        let err = PostgresStore::connect(options).await.unwrap_err();
+        assert_eq!(
+            schema_error(&err),
+            Some(&SchemaError::TooNew {
+                found: newer,
+                supported: SCHEMA_VERSION
+            }),
+            "{err}"
+        );
+        assert!(!err.is_retryable());
+    }
+    assert_eq!(store.list("e").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn without_auto_migrate_a_missing_table_is_refused() {
+    let options = support::options().await.auto_migrate(false);
+    let schema = options.table_name().unwrap().schema().unwrap().to_owned();
+    let err = PostgresStore::connect(options).await.unwrap_err();
+    assert_eq!(
+        schema_error(&err),
+        Some(&SchemaError::Outdated {
+            found: 0,
+            expected: SCHEMA_VERSION
+        }),
+        "{err}"
+    );
+    let created: i64 = support::client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(created, 0, "nothing was created");
+}
+
+#[tokio::test]
+async fn a_changed_migration_is_detected() {
+    let store = support::store().await;
+    let schema = store.table().schema().unwrap().to_owned();
+    support::client()
+        .await
+        .execute(
+            &format!("UPDATE \"{schema}\".checkpoints_migrations SET checksum = 'edited' WHERE version = 1"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = store.migrate().await.unwrap_err();
+    assert_eq!(
+        schema_error(&err),
+        Some(&SchemaError::Modified { version: 1 })
+    );
+}
