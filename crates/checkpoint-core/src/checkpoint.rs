@@ -122,6 +122,39 @@ impl Checkpoint {
         self
     }
 
+    /// The first checkpoint of a new execution forked from this one: a fresh id, version 1,
+    /// the current time, the same node, state and metadata, `parent_id` = this checkpoint, and
+    /// metadata `source: "fork"` and `forked_from: {checkpoint_id, execution_id, version}`.
+    ///
+    /// ```
+    /// use checkpoint_core::Checkpoint;
+    ///
+    /// let original = Checkpoint::new("run-1", "plan", serde_json::json!({"x": 1})).with_version(3);
+    /// let fork = original.forked_into("run-2");
+    /// assert_eq!(fork.version, 1);
+    /// assert_eq!(fork.parent_id.as_deref(), Some(original.id.as_str()));
+    /// assert_eq!(fork.metadata["source"], "fork");
+    /// assert_eq!(fork.metadata["forked_from"]["version"], 3);
+    /// ```
+    pub fn forked_into(&self, new_execution_id: impl Into<String>) -> Checkpoint {
+        let mut metadata = self.metadata.clone();
+        metadata.insert(crate::meta::SOURCE.into(), Value::from("fork"));
+        metadata.insert(
+            crate::meta::FORKED_FROM.into(),
+            serde_json::json!({
+                "checkpoint_id": self.id,
+                "execution_id": self.execution_id,
+                "version": self.version,
+            }),
+        );
+        Checkpoint {
+            metadata,
+            parent_id: Some(self.id.clone()),
+            version: 1,
+            ..Checkpoint::new(new_execution_id, self.node_name.clone(), self.state.clone())
+        }
+    }
+
     /// Sets the timestamp, converted to UTC and truncated to whole microseconds so that it
     /// round-trips exactly through every backend.
     pub fn with_timestamp(mut self, timestamp: OffsetDateTime) -> Self {

@@ -31,6 +31,7 @@
 
 mod checkpoint;
 mod error;
+pub mod meta;
 mod store;
 pub mod validate;
 

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
-use crate::validate::Limits;
+use crate::validate::{check_id, Limits};
 
 /// Where checkpoints live. Every backend implements this one contract, and the conformance suite
 /// (feature `conformance`) proves it does so identically.
@@ -96,6 +96,34 @@ pub trait CheckpointStore: Send + Sync {
 
     /// Removes checkpoints according to `policy` and returns how many were removed.
     async fn prune(&self, policy: &RetentionPolicy) -> Result<u64>;
+
+    /// Starts execution `new_execution_id` from checkpoint `checkpoint_id` of any execution:
+    /// its first checkpoint (version 1) has the source's node, state and metadata, a fresh id,
+    /// the current time, `parent_id` = the source, and metadata `source: "fork"` and
+    /// `forked_from: {checkpoint_id, execution_id, version}` (see
+    /// [`Checkpoint::forked_into`]). Returns it as stored.
+    ///
+    /// The default implementation loads the source and saves the copy with version 1, so it
+    /// is atomic through the version rule; backends may do it in one statement.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown source;
+    /// [`Error::Conflict`](crate::Error::Conflict) at version 1 when `new_execution_id`
+    /// already has checkpoints.
+    async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
+        check_id("id", checkpoint_id)?;
+        check_id("execution_id", new_execution_id)?;
+        let source = self.load(checkpoint_id).await?;
+        if self.latest(new_execution_id).await?.is_some() {
+            return Err(crate::Error::Conflict {
+                execution_id: new_execution_id.to_owned(),
+                version: 1,
+            });
+        }
+        let forked = source.forked_into(new_execution_id);
+        self.save(&forked).await?;
+        Ok(forked)
+    }
 }
 
 #[async_trait]
@@ -132,6 +160,9 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
     }
     async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
         (**self).prune(policy).await
+    }
+    async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
+        (**self).fork(checkpoint_id, new_execution_id).await
     }
 }
 

@@ -416,6 +416,42 @@ impl CheckpointStore for PostgresStore {
         };
         Ok(removed)
     }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
+        check_id("id", checkpoint_id)?;
+        check_id("execution_id", new_execution_id)?;
+        // A fresh id and timestamp made the same way as for every new checkpoint.
+        let id = Checkpoint::new(new_execution_id, "fork", Value::Null);
+        let rows = self
+            .pool
+            .query(
+                &self.sql.fork,
+                &[&checkpoint_id, &id.id, &new_execution_id, &id.timestamp],
+            )
+            .await
+            .map_err(|e| self.conflict_or(e, new_execution_id, 1))?;
+        if let Some(row) = rows.first() {
+            return decode(row);
+        }
+        // Nothing inserted: tell a missing source from an occupied target.
+        let found = self.pool.query(&self.sql.exists, &[&checkpoint_id]).await?;
+        if found
+            .first()
+            .map(|r| r.bool(0))
+            .transpose()?
+            .unwrap_or(false)
+        {
+            Err(Error::Conflict {
+                execution_id: new_execution_id.to_owned(),
+                version: 1,
+            })
+        } else {
+            Err(Error::NotFound {
+                id: checkpoint_id.to_owned(),
+            })
+        }
+    }
 }
 
 #[cfg(test)]

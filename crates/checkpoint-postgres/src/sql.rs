@@ -130,6 +130,8 @@ pub struct Statements {
     pub executions: Sql,
     pub prune_execution: Sql,
     pub prune_all: Sql,
+    pub fork: Sql,
+    pub exists: Sql,
 }
 
 impl Statements {
@@ -262,6 +264,24 @@ impl Statements {
                 "PARTITION BY execution_id ",
                 "",
                 &[Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            // The same copy as Checkpoint::forked_into, made by the server in one statement;
+            // it inserts nothing when the source is missing or the target has checkpoints.
+            fork: Sql::new(
+                format!(
+                    "INSERT INTO {t} ({COLUMNS}) SELECT $2, $3, s.node_name, s.state, \
+                     COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object('source', 'fork', \
+                     'forked_from', jsonb_build_object('checkpoint_id', s.id, \
+                     'execution_id', s.execution_id, 'version', s.version)), $4, 1, s.id \
+                     FROM {t} s WHERE s.id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM {t} WHERE execution_id = $3) \
+                     RETURNING {COLUMNS}"
+                ),
+                &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ],
+            ),
+            exists: Sql::new(
+                format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE id = $1)"),
+                &[Type::TEXT],
             ),
         }
     }

@@ -403,3 +403,35 @@ async fn migration_runs_under_the_advisory_lock_in_one_transaction() {
         .any(|s| s.contains("CREATE TABLE IF NOT EXISTS \"checkpoints\"")));
     assert_eq!(store.table().table(), "checkpoints");
 }
+
+#[tokio::test]
+async fn fork_is_one_statement_and_explains_an_empty_result() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let copy = sample().with_version(1);
+    pool.reply(Reply::Rows(vec![row_of(&copy)]));
+    assert_eq!(store.fork("cp-0", "exec-1").await.unwrap(), copy);
+    assert_eq!(pool.calls().len(), 1);
+    assert_eq!(pool.calls()[0].params[0], "\"cp-0\"");
+    assert_eq!(pool.calls()[0].params[2], "\"exec-1\"");
+
+    pool.reply(Reply::Rows(vec![]))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Bool(false)])]));
+    assert!(matches!(
+        store.fork("gone", "x").await,
+        Err(Error::NotFound { .. })
+    ));
+
+    pool.reply(Reply::Rows(vec![]))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]));
+    assert!(matches!(
+        store.fork("cp-0", "taken").await,
+        Err(Error::Conflict { version: 1, .. })
+    ));
+
+    pool.reply(unique_violation(INDEX));
+    assert!(matches!(
+        store.fork("cp-0", "raced").await,
+        Err(Error::Conflict { version: 1, .. })
+    ));
+}

@@ -25,6 +25,7 @@ use crate::{Checkpoint, CheckpointStore, Error, Result};
 pub mod batch;
 pub mod concurrency;
 pub mod executions;
+pub mod fork;
 pub mod page;
 pub mod prune;
 pub mod read;
@@ -132,6 +133,11 @@ macro_rules! conformance_tests {
             prune::prune_keep_zero_is_refused,
             prune::prune_with_nothing_to_remove_returns_zero,
             prune::append_after_prune_continues_versions,
+            fork::fork_copies_state_and_records_lineage,
+            fork::fork_from_an_earlier_checkpoint_then_diverge,
+            fork::fork_of_unknown_checkpoint_is_not_found,
+            fork::fork_into_existing_execution_conflicts,
+            fork::fork_rejects_invalid_ids,
             concurrency::racing_appenders_get_distinct_versions,
             concurrency::racing_writers_for_one_version_one_wins,
             concurrency::concurrent_batches_stay_consecutive,
