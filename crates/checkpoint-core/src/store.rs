@@ -126,45 +126,53 @@ pub trait CheckpointStore: Send + Sync {
     }
 }
 
-#[async_trait]
-impl<S: CheckpointStore + ?Sized> CheckpointStore for Arc<S> {
-    fn limits(&self) -> Limits {
-        (**self).limits()
-    }
-    async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
-        (**self).save(checkpoint).await
-    }
-    async fn load(&self, id: &str) -> Result<Checkpoint> {
-        (**self).load(id).await
-    }
-    async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
-        (**self).list(execution_id).await
-    }
-    async fn delete(&self, id: &str) -> Result<bool> {
-        (**self).delete(id).await
-    }
-    async fn clear(&self, execution_id: &str) -> Result<u64> {
-        (**self).clear(execution_id).await
-    }
-    async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
-        (**self).latest(execution_id).await
-    }
-    async fn list_page(&self, query: &ListQuery) -> Result<Page> {
-        (**self).list_page(query).await
-    }
-    async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
-        (**self).save_batch(checkpoints).await
-    }
-    async fn list_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionSummary>> {
-        (**self).list_executions(query).await
-    }
-    async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
-        (**self).prune(policy).await
-    }
-    async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
-        (**self).fork(checkpoint_id, new_execution_id).await
-    }
+/// Forwards every method to the store behind a pointer, so `Arc<dyn CheckpointStore>`,
+/// `Arc<MyStore>` and `&MyStore` are stores too.
+macro_rules! forward_store {
+    ($($pointer:ty),*) => {$(
+        #[async_trait]
+        impl<S: CheckpointStore + ?Sized> CheckpointStore for $pointer {
+            fn limits(&self) -> Limits {
+                (**self).limits()
+            }
+            async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
+                (**self).save(checkpoint).await
+            }
+            async fn load(&self, id: &str) -> Result<Checkpoint> {
+                (**self).load(id).await
+            }
+            async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
+                (**self).list(execution_id).await
+            }
+            async fn delete(&self, id: &str) -> Result<bool> {
+                (**self).delete(id).await
+            }
+            async fn clear(&self, execution_id: &str) -> Result<u64> {
+                (**self).clear(execution_id).await
+            }
+            async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
+                (**self).latest(execution_id).await
+            }
+            async fn list_page(&self, query: &ListQuery) -> Result<Page> {
+                (**self).list_page(query).await
+            }
+            async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
+                (**self).save_batch(checkpoints).await
+            }
+            async fn list_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionSummary>> {
+                (**self).list_executions(query).await
+            }
+            async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
+                (**self).prune(policy).await
+            }
+            async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
+                (**self).fork(checkpoint_id, new_execution_id).await
+            }
+        }
+    )*};
 }
+
+forward_store!(Arc<S>, &S, Box<S>);
 
 /// Direction of a page.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,345 @@
+//! The runner on the memory store: resume, policies, pauses, errors, races, forks.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use checkpoint_core::{CheckpointStore, Error};
+use checkpoint_memory::MemoryStore;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::*;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Job {
+    done: Vec<String>,
+    total: u64,
+}
+
+/// Counts how often each node ran, across runs.
+#[derive(Clone, Default)]
+struct Runs(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Runs {
+    fn hit(&self, node: &str) {
+        *self.0.lock().unwrap().entry(node.to_owned()).or_default() += 1;
+    }
+    fn count(&self, node: &str) -> usize {
+        self.0.lock().unwrap().get(node).copied().unwrap_or(0)
+    }
+}
+
+/// a -> b -> c -> end; each node appends its name and adds its length.
+fn pipeline(runs: &Runs) -> Workflow<Job> {
+    let mut workflow = Workflow::new("a");
+    for (name, next) in [("a", Next::to("b")), ("b", Next::to("c")), ("c", Next::End)] {
+        let runs = runs.clone();
+        workflow = workflow.node(name, move |mut job: Job| {
+            let runs = runs.clone();
+            let next = next.clone();
+            async move {
+                runs.hit(name);
+                job.done.push(name.to_owned());
+                job.total += 1;
+                Ok((job, next))
+            }
+        });
+    }
+    workflow
+}
+
+fn nodes(checkpoints: &[checkpoint_core::Checkpoint]) -> Vec<&str> {
+    checkpoints.iter().map(|c| c.node_name.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_run_saves_after_every_node_and_records_its_progress() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let outcome = pipeline(&runs)
+        .run(&store, "e", Job::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, RunStatus::Finished);
+    assert_eq!(outcome.state.done, ["a", "b", "c"]);
+    assert_eq!(outcome.ran, ["a", "b", "c"]);
+    let history = store.list("e").await.unwrap();
+    assert_eq!(nodes(&history), ["a", "b", "c"]);
+    let recorded: Vec<_> = history
+        .iter()
+        .map(|c| (meta::step(c), meta::next(c), c.metadata["outcome"].clone()))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (1, Some("b".to_owned()), json!("ok")),
+            (2, Some("c".to_owned()), json!("ok")),
+            (3, None, json!("finished")),
+        ]
+    );
+    assert!(history.iter().all(|c| c.metadata["source"] == "run"));
+    assert_eq!(outcome.checkpoint.as_ref(), history.last());
+}
+
+#[tokio::test]
+async fn a_run_resumes_after_the_latest_checkpoint_without_repeating_nodes() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    // A first process completed a and b, then died before c.
+    let mut checkpointer = Checkpointer::new(&store, "e");
+    let mut job = Job::default();
+    for (node, next) in [("a", "b"), ("b", "c")] {
+        job.done.push(node.into());
+        job.total += 1;
+        checkpointer
+            .record_with(node, &job, meta::run(job.total, Some(next), "ok"))
+            .await
+            .unwrap();
+    }
+    let outcome = pipeline(&runs)
+        .run(&store, "e", Job::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome.ran, ["c"]);
+    assert_eq!(
+        (runs.count("a"), runs.count("b"), runs.count("c")),
+        (0, 0, 1)
+    );
+    assert_eq!(outcome.state.done, ["a", "b", "c"]);
+    assert_eq!(meta::step(outcome.checkpoint.as_ref().unwrap()), 3);
+}
+
+#[tokio::test]
+async fn running_a_finished_execution_runs_nothing() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let workflow = pipeline(&runs);
+    workflow.run(&store, "e", Job::default()).await.unwrap();
+    let again = workflow.run(&store, "e", Job::default()).await.unwrap();
+    assert!(again.ran.is_empty());
+    assert_eq!(again.status, RunStatus::Finished);
+    assert_eq!(again.state.total, 3);
+    assert_eq!(store.list("e").await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn every_n_nodes_saves_fewer_checkpoints_but_always_the_end() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let workflow = pipeline(&runs).save_policy(SavePolicy::EveryNodes(NonZeroU32::new(2).unwrap()));
+    workflow.run(&store, "e", Job::default()).await.unwrap();
+    assert_eq!(nodes(&store.list("e").await.unwrap()), ["b", "c"]);
+}
+
+#[tokio::test]
+async fn interrupt_before_pauses_and_the_next_run_continues_with_the_edit() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let workflow = pipeline(&runs).interrupt_before("c");
+    let paused = workflow.run(&store, "e", Job::default()).await.unwrap();
+    assert_eq!(paused.status, RunStatus::Interrupted { next: "c".into() });
+    assert_eq!(paused.ran, ["a", "b"]);
+    assert_eq!(runs.count("c"), 0);
+    let pause = paused.checkpoint.clone().unwrap();
+    assert_eq!(pause.metadata["interrupt"], "before");
+    assert_eq!(pause.node_name, "b");
+
+    let mut edited = paused.state.clone();
+    edited.total = 100;
+    store.update_state("e", "reviewer", &edited).await.unwrap();
+
+    let done = workflow.run(&store, "e", Job::default()).await.unwrap();
+    assert_eq!(done.status, RunStatus::Finished);
+    assert_eq!(done.ran, ["c"]);
+    assert_eq!(done.state.total, 101, "c ran on the edited state");
+    let sources: Vec<_> = store
+        .list("e")
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.metadata["source"].clone())
+        .collect();
+    assert_eq!(sources, ["run", "run", "run", "update", "run"]);
+}
+
+#[tokio::test]
+async fn interrupt_before_the_start_node_pauses_before_anything_runs() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let workflow = pipeline(&runs).interrupt_before("a");
+    let paused = workflow.run(&store, "e", Job::default()).await.unwrap();
+    assert_eq!(paused.status, RunStatus::Interrupted { next: "a".into() });
+    assert_eq!(paused.checkpoint.unwrap().node_name, meta::START);
+    let done = workflow.run(&store, "e", Job::default()).await.unwrap();
+    assert_eq!(done.ran, ["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn interrupt_after_pauses_once_the_node_is_saved() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let workflow = pipeline(&runs).interrupt_after("a");
+    let paused = workflow.run(&store, "e", Job::default()).await.unwrap();
+    assert_eq!(paused.status, RunStatus::Interrupted { next: "b".into() });
+    assert_eq!(
+        paused.checkpoint.as_ref().unwrap().metadata["interrupt"],
+        "after"
+    );
+    let done = workflow.run(&store, "e", Job::default()).await.unwrap();
+    assert_eq!(done.ran, ["b", "c"]);
+    assert_eq!(runs.count("a"), 1);
+}
+
+#[tokio::test]
+async fn a_failing_node_is_saved_with_its_error_and_retried_by_the_next_run() {
+    let store = MemoryStore::new();
+    let attempts = Arc::new(Mutex::new(0));
+    let flaky = {
+        let attempts = attempts.clone();
+        move |mut job: Job| {
+            let attempts = attempts.clone();
+            async move {
+                let mut n = attempts.lock().unwrap();
+                *n += 1;
+                if *n == 1 {
+                    return Err("the service is down".into());
+                }
+                job.done.push("flaky".into());
+                Ok((job, Next::End))
+            }
+        }
+    };
+    let workflow = Workflow::new("first")
+        .node("first", |mut job: Job| async move {
+            job.done.push("first".into());
+            Ok((job, Next::to("flaky")))
+        })
+        .node("flaky", flaky);
+    let err = workflow.run(&store, "e", Job::default()).await.unwrap_err();
+    match &err {
+        WorkflowError::Node { node, source } => {
+            assert_eq!(node, "flaky");
+            assert_eq!(source.to_string(), "the service is down");
+        }
+        other => panic!("expected a node error, got {other:?}"),
+    }
+    let failed = store.latest("e").await.unwrap().unwrap();
+    assert_eq!(failed.metadata["outcome"], "error");
+    assert_eq!(failed.metadata["error"], "the service is down");
+    assert_eq!(meta::next(&failed).as_deref(), Some("flaky"));
+    assert_eq!(
+        failed.state_as::<Job>().unwrap().done,
+        ["first"],
+        "the node's input"
+    );
+
+    let done = workflow.run(&store, "e", Job::default()).await.unwrap();
+    assert_eq!(done.ran, ["flaky"]);
+    assert_eq!(done.state.done, ["first", "flaky"]);
+}
+
+#[tokio::test]
+async fn an_unknown_next_node_is_a_typed_error() {
+    let store = MemoryStore::new();
+    let workflow =
+        Workflow::new("a").node("a", |n: u32| async move { Ok((n, Next::to("nowhere"))) });
+    let err = workflow.run(&store, "e", 0).await.unwrap_err();
+    assert!(
+        matches!(&err, WorkflowError::UnknownNode { node } if node == "nowhere"),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.list("e").await.unwrap().len(),
+        1,
+        "a's checkpoint is kept"
+    );
+
+    let missing_start = Workflow::<u32>::new("ghost");
+    assert!(matches!(
+        missing_start.run(&store, "other", 0).await,
+        Err(WorkflowError::UnknownNode { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_endless_loop_stops_at_the_step_limit() {
+    let store = MemoryStore::new();
+    let workflow = Workflow::new("spin")
+        .node(
+            "spin",
+            |n: u32| async move { Ok((n + 1, Next::to("spin"))) },
+        )
+        .max_steps(5);
+    let err = workflow.run(&store, "e", 0).await.unwrap_err();
+    assert!(
+        matches!(err, WorkflowError::StepLimit { limit: 5 }),
+        "{err:?}"
+    );
+    assert_eq!(store.latest("e").await.unwrap().unwrap().state, json!(5));
+}
+
+#[tokio::test]
+async fn two_runners_on_one_execution_one_wins_and_the_other_stores_nothing() {
+    let store = MemoryStore::new();
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let workflow = Workflow::new("work").node("work", move |tag: String| {
+        let barrier = barrier.clone();
+        // Both runners have read the (empty) execution before either writes.
+        async move {
+            barrier.wait().await;
+            Ok((tag, Next::End))
+        }
+    });
+    let (a, b) = tokio::join!(
+        workflow.run(&store, "e", "runner-a".to_string()),
+        workflow.run(&store, "e", "runner-b".to_string())
+    );
+    let (won, lost) = match (a, b) {
+        (Ok(won), Err(lost)) | (Err(lost), Ok(won)) => (won, lost),
+        other => panic!("expected one winner, got {other:?}"),
+    };
+    assert!(
+        matches!(lost.as_store(), Some(Error::Conflict { version: 1, .. })),
+        "{lost:?}"
+    );
+    let history = store.list("e").await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].state, json!(won.state));
+}
+
+#[tokio::test]
+async fn a_fork_continues_on_its_own_branch() {
+    let runs = Runs::default();
+    let store = MemoryStore::new();
+    let workflow = pipeline(&runs);
+    workflow.run(&store, "main", Job::default()).await.unwrap();
+    let after_a = store.list("main").await.unwrap().remove(0);
+
+    let fork = store.fork(&after_a.id, "branch").await.unwrap();
+    assert_eq!(fork.metadata["source"], "fork");
+    let mut changed: Job = fork.state_as().unwrap();
+    changed.total = 40;
+    store
+        .update_state("branch", "what-if", &changed)
+        .await
+        .unwrap();
+
+    let branch = workflow
+        .run(&store, "branch", Job::default())
+        .await
+        .unwrap();
+    assert_eq!(branch.ran, ["b", "c"]);
+    assert_eq!(branch.state.total, 42);
+    assert_eq!(
+        store
+            .latest("main")
+            .await
+            .unwrap()
+            .unwrap()
+            .state_as::<Job>()
+            .unwrap()
+            .total,
+        3
+    );
+}

@@ -1,0 +1,318 @@
+//! [`Workflow`]: named async nodes over a typed state, run durably.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use checkpoint_core::{BoxError, Checkpoint, CheckpointStore};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::checkpointer::{Checkpointer, SavePolicy};
+use crate::error::WorkflowError;
+use crate::meta;
+
+/// Where a node sends the run next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Run this node.
+    Node(String),
+    /// The run is finished.
+    End,
+}
+
+impl Next {
+    /// Run node `name` next.
+    pub fn to(name: impl Into<String>) -> Self {
+        Next::Node(name.into())
+    }
+}
+
+/// What a node returns: its new state and where to go next.
+pub type NodeResult<S> = Result<(S, Next), BoxError>;
+
+type NodeFuture<S> = Pin<Box<dyn Future<Output = NodeResult<S>> + Send>>;
+type NodeFn<S> = Arc<dyn Fn(S) -> NodeFuture<S> + Send + Sync>;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    /// A node returned [`Next::End`].
+    Finished,
+    /// The run paused; `next` runs when it is run again.
+    Interrupted {
+        /// The node that runs on the next call.
+        next: String,
+    },
+}
+
+/// The result of [`Workflow::run`].
+#[derive(Clone, Debug)]
+pub struct RunOutcome<S> {
+    /// Finished or paused.
+    pub status: RunStatus,
+    /// The state at that point.
+    pub state: S,
+    /// The checkpoint that records it (the last one written, or the one the run found).
+    pub checkpoint: Option<Checkpoint>,
+    /// The nodes this call ran, in order.
+    pub ran: Vec<String>,
+}
+
+/// A workflow: named async nodes over a state `S`, each returning the next node or the end.
+///
+/// [`run`](Self::run) saves checkpoints as the [`SavePolicy`] says (after every node by
+/// default), always when the run finishes, pauses or a node fails. Each checkpoint records
+/// the step, the source (`run`), the outcome and the node that runs next, so a run of an
+/// execution that has checkpoints resumes at that node: a node whose checkpoint was saved
+/// never runs again.
+///
+/// ```
+/// use checkpoint_memory::MemoryStore;
+/// use checkpoint_workflow::{Next, RunStatus, Workflow};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), checkpoint_workflow::WorkflowError> {
+/// let workflow = Workflow::new("double")
+///     .node("double", |n: u64| async move { Ok((n * 2, Next::to("check"))) })
+///     .node("check", |n: u64| async move {
+///         Ok((n, if n < 100 { Next::to("double") } else { Next::End }))
+///     });
+/// let store = MemoryStore::new();
+/// let outcome = workflow.run(&store, "run-1", 3).await?;
+/// assert_eq!(outcome.status, RunStatus::Finished);
+/// assert_eq!(outcome.state, 192);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Workflow<S> {
+    start: String,
+    nodes: HashMap<String, NodeFn<S>>,
+    interrupt_before: HashSet<String>,
+    interrupt_after: HashSet<String>,
+    policy: SavePolicy,
+    max_steps: u64,
+}
+
+impl<S> std::fmt::Debug for Workflow<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut nodes: Vec<&String> = self.nodes.keys().collect();
+        nodes.sort();
+        f.debug_struct("Workflow")
+            .field("start", &self.start)
+            .field("nodes", &nodes)
+            .field("interrupt_before", &self.interrupt_before)
+            .field("interrupt_after", &self.interrupt_after)
+            .field("policy", &self.policy)
+            .field("max_steps", &self.max_steps)
+            .finish()
+    }
+}
+
+impl<S> Workflow<S>
+where
+    S: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// The most nodes one call of [`run`](Self::run) executes by default.
+    pub const DEFAULT_MAX_STEPS: u64 = 10_000;
+
+    /// A workflow that starts at node `start`.
+    pub fn new(start: impl Into<String>) -> Self {
+        Workflow {
+            start: start.into(),
+            nodes: HashMap::new(),
+            interrupt_before: HashSet::new(),
+            interrupt_after: HashSet::new(),
+            policy: SavePolicy::EveryNode,
+            max_steps: Self::DEFAULT_MAX_STEPS,
+        }
+    }
+
+    /// Adds node `name`. A node takes the state and returns the new state and the next node.
+    pub fn node<F, Fut>(mut self, name: impl Into<String>, node: F) -> Self
+    where
+        F: Fn(S) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = NodeResult<S>> + Send + 'static,
+    {
+        let node: NodeFn<S> = Arc::new(move |state| Box::pin(node(state)));
+        self.nodes.insert(name.into(), node);
+        self
+    }
+
+    /// Pause before node `name` runs: the run saves a checkpoint and returns
+    /// [`RunStatus::Interrupted`]; the next run (after an optional
+    /// [`update_state`](crate::WorkflowStoreExt::update_state)) runs `name`.
+    pub fn interrupt_before(mut self, name: impl Into<String>) -> Self {
+        self.interrupt_before.insert(name.into());
+        self
+    }
+
+    /// Pause after node `name` has run and its checkpoint is saved.
+    pub fn interrupt_after(mut self, name: impl Into<String>) -> Self {
+        self.interrupt_after.insert(name.into());
+        self
+    }
+
+    /// When checkpoints are saved between nodes (default: after every node).
+    pub fn save_policy(mut self, policy: SavePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The most nodes one call of [`run`](Self::run) executes before it stops with
+    /// [`WorkflowError::StepLimit`].
+    pub fn max_steps(mut self, limit: u64) -> Self {
+        self.max_steps = limit;
+        self
+    }
+
+    /// Runs execution `execution_id`: from `initial` at the start node when it has no
+    /// checkpoint, otherwise from its latest checkpoint at the node that runs next (`initial`
+    /// is then unused). Returns when the run finishes or pauses.
+    ///
+    /// # Errors
+    /// - [`WorkflowError::Node`] when a node fails (its checkpoint, with the error, is saved);
+    /// - [`WorkflowError::Store`] when the store fails, including
+    ///   [`Error::Conflict`](checkpoint_core::Error::Conflict) when another runner advanced
+    ///   the same execution first;
+    /// - [`WorkflowError::UnknownNode`], [`WorkflowError::StepLimit`].
+    pub async fn run<St>(
+        &self,
+        store: &St,
+        execution_id: &str,
+        initial: S,
+    ) -> Result<RunOutcome<S>, WorkflowError>
+    where
+        St: CheckpointStore + ?Sized,
+    {
+        let latest = store.latest(execution_id).await?;
+        let mut checkpointer = Checkpointer::new(store, execution_id)
+            .with_policy(self.policy)
+            .continue_from(latest.as_ref());
+        let mut run = match &latest {
+            None => Progress {
+                state: initial,
+                next: Some(self.start.clone()),
+                last_node: meta::START.to_owned(),
+                step: 0,
+                resuming_pause: None,
+                checkpoint: None,
+                ran: Vec::new(),
+            },
+            Some(cp) => Progress {
+                state: cp.state_as()?,
+                // A checkpoint written outside the runner says nothing of what comes next:
+                // start over at the start node with its state.
+                next: if meta::has_next(cp) {
+                    meta::next(cp)
+                } else {
+                    Some(self.start.clone())
+                },
+                last_node: cp.node_name.clone(),
+                step: meta::step(cp),
+                resuming_pause: meta::paused_before(cp),
+                checkpoint: latest.clone(),
+                ran: Vec::new(),
+            },
+        };
+
+        while let Some(node) = run.next.clone() {
+            let Some(body) = self.nodes.get(&node) else {
+                checkpointer.flush().await?;
+                return Err(WorkflowError::UnknownNode { node });
+            };
+            if self.interrupt_before.contains(&node)
+                && run.resuming_pause.take().as_deref() != Some(node.as_str())
+            {
+                let mut metadata = meta::run(run.step, Some(&node), "interrupted");
+                metadata.insert(meta::INTERRUPT.into(), Value::from("before"));
+                let saved = checkpointer
+                    .save_now(&run.last_node, &run.state, metadata)
+                    .await?;
+                return Ok(run.paused(node, saved));
+            }
+            run.resuming_pause = None;
+            if run.ran.len() as u64 >= self.max_steps {
+                checkpointer.flush().await?;
+                return Err(WorkflowError::StepLimit {
+                    limit: self.max_steps,
+                });
+            }
+
+            let input = run.state.clone();
+            let (state, next) = match body(run.state.clone()).await {
+                Ok(done) => done,
+                Err(source) => {
+                    let mut metadata = meta::run(run.step, Some(&node), "error");
+                    metadata.insert(meta::ERROR.into(), Value::from(source.to_string()));
+                    checkpointer.save_now(&node, &input, metadata).await?;
+                    return Err(WorkflowError::Node { node, source });
+                }
+            };
+            run.ran.push(node.clone());
+            run.step += 1;
+            run.state = state;
+            run.last_node = node.clone();
+            let next = match next {
+                Next::Node(name) => Some(name),
+                Next::End => None,
+            };
+            run.next = next.clone();
+
+            match next {
+                None => {
+                    let metadata = meta::run(run.step, None, "finished");
+                    let saved = checkpointer.save_now(&node, &run.state, metadata).await?;
+                    run.checkpoint = Some(saved);
+                }
+                Some(following) if self.interrupt_after.contains(&node) => {
+                    let mut metadata = meta::run(run.step, Some(&following), "interrupted");
+                    metadata.insert(meta::INTERRUPT.into(), Value::from("after"));
+                    let saved = checkpointer.save_now(&node, &run.state, metadata).await?;
+                    return Ok(run.paused(following, saved));
+                }
+                Some(following) => {
+                    let metadata = meta::run(run.step, Some(&following), "ok");
+                    if let Some(saved) = checkpointer
+                        .record_with(&node, &run.state, metadata)
+                        .await?
+                    {
+                        run.checkpoint = Some(saved);
+                    }
+                }
+            }
+        }
+        Ok(RunOutcome {
+            status: RunStatus::Finished,
+            state: run.state,
+            checkpoint: run.checkpoint,
+            ran: run.ran,
+        })
+    }
+}
+
+/// Where a run stands.
+struct Progress<S> {
+    state: S,
+    next: Option<String>,
+    /// The node the state was saved after (or [`meta::START`]).
+    last_node: String,
+    step: u64,
+    /// The node the run starts paused before, so it runs instead of pausing again.
+    resuming_pause: Option<String>,
+    checkpoint: Option<Checkpoint>,
+    ran: Vec<String>,
+}
+
+impl<S> Progress<S> {
+    fn paused(self, next: String, checkpoint: Checkpoint) -> RunOutcome<S> {
+        RunOutcome {
+            status: RunStatus::Interrupted { next },
+            state: self.state,
+            checkpoint: Some(checkpoint),
+            ran: self.ran,
+        }
+    }
+}
