@@ -4,7 +4,7 @@
 //! ```sh
 //! docker compose up -d postgres
 //! DATABASE_URL=postgres://checkpoint:checkpoint@localhost:5432/checkpoint \
-//!     cargo run --example postgres_quickstart
+//!     cargo run --features postgres --example postgres_quickstart
 //! ```
 
 use checkpoint_core::{Checkpoint, CheckpointStore, Error, ListQuery, RetentionPolicy};
