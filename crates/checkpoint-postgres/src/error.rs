@@ -214,6 +214,11 @@ impl From<tokio_postgres::Error> for DbError {
     }
 }
 
+/// The [`DbError`] behind a core error, if it came from the database.
+pub(crate) fn db_error(err: &Error) -> Option<&DbError> {
+    std::error::Error::source(err)?.downcast_ref::<DbError>()
+}
+
 impl From<DbError> for Error {
     fn from(err: DbError) -> Self {
         err.into_core()

@@ -31,6 +31,7 @@ mod batch;
 mod error;
 mod options;
 mod pool;
+mod retry;
 mod schema;
 mod sql;
 
@@ -52,6 +53,7 @@ pub use deadpool_postgres::RecyclingMethod;
 pub use error::{DbError, DbErrorKind};
 pub use options::PostgresOptions;
 pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
+pub use retry::{is_transient, RetryPolicy};
 pub use schema::{MigrationReport, SchemaError, SCHEMA_VERSION};
 pub use sql::{check_identifier, TableName};
 
@@ -67,6 +69,7 @@ pub struct PostgresStore {
     sql: Arc<sql::Statements>,
     version_index: Arc<str>,
     limits: Limits,
+    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -115,6 +118,7 @@ impl PostgresStore {
             version_index: table.version_index().into(),
             table,
             limits: options.input_limits(),
+            retry: options.retry_policy(),
         };
         store.ping().await?;
         if options.is_auto_migrate() {
@@ -157,15 +161,50 @@ impl PostgresStore {
         &self.table
     }
 
-    fn conflict_or(&self, err: DbError, execution_id: &str, version: i64) -> Error {
-        if err.is_unique_violation_of(&self.version_index) {
+    /// Whether `err` is a unique violation of the version rule.
+    fn is_version_conflict(&self, err: &Error) -> bool {
+        error::db_error(err).is_some_and(|db| db.is_unique_violation_of(&self.version_index))
+    }
+
+    /// `err` as a [`Error::Conflict`] when it broke the version rule, unchanged otherwise.
+    fn conflict_or(&self, err: impl Into<Error>, execution_id: &str, version: i64) -> Error {
+        let err = err.into();
+        if self.is_version_conflict(&err) {
             Error::Conflict {
                 execution_id: execution_id.to_owned(),
                 version,
             }
         } else {
-            err.into()
+            err
         }
+    }
+
+    /// Runs a statement for its rows, retrying transient failures.
+    async fn query(
+        &self,
+        operation: &'static str,
+        sql: &Sql,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>> {
+        self.retry
+            .run(operation, || async {
+                Ok(self.pool.query(sql, params).await?)
+            })
+            .await
+    }
+
+    /// Runs a statement for its effect, retrying transient failures.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        sql: &Sql,
+        params: &[Param<'_>],
+    ) -> Result<u64> {
+        self.retry
+            .run(operation, || async {
+                Ok(self.pool.execute(sql, params).await?)
+            })
+            .await
     }
 }
 
@@ -260,8 +299,9 @@ impl CheckpointStore for PostgresStore {
     async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
         self.limits.check_checkpoint(checkpoint)?;
         let args = SaveArgs::new(checkpoint);
+        let params = args.params();
         for _ in 0..MAX_APPEND_ATTEMPTS {
-            match self.pool.query(&self.sql.save, &args.params()).await {
+            match self.query("save", &self.sql.save, &params).await {
                 Ok(rows) => {
                     return match rows.first() {
                         Some(row) => Ok(row.int(0)?),
@@ -270,9 +310,7 @@ impl CheckpointStore for PostgresStore {
                 }
                 // An append lost the race for the next version: another writer took it, so
                 // take the one after.
-                Err(e)
-                    if checkpoint.version == 0 && e.is_unique_violation_of(&self.version_index) => {
-                }
+                Err(e) if checkpoint.version == 0 && self.is_version_conflict(&e) => {}
                 Err(e) => {
                     return Err(self.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
                 }
@@ -284,7 +322,7 @@ impl CheckpointStore for PostgresStore {
     #[instrument(level = "debug", skip(self))]
     async fn load(&self, id: &str) -> Result<Checkpoint> {
         check_id("id", id)?;
-        let rows = self.pool.query(&self.sql.load, &[&id]).await?;
+        let rows = self.query("load", &self.sql.load, &[&id]).await?;
         match rows.first() {
             Some(row) => decode(row),
             None => Err(Error::NotFound { id: id.to_owned() }),
@@ -294,25 +332,28 @@ impl CheckpointStore for PostgresStore {
     #[instrument(level = "debug", skip(self))]
     async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
         check_id("execution_id", execution_id)?;
-        decode_all(&self.pool.query(&self.sql.list, &[&execution_id]).await?)
+        decode_all(&self.query("list", &self.sql.list, &[&execution_id]).await?)
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn delete(&self, id: &str) -> Result<bool> {
         check_id("id", id)?;
-        Ok(self.pool.execute(&self.sql.delete, &[&id]).await? > 0)
+        Ok(self.execute("delete", &self.sql.delete, &[&id]).await? > 0)
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn clear(&self, execution_id: &str) -> Result<u64> {
         check_id("execution_id", execution_id)?;
-        Ok(self.pool.execute(&self.sql.clear, &[&execution_id]).await?)
+        self.execute("clear", &self.sql.clear, &[&execution_id])
+            .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
         check_id("execution_id", execution_id)?;
-        let rows = self.pool.query(&self.sql.latest, &[&execution_id]).await?;
+        let rows = self
+            .query("latest", &self.sql.latest, &[&execution_id])
+            .await?;
         rows.first().map(decode).transpose()
     }
 
@@ -365,10 +406,19 @@ impl CheckpointStore for PostgresStore {
             return Ok(Vec::new());
         }
         for _ in 0..MAX_APPEND_ATTEMPTS {
-            if let Some(versions) = batch::save_planned(self, checkpoints).await? {
+            // Each attempt is a whole transaction, so retrying it is safe.
+            let planned = self
+                .retry
+                .run("save_batch", || batch::save_planned(self, checkpoints))
+                .await?;
+            if let Some(versions) = planned {
                 return Ok(versions);
             }
-            if let Some(versions) = batch::save_one_by_one(self, checkpoints).await? {
+            let replayed = self
+                .retry
+                .run("save_batch", || batch::save_one_by_one(self, checkpoints))
+                .await?;
+            if let Some(versions) = replayed {
                 return Ok(versions);
             }
         }

@@ -9,6 +9,7 @@ use deadpool_postgres::RecyclingMethod;
 use tokio_postgres::config::Host;
 use tokio_postgres::Config;
 
+use crate::retry::RetryPolicy;
 use crate::sql::TableName;
 
 /// Pool parameters accepted inside the connection string, as in pgx / LangGraphGo. They are
@@ -58,6 +59,7 @@ pub struct PostgresOptions {
     recycling: RecyclingMethod,
     statement_cache: bool,
     limits: Limits,
+    retry: RetryPolicy,
 }
 
 impl PostgresOptions {
@@ -98,6 +100,7 @@ impl PostgresOptions {
             recycling: RecyclingMethod::Fast,
             statement_cache: true,
             limits: Limits::default(),
+            retry: RetryPolicy::default(),
         };
         for (key, value) in pool_params {
             options.apply_pool_parameter(&key, &value)?;
@@ -224,6 +227,18 @@ impl PostgresOptions {
         self
     }
 
+    /// How transient failures of idempotent operations are retried (default
+    /// [`RetryPolicy::default`]; [`RetryPolicy::disabled`] turns retries off).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
     /// The validated table name.
     ///
     /// # Errors
@@ -312,6 +327,7 @@ impl fmt::Debug for PostgresOptions {
             .field("recycling", &self.recycling)
             .field("statement_cache", &self.statement_cache)
             .field("limits", &self.limits)
+            .field("retry", &self.retry)
             .finish()
     }
 }

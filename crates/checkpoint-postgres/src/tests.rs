@@ -10,23 +10,36 @@ use crate::mock::{MockPool, Reply};
 
 const INDEX: &str = "checkpoints_execution_version_key";
 
+/// Options without retries, so each scripted reply answers exactly one call; the retry tests
+/// turn them on.
 fn options() -> PostgresOptions {
     PostgresOptions::new("host=localhost user=u")
         .expect("valid")
         .auto_migrate(false)
+        .retry(RetryPolicy::disabled())
 }
 
 /// A store over `pool`, past the schema check that `with_pool` runs.
 async fn store_on(pool: &MockPool) -> PostgresStore {
+    store_with(pool, options()).await
+}
+
+async fn store_with(pool: &MockPool, options: PostgresOptions) -> PostgresStore {
     pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]))
         .reply(Reply::Rows(vec![Row(vec![Cell::Int(
             SCHEMA_VERSION.into(),
         )])]));
-    let store = PostgresStore::with_pool(pool.clone(), &options())
+    let store = PostgresStore::with_pool(pool.clone(), &options)
         .await
         .expect("schema is current");
     pool.clear_calls();
     store
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy::default()
+        .min_delay(std::time::Duration::from_millis(1))
+        .max_delay(std::time::Duration::from_millis(2))
 }
 
 fn unique_violation(constraint: &str) -> Reply {
@@ -434,4 +447,83 @@ async fn fork_is_one_statement_and_explains_an_empty_result() {
         store.fork("cp-0", "raced").await,
         Err(Error::Conflict { version: 1, .. })
     ));
+}
+
+#[tokio::test]
+async fn transient_failures_of_idempotent_operations_are_retried() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, options().retry(fast_retries())).await;
+    pool.reply(Reply::Fail(DbError::connection("reset by peer")))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(1)])]));
+    assert_eq!(store.save(&sample()).await.unwrap(), 1);
+    assert_eq!(pool.calls().len(), 2, "the same save, by id, sent twice");
+
+    pool.clear_calls();
+    pool.reply(Reply::Fail(DbError::server(
+        SqlState::ADMIN_SHUTDOWN,
+        None,
+        "terminating",
+    )))
+    .reply(Reply::Fail(DbError::server(
+        SqlState::CANNOT_CONNECT_NOW,
+        None,
+        "starting",
+    )))
+    .reply(Reply::Affected(2));
+    assert_eq!(store.clear("exec-1").await.unwrap(), 2);
+    assert_eq!(pool.calls().len(), 3);
+}
+
+#[tokio::test]
+async fn a_batch_transaction_that_deadlocks_is_retried_whole() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, options().retry(fast_retries())).await;
+    pool.reply(Reply::Fail(DbError::server(
+        SqlState::T_R_DEADLOCK_DETECTED,
+        None,
+        "deadlock",
+    )))
+    .reply(Reply::Rows(vec![]))
+    .reply(Reply::Affected(1));
+    let versions = store
+        .save_batch(&[Checkpoint::new("e", "a", json!(1))])
+        .await
+        .unwrap();
+    assert_eq!(versions, vec![1]);
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert_eq!(calls.iter().filter(|s| *s == "BEGIN").count(), 2);
+    assert_eq!(calls.iter().filter(|s| *s == "ROLLBACK").count(), 1);
+    assert_eq!(calls.last().map(String::as_str), Some("COMMIT"));
+}
+
+#[tokio::test]
+async fn final_failures_and_forks_are_not_retried() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, options().retry(fast_retries())).await;
+    pool.reply(Reply::Fail(DbError::server(
+        SqlState::INSUFFICIENT_PRIVILEGE,
+        None,
+        "denied",
+    )));
+    assert!(store.load("x").await.is_err());
+    assert_eq!(pool.calls().len(), 1);
+
+    pool.clear_calls();
+    pool.reply(Reply::Fail(DbError::connection("reset")));
+    assert!(store.fork("cp-0", "new").await.unwrap_err().is_retryable());
+    assert_eq!(
+        pool.calls().len(),
+        1,
+        "a fork makes a new id each time: the caller decides"
+    );
+}
+
+#[tokio::test]
+async fn retries_can_be_turned_off() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, options().retry(RetryPolicy::disabled())).await;
+    pool.reply(Reply::Fail(DbError::connection("reset")));
+    let err = store.latest("e").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert_eq!(pool.calls().len(), 1);
 }
