@@ -10,7 +10,7 @@
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use checkpoint_postgres::{PostgresOptions, PostgresStore};
@@ -29,7 +29,7 @@ pub struct TestServer {
 }
 
 static SERVER: OnceCell<TestServer> = OnceCell::const_new();
-static CONTAINER_ID: OnceLock<String> = OnceLock::new();
+static CONTAINER_IDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The shared server, started on first use.
 pub async fn server() -> &'static TestServer {
@@ -79,14 +79,91 @@ async fn start() -> TestServer {
 /// container: remove it when the test binary exits.
 fn remove_at_exit(id: &str) {
     extern "C" fn remove() {
-        if let Some(id) = CONTAINER_ID.get() {
-            let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+        let ids = CONTAINER_IDS.lock().map(|ids| ids.clone()).unwrap_or_default();
+        for id in ids {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", &id]).output();
         }
     }
-    if CONTAINER_ID.set(id.to_owned()).is_ok() {
+    let mut ids = CONTAINER_IDS.lock().unwrap_or_else(|e| e.into_inner());
+    if ids.is_empty() {
         // SAFETY: `remove` is a plain extern "C" fn that lives for the whole program.
         unsafe {
             libc::atexit(remove);
+        }
+    }
+    ids.push(id.to_owned());
+}
+
+/// A server of the test's own, on a fixed host port so that its address survives a restart,
+/// for tests that stop, kill and restart it. Needs Docker; removed when dropped (and at exit).
+pub struct DedicatedServer {
+    pub url: String,
+    pub id: String,
+    _container: ContainerAsync<Postgres>,
+}
+
+impl DedicatedServer {
+    pub async fn start() -> DedicatedServer {
+        use testcontainers_modules::testcontainers::core::IntoContainerPort;
+        let image = std::env::var("CHECKPOINT_TEST_POSTGRES_IMAGE")
+            .unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
+        let (name, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "latest"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let container = Postgres::default()
+            .with_name(name)
+            .with_tag(tag)
+            .with_mapped_port(port, 5432.tcp())
+            .with_startup_timeout(Duration::from_secs(120))
+            .start()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the fault tests restart their own PostgreSQL container and need Docker \
+                     with image {image} (CHECKPOINT_TEST_POSTGRES_IMAGE=name:tag picks another): {e}"
+                )
+            });
+        let id = container.id().to_owned();
+        remove_at_exit(&id);
+        DedicatedServer {
+            url: format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"),
+            id,
+            _container: container,
+        }
+    }
+
+    /// Runs `docker <args> <container>`.
+    pub fn docker(&self, args: &[&str]) {
+        let status = Command::new("docker")
+            .args(args)
+            .arg(&self.id)
+            .output()
+            .expect("run docker");
+        assert!(
+            status.status.success(),
+            "docker {args:?} failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+
+    /// Waits until the server accepts a query again and returns how long that took.
+    pub async fn wait_ready(&self, within: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok((client, connection)) =
+                tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await
+            {
+                let driver = tokio::spawn(connection);
+                let ok = client.simple_query("SELECT 1").await.is_ok();
+                driver.abort();
+                if ok {
+                    return started.elapsed();
+                }
+            }
+            assert!(started.elapsed() < within, "the server did not return within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
