@@ -91,6 +91,7 @@ impl PostgresStore {
     /// - [`Error::Backend`] with a [`SchemaError`] source when the schema is newer than this
     ///   release, or outdated while `auto_migrate` is off; with the server's error (for
     ///   example a wrong password, or no right to create the table) otherwise.
+    #[instrument(level = "info", name = "checkpoint_connect", skip(options), fields(options = ?options), err)]
     pub async fn connect(options: PostgresOptions) -> Result<Self> {
         options.table_name()?;
         let pool = DeadpoolPool::from_options(&options)?;

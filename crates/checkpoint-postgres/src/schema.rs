@@ -87,6 +87,16 @@ pub enum SchemaError {
         /// The version this release needs.
         expected: i32,
     },
+    /// The role may not create or change the checkpoint table.
+    #[error(
+        "the database role may not create or change the checkpoint schema ({detail}); run the \
+         migrations once as a role that may (PostgresStore::migrate or checkpointctl migrate), \
+         then connect with this role"
+    )]
+    Privilege {
+        /// The server's message.
+        detail: String,
+    },
     /// An applied migration differs from the one this release carries.
     #[error("migration {version} in the database differs from this release's (checksum mismatch)")]
     Modified {
@@ -151,8 +161,22 @@ pub(crate) async fn migrate(
     pool: &dyn DbPool,
     table: &TableName,
 ) -> Result<MigrationReport, checkpoint_core::Error> {
+    // The common case, every start of an instance on a current schema, needs no lock and no
+    // DDL, so a role limited to reading and writing checkpoints may start with auto_migrate on.
+    let current = current_version(pool, table).await?;
+    if current >= SCHEMA_VERSION {
+        let applied = read_applied(pool, table).await?;
+        check_applied(&applied)?;
+        return Ok(MigrationReport {
+            from_version: current,
+            to_version: current,
+            applied: Vec::new(),
+        });
+    }
     let mut tx = pool.begin().await?;
-    let outcome = apply_pending(tx.as_mut(), table).await;
+    let outcome = apply_pending(tx.as_mut(), table)
+        .await
+        .map_err(explain_privilege);
     match outcome {
         Ok(report) => {
             tx.commit().await?;
@@ -221,6 +245,39 @@ async fn apply_pending(
     Ok(report)
 }
 
+/// A migration refused for lack of rights says what is missing and what to do.
+fn explain_privilege(err: checkpoint_core::Error) -> checkpoint_core::Error {
+    match crate::error::db_error(&err) {
+        Some(db) if db.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            SchemaError::Privilege {
+                detail: db.to_string(),
+            }
+            .into()
+        }
+        _ => err,
+    }
+}
+
+async fn read_applied(pool: &dyn DbPool, table: &TableName) -> Result<Vec<(i32, String)>, DbError> {
+    decode_applied(&pool.query(&applied_sql(table), &[]).await?)
+}
+
+fn applied_sql(table: &TableName) -> Sql {
+    Sql::new(
+        format!(
+            "SELECT version, checksum FROM {} ORDER BY version",
+            table.qualify(&table.migrations_table())
+        ),
+        &[],
+    )
+}
+
+fn decode_applied(rows: &[crate::pool::Row]) -> Result<Vec<(i32, String)>, DbError> {
+    rows.iter()
+        .map(|row| Ok((i32::try_from(row.int(0)?).unwrap_or(i32::MAX), row.text(1)?)))
+        .collect()
+}
+
 async fn create_schema_if_missing(tx: &mut dyn DbTransaction, schema: &str) -> Result<(), DbError> {
     // Checking first lets a role without CREATE on the database use a schema made for it.
     let exists = Sql::new(
@@ -244,18 +301,7 @@ async fn applied_migrations(
     tx: &mut dyn DbTransaction,
     table: &TableName,
 ) -> Result<Vec<(i32, String)>, DbError> {
-    let sql = Sql::new(
-        format!(
-            "SELECT version, checksum FROM {} ORDER BY version",
-            table.qualify(&table.migrations_table())
-        ),
-        &[],
-    );
-    tx.query(&sql, &[])
-        .await?
-        .iter()
-        .map(|row| Ok((i32::try_from(row.int(0)?).unwrap_or(i32::MAX), row.text(1)?)))
-        .collect()
+    decode_applied(&tx.query(&applied_sql(table), &[]).await?)
 }
 
 /// Refuses a schema that is newer than this code or whose applied steps differ from ours.
@@ -331,6 +377,17 @@ pub(crate) async fn verify(
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// Every migration with its checksum, as a current database records them.
+    pub fn checksums() -> Vec<(i32, String)> {
+        super::MIGRATIONS
+            .iter()
+            .map(|m| (m.version, super::checksum(m)))
+            .collect()
+    }
 }
 
 #[cfg(test)]

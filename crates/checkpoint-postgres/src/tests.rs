@@ -400,7 +400,8 @@ async fn outdated_schema_is_refused_when_auto_migrate_is_off() {
 #[tokio::test]
 async fn migration_runs_under_the_advisory_lock_in_one_transaction() {
     let pool = MockPool::default();
-    pool.reply(Reply::Affected(1)) // the advisory lock
+    pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(false)])])) // no migrations table yet
+        .reply(Reply::Affected(1)) // the advisory lock
         .reply(Reply::Rows(vec![])) // no migration applied yet
         .reply(Reply::Affected(1))
         .reply(Reply::Affected(1));
@@ -408,8 +409,9 @@ async fn migration_runs_under_the_advisory_lock_in_one_transaction() {
         .await
         .unwrap();
     let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
-    assert_eq!(calls[0], "BEGIN");
-    assert!(calls[1].contains("pg_advisory_xact_lock"));
+    assert!(calls[0].contains("pg_class"), "a read-only check first");
+    assert_eq!(calls[1], "BEGIN");
+    assert!(calls[2].contains("pg_advisory_xact_lock"));
     assert_eq!(calls.last().map(String::as_str), Some("COMMIT"));
     assert!(calls
         .iter()
@@ -526,4 +528,52 @@ async fn retries_can_be_turned_off() {
     let err = store.latest("e").await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert_eq!(pool.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn a_current_schema_needs_no_lock_and_no_ddl() {
+    let pool = MockPool::default();
+    let checksums: Vec<Row> = schema::tests_support::checksums()
+        .into_iter()
+        .map(|(v, c)| Row(vec![Cell::Int(v.into()), Cell::Text(c)]))
+        .collect();
+    pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(
+            SCHEMA_VERSION.into(),
+        )])]))
+        .reply(Reply::Rows(checksums));
+    PostgresStore::with_pool(pool.clone(), &options().auto_migrate(true))
+        .await
+        .unwrap();
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls.iter().all(|s| s.starts_with("SELECT")), "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_migration_refused_for_lack_of_rights_says_what_to_do() {
+    let pool = MockPool::default();
+    pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(false)])]))
+        .reply(Reply::Fail(DbError::server(
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            None,
+            "permission denied for schema app",
+        )));
+    let err = PostgresStore::with_pool(pool.clone(), &options().auto_migrate(true))
+        .await
+        .unwrap_err();
+    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SchemaError>());
+    assert!(
+        matches!(source, Some(SchemaError::Privilege { .. })),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("permission denied for schema app"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("PostgresStore::migrate"), "{err}");
+    assert_eq!(
+        pool.calls().last().map(|c| c.sql.as_str()),
+        Some("ROLLBACK")
+    );
 }

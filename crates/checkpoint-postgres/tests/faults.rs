@@ -34,14 +34,18 @@ fn writers(
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
-                    let mut cp = Checkpoint::new(format!("writer-{t}"), "step", json!({"t": t, "i": i}));
+                    let mut cp =
+                        Checkpoint::new(format!("writer-{t}"), "step", json!({"t": t, "i": i}));
                     match store.save(&cp).await {
                         Ok(version) => {
                             cp.version = version;
                             tally.acknowledged.push(cp);
                         }
                         Err(err) => {
-                            assert!(err.is_retryable(), "a failed save must be retryable: {err:?}");
+                            assert!(
+                                err.is_retryable(),
+                                "a failed save must be retryable: {err:?}"
+                            );
                             tally.errors += 1;
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
@@ -64,7 +68,10 @@ async fn first_success(store: &PostgresStore, within: Duration) -> Duration {
         {
             return started.elapsed();
         }
-        assert!(started.elapsed() < within, "the store did not recover within {within:?}");
+        assert!(
+            started.elapsed() < within,
+            "the store did not recover within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -95,7 +102,10 @@ async fn no_acknowledged_save_is_lost_across_restarts_and_kills() {
         // The same store instance, never re-created.
         let recovered = first_success(&store, Duration::from_secs(30)).await;
         println!("{how}: server back after {back:?}, store saving again {recovered:?} later");
-        assert!(recovered < Duration::from_secs(10), "{how}: recovery took {recovered:?}");
+        assert!(
+            recovered < Duration::from_secs(10),
+            "{how}: recovery took {recovered:?}"
+        );
         recoveries.push(recovered);
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -140,8 +150,14 @@ async fn terminate_sessions(application: &str) -> i64 {
         .get(0)
 }
 
-async fn store_named(application: &str, options: impl FnOnce(PostgresOptions) -> PostgresOptions) -> PostgresStore {
-    let url = format!("{}?application_name={application}", support::server().await.url);
+async fn store_named(
+    application: &str,
+    options: impl FnOnce(PostgresOptions) -> PostgresOptions,
+) -> PostgresStore {
+    let url = format!(
+        "{}?application_name={application}",
+        support::server().await.url
+    );
     let base = PostgresOptions::new(&url)
         .unwrap()
         .schema(support::unique_schema("t"));
@@ -153,7 +169,10 @@ async fn idle_connections_cut_by_the_server_are_replaced() {
     let app = support::unique_schema("idle");
     let store = store_named(&app, |o| o.max_connections(4).min_connections(4)).await;
     for i in 0..8 {
-        store.save(&Checkpoint::new("e", "n", json!(i))).await.unwrap();
+        store
+            .save(&Checkpoint::new("e", "n", json!(i)))
+            .await
+            .unwrap();
     }
     let cut = terminate_sessions(&app).await;
     assert!(cut >= 1, "the pool had connections");
@@ -190,7 +209,10 @@ async fn busy_connections_cut_by_the_server_fail_retryably_and_lose_nothing() {
             assert_eq!(store.load(&cp.id).await.unwrap(), cp);
         }
     }
-    store.save(&Checkpoint::new("e", "n", json!(1))).await.unwrap();
+    store
+        .save(&Checkpoint::new("e", "n", json!(1)))
+        .await
+        .unwrap();
     println!("cut {cut} busy connections: {acknowledged} saves acknowledged and present, {errors} retryable failures");
     assert!(cut > 0 && acknowledged > 0);
 }
@@ -203,7 +225,9 @@ async fn an_exhausted_pool_times_out_typed_and_never_hangs() {
         .max_connections(4)
         .wait_timeout(wait);
     let pool = DeadpoolPool::from_options(&options).unwrap();
-    let store = PostgresStore::with_pool(pool.clone(), &options).await.unwrap();
+    let store = PostgresStore::with_pool(pool.clone(), &options)
+        .await
+        .unwrap();
     // Open all four connections first, so callers compete for connections, not for their
     // creation (SCRAM authentication is slow in debug builds).
     let warm: Vec<_> = futures::future::join_all((0..4).map(|_| pool.inner().get())).await;
@@ -217,7 +241,9 @@ async fn an_exhausted_pool_times_out_typed_and_never_hangs() {
         let slowest = slowest.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = store.save(&Checkpoint::new(format!("e{i}"), "n", json!(i))).await;
+            let result = store
+                .save(&Checkpoint::new(format!("e{i}"), "n", json!(i)))
+                .await;
             let took = started.elapsed().as_millis() as usize;
             slowest.fetch_max(took, Ordering::Relaxed);
             result
@@ -269,10 +295,18 @@ async fn an_exhausted_pool_times_out_typed_and_never_hangs() {
             "{result:?}"
         );
         assert!(result.unwrap_err().is_retryable());
-        assert!(took >= wait && took < wait + Duration::from_secs(2), "waited {took:?}");
+        assert!(
+            took >= wait && took < wait + Duration::from_secs(2),
+            "waited {took:?}"
+        );
     }
     drop(held);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    store.save(&Checkpoint::new("after", "n", json!(0))).await.unwrap();
-    println!("all connections held: 16 callers timed out after the {wait:?} wait, then calls succeeded");
+    store
+        .save(&Checkpoint::new("after", "n", json!(0)))
+        .await
+        .unwrap();
+    println!(
+        "all connections held: 16 callers timed out after the {wait:?} wait, then calls succeeded"
+    );
 }

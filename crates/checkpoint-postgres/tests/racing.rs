@@ -53,7 +53,11 @@ async fn thirty_two_appenders_on_four_instances_lose_and_duplicate_nothing() {
         *rows.entry(cp.node_name.as_str()).or_default() += 1;
     }
     for (task, ok) in &counts {
-        assert_eq!(rows.get(task.as_str()), Some(ok), "{task}: Ok count equals its rows");
+        assert_eq!(
+            rows.get(task.as_str()),
+            Some(ok),
+            "{task}: Ok count equals its rows"
+        );
     }
     println!(
         "{} appends by {TASKS} tasks on {INSTANCES} instances in {took:?} ({:.0}/s)",
@@ -77,9 +81,10 @@ async fn read_modify_write_with_the_version_rule_loses_no_update() {
             while done < INCREMENTS {
                 let latest = store.latest("counter").await.unwrap().expect("initialised");
                 let count = latest.state["count"].as_u64().expect("a count");
-                let next = Checkpoint::new("counter", format!("task-{t}"), json!({"count": count + 1}))
-                    .with_parent(&latest.id)
-                    .with_version(latest.version + 1);
+                let next =
+                    Checkpoint::new("counter", format!("task-{t}"), json!({"count": count + 1}))
+                        .with_parent(&latest.id)
+                        .with_version(latest.version + 1);
                 match store.save(&next).await {
                     Ok(_) => done += 1,
                     Err(Error::Conflict { .. }) => conflicts += 1,
@@ -96,11 +101,19 @@ async fn read_modify_write_with_the_version_rule_loses_no_update() {
         .sum();
     let latest = stores[0].latest("counter").await.unwrap().unwrap();
     let total = TASKS as u64 * INCREMENTS;
-    assert_eq!(latest.state["count"], json!(total), "every increment counted once");
+    assert_eq!(
+        latest.state["count"],
+        json!(total),
+        "every increment counted once"
+    );
     assert_eq!(latest.version, total as i64 + 1);
     let history = stores[0].list("counter").await.unwrap();
     for pair in history.windows(2) {
-        assert_eq!(pair[1].parent_id.as_deref(), Some(pair[0].id.as_str()), "a single line of history");
+        assert_eq!(
+            pair[1].parent_id.as_deref(),
+            Some(pair[0].id.as_str()),
+            "a single line of history"
+        );
     }
     println!("{total} increments by {TASKS} tasks, {conflicts} conflicts retried, no lost update");
 }

@@ -79,9 +79,14 @@ async fn start() -> TestServer {
 /// container: remove it when the test binary exits.
 fn remove_at_exit(id: &str) {
     extern "C" fn remove() {
-        let ids = CONTAINER_IDS.lock().map(|ids| ids.clone()).unwrap_or_default();
+        let ids = CONTAINER_IDS
+            .lock()
+            .map(|ids| ids.clone())
+            .unwrap_or_default();
         for id in ids {
-            let _ = Command::new("docker").args(["rm", "-f", "-v", &id]).output();
+            let _ = Command::new("docker")
+                .args(["rm", "-f", "-v", &id])
+                .output();
         }
     }
     let mut ids = CONTAINER_IDS.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,7 +167,10 @@ impl DedicatedServer {
                     return started.elapsed();
                 }
             }
-            assert!(started.elapsed() < within, "the server did not return within {within:?}");
+            assert!(
+                started.elapsed() < within,
+                "the server did not return within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
