@@ -35,6 +35,9 @@ pub enum DbErrorKind {
     Closed,
     /// A row could not be decoded into the expected types.
     Decode,
+    /// The TLS handshake failed: the server's certificate was refused, or the server does not
+    /// offer TLS where it is required. Not retryable: the configuration must change.
+    Tls,
     /// Anything else (configuration, TLS set-up, a failed pool hook).
     Other,
 }
@@ -187,6 +190,39 @@ impl DbError {
     }
 }
 
+/// Whether `E` appears anywhere in the source chain of `err`.
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = err.source();
+    while let Some(cause) = next {
+        if cause.is::<E>() {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
+}
+
+/// A handshake that rustls refused (an I/O error wrapping a rustls error), or a server that
+/// does not offer TLS where it is required.
+fn refused_by_tls(err: &tokio_postgres::Error) -> bool {
+    let mut next = std::error::Error::source(err);
+    while let Some(cause) = next {
+        if cause.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return true;
+            }
+        }
+        next = cause.source();
+    }
+    err.to_string().contains("server does not support TLS")
+}
+
 impl From<tokio_postgres::Error> for DbError {
     fn from(err: tokio_postgres::Error) -> Self {
         if let Some(db) = err.as_db_error() {
@@ -198,8 +234,9 @@ impl From<tokio_postgres::Error> for DbError {
                 source: Some(Box::new(err)),
             };
         }
-        let io = std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>());
-        let kind = if err.is_closed() || io {
+        let kind = if refused_by_tls(&err) {
+            DbErrorKind::Tls
+        } else if err.is_closed() || caused_by::<std::io::Error>(&err) {
             DbErrorKind::Connection
         } else {
             DbErrorKind::Other

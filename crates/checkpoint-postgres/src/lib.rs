@@ -34,6 +34,7 @@ mod pool;
 mod retry;
 mod schema;
 mod sql;
+mod tls;
 
 use std::sync::Arc;
 
@@ -56,6 +57,7 @@ pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
 pub use retry::{is_transient, RetryPolicy};
 pub use schema::{MigrationReport, SchemaError, SCHEMA_VERSION};
 pub use sql::{check_identifier, TableName};
+pub use tls::SslMode;
 
 /// How often an append that keeps losing races for the next version tries again before it
 /// reports a retryable error. Each loss means another writer succeeded.

@@ -9,16 +9,22 @@ use deadpool_postgres::RecyclingMethod;
 use tokio_postgres::config::Host;
 use tokio_postgres::Config;
 
+use rustls::pki_types::CertificateDer;
+
 use crate::retry::RetryPolicy;
 use crate::sql::TableName;
+use crate::tls::{parse_certificates, SslMode};
 
-/// Pool parameters accepted inside the connection string, as in pgx / LangGraphGo. They are
-/// taken out before the string reaches the driver.
-const POOL_PARAMETERS: [&str; 4] = [
+/// Parameters of the connection string that the store reads itself and takes out before the
+/// string reaches the driver: the pool settings of pgx / LangGraphGo, and the TLS settings the
+/// driver does not know (`verify-ca`, `verify-full`, `sslrootcert`).
+const OWN_PARAMETERS: [&str; 6] = [
     "pool_max_conns",
     "pool_min_conns",
     "pool_max_conn_lifetime",
     "pool_max_conn_idle_time",
+    "sslmode",
+    "sslrootcert",
 ];
 
 /// How to reach PostgreSQL and how the store uses it.
@@ -60,6 +66,8 @@ pub struct PostgresOptions {
     statement_cache: bool,
     limits: Limits,
     retry: RetryPolicy,
+    ssl_mode: SslMode,
+    root_certificates: Vec<CertificateDer<'static>>,
 }
 
 impl PostgresOptions {
@@ -76,7 +84,7 @@ impl PostgresOptions {
     /// [`Error::InvalidInput`] naming `connection_string` for a malformed string, or the pool
     /// parameter at fault.
     pub fn new(connection_string: &str) -> Result<Self> {
-        let (driver_string, pool_params) = split_pool_parameters(connection_string)?;
+        let (driver_string, own_params) = split_own_parameters(connection_string)?;
         let mut config = Config::from_str(&driver_string)
             .map_err(|e| Error::invalid("connection_string", format!("cannot be parsed: {e}")))?;
         if config.get_connect_timeout().is_none() {
@@ -101,10 +109,13 @@ impl PostgresOptions {
             statement_cache: true,
             limits: Limits::default(),
             retry: RetryPolicy::default(),
+            ssl_mode: SslMode::default(),
+            root_certificates: Vec::new(),
         };
-        for (key, value) in pool_params {
-            options.apply_pool_parameter(&key, &value)?;
+        for (key, value) in own_params {
+            options.apply_parameter(&key, &value)?;
         }
+        options.config.ssl_mode(options.ssl_mode.driver_mode());
         if options.min_idle > options.max_size {
             return Err(Error::invalid(
                 "pool_min_conns",
@@ -117,7 +128,7 @@ impl PostgresOptions {
         Ok(options)
     }
 
-    fn apply_pool_parameter(&mut self, key: &str, value: &str) -> Result<()> {
+    fn apply_parameter(&mut self, key: &str, value: &str) -> Result<()> {
         let count = || {
             value
                 .parse::<usize>()
@@ -138,7 +149,13 @@ impl PostgresOptions {
             "pool_min_conns" => self.min_idle = count()?,
             "pool_max_conn_lifetime" => self.max_lifetime = Some(duration()?),
             "pool_max_conn_idle_time" => self.max_idle_time = Some(duration()?),
-            _ => unreachable!("only pool parameters are split out"),
+            "sslmode" => self.ssl_mode = value.parse()?,
+            "sslrootcert" => {
+                let pem = std::fs::read(value)
+                    .map_err(|e| Error::invalid(key, format!("{value:?} cannot be read: {e}")))?;
+                self.root_certificates = parse_certificates(key, &pem)?;
+            }
+            _ => unreachable!("only the store's own parameters are split out"),
         }
         Ok(())
     }
@@ -239,6 +256,34 @@ impl PostgresOptions {
         self.retry
     }
 
+    /// How the connection is encrypted and the server authenticated (default
+    /// [`SslMode::Prefer`], as libpq); also `sslmode=` in the connection string.
+    pub fn ssl_mode(mut self, mode: SslMode) -> Self {
+        self.ssl_mode = mode;
+        self.config.ssl_mode(mode.driver_mode());
+        self
+    }
+
+    /// Root certificates (PEM) the server's certificate must chain to, instead of the built-in
+    /// Mozilla roots; also `sslrootcert=<file>` in the connection string.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `root_certificates` when `pem` holds no certificate.
+    pub fn root_certificates_pem(mut self, pem: &[u8]) -> Result<Self> {
+        self.root_certificates = parse_certificates("root_certificates", pem)?;
+        Ok(self)
+    }
+
+    /// The TLS mode.
+    pub fn tls_mode(&self) -> SslMode {
+        self.ssl_mode
+    }
+
+    /// The root certificates given, if any.
+    pub fn root_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.root_certificates
+    }
+
     /// The validated table name.
     ///
     /// # Errors
@@ -328,13 +373,15 @@ impl fmt::Debug for PostgresOptions {
             .field("statement_cache", &self.statement_cache)
             .field("limits", &self.limits)
             .field("retry", &self.retry)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("root_certificates", &self.root_certificates.len())
             .finish()
     }
 }
 
-/// Splits a connection string into what the driver reads and the pool parameters.
-fn split_pool_parameters(input: &str) -> Result<(String, Vec<(String, String)>)> {
-    let is_pool = |key: &str| POOL_PARAMETERS.contains(&key);
+/// Splits a connection string into what the driver reads and the store's own parameters.
+fn split_own_parameters(input: &str) -> Result<(String, Vec<(String, String)>)> {
+    let is_pool = |key: &str| OWN_PARAMETERS.contains(&key);
     if input.starts_with("postgres://") || input.starts_with("postgresql://") {
         let Some((base, query)) = input.split_once('?') else {
             return Ok((input.to_owned(), Vec::new()));
@@ -457,10 +504,10 @@ mod tests {
 
     #[test]
     fn the_driver_never_sees_pool_parameters() {
-        let (rest, pool) = split_pool_parameters("postgres://h/db?pool_max_conns=2").unwrap();
+        let (rest, pool) = split_own_parameters("postgres://h/db?pool_max_conns=2").unwrap();
         assert_eq!(rest, "postgres://h/db");
         assert_eq!(pool, vec![("pool_max_conns".into(), "2".into())]);
-        let (rest, _) = split_pool_parameters("host=h pool_min_conns=1 port=5").unwrap();
+        let (rest, _) = split_own_parameters("host=h pool_min_conns=1 port=5").unwrap();
         assert_eq!(rest, "host='h' port='5'");
     }
 
@@ -496,10 +543,42 @@ mod tests {
             "host='unterminated",
             "justaword",
             "host=h sslmode=sometimes",
+            "host=h sslmode=verify_full",
         ] {
             let err = PostgresOptions::new(bad).unwrap_err();
-            assert!(err.is_invalid_field("connection_string"), "{bad}: {err}");
+            let field = if bad.contains("sslmode") {
+                "sslmode"
+            } else {
+                "connection_string"
+            };
+            assert!(err.is_invalid_field(field), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_parameters_are_read_by_the_store() {
+        let options = PostgresOptions::new("postgres://h/db?sslmode=verify-full").unwrap();
+        assert_eq!(options.tls_mode(), SslMode::VerifyFull);
+        assert_eq!(
+            options.driver_config().get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        let plain = PostgresOptions::new("host=h sslmode=disable").unwrap();
+        assert_eq!(
+            plain.driver_config().get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+        assert_eq!(
+            PostgresOptions::new("host=h").unwrap().tls_mode(),
+            SslMode::Prefer
+        );
+        let missing = PostgresOptions::new("host=h sslrootcert=/no/such/file.pem").unwrap_err();
+        assert!(missing.is_invalid_field("sslrootcert"), "{missing}");
+        let garbage = PostgresOptions::new("host=h")
+            .unwrap()
+            .root_certificates_pem(b"garbage")
+            .unwrap_err();
+        assert!(garbage.is_invalid_field("root_certificates"), "{garbage}");
     }
 
     #[test]

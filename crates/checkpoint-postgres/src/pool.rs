@@ -20,6 +20,7 @@ use tokio_postgres::NoTls;
 
 use crate::error::DbError;
 use crate::options::PostgresOptions;
+use crate::tls;
 
 /// A bound argument.
 pub type Param<'a> = &'a (dyn ToSql + Sync);
@@ -260,13 +261,14 @@ impl DeadpoolPool {
     /// [`Error::InvalidInput`](checkpoint_core::Error::InvalidInput) when the pool cannot be
     /// built from them.
     pub fn from_options(options: &PostgresOptions) -> checkpoint_core::Result<Self> {
-        let manager = Manager::from_config(
-            options.driver_config().clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: options.recycling_method().clone(),
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: options.recycling_method().clone(),
+        };
+        let config = options.driver_config().clone();
+        let manager = match tls::connector(options.tls_mode(), options.root_certificates())? {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         let (wait, create, recycle) = options.timeouts();
         let (max_lifetime, max_idle_time) = options.connection_limits();
         let lifetime = ConnectionLifetime {

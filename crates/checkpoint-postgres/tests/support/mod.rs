@@ -16,7 +16,7 @@ use std::time::Duration;
 use checkpoint_postgres::{PostgresOptions, PostgresStore};
 use testcontainers_modules::postgres::Postgres;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
-use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
+use testcontainers_modules::testcontainers::{ContainerAsync, ContainerRequest, ImageExt};
 use tokio::sync::OnceCell;
 
 /// The official image used when no other is chosen.
@@ -109,6 +109,13 @@ pub struct DedicatedServer {
 
 impl DedicatedServer {
     pub async fn start() -> DedicatedServer {
+        Self::start_with(|request| request).await
+    }
+
+    /// Starts a server after `customize` adjusted its container (files, commands).
+    pub async fn start_with(
+        customize: impl FnOnce(ContainerRequest<Postgres>) -> ContainerRequest<Postgres>,
+    ) -> DedicatedServer {
         use testcontainers_modules::testcontainers::core::IntoContainerPort;
         let image = std::env::var("CHECKPOINT_TEST_POSTGRES_IMAGE")
             .unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
@@ -117,11 +124,12 @@ impl DedicatedServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let container = Postgres::default()
+        let request = Postgres::default()
             .with_name(name)
             .with_tag(tag)
             .with_mapped_port(port, 5432.tcp())
-            .with_startup_timeout(Duration::from_secs(120))
+            .with_startup_timeout(Duration::from_secs(120));
+        let container = customize(request)
             .start()
             .await
             .unwrap_or_else(|e| {
@@ -137,6 +145,11 @@ impl DedicatedServer {
             id,
             _container: container,
         }
+    }
+
+    /// The server's URL with `query` appended (`key=value&...`).
+    pub fn url_with(&self, query: &str) -> String {
+        format!("{}?{query}", self.url)
     }
 
     /// Runs `docker <args> <container>`.
@@ -208,4 +221,11 @@ pub async fn client() -> tokio_postgres::Client {
         .expect("connect to the test server");
     tokio::spawn(connection);
     client
+}
+
+/// A driver connection to `url` through the store's own connection set-up (TLS included),
+/// for inspecting servers that refuse plain connections.
+pub async fn client_to(url: &str) -> checkpoint_postgres::DeadpoolPool {
+    let options = PostgresOptions::new(url).expect("a valid URL");
+    checkpoint_postgres::DeadpoolPool::from_options(&options).expect("a pool")
 }
