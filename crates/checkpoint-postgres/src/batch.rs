@@ -114,7 +114,11 @@ async fn write_planned(
             }
         }
     }
-    let versions = plan(items, locations, highest)?;
+    // A batch the plan refuses may hold an earlier item that conflicts with a row outside the
+    // batch, which only the index sees; the replay reports whichever fails first, in order.
+    let Ok(versions) = plan(items, locations, highest) else {
+        return Ok(None);
+    };
 
     let columns = Columns::new(items, &versions);
     match tx.execute(&store.sql.batch_insert, &columns.params()).await {

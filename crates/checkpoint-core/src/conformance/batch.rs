@@ -130,3 +130,21 @@ pub async fn batch_items_round_trip(store: Store) {
         assert_eq!(&store.load(&cp.id).await.unwrap(), cp);
     }
 }
+
+/// A batch fails with its first failing item, in order, as saving the items one after another
+/// would: here a conflict with a stored row comes before an id that belongs elsewhere.
+pub async fn batch_reports_the_first_failure_in_order(store: Store) {
+    let stored = fill(&store, "e1", 1).await;
+    let elsewhere = fill(&store, "e2", 1).await;
+    let mut moved = elsewhere[0].clone();
+    moved.execution_id = "e1".into();
+    moved.version = 0;
+    let items = vec![
+        checkpoint("e1", "n", json!(1)),
+        checkpoint("e1", "late", json!(2)).with_version(1),
+        moved,
+    ];
+    assert_conflict(store.save_batch(&items).await, "e1", 1);
+    assert_eq!(store.list("e1").await.unwrap(), stored);
+    assert_eq!(store.list("e2").await.unwrap(), elsewhere);
+}

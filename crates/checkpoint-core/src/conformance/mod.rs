@@ -120,6 +120,7 @@ macro_rules! conformance_tests {
             batch::batch_retry_replaces_without_new_versions,
             batch::batch_moving_id_stores_nothing,
             batch::batch_items_round_trip,
+            batch::batch_reports_the_first_failure_in_order,
             executions::executions_summarise_each_execution,
             executions::executions_paginate_by_id,
             executions::executions_of_empty_store_is_empty,
