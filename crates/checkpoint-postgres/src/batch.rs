@@ -2,8 +2,8 @@
 //!
 //! The planned path reads what the batch touches (its ids' rows, each execution's highest
 //! version) in one statement, assigns every version on the client exactly as sequential saves
-//! would, and writes all items with one `INSERT ... SELECT FROM unnest(...)`: one transaction,
-//! two statements, whatever the batch size. When the unique index objects (a concurrent writer
+//! would, and writes all items with one `INSERT ... SELECT FROM unnest(...)`, a transaction on
+//! its own: two round trips whatever the batch size. When the unique index objects (a concurrent writer
 //! got there first, or an explicit version is taken by a row outside the batch), the batch
 //! is replayed one save at a time in a fresh transaction, which names the exact conflict or
 //! shows that an append merely lost a race and the whole batch should be planned again.
@@ -14,6 +14,8 @@ use checkpoint_core::{Checkpoint, Error, Result};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio_postgres::types::Json;
+
+use tokio_postgres::error::SqlState;
 
 use crate::pool::DbTransaction;
 use crate::{moved, PostgresStore, SaveArgs};
@@ -80,26 +82,20 @@ async fn finish<T>(tx: Box<dyn DbTransaction>, outcome: Result<Option<T>>) -> Re
     }
 }
 
-/// The planned path. `None` when the unique index objected and the batch must be replayed.
+/// The planned path: one read, then one `INSERT ... SELECT FROM unnest(...)` that is a
+/// transaction on its own (two round trips in all). `None` when the batch must be replayed:
+/// the plan refused it, the unique index objected, or an id turned out to belong to another
+/// execution (the upsert then sets `version` to NULL, which fails the whole statement).
 pub(crate) async fn save_planned(
     store: &PostgresStore,
-    items: &[Checkpoint],
-) -> Result<Option<Vec<i64>>> {
-    let mut tx = store.pool.begin().await?;
-    let outcome = write_planned(store, tx.as_mut(), items).await;
-    finish(tx, outcome).await
-}
-
-async fn write_planned(
-    store: &PostgresStore,
-    tx: &mut dyn DbTransaction,
     items: &[Checkpoint],
 ) -> Result<Option<Vec<i64>>> {
     let ids: Vec<&str> = items.iter().map(|cp| cp.id.as_str()).collect();
     let mut executions: Vec<&str> = items.iter().map(|cp| cp.execution_id.as_str()).collect();
     executions.sort_unstable();
     executions.dedup();
-    let rows = tx
+    let rows = store
+        .pool
         .query(&store.sql.batch_lookup, &[&ids, &executions])
         .await?;
     let mut locations = Locations::new();
@@ -121,11 +117,23 @@ async fn write_planned(
     };
 
     let columns = Columns::new(items, &versions);
-    match tx.execute(&store.sql.batch_insert, &columns.params()).await {
+    match store
+        .pool
+        .execute(&store.sql.batch_insert, &columns.params())
+        .await
+    {
         Ok(written) if written == items.len() as u64 => Ok(Some(versions)),
-        // A concurrent writer moved one of the ids in between: replay to find out.
-        Ok(_) => Ok(None),
-        Err(e) if e.is_unique_violation_of(&store.version_index) => Ok(None),
+        Ok(written) => Err(Error::Backend {
+            message: format!("a batch of {} wrote {written} rows", items.len()),
+            retryable: false,
+            source: "the batch insert affected an unexpected number of rows".into(),
+        }),
+        Err(e)
+            if e.is_unique_violation_of(&store.version_index)
+                || e.code() == Some(&SqlState::NOT_NULL_VIOLATION) =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e.into()),
     }
 }

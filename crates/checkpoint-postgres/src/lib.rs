@@ -56,7 +56,7 @@ pub use options::PostgresOptions;
 pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
 pub use retry::{is_transient, RetryPolicy};
 pub use schema::{MigrationReport, SchemaError, SCHEMA_VERSION};
-pub use sql::{check_identifier, TableName};
+pub use sql::{check_identifier, Statements, TableName};
 pub use tls::SslMode;
 
 /// How often an append that keeps losing races for the next version tries again before it
@@ -162,6 +162,11 @@ impl PostgresStore {
     /// The table this store uses.
     pub fn table(&self) -> &TableName {
         &self.table
+    }
+
+    /// The statements this store runs, for `EXPLAIN`, benchmarks and reviews.
+    pub fn statements(&self) -> &Statements {
+        &self.sql
     }
 
     /// Whether `err` is a unique violation of the version rule.
@@ -409,7 +414,7 @@ impl CheckpointStore for PostgresStore {
             return Ok(Vec::new());
         }
         for _ in 0..MAX_APPEND_ATTEMPTS {
-            // Each attempt is a whole transaction, so retrying it is safe.
+            // Each attempt is atomic (one statement, or one transaction), so retrying is safe.
             let planned = self
                 .retry
                 .run("save_batch", || batch::save_planned(self, checkpoints))

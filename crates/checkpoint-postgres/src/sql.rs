@@ -114,8 +114,11 @@ impl TableName {
 pub const COLUMNS: &str =
     "id, execution_id, node_name, state, metadata, \"timestamp\", version, parent_id";
 
-/// Every statement of the store for one table.
+/// Every statement the store runs on one table, for inspection (`EXPLAIN`, benchmarks,
+/// reviews). See [`PostgresStore::statements`](crate::PostgresStore::statements).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
+#[allow(missing_docs)]
 pub struct Statements {
     pub save: Sql,
     pub load: Sql,
@@ -161,19 +164,6 @@ impl Statements {
                     Type::JSONB,
                     Type::INT8,
                 ],
-            )
-        };
-        let prune = |partition: &str, filter: &str, types: &[Type]| {
-            let n = types.len() - 1;
-            Sql::new(
-                format!(
-                    "DELETE FROM {t} WHERE id IN (SELECT id FROM (SELECT id, \"timestamp\", \
-                     row_number() OVER ({partition}ORDER BY version DESC) AS rank \
-                     FROM {t}{filter}) r WHERE r.rank > ${n} \
-                     AND r.\"timestamp\" < COALESCE(${}::timestamptz, 'infinity'))",
-                    n + 1
-                ),
-                types,
             )
         };
         Statements {
@@ -235,7 +225,8 @@ impl Statements {
                      ON CONFLICT (id) DO UPDATE SET node_name = EXCLUDED.node_name, \
                      state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
                      \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
-                     version = EXCLUDED.version WHERE c.execution_id = EXCLUDED.execution_id"
+                     version = CASE WHEN c.execution_id = EXCLUDED.execution_id \
+                     THEN EXCLUDED.version END"
                 ),
                 &[
                     Type::TEXT_ARRAY,
@@ -255,14 +246,24 @@ impl Statements {
                 ),
                 &[Type::TEXT, Type::INT8],
             ),
-            prune_execution: prune(
-                "",
-                " WHERE execution_id = $1",
+            // Everything at or below the (keep + 1)-th newest version goes: one index range
+            // over the execution, and nothing when it has no more than `keep` checkpoints.
+            prune_execution: Sql::new(
+                format!(
+                    "DELETE FROM {t} WHERE execution_id = $1 AND version <= \
+                     (SELECT version FROM {t} WHERE execution_id = $1 \
+                      ORDER BY version DESC OFFSET $2 LIMIT 1) \
+                     AND \"timestamp\" < COALESCE($3::timestamptz, 'infinity')"
+                ),
                 &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
             ),
-            prune_all: prune(
-                "PARTITION BY execution_id ",
-                "",
+            prune_all: Sql::new(
+                format!(
+                    "DELETE FROM {t} WHERE id IN (SELECT id FROM (SELECT id, \"timestamp\", \
+                     row_number() OVER (PARTITION BY execution_id ORDER BY version DESC) AS rank \
+                     FROM {t}) r WHERE r.rank > $1 \
+                     AND r.\"timestamp\" < COALESCE($2::timestamptz, 'infinity'))"
+                ),
                 &[Type::INT8, Type::TIMESTAMPTZ],
             ),
             // The same copy as Checkpoint::forked_into, made by the server in one statement;

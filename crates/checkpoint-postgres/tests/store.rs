@@ -234,3 +234,26 @@ async fn a_store_is_shared_by_clones_and_dyn_handles() {
         .unwrap();
     assert_eq!(store.list("e").await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn relaxed_durability_turns_synchronous_commit_off_for_the_stores_sessions_only() {
+    use checkpoint_postgres::{DbPool, DeadpoolPool, Sql};
+    let show = Sql::new("SHOW synchronous_commit", &[]);
+    let setting = |options: PostgresOptions| async move {
+        let pool = DeadpoolPool::from_options(&options).unwrap();
+        let rows = pool.query(&show, &[]).await.unwrap();
+        rows[0].text(0).unwrap()
+    };
+    let options = support::options().await;
+    assert_eq!(setting(options.clone()).await, "on", "durable by default");
+    assert_eq!(
+        setting(options.clone().synchronous_commit(false)).await,
+        "off"
+    );
+    let store = PostgresStore::connect(options.synchronous_commit(false))
+        .await
+        .unwrap();
+    let cp = Checkpoint::new("e", "n", json!(1));
+    store.save(&cp).await.unwrap();
+    assert_eq!(store.load(&cp.id).await.unwrap().state, json!(1));
+}

@@ -1,0 +1,95 @@
+//! Deterministic guards on the shape of the queries: with 100,000 rows, every statement that
+//! touches one execution or one id reads the checkpoint table through an index, never a
+//! sequential scan, under both custom and generic plans (the ones cached statements use).
+
+mod support;
+
+use checkpoint_postgres::{PostgresStore, Sql};
+
+/// `EXPLAIN EXECUTE` of `sql` with `args` (SQL literals), as a custom and a generic plan.
+async fn plans(client: &tokio_postgres::Client, name: &str, sql: &Sql, args: &str) -> Vec<String> {
+    let types: Vec<&str> = sql.types.iter().map(|t| t.name()).collect();
+    client
+        .batch_execute(&format!(
+            "PREPARE {name} ({}) AS {}",
+            types.join(", "),
+            sql.text
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("prepare {name}: {e}"));
+    let mut out = Vec::new();
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        client
+            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+            .await
+            .unwrap();
+        let rows = client
+            .query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("explain {name}: {e}"));
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        out.push(format!("{mode}:\n{}", plan.join("\n")));
+    }
+    out
+}
+
+#[tokio::test]
+async fn single_execution_statements_use_the_index_at_100k_rows() {
+    let store: PostgresStore = support::store().await;
+    let table = store.table().quoted();
+    let client = support::client().await;
+    client
+        .batch_execute(&format!(
+            "SET search_path TO \"{schema}\";
+             INSERT INTO {table} (id, execution_id, node_name, state, metadata, timestamp, version)
+             SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
+                    now() - make_interval(secs => g), g % 100 + 1
+               FROM generate_series(0, 99999) AS g;
+             ANALYZE {table};",
+            schema = store.table().schema().unwrap()
+        ))
+        .await
+        .unwrap();
+
+    let s = store.statements();
+    let cases = [
+        ("load", &s.load, "'id-500'"),
+        ("latest", &s.latest, "'exec-5'"),
+        ("list", &s.list, "'exec-5'"),
+        (
+            "page_asc",
+            &s.page_ascending,
+            "'exec-5', 40, 9223372036854775807, NULL, NULL, 21",
+        ),
+        (
+            "page_desc",
+            &s.page_descending,
+            "'exec-5', -9223372036854775808, 60, 'n', '{\"k\": 1}', 21",
+        ),
+        ("clear", &s.clear, "'exec-5'"),
+        (
+            "prune_one",
+            &s.prune_execution,
+            "'exec-5', 10, now() - interval '1 day'",
+        ),
+        ("delete", &s.delete, "'id-500'"),
+    ];
+    for (name, sql, args) in cases {
+        for plan in plans(&client, name, sql, args).await {
+            if std::env::var("SHOW_PLANS").is_ok() {
+                println!("{name} {plan}");
+            }
+            assert!(
+                !plan.contains("Seq Scan"),
+                "{name} scans the table sequentially:\n{plan}"
+            );
+            assert!(plan.contains("Index"), "{name} uses no index:\n{plan}");
+        }
+    }
+    for sql in [&s.page_ascending, &s.page_descending] {
+        assert!(
+            !sql.text.to_uppercase().contains("OFFSET"),
+            "keyset pages never OFFSET"
+        );
+    }
+}
