@@ -238,9 +238,9 @@ async fn a_store_is_shared_by_clones_and_dyn_handles() {
 #[tokio::test]
 async fn relaxed_durability_turns_synchronous_commit_off_for_the_stores_sessions_only() {
     use checkpoint_postgres::{DbPool, DeadpoolPool, Sql};
-    let show = Sql::new("SHOW synchronous_commit", &[]);
     let setting = |options: PostgresOptions| async move {
         let pool = DeadpoolPool::from_options(&options).unwrap();
+        let show = Sql::new("SHOW synchronous_commit", &[]);
         let rows = pool.query(&show, &[]).await.unwrap();
         rows[0].text(0).unwrap()
     };
