@@ -1,0 +1,255 @@
+//! `checkpoint-bench`: throughput and latency of the checkpoint stores, measured against
+//! PostgreSQL's own limit for the same statement (pgbench) in the same run.
+//!
+//! ```sh
+//! cargo run --release -p checkpoint-bench                      # starts a container (fsync on)
+//! cargo run --release -p checkpoint-bench -- --database-url postgres://...
+//! cargo run --release -p checkpoint-bench -- --scale           # adds the 1,000,000-row check
+//! ```
+//!
+//! Prints a table and, last, one JSON line with every figure.
+
+mod server;
+mod stats;
+mod workloads;
+
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{json, Map, Value};
+
+use crate::server::{Server, DEFAULT_IMAGE};
+use crate::stats::Figures;
+use crate::workloads::Bench;
+
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// An existing server to measure; without it a container is started (fsync on).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// The image for the container and for pgbench (name:tag).
+    #[arg(long, env = "CHECKPOINT_TEST_POSTGRES_IMAGE", default_value = DEFAULT_IMAGE)]
+    image: String,
+    /// Seconds per timed workload.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Size of each checkpoint's state, as compact JSON.
+    #[arg(long, default_value_t = 1024)]
+    state_bytes: usize,
+    /// Also load 1,000,000 rows and compare read latencies at 10,000 and 1,000,000 rows.
+    #[arg(long)]
+    scale: bool,
+    /// Rows for --scale.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_rows: usize,
+    /// Skip pgbench (no ratios).
+    #[arg(long)]
+    skip_pgbench: bool,
+}
+
+struct Report {
+    json: Map<String, Value>,
+}
+
+impl Report {
+    fn row(&mut self, key: &str, label: &str, f: &Figures) {
+        println!(
+            "{label:<44} {:>12.0} {:>9.3} {:>9.3}",
+            f.per_second, f.p50_ms, f.p99_ms
+        );
+        self.json.insert(
+            key.into(),
+            json!({"per_second": round(f.per_second), "p50_ms": round(f.p50_ms), "p99_ms": round(f.p99_ms), "ops": f.ops}),
+        );
+    }
+
+    fn value(&mut self, key: &str, label: &str, value: f64) {
+        println!("{label:<44} {value:>12.2}");
+        self.json.insert(key.into(), json!(round(value)));
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let server = Server::start(args.database_url.clone(), &args.image).await?;
+    let client = server.client().await?;
+    let fsync: String = client.query_one("SHOW fsync", &[]).await?.get(0);
+    let version: String = client.query_one("SHOW server_version", &[]).await?.get(0);
+    let bench = Bench::new(server, Duration::from_secs(args.seconds), args.state_bytes);
+    let mut report = Report { json: Map::new() };
+    println!(
+        "PostgreSQL {version}, fsync={fsync}, state {} bytes, {} s per workload",
+        args.state_bytes, args.seconds
+    );
+    println!(
+        "{:<44} {:>12} {:>9} {:>9}",
+        "workload", "ops/s", "p50 ms", "p99 ms"
+    );
+
+    let seq = bench.save(1, true).await?;
+    report.row("save_sequential", "save, 1 task", &seq);
+    let mut concurrent = Vec::new();
+    for tasks in [4, 16, 64] {
+        let f = bench.save(tasks, true).await?;
+        report.row(
+            &format!("save_concurrent_{tasks}"),
+            &format!("save, {tasks} tasks (own executions)"),
+            &f,
+        );
+        concurrent.push((tasks, f));
+    }
+    let c16 = concurrent
+        .iter()
+        .find(|(t, _)| *t == 16)
+        .map(|(_, f)| f.per_second)
+        .unwrap_or(0.0);
+
+    if !args.skip_pgbench {
+        let pg1 = bench.pgbench(1).await?;
+        let pg16 = bench.pgbench(16).await?;
+        report.value("pgbench_c1_tps", "pgbench same upsert, 1 client (tps)", pg1);
+        report.value(
+            "pgbench_c16_tps",
+            "pgbench same upsert, 16 clients (tps)",
+            pg16,
+        );
+        report.value(
+            "ratio_save_vs_pgbench_c1",
+            "ratio: save 1 task / pgbench c1",
+            seq.per_second / pg1,
+        );
+        report.value(
+            "ratio_save_vs_pgbench_c16",
+            "ratio: save 16 tasks / pgbench c16",
+            c16 / pg16,
+        );
+    }
+
+    let relaxed_seq = bench.save(1, false).await?;
+    let relaxed_16 = bench.save(16, false).await?;
+    report.row(
+        "save_sequential_async_commit",
+        "save, 1 task, synchronous_commit off",
+        &relaxed_seq,
+    );
+    report.row(
+        "save_concurrent_16_async_commit",
+        "save, 16 tasks, synchronous_commit off",
+        &relaxed_16,
+    );
+
+    let batch = bench.save_batch(1000, 10).await?;
+    report.row(
+        "save_batch_1000_rows",
+        "save_batch of 1,000 (rows/s)",
+        &batch,
+    );
+    report.value(
+        "ratio_batch_vs_sequential",
+        "ratio: batch rows/s / sequential save",
+        batch.per_second / seq.per_second,
+    );
+
+    let reads = bench.reads().await?;
+    report.row("load", "load by id (20,000 rows)", &reads.load);
+    report.row("latest", "latest", &reads.latest);
+    report.row(
+        "list_page_start",
+        "list_page 20, start of 10,000",
+        &reads.page_start,
+    );
+    report.row(
+        "list_page_middle",
+        "list_page 20, middle of 10,000",
+        &reads.page_middle,
+    );
+    report.row(
+        "list_page_end",
+        "list_page 20, end of 10,000",
+        &reads.page_end,
+    );
+    report.value(
+        "ratio_page_end_vs_start",
+        "ratio: page at end / at start (p50)",
+        reads.page_end.p50_ms / reads.page_start.p50_ms,
+    );
+    report.value(
+        "bytes_per_checkpoint",
+        "storage bytes per checkpoint (table+indexes)",
+        reads.bytes_per_checkpoint,
+    );
+
+    report.row(
+        "clear_100",
+        "clear of an execution of 100",
+        &bench.clear(50).await?,
+    );
+    report.row(
+        "prune_keep_10_of_100",
+        "prune keep 10 of 100, one execution",
+        &bench.prune(50).await?,
+    );
+
+    if args.scale {
+        let scale = bench.scale(args.scale_rows).await?;
+        report.value("scale_rows", "scale: rows loaded", scale.rows as f64);
+        report.value(
+            "scale_load_rows_per_second",
+            "scale: load rate (rows/s, 4 loaders)",
+            scale.load_rows_per_second,
+        );
+        for (i, name) in ["latest", "load", "list_page"].iter().enumerate() {
+            report.value(
+                &format!("scale_{name}_p50_ms_small"),
+                &format!("scale: {name} p50 ms at 10,000"),
+                scale.small[i],
+            );
+            report.value(
+                &format!("scale_{name}_p50_ms_large"),
+                &format!("scale: {name} p50 ms at {}", scale.rows),
+                scale.large[i],
+            );
+            report.value(
+                &format!("scale_{name}_ratio"),
+                &format!("scale: {name} large / small"),
+                scale.large[i] / scale.small[i],
+            );
+        }
+    }
+
+    let (latest, few, many) = workloads::memory(&bench.payload).await?;
+    report.value(
+        "memory_latest_per_second",
+        "memory: latest calls/s, one task",
+        latest,
+    );
+    report.value(
+        "memory_save_per_second_1k_executions",
+        "memory: save/s with 1,000 executions",
+        few,
+    );
+    report.value(
+        "memory_save_per_second_100k_executions",
+        "memory: save/s with 100,000 executions",
+        many,
+    );
+    report.value(
+        "memory_save_ratio_many_vs_few",
+        "memory: save rate 100k / 1k executions",
+        many / few,
+    );
+
+    report.json.insert("fsync".into(), json!(fsync));
+    report.json.insert("server_version".into(), json!(version));
+    report
+        .json
+        .insert("state_bytes".into(), json!(args.state_bytes));
+    println!("{}", json!({ "checkpoint_bench": report.json }));
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Timing one workload: operations per second and latency percentiles.
+
+use std::time::{Duration, Instant};
+
+/// Latencies of one workload.
+#[derive(Debug, Default)]
+pub struct Samples {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    /// Units of work per operation (rows per batch), for the throughput figure.
+    units_per_op: f64,
+}
+
+/// The figures of one workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figures {
+    pub ops: usize,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Samples {
+    pub fn new() -> Self {
+        Samples {
+            units_per_op: 1.0,
+            ..Samples::default()
+        }
+    }
+
+    /// Counts each operation as `units` (rows of a batch).
+    pub fn with_units(units: usize) -> Self {
+        Samples {
+            units_per_op: units as f64,
+            ..Samples::default()
+        }
+    }
+
+    pub fn record(&mut self, latency: Duration) {
+        self.latencies.push(latency);
+    }
+
+    pub fn merge(&mut self, other: Samples) {
+        self.latencies.extend(other.latencies);
+    }
+
+    pub fn set_elapsed(&mut self, elapsed: Duration) {
+        self.elapsed = elapsed;
+    }
+
+    pub fn figures(mut self) -> Figures {
+        self.latencies.sort_unstable();
+        let pick = |q: f64| {
+            if self.latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+            self.latencies[i].as_secs_f64() * 1000.0
+        };
+        let ops = self.latencies.len();
+        Figures {
+            ops,
+            per_second: ops as f64 * self.units_per_op / self.elapsed.as_secs_f64().max(1e-9),
+            p50_ms: pick(0.50),
+            p99_ms: pick(0.99),
+        }
+    }
+}
+
+/// Runs `op` repeatedly until `budget` has passed or `max_ops` ran, one after another.
+pub async fn run_for<F, Fut>(budget: Duration, max_ops: usize, mut op: F) -> anyhow::Result<Samples>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut samples = Samples::new();
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < budget && i < max_ops {
+        let t = Instant::now();
+        op(i).await?;
+        samples.record(t.elapsed());
+        i += 1;
+    }
+    samples.set_elapsed(started.elapsed());
+    Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_rates() {
+        let mut s = Samples::new();
+        for ms in 1..=100 {
+            s.record(Duration::from_millis(ms));
+        }
+        s.set_elapsed(Duration::from_secs(2));
+        let f = s.figures();
+        assert_eq!(f.ops, 100);
+        assert_eq!(f.per_second, 50.0);
+        assert!(
+            (f.p50_ms - 51.0).abs() < 1e-6 || (f.p50_ms - 50.0).abs() < 1e-6,
+            "{f:?}"
+        );
+        assert!((f.p99_ms - 99.0).abs() < 1e-6, "{f:?}");
+    }
+
+    #[test]
+    fn batches_count_rows() {
+        let mut s = Samples::with_units(1000);
+        s.record(Duration::from_millis(10));
+        s.set_elapsed(Duration::from_secs(1));
+        assert_eq!(s.figures().per_second, 1000.0);
+    }
+}

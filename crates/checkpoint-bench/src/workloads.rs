@@ -1,0 +1,469 @@
+//! The workloads, on PostgreSQL and in memory.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use checkpoint_core::{Checkpoint, CheckpointStore, ListQuery, RetentionPolicy};
+use checkpoint_memory::MemoryStore;
+use checkpoint_postgres::{PostgresOptions, PostgresStore};
+use serde_json::{json, Value};
+
+use crate::server::Server;
+use crate::stats::{run_for, Figures, Samples};
+
+/// A JSON state of `bytes` bytes (compact text), varied so it does not compress to nothing.
+pub fn payload(bytes: usize) -> Value {
+    let overhead = r#"{"data":""}"#.len();
+    let data: String = (0..bytes.saturating_sub(overhead))
+        .map(|i| (b'a' + ((i * 7 + i / 26) % 26) as u8) as char)
+        .collect();
+    json!({ "data": data })
+}
+
+/// A cheap deterministic sequence for picking ids and executions.
+pub struct Picker(u64);
+
+impl Picker {
+    pub fn new(seed: u64) -> Self {
+        Picker(seed.max(1))
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+pub struct Bench {
+    pub server: Server,
+    pub seconds: Duration,
+    pub payload: Value,
+    schemas: AtomicUsize,
+}
+
+impl Bench {
+    pub fn new(server: Server, seconds: Duration, state_bytes: usize) -> Self {
+        Bench {
+            server,
+            seconds,
+            payload: payload(state_bytes),
+            schemas: AtomicUsize::new(0),
+        }
+    }
+
+    /// A store on a fresh schema of its own.
+    pub async fn store(
+        &self,
+        tag: &str,
+        pool: usize,
+        durable: bool,
+    ) -> anyhow::Result<PostgresStore> {
+        let n = self.schemas.fetch_add(1, Ordering::Relaxed);
+        let options = PostgresOptions::new(&self.server.url)?
+            .schema(format!("bench_{tag}_{n}"))
+            .max_connections(pool)
+            .min_connections(pool)
+            .synchronous_commit(durable);
+        Ok(PostgresStore::connect(options).await?)
+    }
+
+    fn checkpoint(&self, execution: &str) -> Checkpoint {
+        Checkpoint::new(execution, "node", self.payload.clone())
+    }
+
+    /// `tasks` tasks appending to their own executions for the configured time.
+    pub async fn save(&self, tasks: usize, durable: bool) -> anyhow::Result<Figures> {
+        let store = self.store("save", tasks, durable).await?;
+        for t in 0..tasks {
+            store.save(&self.checkpoint(&format!("exec-{t}"))).await?;
+        }
+        let started = Instant::now();
+        let runs = (0..tasks).map(|t| {
+            let store = store.clone();
+            let payload = self.payload.clone();
+            let seconds = self.seconds;
+            tokio::spawn(async move {
+                let execution = format!("exec-{t}");
+                run_for(seconds, usize::MAX, |_| {
+                    let cp = Checkpoint::new(execution.as_str(), "node", payload.clone());
+                    let store = &store;
+                    async move {
+                        store.save(&cp).await?;
+                        Ok(())
+                    }
+                })
+                .await
+            })
+        });
+        let mut all = Samples::new();
+        for run in futures::future::join_all(runs).await {
+            all.merge(run??);
+        }
+        all.set_elapsed(started.elapsed());
+        store.close();
+        Ok(all.figures())
+    }
+
+    /// pgbench running the store's own save statement, prepared, with the same payload.
+    pub async fn pgbench(&self, clients: usize) -> anyhow::Result<f64> {
+        let store = self.store("pgbench", 1, true).await?;
+        let script = pgbench_script(&store.statements().save.text);
+        let dir = std::env::temp_dir().join(format!("checkpoint-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("save.sql"), script)?;
+        let payload = self.payload.to_string();
+        let server = &self.server;
+        let seconds = self.seconds.as_secs().max(1);
+        let tps = tokio::task::block_in_place(|| {
+            server.pgbench(&dir, clients, seconds, &[("payload", payload.as_str())])
+        })?;
+        store.close();
+        Ok(tps)
+    }
+
+    /// `save_batch` of `size` new checkpoints, `batches` times.
+    pub async fn save_batch(&self, size: usize, batches: usize) -> anyhow::Result<Figures> {
+        let store = self.store("batch", 2, true).await?;
+        let mut samples = Samples::with_units(size);
+        let started = Instant::now();
+        for b in 0..batches {
+            let items: Vec<Checkpoint> = (0..size)
+                .map(|_| self.checkpoint(&format!("batch-{b}")))
+                .collect();
+            let t = Instant::now();
+            store.save_batch(&items).await?;
+            samples.record(t.elapsed());
+        }
+        samples.set_elapsed(started.elapsed());
+        store.close();
+        Ok(samples.figures())
+    }
+
+    /// Saves `executions` × `each` checkpoints with batches of 1,000 and returns their ids.
+    pub async fn fill(
+        &self,
+        store: &PostgresStore,
+        prefix: &str,
+        executions: usize,
+        each: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(executions * each);
+        let mut batch = Vec::with_capacity(1000);
+        for e in 0..executions {
+            for _ in 0..each {
+                batch.push(self.checkpoint(&format!("{prefix}-{e}")));
+                if batch.len() == 1000 {
+                    store.save_batch(&batch).await?;
+                    ids.extend(batch.drain(..).map(|cp| cp.id));
+                }
+            }
+        }
+        if !batch.is_empty() {
+            store.save_batch(&batch).await?;
+            ids.extend(batch.drain(..).map(|cp| cp.id));
+        }
+        Ok(ids)
+    }
+
+    /// Reads on 100 executions of 100 plus one history of 10,000.
+    pub async fn reads(&self) -> anyhow::Result<Reads> {
+        let store = self.store("reads", 2, true).await?;
+        let ids = self.fill(&store, "exec", 100, 100).await?;
+        self.fill(&store, "long", 1, 10_000).await?;
+        let client = self.server.client().await?;
+        client
+            .batch_execute(&format!("ANALYZE {}", store.table().quoted()))
+            .await?;
+        let mut pick = Picker::new(7);
+        let load = run_for(self.seconds, 50_000, |_| {
+            let id = ids[pick.below(ids.len())].clone();
+            let store = &store;
+            async move {
+                store.load(&id).await?;
+                Ok(())
+            }
+        })
+        .await?
+        .figures();
+        let latest = run_for(self.seconds, 50_000, |_| {
+            let execution = format!("exec-{}", pick.below(100));
+            let store = &store;
+            async move {
+                store.latest(&execution).await?;
+                Ok(())
+            }
+        })
+        .await?
+        .figures();
+        let page = |after: i64| {
+            let store = &store;
+            run_for(self.seconds, 50_000, move |_| async move {
+                let page = store
+                    .list_page(&ListQuery::new("long-0").after(after).limit(20))
+                    .await?;
+                anyhow::ensure!(page.items.len() == 20, "a full page");
+                Ok(())
+            })
+        };
+        let page_start = page(0).await?.figures();
+        let page_middle = page(5_000).await?.figures();
+        let page_end = page(9_979).await?.figures();
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT pg_total_relation_size('{table}')::float8 / count(*) FROM {table}",
+                    table = store.table().quoted().replace('\'', "''")
+                ),
+                &[],
+            )
+            .await?;
+        let bytes_per_checkpoint: f64 = row.get(0);
+        store.close();
+        Ok(Reads {
+            load,
+            latest,
+            page_start,
+            page_middle,
+            page_end,
+            bytes_per_checkpoint,
+        })
+    }
+
+    /// `clear` of executions of 100 checkpoints.
+    pub async fn clear(&self, executions: usize) -> anyhow::Result<Figures> {
+        let store = self.store("clear", 2, true).await?;
+        self.fill(&store, "clear", executions, 100).await?;
+        let samples = run_for(Duration::from_secs(3600), executions, |i| {
+            let store = &store;
+            async move {
+                anyhow::ensure!(store.clear(&format!("clear-{i}")).await? == 100);
+                Ok(())
+            }
+        })
+        .await?;
+        store.close();
+        Ok(samples.figures())
+    }
+
+    /// `prune` keeping the newest 10 of executions of 100 checkpoints.
+    pub async fn prune(&self, executions: usize) -> anyhow::Result<Figures> {
+        let store = self.store("prune", 2, true).await?;
+        self.fill(&store, "prune", executions, 100).await?;
+        let samples = run_for(Duration::from_secs(3600), executions, |i| {
+            let store = &store;
+            async move {
+                let policy = RetentionPolicy::keep_last(10).for_execution(format!("prune-{i}"));
+                anyhow::ensure!(store.prune(&policy).await? == 90);
+                Ok(())
+            }
+        })
+        .await?;
+        store.close();
+        Ok(samples.figures())
+    }
+
+    /// Median latencies of `latest`, `load` and `list_page` at 10,000 rows and at `total`.
+    pub async fn scale(&self, total: usize) -> anyhow::Result<Scale> {
+        let store = self.store("scale", 8, true).await?;
+        let ids = self.fill(&store, "exec", 100, 100).await?;
+        let client = self.server.client().await?;
+        let analyze = format!("ANALYZE {}", store.table().quoted());
+        client.batch_execute(&analyze).await?;
+        let small = self.probe(&store, &ids).await?;
+
+        // The rest with four loaders in parallel: 100 checkpoints in each new execution.
+        let started = Instant::now();
+        let executions = total.saturating_sub(10_000) / 100;
+        let chunks = executions.div_ceil(10);
+        let loaders = (0..4).map(|l| {
+            let store = store.clone();
+            let payload = self.payload.clone();
+            tokio::spawn(async move {
+                // Chunks of 10 executions (1,000 rows), every fourth chunk for this loader.
+                for chunk in (l..chunks).step_by(4) {
+                    let first = 100 + chunk * 10;
+                    let last = (first + 10).min(100 + executions);
+                    let batch: Vec<Checkpoint> = (first..last)
+                        .flat_map(|x| (0..100).map(move |_| x))
+                        .map(|x| Checkpoint::new(format!("exec-{x}"), "node", payload.clone()))
+                        .collect();
+                    store.save_batch(&batch).await?;
+                }
+                anyhow::Ok(())
+            })
+        });
+        for loader in futures::future::join_all(loaders).await {
+            loader??;
+        }
+        let load_seconds = started.elapsed().as_secs_f64();
+        client.batch_execute(&analyze).await?;
+        let rows: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM {}", store.table().quoted()),
+                &[],
+            )
+            .await?
+            .get(0);
+        let large = self.probe(&store, &ids).await?;
+        store.close();
+        Ok(Scale {
+            rows: rows as usize,
+            load_rows_per_second: (rows as f64 - 10_000.0) / load_seconds,
+            small,
+            large,
+        })
+    }
+
+    async fn probe(&self, store: &PostgresStore, ids: &[String]) -> anyhow::Result<[f64; 3]> {
+        let mut pick = Picker::new(11);
+        let n = 3_000;
+        let latest = run_for(Duration::from_secs(3600), n, |_| {
+            let execution = format!("exec-{}", pick.below(100));
+            async move {
+                store.latest(&execution).await?;
+                Ok(())
+            }
+        })
+        .await?
+        .figures();
+        let load = run_for(Duration::from_secs(3600), n, |_| {
+            let id = ids[pick.below(ids.len())].clone();
+            async move {
+                store.load(&id).await?;
+                Ok(())
+            }
+        })
+        .await?
+        .figures();
+        let page = run_for(Duration::from_secs(3600), n, |_| {
+            let execution = format!("exec-{}", pick.below(100));
+            async move {
+                store
+                    .list_page(&ListQuery::new(execution).after(50).limit(20))
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?
+        .figures();
+        Ok([latest.p50_ms, load.p50_ms, page.p50_ms])
+    }
+}
+
+/// Turns the store's save statement into a pgbench script with the same shape of arguments.
+pub fn pgbench_script(save: &str) -> String {
+    let arguments = [
+        ("$8", "NULL"),
+        ("$7", ":v"),
+        ("$6", "now()"),
+        ("$5", "'{}'"),
+        ("$4", ":payload"),
+        ("$3", "'node'"),
+        ("$2", "('pgb-exec-' || :client_id)"),
+        ("$1", "('pgb-' || :client_id || '-' || :r)"),
+    ];
+    let mut statement = save.to_owned();
+    for (placeholder, value) in arguments {
+        statement = statement.replace(placeholder, value);
+    }
+    format!("\\set r random(1, 1000000000000000)\n\\set v 0\n{statement};\n")
+}
+
+pub struct Reads {
+    pub load: Figures,
+    pub latest: Figures,
+    pub page_start: Figures,
+    pub page_middle: Figures,
+    pub page_end: Figures,
+    pub bytes_per_checkpoint: f64,
+}
+
+pub struct Scale {
+    pub rows: usize,
+    pub load_rows_per_second: f64,
+    /// Median ms of latest, load, list_page at 10,000 rows.
+    pub small: [f64; 3],
+    /// The same at `rows`.
+    pub large: [f64; 3],
+}
+
+/// The memory backend: `latest` calls per second on one task, and `save` cost with few and
+/// many executions stored.
+pub async fn memory(state: &Value) -> anyhow::Result<(f64, f64, f64)> {
+    let store = MemoryStore::new();
+    for e in 0..100 {
+        for _ in 0..10 {
+            store
+                .save(&Checkpoint::new(format!("m-{e}"), "node", state.clone()))
+                .await?;
+        }
+    }
+    let names: Vec<String> = (0..100).map(|e| format!("m-{e}")).collect();
+    let calls = 1_000_000;
+    let started = Instant::now();
+    for i in 0..calls {
+        std::hint::black_box(store.latest(&names[i % 100]).await?);
+    }
+    let latest_per_second = calls as f64 / started.elapsed().as_secs_f64();
+
+    let save_rate = |executions: usize| {
+        let state = state.clone();
+        async move {
+            let store = Arc::new(MemoryStore::new());
+            let prefill: Vec<Checkpoint> = (0..executions)
+                .map(|e| Checkpoint::new(format!("m-{e}"), "node", state.clone()))
+                .collect();
+            store.save_batch(&prefill).await?;
+            let mut pick = Picker::new(3);
+            let n = 200_000;
+            let items: Vec<Checkpoint> = (0..n)
+                .map(|_| {
+                    Checkpoint::new(
+                        format!("m-{}", pick.below(executions)),
+                        "node",
+                        state.clone(),
+                    )
+                })
+                .collect();
+            let started = Instant::now();
+            for cp in &items {
+                store.save(cp).await?;
+            }
+            anyhow::Ok(n as f64 / started.elapsed().as_secs_f64())
+        }
+    };
+    let few = save_rate(1_000).await?;
+    let many = save_rate(100_000).await?;
+    Ok((latest_per_second, few, many))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_has_the_requested_size() {
+        for bytes in [64, 1024, 4096] {
+            assert_eq!(payload(bytes).to_string().len(), bytes);
+        }
+    }
+
+    #[test]
+    fn the_pgbench_script_runs_the_same_statement() {
+        let save = "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 = 0 THEN 1 ELSE $7 END, $8)";
+        let script = pgbench_script(save);
+        assert!(!script.contains('$'), "{script}");
+        assert!(script.contains(":payload"));
+        assert!(script.contains("CASE WHEN :v = 0 THEN 1 ELSE :v END"));
+        assert!(script.starts_with("\\set r random("));
+    }
+
+    #[test]
+    fn the_picker_stays_in_range() {
+        let mut p = Picker::new(5);
+        assert!((0..1000).all(|_| p.below(7) < 7));
+    }
+}
