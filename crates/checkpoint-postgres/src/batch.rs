@@ -82,6 +82,52 @@ async fn finish<T>(tx: Box<dyn DbTransaction>, outcome: Result<Option<T>>) -> Re
     }
 }
 
+/// The append path, for batches whose items all append (version 0): one statement, one round
+/// trip. `None` when an id already exists or another appender won a race: the planned path
+/// then decides.
+pub(crate) async fn save_appends(
+    store: &PostgresStore,
+    items: &[Checkpoint],
+) -> Result<Option<Vec<i64>>> {
+    let columns = Columns::new(items, &[]);
+    let [ids, executions, nodes, states, metadata, timestamps, _, parents] = columns.params();
+    let rows = match store
+        .pool
+        .query(
+            &store.sql.batch_append,
+            &[
+                ids, executions, nodes, states, metadata, timestamps, parents,
+            ],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e)
+            if e.is_unique_violation_of(&store.version_index)
+                || e.code() == Some(&SqlState::NOT_NULL_VIOLATION) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // RETURNING promises no order: match versions to items by id (unique in a batch).
+    let mut versions: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        versions.insert(row.text(0)?, row.int(1)?);
+    }
+    items
+        .iter()
+        .map(|cp| {
+            versions.get(&cp.id).copied().ok_or_else(|| Error::Backend {
+                message: format!("the batch insert returned no version for {}", cp.id),
+                retryable: false,
+                source: "an incomplete batch insert".into(),
+            })
+        })
+        .collect::<Result<Vec<i64>>>()
+        .map(Some)
+}
+
 /// The planned path: one read, then one `INSERT ... SELECT FROM unnest(...)` that is a
 /// transaction on its own (two round trips in all). `None` when the batch must be replayed:
 /// the plan refused it, the unique index objected, or an id turned out to belong to another

@@ -413,8 +413,18 @@ impl CheckpointStore for PostgresStore {
         if checkpoints.is_empty() {
             return Ok(Vec::new());
         }
+        let all_append = checkpoints.iter().all(|cp| cp.version == 0);
         for _ in 0..MAX_APPEND_ATTEMPTS {
             // Each attempt is atomic (one statement, or one transaction), so retrying is safe.
+            if all_append {
+                let appended = self
+                    .retry
+                    .run("save_batch", || batch::save_appends(self, checkpoints))
+                    .await?;
+                if let Some(versions) = appended {
+                    return Ok(versions);
+                }
+            }
             let planned = self
                 .retry
                 .run("save_batch", || batch::save_planned(self, checkpoints))

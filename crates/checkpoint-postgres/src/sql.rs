@@ -130,6 +130,7 @@ pub struct Statements {
     pub page_descending: Sql,
     pub batch_lookup: Sql,
     pub batch_insert: Sql,
+    pub batch_append: Sql,
     pub executions: Sql,
     pub prune_execution: Sql,
     pub prune_all: Sql,
@@ -236,6 +237,32 @@ impl Statements {
                     Type::JSONB_ARRAY,
                     Type::TIMESTAMPTZ_ARRAY,
                     Type::INT8_ARRAY,
+                    Type::TEXT_ARRAY,
+                ],
+            ),
+            // A batch of new checkpoints that all append (version 0), in one statement: each
+            // execution's versions continue after its highest in input order. An id that
+            // exists sets version to NULL, failing the statement, so the planned path (which
+            // keeps that id's version) takes over; so does a race lost to another appender.
+            batch_append: Sql::new(
+                format!(
+                    "INSERT INTO {t} AS c ({COLUMNS}) SELECT i.id, i.execution_id, i.node_name, \
+                     i.state, i.metadata, i.ts, COALESCE((SELECT MAX(version) FROM {t} \
+                     WHERE execution_id = i.execution_id), 0) + row_number() OVER \
+                     (PARTITION BY i.execution_id ORDER BY i.ord), i.parent_id \
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], \
+                     $6::timestamptz[], $7::text[]) WITH ORDINALITY \
+                     AS i(id, execution_id, node_name, state, metadata, ts, parent_id, ord) \
+                     ON CONFLICT (id) DO UPDATE SET version = NULL \
+                     RETURNING id, version"
+                ),
+                &[
+                    Type::TEXT_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::JSONB_ARRAY,
+                    Type::JSONB_ARRAY,
+                    Type::TIMESTAMPTZ_ARRAY,
                     Type::TEXT_ARRAY,
                 ],
             ),

@@ -307,7 +307,7 @@ async fn batch_is_one_lookup_and_one_atomic_insert() {
     let store = store_on(&pool).await;
     let items = [
         Checkpoint::new("e", "a", json!(1)),
-        Checkpoint::new("e", "b", json!(2)),
+        Checkpoint::new("e", "b", json!(2)).with_version(9),
     ];
     pool.reply(Reply::Rows(vec![Row(vec![
         Cell::Null,
@@ -315,7 +315,7 @@ async fn batch_is_one_lookup_and_one_atomic_insert() {
         Cell::Int(5),
     ])]))
     .reply(Reply::Affected(2));
-    assert_eq!(store.save_batch(&items).await.unwrap(), vec![6, 7]);
+    assert_eq!(store.save_batch(&items).await.unwrap(), vec![6, 9]);
     let calls = pool.calls();
     let sql: Vec<&str> = calls.iter().map(|c| &c.sql[..c.sql.len().min(6)]).collect();
     assert_eq!(
@@ -323,7 +323,59 @@ async fn batch_is_one_lookup_and_one_atomic_insert() {
         ["SELECT", "INSERT"],
         "two round trips, the insert atomic on its own"
     );
-    assert_eq!(calls[1].params[6], "[6, 7]", "planned versions are bound");
+    assert_eq!(calls[1].params[6], "[6, 9]", "planned versions are bound");
+}
+
+#[tokio::test]
+async fn a_batch_of_appends_is_one_statement_and_keeps_input_order() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let items = [
+        Checkpoint::new("e", "a", json!(1)),
+        Checkpoint::new("f", "b", json!(2)),
+        Checkpoint::new("e", "c", json!(3)),
+    ];
+    // RETURNING in another order than the input.
+    pool.reply(Reply::Rows(vec![
+        Row(vec![Cell::Text(items[2].id.clone()), Cell::Int(5)]),
+        Row(vec![Cell::Text(items[0].id.clone()), Cell::Int(4)]),
+        Row(vec![Cell::Text(items[1].id.clone()), Cell::Int(1)]),
+    ]));
+    assert_eq!(store.save_batch(&items).await.unwrap(), vec![4, 1, 5]);
+    assert_eq!(pool.calls().len(), 1, "one round trip");
+    assert!(pool.calls()[0].sql.contains("WITH ORDINALITY"));
+}
+
+#[tokio::test]
+async fn an_append_batch_meeting_an_existing_id_falls_back_to_the_plan() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let items = [Checkpoint::new("e", "a", json!(1))];
+    pool.reply(Reply::Fail(DbError::server(
+        SqlState::NOT_NULL_VIOLATION,
+        None,
+        "null value in column \"version\"",
+    )))
+    .reply(Reply::Rows(vec![
+        Row(vec![
+            Cell::Text(items[0].id.clone()),
+            Cell::Text("e".into()),
+            Cell::Int(3),
+        ]),
+        Row(vec![Cell::Null, Cell::Text("e".into()), Cell::Int(3)]),
+    ]))
+    .reply(Reply::Affected(1));
+    assert_eq!(
+        store.save_batch(&items).await.unwrap(),
+        vec![3],
+        "a retry keeps its version"
+    );
+    let sql: Vec<String> = pool
+        .calls()
+        .into_iter()
+        .map(|c| c.sql[..6].to_owned())
+        .collect();
+    assert_eq!(sql, ["INSERT", "SELECT", "INSERT"]);
 }
 
 #[tokio::test]
@@ -359,19 +411,23 @@ async fn batch_failure_mid_transaction_rolls_back_and_maps_the_error() {
     let pool = MockPool::default();
     let store = store_on(&pool).await;
     // The planned insert names an id of another execution: the replay runs, and fails.
-    pool.reply(Reply::Rows(vec![]))
-        .reply(Reply::Fail(DbError::server(
-            SqlState::NOT_NULL_VIOLATION,
-            None,
-            "null value in column \"version\"",
-        )))
-        .reply(Reply::Fail(DbError::server(
-            SqlState::T_R_DEADLOCK_DETECTED,
-            None,
-            "deadlock detected",
-        )));
+    pool.reply(Reply::Rows(vec![Row(vec![
+        Cell::Null,
+        Cell::Text("e".into()),
+        Cell::Null,
+    ])]))
+    .reply(Reply::Fail(DbError::server(
+        SqlState::NOT_NULL_VIOLATION,
+        None,
+        "null value in column \"version\"",
+    )))
+    .reply(Reply::Fail(DbError::server(
+        SqlState::T_R_DEADLOCK_DETECTED,
+        None,
+        "deadlock detected",
+    )));
     let err = store
-        .save_batch(&[Checkpoint::new("e", "a", json!(1))])
+        .save_batch(&[Checkpoint::new("e", "a", json!(1)).with_version(1)])
         .await
         .unwrap_err();
     assert!(
@@ -496,17 +552,17 @@ async fn transient_failures_of_idempotent_operations_are_retried() {
 async fn a_batch_that_deadlocks_is_retried() {
     let pool = MockPool::default();
     let store = store_with(&pool, options().retry(fast_retries())).await;
+    let item = Checkpoint::new("e", "a", json!(1));
     pool.reply(Reply::Fail(DbError::server(
         SqlState::T_R_DEADLOCK_DETECTED,
         None,
         "deadlock",
     )))
-    .reply(Reply::Rows(vec![]))
-    .reply(Reply::Affected(1));
-    let versions = store
-        .save_batch(&[Checkpoint::new("e", "a", json!(1))])
-        .await
-        .unwrap();
+    .reply(Reply::Rows(vec![Row(vec![
+        Cell::Text(item.id.clone()),
+        Cell::Int(1),
+    ])]));
+    let versions = store.save_batch(std::slice::from_ref(&item)).await.unwrap();
     assert_eq!(versions, vec![1]);
     let calls: Vec<String> = pool
         .calls()
@@ -515,8 +571,8 @@ async fn a_batch_that_deadlocks_is_retried() {
         .collect();
     assert_eq!(
         calls,
-        ["SELECT", "SELECT", "INSERT"],
-        "the failed read is tried again"
+        ["INSERT", "INSERT"],
+        "the failed statement is tried again"
     );
 }
 
