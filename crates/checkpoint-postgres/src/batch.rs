@@ -102,30 +102,42 @@ pub(crate) async fn save_appends(
         .await
     {
         Ok(rows) => rows,
-        Err(e)
-            if e.is_unique_violation_of(&store.version_index)
-                || e.code() == Some(&SqlState::NOT_NULL_VIOLATION) =>
-        {
-            return Ok(None)
-        }
+        // The primary key (an id that exists) or the version rule (a lost race).
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    // RETURNING promises no order: match versions to items by id (unique in a batch).
-    let mut versions: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    let mut top: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    let mut written = 0;
     for row in &rows {
-        versions.insert(row.text(0)?, row.int(1)?);
+        top.insert(row.text(0)?, row.int(1)?);
+        written = row.int(2)?;
     }
-    items
+    if written != items.len() as i64 {
+        return Err(Error::Backend {
+            message: format!("a batch of {} wrote {written} rows", items.len()),
+            retryable: false,
+            source: "an incomplete batch insert".into(),
+        });
+    }
+    // The server numbered each execution's items after its highest version, in input order.
+    let versions = items
         .iter()
         .map(|cp| {
-            versions.get(&cp.id).copied().ok_or_else(|| Error::Backend {
-                message: format!("the batch insert returned no version for {}", cp.id),
-                retryable: false,
-                source: "an incomplete batch insert".into(),
-            })
+            let next = top
+                .get_mut(&cp.execution_id)
+                .ok_or_else(|| Error::Backend {
+                    message: format!(
+                        "the batch insert returned no version for {}",
+                        cp.execution_id
+                    ),
+                    retryable: false,
+                    source: "an incomplete batch insert".into(),
+                })?;
+            *next += 1;
+            Ok(*next)
         })
-        .collect::<Result<Vec<i64>>>()
-        .map(Some)
+        .collect::<Result<Vec<i64>>>()?;
+    Ok(Some(versions))
 }
 
 /// The planned path: one read, then one `INSERT ... SELECT FROM unnest(...)` that is a

@@ -241,20 +241,27 @@ impl Statements {
                 ],
             ),
             // A batch of new checkpoints that all append (version 0), in one statement: each
-            // execution's versions continue after its highest in input order. An id that
-            // exists sets version to NULL, failing the statement, so the planned path (which
-            // keeps that id's version) takes over; so does a race lost to another appender.
+            // execution's versions continue after its highest in input order. Each highest
+            // version is read once, below the window's sort, so before the first row is
+            // inserted (read beside the insert, every probe would step over the rows the
+            // statement has just added). A plain insert, without ON CONFLICT's speculative
+            // insertion: an id that exists violates the primary key and fails the statement,
+            // so the planned path (which keeps that id's version) takes over; so does a race
+            // lost to another appender. It returns each execution's highest version before the
+            // batch, from which the client numbers the items exactly as the server did.
             batch_append: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}) SELECT i.id, i.execution_id, i.node_name, \
-                     i.state, i.metadata, i.ts, COALESCE((SELECT MAX(version) FROM {t} \
-                     WHERE execution_id = i.execution_id), 0) + row_number() OVER \
+                    "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
+                     $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::text[]) WITH ORDINALITY \
+                     AS i(id, execution_id, node_name, state, metadata, ts, parent_id, ord)), \
+                     top AS MATERIALIZED (SELECT e.execution_id, COALESCE((SELECT MAX(version) FROM {t} \
+                     WHERE execution_id = e.execution_id), 0) AS version \
+                     FROM (SELECT DISTINCT execution_id FROM i) e), \
+                     ins AS (INSERT INTO {t} AS c ({COLUMNS}) SELECT i.id, i.execution_id, \
+                     i.node_name, i.state, i.metadata, i.ts, top.version + row_number() OVER \
                      (PARTITION BY i.execution_id ORDER BY i.ord), i.parent_id \
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], \
-                     $6::timestamptz[], $7::text[]) WITH ORDINALITY \
-                     AS i(id, execution_id, node_name, state, metadata, ts, parent_id, ord) \
-                     ON CONFLICT (id) DO UPDATE SET version = NULL \
-                     RETURNING id, version"
+                     FROM i JOIN top ON top.execution_id = i.execution_id RETURNING 1) \
+                     SELECT top.execution_id, top.version, (SELECT count(*) FROM ins) FROM top"
                 ),
                 &[
                     Type::TEXT_ARRAY,

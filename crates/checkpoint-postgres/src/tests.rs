@@ -335,11 +335,10 @@ async fn a_batch_of_appends_is_one_statement_and_keeps_input_order() {
         Checkpoint::new("f", "b", json!(2)),
         Checkpoint::new("e", "c", json!(3)),
     ];
-    // RETURNING in another order than the input.
+    // Each execution's highest version before the batch, and the rows written.
     pool.reply(Reply::Rows(vec![
-        Row(vec![Cell::Text(items[2].id.clone()), Cell::Int(5)]),
-        Row(vec![Cell::Text(items[0].id.clone()), Cell::Int(4)]),
-        Row(vec![Cell::Text(items[1].id.clone()), Cell::Int(1)]),
+        Row(vec![Cell::Text("f".into()), Cell::Int(0), Cell::Int(3)]),
+        Row(vec![Cell::Text("e".into()), Cell::Int(3), Cell::Int(3)]),
     ]));
     assert_eq!(store.save_batch(&items).await.unwrap(), vec![4, 1, 5]);
     assert_eq!(pool.calls().len(), 1, "one round trip");
@@ -352,9 +351,9 @@ async fn an_append_batch_meeting_an_existing_id_falls_back_to_the_plan() {
     let store = store_on(&pool).await;
     let items = [Checkpoint::new("e", "a", json!(1))];
     pool.reply(Reply::Fail(DbError::server(
-        SqlState::NOT_NULL_VIOLATION,
-        None,
-        "null value in column \"version\"",
+        SqlState::UNIQUE_VIOLATION,
+        Some("checkpoints_pkey"),
+        "duplicate key value violates unique constraint",
     )))
     .reply(Reply::Rows(vec![
         Row(vec![
@@ -375,7 +374,7 @@ async fn an_append_batch_meeting_an_existing_id_falls_back_to_the_plan() {
         .into_iter()
         .map(|c| c.sql[..6].to_owned())
         .collect();
-    assert_eq!(sql, ["INSERT", "SELECT", "INSERT"]);
+    assert_eq!(sql, ["WITH i", "SELECT", "INSERT"]);
 }
 
 #[tokio::test]
@@ -559,7 +558,8 @@ async fn a_batch_that_deadlocks_is_retried() {
         "deadlock",
     )))
     .reply(Reply::Rows(vec![Row(vec![
-        Cell::Text(item.id.clone()),
+        Cell::Text("e".into()),
+        Cell::Int(0),
         Cell::Int(1),
     ])]));
     let versions = store.save_batch(std::slice::from_ref(&item)).await.unwrap();
@@ -571,7 +571,7 @@ async fn a_batch_that_deadlocks_is_retried() {
         .collect();
     assert_eq!(
         calls,
-        ["INSERT", "INSERT"],
+        ["WITH i", "WITH i"],
         "the failed statement is tried again"
     );
 }

@@ -289,11 +289,18 @@ async fn check(ops: Vec<Op>) {
                             ids.forked.insert(fm.id.clone());
                             assert_eq!(ids.normalize(fm), ids.normalize_pg(fp), "{context}");
                         }
-                        (rm, rp) => assert_eq!(
-                            rm.map(|_| ()).map_err(|e| kind(&e)),
-                            rp.map(|_| ()).map_err(|e| kind(&e)),
-                            "{context}"
-                        ),
+                        (rm, rp) => {
+                            // The same absence, named by each store's own id.
+                            let rp = rp.map_err(|e| match e {
+                                Error::NotFound { .. } => Error::NotFound { id: m.clone() },
+                                other => other,
+                            });
+                            assert_eq!(
+                                rm.map(|_| ()).map_err(|e| kind(&e)),
+                                rp.map(|_| ()).map_err(|e| kind(&e)),
+                                "{context}"
+                            )
+                        }
                     }
                 }
             }
