@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         &relaxed_16,
     );
 
-    let batch = bench.save_batch(1000, 10).await?;
+    let batch = bench.save_batch(1000, 20).await?;
     report.row(
         "save_batch_1000_rows",
         "save_batch of 1,000 (rows/s)",

@@ -18,7 +18,7 @@
 //! ```
 #![warn(missing_docs)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -33,8 +33,9 @@ use time::OffsetDateTime;
 /// A thread-safe in-memory store. Cloning it shares the data; reads return copies, never
 /// references into what is stored.
 ///
-/// Each execution keeps its checkpoints ordered by version, so `latest` and `list_page` cost
-/// O(log n + page) however many checkpoints are stored.
+/// Executions are found by hash and each keeps its checkpoints ordered by version, so `save`,
+/// `latest` and `list_page` cost O(log n + page) in the execution's own history, whatever the
+/// number of executions stored; a sorted set of execution ids serves `list_executions`.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     data: Arc<RwLock<Data>>,
@@ -57,7 +58,9 @@ struct Data {
     /// Where each checkpoint id lives: its execution and version.
     locations: HashMap<String, (String, i64)>,
     /// Each execution's checkpoints by version. Executions without checkpoints are removed.
-    executions: BTreeMap<String, BTreeMap<i64, Checkpoint>>,
+    executions: HashMap<String, BTreeMap<i64, Checkpoint>>,
+    /// The ids of `executions`, sorted, for paging through them.
+    order: BTreeSet<String>,
 }
 
 /// What undoes one applied save: remove the saved id, put back what it replaced.
@@ -152,6 +155,9 @@ impl Data {
             checkpoint.id.clone(),
             (checkpoint.execution_id.clone(), checkpoint.version),
         );
+        if !self.executions.contains_key(&checkpoint.execution_id) {
+            self.order.insert(checkpoint.execution_id.clone());
+        }
         self.executions
             .entry(checkpoint.execution_id.clone())
             .or_default()
@@ -164,6 +170,7 @@ impl Data {
         let removed = history.remove(&version);
         if history.is_empty() {
             self.executions.remove(&execution);
+            self.order.remove(&execution);
         }
         removed
     }
@@ -210,6 +217,7 @@ impl CheckpointStore for MemoryStore {
         let Some(history) = data.executions.remove(execution_id) else {
             return Ok(0);
         };
+        data.order.remove(execution_id);
         for checkpoint in history.values() {
             data.locations.remove(&checkpoint.id);
         }
@@ -290,10 +298,11 @@ impl CheckpointStore for MemoryStore {
             .map_or(Bound::Unbounded, |after| Bound::Excluded(after.clone()));
         let data = self.read();
         Ok(data
-            .executions
+            .order
             .range((lower, Bound::Unbounded))
             .take(query.limit)
-            .filter_map(|(execution_id, history)| {
+            .filter_map(|execution_id| {
+                let history = data.executions.get(execution_id)?;
                 let (latest_version, _) = history.last_key_value()?;
                 let last_timestamp = history.values().map(|cp| cp.timestamp).max()?;
                 Some(ExecutionSummary {
@@ -310,11 +319,13 @@ impl CheckpointStore for MemoryStore {
         self.limits.check_retention(policy)?;
         let cutoff = policy.cutoff(OffsetDateTime::now_utc());
         let mut data = self.write();
-        let doomed: Vec<String> = data
-            .executions
-            .iter()
-            .filter(|(execution, _)| policy.execution_id.as_ref().is_none_or(|e| e == *execution))
-            .flat_map(|(_, history)| {
+        let histories: Vec<&BTreeMap<i64, Checkpoint>> = match &policy.execution_id {
+            Some(execution) => data.executions.get(execution).into_iter().collect(),
+            None => data.executions.values().collect(),
+        };
+        let doomed: Vec<String> = histories
+            .into_iter()
+            .flat_map(|history| {
                 history
                     .values()
                     .rev()
@@ -351,6 +362,7 @@ mod tests {
         assert!(store.delete(&cp.id).await.unwrap());
         let data = store.read();
         assert!(data.executions.is_empty());
+        assert!(data.order.is_empty());
         assert!(data.locations.is_empty());
     }
 
