@@ -58,6 +58,9 @@ pub use retry::{is_transient, RetryPolicy};
 pub use schema::{MigrationReport, SchemaError, SCHEMA_VERSION};
 pub use sql::{check_identifier, Statements, TableName};
 pub use tls::SslMode;
+/// The parameter types of [`Sql`], re-exported so a [`DbPool`] can be written without
+/// depending on tokio-postgres directly.
+pub use tokio_postgres::types::Type;
 
 /// How often an append that keeps losing races for the next version tries again before it
 /// reports a retryable error. Each loss means another writer succeeded.

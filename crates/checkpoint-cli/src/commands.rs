@@ -1,0 +1,440 @@
+//! What each command does.
+
+use std::time::Duration;
+
+use checkpoint_core::{Checkpoint, CheckpointStore, Error, ExecutionQuery, RetentionPolicy};
+use checkpoint_postgres::{
+    DbPool, DeadpoolPool, PostgresOptions, PostgresStore, SchemaError, Sql, SCHEMA_VERSION,
+};
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::diff::diff;
+use crate::output::{confirm, listing, pretty, progress};
+use crate::{transfer, Cli, Command, Connection, Exit};
+
+fn fail(message: impl Into<String>) -> Exit {
+    Exit {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+/// One clear line for a store error, with the next step where there is one.
+fn explain(err: Error) -> Exit {
+    let schema = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SchemaError>());
+    let message = match (&err, schema) {
+        (_, Some(SchemaError::Outdated { found, expected })) => format!(
+            "the checkpoint table is at schema version {found}, this release needs {expected}: \
+             run `checkpointctl migrate` (or check --table and --schema)"
+        ),
+        (Error::NotFound { id }, _) => format!("no checkpoint with id {id}"),
+        (Error::Unavailable { message, .. }, _) => {
+            format!("the database cannot be reached: {message}")
+        }
+        _ => err.to_string(),
+    };
+    fail(message)
+}
+
+fn options(connection: &Connection) -> Result<PostgresOptions, Exit> {
+    let url = connection
+        .database_url
+        .as_deref()
+        .ok_or_else(|| fail("no database: pass --database-url or set DATABASE_URL"))?;
+    let mut options = PostgresOptions::new(url)
+        .map_err(explain)?
+        .table(connection.table.clone())
+        .max_connections(4)
+        .auto_migrate(false);
+    if let Some(schema) = &connection.schema {
+        options = options.schema(schema.clone());
+    }
+    Ok(options)
+}
+
+async fn store(connection: &Connection) -> Result<PostgresStore, Exit> {
+    PostgresStore::connect(options(connection)?)
+        .await
+        .map_err(explain)
+}
+
+fn time(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn parse_age(text: &str) -> Result<Duration, Exit> {
+    humantime::parse_duration(text).map_err(|e| {
+        fail(format!(
+            "--older-than {text:?} is not a duration (30d, 12h, 1w): {e}"
+        ))
+    })
+}
+
+pub async fn run(cli: Cli) -> Result<(), Exit> {
+    let json = cli.json;
+    match cli.command {
+        Command::Migrate { check } => migrate(&cli.connection, check, json).await,
+        Command::Status => status(&cli.connection, json).await,
+        Command::Executions { limit, after } => {
+            let store = store(&cli.connection).await?;
+            let mut query = ExecutionQuery::new(limit);
+            if let Some(after) = after {
+                query = query.after(after);
+            }
+            let page = store.list_executions(&query).await.map_err(explain)?;
+            let rows = page
+                .into_iter()
+                .map(|s| {
+                    vec![
+                        json!(s.execution_id),
+                        json!(s.checkpoint_count),
+                        json!(s.latest_version),
+                        json!(time(s.last_timestamp)),
+                    ]
+                })
+                .collect();
+            listing(
+                json,
+                &["execution", "checkpoints", "latest_version", "last_update"],
+                rows,
+            );
+            Ok(())
+        }
+        Command::History { execution, limit } => {
+            let store = store(&cli.connection).await?;
+            let history = store.list(&execution).await.map_err(explain)?;
+            let rows = history
+                .into_iter()
+                .take(limit)
+                .map(|cp| {
+                    vec![
+                        json!(cp.version),
+                        json!(cp.node_name),
+                        json!(time(cp.timestamp)),
+                        json!(cp.id),
+                        json!(cp.state.to_string().len()),
+                    ]
+                })
+                .collect();
+            listing(
+                json,
+                &["version", "node", "time", "id", "state_bytes"],
+                rows,
+            );
+            Ok(())
+        }
+        Command::Show { id } => {
+            let store = store(&cli.connection).await?;
+            let checkpoint = store.load(&id).await.map_err(explain)?;
+            let value = serde_json::to_value(&checkpoint).map_err(|e| fail(e.to_string()))?;
+            if json {
+                println!("{value}");
+            } else {
+                println!("{}", pretty(&value));
+            }
+            Ok(())
+        }
+        Command::Diff { from, to } => {
+            let store = store(&cli.connection).await?;
+            let a = store.load(&from).await.map_err(explain)?;
+            let b = store.load(&to).await.map_err(explain)?;
+            show_diff(&a, &b, json);
+            Ok(())
+        }
+        Command::Prune {
+            keep_last,
+            older_than,
+            execution,
+            dry_run,
+            yes,
+        } => {
+            let mut policy = RetentionPolicy::default();
+            policy.keep_last = keep_last;
+            policy.older_than = older_than.as_deref().map(parse_age).transpose()?;
+            policy.execution_id = execution;
+            prune(&cli.connection, policy, dry_run, yes, json).await
+        }
+        Command::Clear { execution, yes } => {
+            let store = store(&cli.connection).await?;
+            if !confirm(&format!("remove every checkpoint of {execution}?"), yes) {
+                return Err(fail("cancelled"));
+            }
+            let removed = store.clear(&execution).await.map_err(explain)?;
+            report(
+                json,
+                json!({"removed": removed}),
+                &format!("removed {removed} checkpoints"),
+            );
+            Ok(())
+        }
+        Command::Delete { id, yes } => {
+            let store = store(&cli.connection).await?;
+            if !confirm(&format!("remove checkpoint {id}?"), yes) {
+                return Err(fail("cancelled"));
+            }
+            if !store.delete(&id).await.map_err(explain)? {
+                return Err(fail(format!("no checkpoint with id {id}")));
+            }
+            report(json, json!({"removed": 1}), &format!("removed {id}"));
+            Ok(())
+        }
+        Command::Fork {
+            id,
+            new_execution,
+            yes,
+        } => {
+            let store = store(&cli.connection).await?;
+            if !confirm(&format!("start {new_execution} from {id}?"), yes) {
+                return Err(fail("cancelled"));
+            }
+            let fork = store.fork(&id, &new_execution).await.map_err(explain)?;
+            report(
+                json,
+                json!({"id": fork.id, "execution_id": fork.execution_id, "version": fork.version}),
+                &format!("started {new_execution} with {}", fork.id),
+            );
+            Ok(())
+        }
+        Command::Export { execution, all } => {
+            if execution.is_none() && !all {
+                return Err(fail("say what to export: --execution <id> or --all"));
+            }
+            let store = store(&cli.connection).await?;
+            let written = transfer::export(&store, execution).await?;
+            eprintln!("exported {written} checkpoints");
+            Ok(())
+        }
+        Command::Import { file, batch_size } => {
+            let store = store(&cli.connection).await?;
+            let imported = transfer::import(&store, &file, batch_size).await?;
+            for conflict in &imported.conflicts {
+                eprintln!("conflict: {conflict}");
+            }
+            report(
+                json,
+                json!({"imported": imported.checkpoints, "batches": imported.batches,
+                       "conflicts": imported.conflicts}),
+                &format!(
+                    "imported {} checkpoints in {} batches, {} batches skipped for conflicts",
+                    imported.checkpoints,
+                    imported.batches,
+                    imported.conflicts.len()
+                ),
+            );
+            if imported.conflicts.is_empty() {
+                Ok(())
+            } else {
+                Err(Exit {
+                    code: 1,
+                    message: String::new(),
+                })
+            }
+        }
+    }
+}
+
+fn report(json: bool, value: Value, text: &str) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(), Exit> {
+    let options = options(connection)?;
+    if check {
+        let pool = DeadpoolPool::from_options(&options).map_err(explain)?;
+        let store = PostgresStore::with_pool(pool, &options).await;
+        let current = match store {
+            Ok(_) => SCHEMA_VERSION,
+            Err(err) => match std::error::Error::source(&err)
+                .and_then(|s| s.downcast_ref::<SchemaError>())
+            {
+                Some(SchemaError::Outdated { found, .. }) => *found,
+                Some(SchemaError::TooNew { found, .. }) => *found,
+                _ => return Err(explain(err)),
+            },
+        };
+        let ok = current == SCHEMA_VERSION;
+        report(
+            json,
+            json!({"current": ok, "version": current, "expected": SCHEMA_VERSION}),
+            &if ok {
+                format!("the schema is current (version {current})")
+            } else {
+                format!("the schema is at version {current}, this release needs {SCHEMA_VERSION}")
+            },
+        );
+        return if ok {
+            Ok(())
+        } else {
+            Err(Exit {
+                code: 1,
+                message: String::new(),
+            })
+        };
+    }
+    let store = PostgresStore::connect(options.auto_migrate(true))
+        .await
+        .map_err(explain)?;
+    let version = store.schema_version().await.map_err(explain)?;
+    report(
+        json,
+        json!({"version": version}),
+        &format!("the schema is at version {version}"),
+    );
+    Ok(())
+}
+
+async fn status(connection: &Connection, json: bool) -> Result<(), Exit> {
+    let options = options(connection)?;
+    let pool = DeadpoolPool::from_options(&options).map_err(explain)?;
+    let store = PostgresStore::with_pool(pool.clone(), &options)
+        .await
+        .map_err(explain)?;
+    let table = store.table().quoted();
+    let sql = Sql::new(
+        format!(
+            "SELECT count(*), count(DISTINCT execution_id), pg_total_relation_size($1::regclass) \
+             FROM {table}"
+        ),
+        &[checkpoint_postgres::Type::TEXT],
+    );
+    let rows = pool
+        .query(&sql, &[&table])
+        .await
+        .map_err(|e| explain(e.into()))?;
+    let row = rows.first().ok_or_else(|| fail("no status row"))?;
+    let (checkpoints, executions, bytes) = (
+        row.int(0).map_err(|e| explain(e.into()))?,
+        row.int(1).map_err(|e| explain(e.into()))?,
+        row.int(2).map_err(|e| explain(e.into()))?,
+    );
+    let version = store.schema_version().await.map_err(explain)?;
+    listing(
+        json,
+        &[
+            "table",
+            "schema_version",
+            "checkpoints",
+            "executions",
+            "bytes",
+        ],
+        vec![vec![
+            json!(table),
+            json!(version),
+            json!(checkpoints),
+            json!(executions),
+            json!(bytes),
+        ]],
+    );
+    Ok(())
+}
+
+fn show_diff(a: &Checkpoint, b: &Checkpoint, json: bool) {
+    let changes: Vec<(&str, crate::diff::Change)> = diff(&a.state, &b.state)
+        .into_iter()
+        .map(|c| ("state", c))
+        .chain(
+            diff(
+                &Value::Object(a.metadata.clone()),
+                &Value::Object(b.metadata.clone()),
+            )
+            .into_iter()
+            .map(|c| ("metadata", c)),
+        )
+        .collect();
+    if json {
+        let list: Vec<Value> = changes.iter().map(|(s, c)| c.to_json(s)).collect();
+        println!("{}", Value::Array(list));
+        return;
+    }
+    if changes.is_empty() {
+        println!("no differences in state or metadata");
+        return;
+    }
+    for (section, change) in changes {
+        match change {
+            crate::diff::Change::Added { path, value } => println!("+ {section}{path}: {value}"),
+            crate::diff::Change::Removed { path, value } => println!("- {section}{path}: {value}"),
+            crate::diff::Change::Changed { path, from, to } => {
+                println!("~ {section}{path}: {from} -> {to}")
+            }
+        }
+    }
+}
+
+async fn prune(
+    connection: &Connection,
+    policy: RetentionPolicy,
+    dry_run: bool,
+    yes: bool,
+    json: bool,
+) -> Result<(), Exit> {
+    let store = store(connection).await?;
+    if dry_run {
+        // Count exactly what `prune` would remove, with the store's own rule.
+        let cutoff = policy.cutoff(OffsetDateTime::now_utc());
+        let executions = match &policy.execution_id {
+            Some(execution) => vec![execution.clone()],
+            None => {
+                let mut all = Vec::new();
+                let mut query = ExecutionQuery::new(1000);
+                loop {
+                    let page = store.list_executions(&query).await.map_err(explain)?;
+                    let Some(last) = page.last().map(|s| s.execution_id.clone()) else {
+                        break;
+                    };
+                    all.extend(page.into_iter().map(|s| s.execution_id));
+                    query = ExecutionQuery::new(1000).after(last);
+                }
+                all
+            }
+        };
+        if policy.keep_last.is_none() && policy.older_than.is_none() {
+            return Err(fail(
+                "say what to prune: --keep-last N and/or --older-than AGE",
+            ));
+        }
+        let bar = progress(Some(executions.len() as u64), "counting");
+        let mut would = 0u64;
+        for execution in &executions {
+            let history = store.list(execution).await.map_err(explain)?;
+            would += history
+                .iter()
+                .rev()
+                .zip(0u64..)
+                .filter(|(cp, rank)| policy.removes(*rank, cp.timestamp, cutoff))
+                .count() as u64;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        report(
+            json,
+            json!({"would_remove": would, "dry_run": true}),
+            &format!("would remove {would} checkpoints (dry run: nothing changed)"),
+        );
+        return Ok(());
+    }
+    if !confirm("remove the checkpoints this policy selects?", yes) {
+        return Err(fail("cancelled"));
+    }
+    let bar = progress(None, "pruning");
+    let removed = store.prune(&policy).await.map_err(|e| {
+        if e.is_invalid_field("retention") {
+            fail("say what to prune: --keep-last N and/or --older-than AGE")
+        } else {
+            explain(e)
+        }
+    })?;
+    bar.finish_and_clear();
+    report(
+        json,
+        json!({"removed": removed}),
+        &format!("removed {removed} checkpoints"),
+    );
+    Ok(())
+}

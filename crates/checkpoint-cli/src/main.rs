@@ -1,0 +1,163 @@
+//! `checkpointctl`: look into a PostgreSQL checkpoint store without writing SQL.
+//!
+//! ```sh
+//! export DATABASE_URL=postgres://app:secret@localhost/app
+//! checkpointctl status
+//! checkpointctl executions
+//! checkpointctl history order-42
+//! checkpointctl diff <id> <id>
+//! checkpointctl prune --keep-last 10 --older-than 30d --dry-run
+//! checkpointctl export --all > backup.jsonl && checkpointctl --table restored import backup.jsonl
+//! ```
+
+mod commands;
+mod diff;
+mod output;
+mod transfer;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Inspect, diff, prune, export and import checkpoints.
+#[derive(Parser, Debug)]
+#[command(name = "checkpointctl", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// Machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the checkpoints are.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// The database (`postgres://...` or `key=value` pairs).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The checkpoint table.
+    #[arg(long, default_value = "checkpoints", global = true)]
+    pub table: String,
+    /// The schema holding the table (default: the search path).
+    #[arg(long, global = true)]
+    pub schema: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply the schema migrations (or, with --check, say whether the schema is current).
+    Migrate {
+        /// Only check: exit code 1 when the schema is not current.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Schema version, checkpoint and execution counts, table size.
+    Status,
+    /// Executions with their checkpoint count, latest version and last update.
+    Executions {
+        /// Most executions to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// List the executions after this id (the last one of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// One execution's history: version, node, time, id, state size.
+    History {
+        execution: String,
+        /// Most checkpoints to list.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// One checkpoint in full.
+    Show { id: String },
+    /// What changed in state and metadata between two checkpoints.
+    Diff { from: String, to: String },
+    /// Remove old checkpoints: those outside the newest N of each execution and/or older than an age.
+    Prune {
+        /// Keep the newest N checkpoints of each execution.
+        #[arg(long)]
+        keep_last: Option<u64>,
+        /// Remove checkpoints older than this (`30d`, `12h`, `1w`).
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Only this execution.
+        #[arg(long)]
+        execution: Option<String>,
+        /// Count what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove every checkpoint of an execution.
+    Clear {
+        execution: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove one checkpoint.
+    Delete {
+        id: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Start a new execution from a checkpoint.
+    Fork {
+        id: String,
+        new_execution: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Write checkpoints as JSON Lines to standard output.
+    Export {
+        /// Only this execution.
+        #[arg(long, conflicts_with = "all")]
+        execution: Option<String>,
+        /// Every execution.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Read checkpoints from a JSON Lines file, in atomic batches.
+    Import {
+        file: std::path::PathBuf,
+        /// Checkpoints per batch (each batch is all or nothing).
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+    },
+}
+
+/// An error that ends the program with this exit code (1 for "not current", 2 for failures).
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("checkpointctl: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(exit) => {
+            if !exit.message.is_empty() {
+                eprintln!("checkpointctl: {}", exit.message);
+            }
+            ExitCode::from(exit.code)
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! `checkpointctl` against the test PostgreSQL: every command's output and exit code.
+
+#[path = "../../checkpoint-postgres/tests/support/mod.rs"]
+mod support;
+
+use assert_cmd::Command;
+use checkpoint_core::{Checkpoint, CheckpointStore};
+use checkpoint_postgres::{PostgresOptions, PostgresStore};
+use serde_json::{json, Value};
+
+/// A migrated schema with two executions: `a` (3 checkpoints), `b` (2).
+struct Fixture {
+    url: String,
+    schema: String,
+    store: PostgresStore,
+    a: Vec<Checkpoint>,
+}
+
+async fn fixture() -> Fixture {
+    let url = support::server().await.url.clone();
+    let schema = support::unique_schema("cli");
+    let store = PostgresStore::connect(PostgresOptions::new(&url).unwrap().schema(&schema))
+        .await
+        .unwrap();
+    let mut a = Vec::new();
+    for (i, state) in [
+        json!({"n": 1, "items": ["x"]}),
+        json!({"n": 2, "items": ["x", "y"]}),
+        json!({"n": 3}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cp = Checkpoint::new("a", format!("step{i}"), state).with_metadata("i", i);
+        cp.version = store.save(&cp).await.unwrap();
+        a.push(cp);
+    }
+    for i in 0..2 {
+        store
+            .save(&Checkpoint::new("b", "n", json!(i)))
+            .await
+            .unwrap();
+    }
+    Fixture {
+        url,
+        schema,
+        store,
+        a,
+    }
+}
+
+impl Fixture {
+    fn ctl(&self, args: &[&str]) -> Command {
+        let mut command = Command::cargo_bin("checkpointctl").unwrap();
+        command
+            .env("DATABASE_URL", &self.url)
+            .args(["--schema", &self.schema])
+            .args(args);
+        command
+    }
+
+    /// Runs and returns (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self.ctl(args).output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let (code, out, err) = self.run(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+}
+
+/// An error is one line on stderr, with no panic or backtrace.
+fn assert_one_line_error(code: i32, err: &str, expected_code: i32, contains: &str) {
+    assert_eq!(code, expected_code, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("checkpointctl: "), "{err}");
+    assert!(err.contains(contains), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listings_show_and_diff() {
+    let f = fixture().await;
+    let status = f.json(&["status"]);
+    assert_eq!(status[0]["checkpoints"], 5);
+    assert_eq!(status[0]["executions"], 2);
+    assert_eq!(
+        status[0]["schema_version"],
+        checkpoint_postgres::SCHEMA_VERSION
+    );
+    assert!(status[0]["bytes"].as_i64().unwrap() > 0);
+
+    let executions = f.json(&["executions"]);
+    assert_eq!(executions[0]["execution"], "a");
+    assert_eq!(executions[0]["checkpoints"], 3);
+    assert_eq!(executions[1]["latest_version"], 2);
+    let after = f.json(&["executions", "--after", "a"]);
+    assert_eq!(after.as_array().unwrap().len(), 1);
+
+    let history = f.json(&["history", "a"]);
+    let versions: Vec<i64> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(history[1]["node"], "step1");
+
+    let shown = f.json(&["show", &f.a[1].id]);
+    let back: Checkpoint = serde_json::from_value(shown).unwrap();
+    assert_eq!(back, f.a[1]);
+    // Piped (not a terminal): plain pretty JSON, no colour codes.
+    let (code, out, _) = f.run(&["show", &f.a[1].id]);
+    assert_eq!(code, 0);
+    assert!(!out.contains('\u{1b}'), "no colours when piped");
+    assert!(out.contains("\"execution_id\": \"a\""), "{out}");
+
+    let changes = f.json(&["diff", &f.a[0].id, &f.a[1].id]);
+    let list = changes.as_array().unwrap();
+    assert!(
+        list.contains(
+            &json!({"section": "state", "change": "changed", "path": "/n", "from": 1, "to": 2})
+        ),
+        "{changes}"
+    );
+    assert!(
+        list.contains(
+            &json!({"section": "state", "change": "added", "path": "/items/1", "to": "y"})
+        ),
+        "{changes}"
+    );
+    assert!(
+        list.contains(
+            &json!({"section": "metadata", "change": "changed", "path": "/i", "from": 0, "to": 1})
+        ),
+        "{changes}"
+    );
+    let (code, out, _) = f.run(&["diff", &f.a[1].id, &f.a[2].id]);
+    assert_eq!(code, 0);
+    assert!(out.contains("- state/items: [\"x\",\"y\"]"), "{out}");
+
+    // Human tables too.
+    let (code, out, _) = f.run(&["executions"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("execution") && out.contains("latest_version"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_dry_run_changes_nothing_then_prune_clear_delete_fork() {
+    let f = fixture().await;
+    let dry = f.json(&["prune", "--keep-last", "1", "--dry-run"]);
+    assert_eq!(dry["would_remove"], 3);
+    assert_eq!(
+        f.store.list("a").await.unwrap().len(),
+        3,
+        "a dry run changes nothing"
+    );
+    assert_eq!(f.store.list("b").await.unwrap().len(), 2);
+
+    let old = f.json(&["prune", "--older-than", "30d", "--dry-run"]);
+    assert_eq!(old["would_remove"], 0);
+
+    let forked = f.json(&["fork", &f.a[0].id, "c", "--yes"]);
+    assert_eq!(forked["execution_id"], "c");
+    assert_eq!(f.store.list("c").await.unwrap().len(), 1);
+
+    let pruned = f.json(&["prune", "--keep-last", "1", "--execution", "a", "--yes"]);
+    assert_eq!(pruned["removed"], 2);
+    assert_eq!(f.store.list("a").await.unwrap().len(), 1);
+
+    let cleared = f.json(&["clear", "b", "--yes"]);
+    assert_eq!(cleared["removed"], 2);
+    let deleted = f.json(&["delete", &f.a[2].id, "--yes"]);
+    assert_eq!(deleted["removed"], 1);
+    assert!(f.store.list("a").await.unwrap().is_empty());
+
+    let (code, _, err) = f.run(&["delete", &f.a[2].id, "--yes"]);
+    assert_one_line_error(code, &err, 2, "no checkpoint with id");
+    let (code, _, err) = f.run(&["prune", "--dry-run"]);
+    assert_one_line_error(code, &err, 2, "--keep-last");
+    let (code, _, err) = f.run(&["prune", "--older-than", "soon", "--yes"]);
+    assert_one_line_error(code, &err, 2, "not a duration");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_then_import_into_a_fresh_table_gives_equal_checkpoints() {
+    let f = fixture().await;
+    let (code, exported, err) = f.run(&["export", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(exported.lines().count(), 5);
+    let dir = std::env::temp_dir().join(support::unique_schema("export"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("all.jsonl");
+    std::fs::write(&file, &exported).unwrap();
+
+    let target = Fixture {
+        schema: support::unique_schema("restored"),
+        ..fixture().await
+    };
+    let (code, _, _) = target.run(&["migrate", "--check"]);
+    assert_eq!(code, 1, "a missing table is not current");
+    let (code, out, err) = target.run(&["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("version"), "{out}");
+    let (code, _, _) = target.run(&["migrate", "--check"]);
+    assert_eq!(code, 0);
+
+    let path = file.display().to_string();
+    let imported = target.json(&["import", &path, "--batch-size", "2"]);
+    assert_eq!(imported["imported"], 5);
+    assert_eq!(imported["batches"], 3);
+    let restored = PostgresStore::connect(
+        PostgresOptions::new(&target.url)
+            .unwrap()
+            .schema(&target.schema),
+    )
+    .await
+    .unwrap();
+    for execution in ["a", "b"] {
+        assert_eq!(
+            restored.list(execution).await.unwrap(),
+            f.store.list(execution).await.unwrap(),
+            "{execution}"
+        );
+    }
+    // Running it again is safe: the same checkpoints, replaced by id.
+    let again = target.json(&["import", &path]);
+    assert_eq!(again["imported"], 5);
+    assert_eq!(restored.list("a").await.unwrap().len(), 3);
+
+    // A line whose version belongs to another checkpoint: reported, exit code 1.
+    let mut conflicting: Checkpoint =
+        serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    conflicting.id = "someone-else".into();
+    let other = dir.join("conflict.jsonl");
+    std::fs::write(&other, serde_json::to_string(&conflicting).unwrap()).unwrap();
+    let (code, _, err) = target.run(&["import", &other.display().to_string()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("conflict: lines 1-1"), "{err}");
+
+    let broken = dir.join("broken.jsonl");
+    std::fs::write(&broken, "{\"not\": \"a checkpoint\"}\n").unwrap();
+    let (code, _, err) = target.run(&["import", &broken.display().to_string()]);
+    assert_one_line_error(code, &err, 2, "line 1");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (code, _, err) = f.run(&["export"]);
+    assert_one_line_error(code, &err, 2, "--all");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_are_one_clear_line() {
+    let f = fixture().await;
+    let (code, _, err) = f.run(&["show", "nope"]);
+    assert_one_line_error(code, &err, 2, "no checkpoint with id nope");
+
+    let missing = Fixture {
+        schema: support::unique_schema("empty"),
+        ..fixture().await
+    };
+    let (code, _, err) = missing.run(&["status"]);
+    assert_one_line_error(code, &err, 2, "checkpointctl migrate");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = Command::cargo_bin("checkpointctl")
+        .unwrap()
+        .env(
+            "DATABASE_URL",
+            format!("postgres://u:p@127.0.0.1:{port}/db"),
+        )
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_one_line_error(
+        output.status.code().unwrap_or(-1),
+        &err,
+        2,
+        "cannot be reached",
+    );
+    assert!(!err.contains(":p@"), "no password in errors: {err}");
+
+    let output = Command::cargo_bin("checkpointctl")
+        .unwrap()
+        .env_remove("DATABASE_URL")
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_one_line_error(output.status.code().unwrap_or(-1), &err, 2, "DATABASE_URL");
+
+    let (code, _, err) = f.run(&["history"]);
+    assert_eq!(code, 2, "bad arguments: {err}");
+    assert!(err.contains("Usage"), "{err}");
+}
