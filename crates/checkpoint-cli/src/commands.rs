@@ -380,19 +380,7 @@ async fn prune(
         let cutoff = policy.cutoff(OffsetDateTime::now_utc());
         let executions = match &policy.execution_id {
             Some(execution) => vec![execution.clone()],
-            None => {
-                let mut all = Vec::new();
-                let mut query = ExecutionQuery::new(1000);
-                loop {
-                    let page = store.list_executions(&query).await.map_err(explain)?;
-                    let Some(last) = page.last().map(|s| s.execution_id.clone()) else {
-                        break;
-                    };
-                    all.extend(page.into_iter().map(|s| s.execution_id));
-                    query = ExecutionQuery::new(1000).after(last);
-                }
-                all
-            }
+            None => transfer::all_executions(&store).await.map_err(explain)?,
         };
         if policy.keep_last.is_none() && policy.older_than.is_none() {
             return Err(fail(

@@ -17,7 +17,7 @@ fn fail(message: impl Into<String>) -> Exit {
 }
 
 /// Every execution id, page by page.
-async fn all_executions(store: &PostgresStore) -> Result<Vec<String>, Error> {
+pub async fn all_executions(store: &PostgresStore) -> Result<Vec<String>, Error> {
     let mut ids = Vec::new();
     let mut query = ExecutionQuery::new(1000);
     loop {

@@ -334,6 +334,20 @@ pub struct Page {
     pub next_cursor: Option<i64>,
 }
 
+impl Page {
+    /// The page from up to `limit + 1` matching items in page order: a backend fetches one more
+    /// than asked to learn whether another page follows, without a second query.
+    pub fn from_overfetch(mut items: Vec<Checkpoint>, limit: usize) -> Page {
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|cp| cp.version)
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}
+
 /// A request for one page of executions, ascending by execution id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -485,6 +499,17 @@ mod tests {
         assert!(!json_equal(&json!("1"), &json!(1)));
         assert!(json_equal(&json!(u64::MAX), &json!(u64::MAX)));
         assert!(!json_equal(&json!(-1), &json!(u64::MAX)));
+    }
+
+    #[test]
+    fn an_overfetched_page_has_a_cursor_only_when_more_follow() {
+        let cps: Vec<Checkpoint> = (1..=3)
+            .map(|v| Checkpoint::new("e", "n", json!(v)).with_version(v))
+            .collect();
+        let full = Page::from_overfetch(cps.clone(), 2);
+        assert_eq!((full.items.len(), full.next_cursor), (2, Some(2)));
+        let last = Page::from_overfetch(cps, 3);
+        assert_eq!((last.items.len(), last.next_cursor), (3, None));
     }
 
     #[test]

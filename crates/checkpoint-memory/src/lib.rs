@@ -257,15 +257,8 @@ impl CheckpointStore for MemoryStore {
             Order::Ascending => Box::new(window.filter(|cp| query.matches(cp))),
             Order::Descending => Box::new(window.rev().filter(|cp| query.matches(cp))),
         };
-        // One more than asked tells whether another page follows.
-        let mut items: Vec<Checkpoint> = matching.take(query.limit + 1).cloned().collect();
-        let next_cursor = if items.len() > query.limit {
-            items.truncate(query.limit);
-            items.last().map(|cp| cp.version)
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let items = matching.take(query.limit + 1).cloned().collect();
+        Ok(Page::from_overfetch(items, query.limit))
     }
 
     async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {

@@ -190,37 +190,30 @@ impl DbError {
     }
 }
 
+/// The causes of `err`, outermost first (not `err` itself).
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(err.source(), |cause| cause.source())
+}
+
 /// Whether `E` appears anywhere in the source chain of `err`.
 fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = err.source();
-    while let Some(cause) = next {
-        if cause.is::<E>() {
-            return true;
-        }
-        next = cause.source();
-    }
-    false
+    causes(err).any(|cause| cause.is::<E>())
 }
 
 /// A handshake that rustls refused (an I/O error wrapping a rustls error), or a server that
-/// does not offer TLS where it is required.
+/// does not offer TLS where it is required. The driver keeps its error kinds private, so the
+/// last case can only be told by its message.
 fn refused_by_tls(err: &tokio_postgres::Error) -> bool {
-    let mut next = std::error::Error::source(err);
-    while let Some(cause) = next {
-        if cause.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
+    let rustls_refused = causes(err).any(|cause| {
+        cause.is::<rustls::Error>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
                 .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                return true;
-            }
-        }
-        next = cause.source();
-    }
-    err.to_string().contains("server does not support TLS")
+    });
+    rustls_refused || err.to_string().contains("server does not support TLS")
 }
 
 impl From<tokio_postgres::Error> for DbError {

@@ -380,6 +380,7 @@ impl CheckpointStore for PostgresStore {
         };
         let highest = query.before_version.map_or(i64::MAX, |v| v - 1);
         let metadata = (!query.metadata.is_empty()).then_some(Json(&query.metadata));
+        // One more than asked tells whether another page follows.
         let fetch = query.limit as i64 + 1;
         let sql = match query.order {
             Order::Ascending => &self.sql.page_ascending,
@@ -399,15 +400,7 @@ impl CheckpointStore for PostgresStore {
                 ],
             )
             .await?;
-        let mut items = decode_all(&rows)?;
-        // One more than asked tells whether another page follows.
-        let next_cursor = if items.len() > query.limit {
-            items.truncate(query.limit);
-            items.last().map(|cp| cp.version)
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(decode_all(&rows)?, query.limit))
     }
 
     #[instrument(level = "debug", skip_all, fields(items = checkpoints.len()))]
