@@ -25,7 +25,9 @@ type Locations = HashMap<String, (String, i64)>;
 
 /// Assigns every item's version as saving them in order would, given the rows the batch's ids
 /// already have and each execution's highest version. Conflicts between items are found here;
-/// conflicts with rows outside the batch are left to the unique index.
+/// conflicts with rows outside the batch are left to the unique index. An error means "replay
+/// the batch one save at a time": either a real refusal, which the replay reports in order, or
+/// a batch this plan cannot number alone (below).
 fn plan(
     items: &[Checkpoint],
     mut locations: Locations,
@@ -57,6 +59,15 @@ fn plan(
             });
         }
         if let Some((execution, old)) = current {
+            if old == *top && version < old {
+                // The execution's highest version moves down: the next highest is a row the
+                // plan never read, so only the replay can number later appends.
+                return Err(Error::Backend {
+                    message: "the highest version moved within the batch".into(),
+                    retryable: false,
+                    source: "replay the batch".into(),
+                });
+            }
             holders.remove(&(execution, old));
         }
         *top = (*top).max(version);
@@ -328,6 +339,15 @@ mod tests {
         let items = [item("a", "e", 5), item("b", "e", 2)];
         let versions = plan(&items, at(&[("a", "e", 2)]), top(&[("e", 2)])).unwrap();
         assert_eq!(versions, vec![5, 2]);
+    }
+
+    #[test]
+    fn moving_the_highest_version_down_is_left_to_the_replay() {
+        let items = [item("b", "e", 2), item("c", "e", 0)];
+        assert!(plan(&items, at(&[("b", "e", 4)]), top(&[("e", 4)])).is_err());
+        // Moving a version that is not the highest is planned.
+        let versions = plan(&items, at(&[("b", "e", 3)]), top(&[("e", 4)])).unwrap();
+        assert_eq!(versions, vec![2, 5]);
     }
 
     #[test]

@@ -148,3 +148,15 @@ pub async fn batch_reports_the_first_failure_in_order(store: Store) {
     assert_eq!(store.list("e1").await.unwrap(), stored);
     assert_eq!(store.list("e2").await.unwrap(), elsewhere);
 }
+
+/// When an item moves the execution's highest version down, later appends in the same batch
+/// continue from the new highest, as saving the items one after another would.
+pub async fn batch_moving_the_highest_version_down_renumbers_appends(store: Store) {
+    let a = checkpoint("e1", "a", json!(1));
+    store.save(&a).await.unwrap();
+    let b = checkpoint("e1", "b", json!(2)).with_version(4);
+    store.save(&b).await.unwrap();
+    let items = vec![b.clone().with_version(2), checkpoint("e1", "c", json!(3))];
+    assert_eq!(store.save_batch(&items).await.unwrap(), vec![2, 3]);
+    assert_eq!(versions(&store.list("e1").await.unwrap()), vec![1, 2, 3]);
+}

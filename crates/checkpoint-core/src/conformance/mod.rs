@@ -121,6 +121,7 @@ macro_rules! conformance_tests {
             batch::batch_moving_id_stores_nothing,
             batch::batch_items_round_trip,
             batch::batch_reports_the_first_failure_in_order,
+            batch::batch_moving_the_highest_version_down_renumbers_appends,
             executions::executions_summarise_each_execution,
             executions::executions_paginate_by_id,
             executions::executions_of_empty_store_is_empty,
