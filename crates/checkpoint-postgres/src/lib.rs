@@ -63,8 +63,16 @@ pub use tls::SslMode;
 pub use tokio_postgres::types::Type;
 
 /// How often an append that keeps losing races for the next version tries again before it
-/// reports a retryable error. Each loss means another writer succeeded.
-const MAX_APPEND_ATTEMPTS: usize = 64;
+/// reports a retryable error. Each loss means another writer succeeded; with the jittered
+/// backoff below, 32 writers racing on one execution never come near it.
+const MAX_APPEND_ATTEMPTS: usize = 1_000;
+
+/// The pause after losing the race for the next version `attempt` times: random, growing from
+/// 0.1 ms to at most 10 ms, so racing appenders spread out instead of colliding again in step.
+fn append_backoff(attempt: usize) -> std::time::Duration {
+    let ceiling_micros = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
+    std::time::Duration::from_micros(fastrand::u64(0..=ceiling_micros))
+}
 
 /// A [`CheckpointStore`] on PostgreSQL. Cloning shares the pool.
 #[derive(Clone)]
@@ -311,7 +319,10 @@ impl CheckpointStore for PostgresStore {
         self.limits.check_checkpoint(checkpoint)?;
         let args = SaveArgs::new(checkpoint);
         let params = args.params();
-        for _ in 0..MAX_APPEND_ATTEMPTS {
+        for attempt in 0..MAX_APPEND_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(append_backoff(attempt)).await;
+            }
             match self.query("save", &self.sql.save, &params).await {
                 Ok(rows) => {
                     return match rows.first() {
@@ -410,7 +421,10 @@ impl CheckpointStore for PostgresStore {
             return Ok(Vec::new());
         }
         let all_append = checkpoints.iter().all(|cp| cp.version == 0);
-        for _ in 0..MAX_APPEND_ATTEMPTS {
+        for attempt in 0..MAX_APPEND_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(append_backoff(attempt)).await;
+            }
             // Each attempt is atomic (one statement, or one transaction), so retrying is safe.
             if all_append {
                 let appended = self
@@ -515,6 +529,20 @@ impl CheckpointStore for PostgresStore {
                 id: checkpoint_id.to_owned(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn append_backoff_is_bounded_and_grows() {
+        for attempt in 0..2_000 {
+            assert!(append_backoff(attempt) <= std::time::Duration::from_millis(10));
+        }
+        let early = (0..200).map(|_| append_backoff(1)).max().unwrap();
+        assert!(early <= std::time::Duration::from_micros(200));
     }
 }
 
