@@ -309,6 +309,11 @@ async fn errors_are_one_clear_line() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert_one_line_error(output.status.code().unwrap_or(-1), &err, 2, "DATABASE_URL");
 
+    let (code, _, err) = f.run(&["import", "/no/such/file.jsonl"]);
+    assert_one_line_error(code, &err, 2, "cannot read /no/such/file.jsonl");
+    let (code, _, err) = f.run(&["import", "/no/such/file.jsonl", "--batch-size", "0"]);
+    assert_one_line_error(code, &err, 2, "--batch-size must be at least 1");
+
     let (code, _, err) = f.run(&["history"]);
     assert_eq!(code, 2, "bad arguments: {err}");
     assert!(err.contains("Usage"), "{err}");
