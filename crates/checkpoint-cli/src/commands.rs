@@ -23,7 +23,7 @@ fn fail(message: impl Into<String>) -> Exit {
 
 /// One clear line for a store error, with the next step where there is one.
 fn explain(err: Error) -> Exit {
-    let schema = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SchemaError>());
+    let schema = SchemaError::of(&err);
     let message = match (&err, schema) {
         (_, Some(SchemaError::Outdated { found, expected })) => format!(
             "the checkpoint table is at schema version {found}, this release needs {expected}: \
@@ -250,9 +250,7 @@ async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(),
         let store = PostgresStore::with_pool(pool, &options).await;
         let current = match store {
             Ok(_) => SCHEMA_VERSION,
-            Err(err) => match std::error::Error::source(&err)
-                .and_then(|s| s.downcast_ref::<SchemaError>())
-            {
+            Err(err) => match SchemaError::of(&err) {
                 Some(SchemaError::Outdated { found, .. }) => *found,
                 Some(SchemaError::TooNew { found, .. }) => *found,
                 _ => return Err(explain(err)),

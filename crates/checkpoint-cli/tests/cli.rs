@@ -254,6 +254,14 @@ async fn export_then_import_into_a_fresh_table_gives_equal_checkpoints() {
     assert_eq!(code, 1);
     assert!(err.contains("conflict: lines 1-1"), "{err}");
 
+    // A well-formed line that breaks a rule: the batch is refused whole, with its lines named.
+    let mut invalid: Checkpoint = serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    invalid.node_name = String::new();
+    let bad_rule = dir.join("invalid.jsonl");
+    std::fs::write(&bad_rule, serde_json::to_string(&invalid).unwrap()).unwrap();
+    let (code, _, err) = target.run(&["import", &bad_rule.display().to_string()]);
+    assert_one_line_error(code, &err, 2, "lines 1-1: invalid node_name");
+
     let broken = dir.join("broken.jsonl");
     std::fs::write(&broken, "{\"not\": \"a checkpoint\"}\n").unwrap();
     let (code, _, err) = target.run(&["import", &broken.display().to_string()]);

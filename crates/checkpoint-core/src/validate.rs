@@ -336,6 +336,15 @@ mod tests {
     }
 
     #[test]
+    fn depth_limit_cannot_exceed_what_parsers_read_back() {
+        assert_eq!(
+            Limits::default().with_max_json_depth(500).max_json_depth,
+            100
+        );
+        assert_eq!(Limits::default().with_max_json_depth(10).max_json_depth, 10);
+    }
+
+    #[test]
     fn depth_limit_is_exact() {
         let limits = Limits::default();
         assert!(check_shape("state", &nested(100), limits.max_json_depth).is_ok());

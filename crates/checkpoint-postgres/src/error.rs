@@ -8,8 +8,7 @@
 //! use checkpoint_postgres::DbError;
 //!
 //! fn sqlstate(err: &checkpoint_core::Error) -> Option<&str> {
-//!     let source = std::error::Error::source(err)?;
-//!     Some(source.downcast_ref::<DbError>()?.code()?.code())
+//!     Some(DbError::of(err)?.code()?.code())
 //! }
 //! ```
 
@@ -120,6 +119,11 @@ impl DbError {
         }
     }
 
+    /// The [`DbError`] behind a core error, if it came from the database.
+    pub fn of(err: &Error) -> Option<&DbError> {
+        std::error::Error::source(err)?.downcast_ref::<DbError>()
+    }
+
     /// The kind of failure.
     pub fn kind(&self) -> DbErrorKind {
         self.kind
@@ -202,9 +206,9 @@ fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'sta
     causes(err).any(|cause| cause.is::<E>())
 }
 
-/// A handshake that rustls refused (an I/O error wrapping a rustls error), or a server that
-/// does not offer TLS where it is required. The driver keeps its error kinds private, so the
-/// last case can only be told by its message.
+/// A handshake that rustls refused (an I/O error wrapping a rustls error), or any other failure
+/// of the driver's TLS step, such as a server that does not offer TLS where it is required. The
+/// driver keeps its error kinds private; its TLS kind is told by the text it displays.
 fn refused_by_tls(err: &tokio_postgres::Error) -> bool {
     let rustls_refused = causes(err).any(|cause| {
         cause.is::<rustls::Error>()
@@ -213,7 +217,7 @@ fn refused_by_tls(err: &tokio_postgres::Error) -> bool {
                 .and_then(|io| io.get_ref())
                 .is_some_and(|inner| inner.is::<rustls::Error>())
     });
-    rustls_refused || err.to_string().contains("server does not support TLS")
+    rustls_refused || err.to_string() == "error performing TLS handshake"
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -244,11 +248,6 @@ impl From<tokio_postgres::Error> for DbError {
     }
 }
 
-/// The [`DbError`] behind a core error, if it came from the database.
-pub(crate) fn db_error(err: &Error) -> Option<&DbError> {
-    std::error::Error::source(err)?.downcast_ref::<DbError>()
-}
-
 impl From<DbError> for Error {
     fn from(err: DbError) -> Self {
         err.into_core()
@@ -260,10 +259,7 @@ mod tests {
     use super::*;
 
     fn code_of(err: &Error) -> Option<SqlState> {
-        std::error::Error::source(err)?
-            .downcast_ref::<DbError>()?
-            .code()
-            .cloned()
+        DbError::of(err)?.code().cloned()
     }
 
     #[test]

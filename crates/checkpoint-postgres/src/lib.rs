@@ -182,7 +182,7 @@ impl PostgresStore {
 
     /// Whether `err` is a unique violation of the version rule.
     fn is_version_conflict(&self, err: &Error) -> bool {
-        error::db_error(err).is_some_and(|db| db.is_unique_violation_of(&self.version_index))
+        DbError::of(err).is_some_and(|db| db.is_unique_violation_of(&self.version_index))
     }
 
     /// `err` as a [`Error::Conflict`] when it broke the version rule, unchanged otherwise.

@@ -14,9 +14,7 @@ use backon::{ExponentialBuilder, Retryable};
 use checkpoint_core::{Error, Result};
 use tokio_postgres::error::SqlState;
 
-#[cfg(test)]
-use crate::error::DbError;
-use crate::error::{db_error, DbErrorKind};
+use crate::error::{DbError, DbErrorKind};
 use crate::pool::is_connection_state;
 
 /// How transient failures are retried.
@@ -123,7 +121,7 @@ impl RetryPolicy {
 
 /// Whether trying again can fix `err` (see the module docs).
 pub fn is_transient(err: &Error) -> bool {
-    let Some(db) = db_error(err) else {
+    let Some(db) = DbError::of(err) else {
         return false;
     };
     match (db.kind(), db.code()) {

@@ -105,6 +105,13 @@ pub enum SchemaError {
     },
 }
 
+impl SchemaError {
+    /// The [`SchemaError`] behind a core error, if the schema was the reason.
+    pub fn of(err: &checkpoint_core::Error) -> Option<&SchemaError> {
+        std::error::Error::source(err)?.downcast_ref::<SchemaError>()
+    }
+}
+
 impl From<SchemaError> for checkpoint_core::Error {
     fn from(err: SchemaError) -> Self {
         checkpoint_core::Error::Backend {
@@ -247,7 +254,7 @@ async fn apply_pending(
 
 /// A migration refused for lack of rights says what is missing and what to do.
 fn explain_privilege(err: checkpoint_core::Error) -> checkpoint_core::Error {
-    match crate::error::db_error(&err) {
+    match DbError::of(&err) {
         Some(db) if db.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
             SchemaError::Privilege {
                 detail: db.to_string(),

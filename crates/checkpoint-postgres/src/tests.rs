@@ -450,7 +450,7 @@ async fn outdated_schema_is_refused_when_auto_migrate_is_off() {
     let err = PostgresStore::with_pool(pool.clone(), &options())
         .await
         .unwrap_err();
-    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SchemaError>());
+    let source = SchemaError::of(&err);
     assert_eq!(
         source,
         Some(&SchemaError::Outdated {
@@ -640,7 +640,7 @@ async fn a_migration_refused_for_lack_of_rights_says_what_to_do() {
     let err = PostgresStore::with_pool(pool.clone(), &options().auto_migrate(true))
         .await
         .unwrap_err();
-    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SchemaError>());
+    let source = SchemaError::of(&err);
     assert!(
         matches!(source, Some(SchemaError::Privilege { .. })),
         "{err:?}"

@@ -30,15 +30,9 @@ impl Expect {
             Expect::Conflict => matches!(err, Error::Conflict { .. }),
             Expect::Unavailable => matches!(err, Error::Unavailable { .. }) && err.is_retryable(),
             Expect::Sqlstate(code) => {
-                !err.is_retryable()
-                    && std::error::Error::source(err)
-                        .and_then(|s| s.downcast_ref::<DbError>())
-                        .and_then(DbError::code)
-                        == Some(code)
+                !err.is_retryable() && DbError::of(err).and_then(DbError::code) == Some(code)
             }
-            Expect::Schema(matches) => std::error::Error::source(err)
-                .and_then(|s| s.downcast_ref::<SchemaError>())
-                .is_some_and(matches),
+            Expect::Schema(matches) => SchemaError::of(err).is_some_and(matches),
             Expect::Serialization => matches!(err, Error::Serialization(_)),
         };
         assert!(ok, "{case}: expected {self:?}, got {err:?}");

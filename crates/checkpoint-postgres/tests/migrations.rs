@@ -7,10 +7,6 @@ use checkpoint_core::{Checkpoint, CheckpointStore, Error};
 use checkpoint_postgres::{PostgresStore, SchemaError, SCHEMA_VERSION};
 use serde_json::json;
 
-fn schema_error(err: &Error) -> Option<&SchemaError> {
-    std::error::Error::source(err)?.downcast_ref::<SchemaError>()
-}
-
 async fn migration_rows(schema: &str) -> Vec<i32> {
     support::client()
         .await
@@ -218,7 +214,7 @@ async fn a_schema_newer_than_this_release_is_refused_and_left_alone() {
     for options in [options.clone(), options.auto_migrate(false)] {
         let err = PostgresStore::connect(options).await.unwrap_err();
         assert_eq!(
-            schema_error(&err),
+            SchemaError::of(&err),
             Some(&SchemaError::TooNew {
                 found: newer,
                 supported: SCHEMA_VERSION
@@ -236,7 +232,7 @@ async fn without_auto_migrate_a_missing_table_is_refused() {
     let schema = options.table_name().unwrap().schema().unwrap().to_owned();
     let err = PostgresStore::connect(options).await.unwrap_err();
     assert_eq!(
-        schema_error(&err),
+        SchemaError::of(&err),
         Some(&SchemaError::Outdated {
             found: 0,
             expected: SCHEMA_VERSION
@@ -269,7 +265,7 @@ async fn a_changed_migration_is_detected() {
         .unwrap();
     let err = store.migrate().await.unwrap_err();
     assert_eq!(
-        schema_error(&err),
+        SchemaError::of(&err),
         Some(&SchemaError::Modified { version: 1 })
     );
 }

@@ -93,7 +93,7 @@ async fn a_role_that_may_not_migrate_is_told_what_to_do() {
         .unwrap()
         .schema(support::unique_schema("t"));
     let err = PostgresStore::connect(options).await.unwrap_err();
-    let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SchemaError>());
+    let source = SchemaError::of(&err);
     assert!(
         matches!(source, Some(SchemaError::Privilege { .. })),
         "{err:?}"

@@ -11,10 +11,7 @@ use serde_json::json;
 use tokio_postgres::error::SqlState;
 
 fn sqlstate(err: &Error) -> Option<SqlState> {
-    std::error::Error::source(err)?
-        .downcast_ref::<DbError>()?
-        .code()
-        .cloned()
+    DbError::of(err)?.code().cloned()
 }
 
 /// The shared server's URL with its password replaced.
@@ -256,4 +253,17 @@ async fn relaxed_durability_turns_synchronous_commit_off_for_the_stores_sessions
     let cp = Checkpoint::new("e", "n", json!(1));
     store.save(&cp).await.unwrap();
     assert_eq!(store.load(&cp.id).await.unwrap().state, json!(1));
+}
+
+#[tokio::test]
+async fn requiring_tls_from_a_server_without_it_is_a_final_tls_error() {
+    use checkpoint_postgres::{DbErrorKind, SslMode};
+    let options = support::options().await.ssl_mode(SslMode::Require);
+    let err = PostgresStore::connect(options).await.unwrap_err();
+    assert_eq!(
+        DbError::of(&err).map(DbError::kind),
+        Some(DbErrorKind::Tls),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
 }

@@ -52,9 +52,7 @@ sed -i 's/^host /hostssl /' "$PGDATA/pg_hba.conf"
 "#;
 
 fn error_kind(err: &Error) -> Option<DbErrorKind> {
-    std::error::Error::source(err)?
-        .downcast_ref::<DbError>()
-        .map(DbError::kind)
+    DbError::of(err).map(DbError::kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
