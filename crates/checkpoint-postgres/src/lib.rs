@@ -28,29 +28,35 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod cache;
+mod chain;
+mod codec;
+mod delta;
+mod encoding;
 mod error;
 mod options;
 mod pool;
+mod read;
 mod retry;
 mod schema;
 mod sql;
 mod tls;
+mod write;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
-    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Order,
-    Page, Result, RetentionPolicy,
+    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Page,
+    Result, RetentionPolicy,
 };
-use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use tokio_postgres::types::Json;
 use tracing::instrument;
 
 /// Re-exported so users can name the recycling method without depending on deadpool.
 pub use deadpool_postgres::RecyclingMethod;
+pub use codec::Compression;
+pub use encoding::StateEncoding;
 pub use error::{DbError, DbErrorKind};
 pub use options::PostgresOptions;
 pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
@@ -81,8 +87,10 @@ pub struct PostgresStore {
     table: TableName,
     sql: Arc<sql::Statements>,
     version_index: Arc<str>,
+    base_key: Arc<str>,
     limits: Limits,
     retry: RetryPolicy,
+    encoder: encoding::Encoder,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -90,6 +98,8 @@ impl std::fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("table", &self.table)
             .field("limits", &self.limits)
+            .field("encoding", &self.encoder.encoding)
+            .field("compression", &self.encoder.compression)
             .finish_non_exhaustive()
     }
 }
@@ -130,9 +140,15 @@ impl PostgresStore {
             pool: Arc::new(pool),
             sql: Arc::new(sql::Statements::new(&table)),
             version_index: table.version_index().into(),
+            base_key: table.base_key().into(),
             table,
             limits: options.input_limits(),
             retry: options.retry_policy(),
+            encoder: encoding::Encoder {
+                encoding: options.encoding(),
+                compression: options.state_compression(),
+                cache: Arc::new(cache::StateCache::new(options.state_cache_budget())),
+            },
         };
         store.ping().await?;
         if options.is_auto_migrate() {
@@ -173,6 +189,20 @@ impl PostgresStore {
     /// The table this store uses.
     pub fn table(&self) -> &TableName {
         &self.table
+    }
+
+    /// How this store writes states.
+    pub fn encoding(&self) -> StateEncoding {
+        self.encoder.encoding
+    }
+
+    /// The most bytes one stored payload may expand to when read: well above any state the
+    /// limits admit, so only a damaged payload meets it.
+    fn payload_limit(&self) -> usize {
+        self.limits
+            .max_state_bytes
+            .max(Limits::default().max_state_bytes)
+            .saturating_mul(4)
     }
 
     /// The statements this store runs, for `EXPLAIN`, benchmarks and reviews.
@@ -227,37 +257,6 @@ impl PostgresStore {
     }
 }
 
-/// The bound arguments of the save statement, in placeholder order.
-struct SaveArgs<'a> {
-    state: Json<&'a Value>,
-    metadata: Json<&'a Map<String, Value>>,
-    checkpoint: &'a Checkpoint,
-}
-
-impl<'a> SaveArgs<'a> {
-    fn new(checkpoint: &'a Checkpoint) -> Self {
-        SaveArgs {
-            state: Json(&checkpoint.state),
-            metadata: Json(&checkpoint.metadata),
-            checkpoint,
-        }
-    }
-
-    fn params(&self) -> [Param<'_>; 8] {
-        let cp = self.checkpoint;
-        [
-            &cp.id,
-            &cp.execution_id,
-            &cp.node_name,
-            &self.state,
-            &self.metadata,
-            &cp.timestamp,
-            &cp.version,
-            &cp.parent_id,
-        ]
-    }
-}
-
 /// The error for a save whose id belongs to another execution (the upsert matched no row).
 fn moved(checkpoint: &Checkpoint) -> Error {
     Error::invalid(
@@ -281,33 +280,6 @@ fn contended(execution_id: &str) -> Error {
     }
 }
 
-fn decode(row: &Row) -> Result<Checkpoint> {
-    let metadata = match row.opt_json(4)? {
-        None => Map::new(),
-        Some(Value::Object(map)) => map,
-        Some(other) => {
-            return Err(DbError::decode(format!(
-                "metadata of checkpoint is not an object: {other}"
-            ))
-            .into())
-        }
-    };
-    Ok(Checkpoint {
-        id: row.text(0)?,
-        execution_id: row.text(1)?,
-        node_name: row.text(2)?,
-        state: row.opt_json(3)?.unwrap_or(Value::Null),
-        metadata,
-        timestamp: row.timestamp(5)?,
-        version: row.int(6)?,
-        parent_id: row.opt_text(7)?,
-    })
-}
-
-fn decode_all(rows: &[Row]) -> Result<Vec<Checkpoint>> {
-    rows.iter().map(decode).collect()
-}
-
 #[async_trait]
 impl CheckpointStore for PostgresStore {
     fn limits(&self) -> Limits {
@@ -317,101 +289,43 @@ impl CheckpointStore for PostgresStore {
     #[instrument(level = "debug", skip_all, fields(id = %checkpoint.id, execution_id = %checkpoint.execution_id))]
     async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
         self.limits.check_checkpoint(checkpoint)?;
-        let args = SaveArgs::new(checkpoint);
-        let params = args.params();
-        for attempt in 0..MAX_APPEND_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(append_backoff(attempt)).await;
-            }
-            match self.query("save", &self.sql.save, &params).await {
-                Ok(rows) => {
-                    return match rows.first() {
-                        Some(row) => Ok(row.int(0)?),
-                        None => Err(moved(checkpoint)),
-                    }
-                }
-                // An append lost the race for the next version: another writer took it, so
-                // take the one after.
-                Err(e) if checkpoint.version == 0 && self.is_version_conflict(&e) => {}
-                Err(e) => {
-                    return Err(self.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
-                }
-            }
-        }
-        Err(contended(&checkpoint.execution_id))
+        write::save(self, checkpoint).await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn load(&self, id: &str) -> Result<Checkpoint> {
         check_id("id", id)?;
-        let rows = self.query("load", &self.sql.load, &[&id]).await?;
-        match rows.first() {
-            Some(row) => decode(row),
-            None => Err(Error::NotFound { id: id.to_owned() }),
-        }
+        read::load(self, id).await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
         check_id("execution_id", execution_id)?;
-        decode_all(&self.query("list", &self.sql.list, &[&execution_id]).await?)
+        read::list(self, execution_id).await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn delete(&self, id: &str) -> Result<bool> {
         check_id("id", id)?;
-        Ok(self.execute("delete", &self.sql.delete, &[&id]).await? > 0)
+        write::delete(self, id).await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn clear(&self, execution_id: &str) -> Result<u64> {
         check_id("execution_id", execution_id)?;
-        self.execute("clear", &self.sql.clear, &[&execution_id])
-            .await
+        write::clear(self, execution_id).await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
         check_id("execution_id", execution_id)?;
-        let rows = self
-            .query("latest", &self.sql.latest, &[&execution_id])
-            .await?;
-        rows.first().map(decode).transpose()
+        read::latest(self, execution_id).await
     }
 
     #[instrument(level = "debug", skip_all, fields(execution_id = %query.execution_id, limit = query.limit))]
     async fn list_page(&self, query: &ListQuery) -> Result<Page> {
         self.limits.check_list_query(query)?;
-        // Inclusive bounds, so every version from 0 to i64::MAX is reachable.
-        let Some(lowest) = query
-            .after_version
-            .map_or(Some(i64::MIN), |v| v.checked_add(1))
-        else {
-            return Ok(Page::default());
-        };
-        let highest = query.before_version.map_or(i64::MAX, |v| v - 1);
-        let metadata = (!query.metadata.is_empty()).then_some(Json(&query.metadata));
-        // One more than asked tells whether another page follows.
-        let fetch = query.limit as i64 + 1;
-        let sql = match query.order {
-            Order::Ascending => &self.sql.page_ascending,
-            Order::Descending => &self.sql.page_descending,
-        };
-        let rows = self
-            .pool
-            .query(
-                sql,
-                &[
-                    &query.execution_id,
-                    &lowest,
-                    &highest,
-                    &query.node_name,
-                    &metadata,
-                    &fetch,
-                ],
-            )
-            .await?;
-        Ok(Page::from_overfetch(decode_all(&rows)?, query.limit))
+        read::list_page(self, query).await
     }
 
     #[instrument(level = "debug", skip_all, fields(items = checkpoints.len()))]
@@ -477,58 +391,14 @@ impl CheckpointStore for PostgresStore {
     #[instrument(level = "debug", skip_all, fields(execution_id = ?policy.execution_id))]
     async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
         self.limits.check_retention(policy)?;
-        let cutoff = policy.cutoff(OffsetDateTime::now_utc());
-        // Validated to fit in i64.
-        let keep = policy.keep_last.unwrap_or(0) as i64;
-        let removed = match &policy.execution_id {
-            Some(execution_id) => {
-                self.pool
-                    .execute(&self.sql.prune_execution, &[execution_id, &keep, &cutoff])
-                    .await?
-            }
-            None => {
-                self.pool
-                    .execute(&self.sql.prune_all, &[&keep, &cutoff])
-                    .await?
-            }
-        };
-        Ok(removed)
+        write::prune(self, policy).await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
         check_id("id", checkpoint_id)?;
         check_id("execution_id", new_execution_id)?;
-        // A fresh id and timestamp made the same way as for every new checkpoint.
-        let id = Checkpoint::new(new_execution_id, "fork", Value::Null);
-        let rows = self
-            .pool
-            .query(
-                &self.sql.fork,
-                &[&checkpoint_id, &id.id, &new_execution_id, &id.timestamp],
-            )
-            .await
-            .map_err(|e| self.conflict_or(e, new_execution_id, 1))?;
-        if let Some(row) = rows.first() {
-            return decode(row);
-        }
-        // Nothing inserted: tell a missing source from an occupied target.
-        let found = self.pool.query(&self.sql.exists, &[&checkpoint_id]).await?;
-        if found
-            .first()
-            .map(|r| r.bool(0))
-            .transpose()?
-            .unwrap_or(false)
-        {
-            Err(Error::Conflict {
-                execution_id: new_execution_id.to_owned(),
-                version: 1,
-            })
-        } else {
-            Err(Error::NotFound {
-                id: checkpoint_id.to_owned(),
-            })
-        }
+        read::fork(self, checkpoint_id, new_execution_id).await
     }
 }
 

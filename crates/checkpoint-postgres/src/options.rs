@@ -11,6 +11,8 @@ use tokio_postgres::Config;
 
 use rustls::pki_types::CertificateDer;
 
+use crate::codec::Compression;
+use crate::encoding::StateEncoding;
 use crate::retry::RetryPolicy;
 use crate::sql::TableName;
 use crate::tls::{parse_certificates, SslMode};
@@ -18,7 +20,10 @@ use crate::tls::{parse_certificates, SslMode};
 /// Parameters of the connection string that the store reads itself and takes out before the
 /// string reaches the driver: the pool settings of pgx / LangGraphGo, and the TLS settings the
 /// driver does not know (`verify-ca`, `verify-full`, `sslrootcert`).
-const OWN_PARAMETERS: [&str; 6] = [
+const OWN_PARAMETERS: [&str; 9] = [
+    "state_encoding",
+    "snapshot_every",
+    "compression",
     "pool_max_conns",
     "pool_min_conns",
     "pool_max_conn_lifetime",
@@ -69,9 +74,14 @@ pub struct PostgresOptions {
     ssl_mode: SslMode,
     root_certificates: Vec<CertificateDer<'static>>,
     synchronous_commit: bool,
+    encoding: StateEncoding,
+    compression: Compression,
+    state_cache_bytes: usize,
 }
 
 impl PostgresOptions {
+    /// Default budget of the state cache: 64 MiB.
+    pub const DEFAULT_STATE_CACHE_BYTES: usize = 64 * 1024 * 1024;
     /// Default table name.
     pub const DEFAULT_TABLE: &'static str = "checkpoints";
     /// Default pool size.
@@ -113,6 +123,9 @@ impl PostgresOptions {
             ssl_mode: SslMode::default(),
             root_certificates: Vec::new(),
             synchronous_commit: true,
+            encoding: StateEncoding::default(),
+            compression: Compression::default(),
+            state_cache_bytes: Self::DEFAULT_STATE_CACHE_BYTES,
         };
         for (key, value) in own_params {
             options.apply_parameter(&key, &value)?;
@@ -152,6 +165,29 @@ impl PostgresOptions {
             "pool_max_conn_lifetime" => self.max_lifetime = Some(duration()?),
             "pool_max_conn_idle_time" => self.max_idle_time = Some(duration()?),
             "sslmode" => self.ssl_mode = value.parse()?,
+            "state_encoding" => {
+                self.encoding = match value {
+                    "jsonb" => StateEncoding::Jsonb,
+                    "delta" => StateEncoding::Delta {
+                        snapshot_every: self.encoding.snapshot_every().unwrap_or(
+                            StateEncoding::DEFAULT_SNAPSHOT_EVERY,
+                        ),
+                    },
+                    other => {
+                        return Err(Error::invalid(
+                            key,
+                            format!("{other:?} is not jsonb or delta"),
+                        ))
+                    }
+                }
+            }
+            "snapshot_every" => {
+                let every = value
+                    .parse::<u32>()
+                    .map_err(|_| Error::invalid(key, format!("{value:?} is not a whole number")))?;
+                self.encoding = StateEncoding::delta(every)?;
+            }
+            "compression" => self.compression = value.parse()?,
             "sslrootcert" => {
                 let pem = std::fs::read(value)
                     .map_err(|e| Error::invalid(key, format!("{value:?} cannot be read: {e}")))?;
@@ -251,6 +287,54 @@ impl PostgresOptions {
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
+    }
+
+    /// How states are stored (default [`StateEncoding::default`]: deltas with a snapshot at
+    /// least every 64 versions); also `state_encoding=jsonb|delta` and `snapshot_every=K` in
+    /// the connection string. Every encoding reads every other: the option only decides how
+    /// new checkpoints are written.
+    ///
+    /// ```
+    /// use checkpoint_postgres::{PostgresOptions, StateEncoding};
+    ///
+    /// let options = PostgresOptions::new("postgres://localhost/app?snapshot_every=16")?;
+    /// assert_eq!(options.encoding(), StateEncoding::Delta { snapshot_every: 16 });
+    /// let plain = options.state_encoding(StateEncoding::Jsonb);
+    /// assert_eq!(plain.encoding(), StateEncoding::Jsonb);
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
+    pub fn state_encoding(mut self, encoding: StateEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The state encoding.
+    pub fn encoding(&self) -> StateEncoding {
+        self.encoding
+    }
+
+    /// How delta-encoded states are compressed (default zstd level 3); also
+    /// `compression=none|lz4|zstd|zstd:<level>` in the connection string.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// The compression of delta-encoded states.
+    pub fn state_compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// How many bytes of states this store keeps as bases for its next deltas (default
+    /// [`Self::DEFAULT_STATE_CACHE_BYTES`]); 0 keeps none, so every save is a full snapshot.
+    pub fn state_cache_bytes(mut self, bytes: usize) -> Self {
+        self.state_cache_bytes = bytes;
+        self
+    }
+
+    /// The state cache budget.
+    pub fn state_cache_budget(&self) -> usize {
+        self.state_cache_bytes
     }
 
     /// The retry policy.
@@ -410,6 +494,9 @@ impl fmt::Debug for PostgresOptions {
             .field("ssl_mode", &self.ssl_mode)
             .field("root_certificates", &self.root_certificates.len())
             .field("synchronous_commit", &self.synchronous_commit)
+            .field("encoding", &self.encoding)
+            .field("compression", &self.compression)
+            .field("state_cache_bytes", &self.state_cache_bytes)
             .finish()
     }
 }

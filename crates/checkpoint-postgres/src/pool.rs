@@ -100,6 +100,8 @@ pub enum Cell {
     Json(Value),
     /// `timestamptz`.
     Timestamp(OffsetDateTime),
+    /// `bytea`.
+    Bytes(Vec<u8>),
 }
 
 /// One result row: its cells in column order.
@@ -160,6 +162,47 @@ impl Row {
         }
     }
 
+    /// Column `index` as nullable bytes.
+    pub fn opt_bytes(&self, index: usize) -> Result<Option<Vec<u8>>, DbError> {
+        match self.cell(index)? {
+            Cell::Null => Ok(None),
+            Cell::Bytes(b) => Ok(Some(b.clone())),
+            other => Err(DbError::decode(format!(
+                "column {index}: expected bytes, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Moves column `index` out as nullable bytes, leaving `NULL` behind (payloads are large).
+    pub fn take_bytes(&mut self, index: usize) -> Result<Option<Vec<u8>>, DbError> {
+        let cell = self
+            .0
+            .get_mut(index)
+            .ok_or_else(|| DbError::decode(format!("row has no column {index}")))?;
+        match std::mem::replace(cell, Cell::Null) {
+            Cell::Null => Ok(None),
+            Cell::Bytes(b) => Ok(Some(b)),
+            other => Err(DbError::decode(format!(
+                "column {index}: expected bytes, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Moves column `index` out as nullable JSON, leaving `NULL` behind.
+    pub fn take_json(&mut self, index: usize) -> Result<Option<Value>, DbError> {
+        let cell = self
+            .0
+            .get_mut(index)
+            .ok_or_else(|| DbError::decode(format!("row has no column {index}")))?;
+        match std::mem::replace(cell, Cell::Null) {
+            Cell::Null => Ok(None),
+            Cell::Json(v) => Ok(Some(v)),
+            other => Err(DbError::decode(format!(
+                "column {index}: expected JSON, got {other:?}"
+            ))),
+        }
+    }
+
     /// Column `index` as a timestamp.
     pub fn timestamp(&self, index: usize) -> Result<OffsetDateTime, DbError> {
         match self.cell(index)? {
@@ -209,6 +252,10 @@ impl Row {
                 row.try_get::<_, Option<Json<Value>>>(i)
                     .map_err(DbError::decode_driver)?
                     .map(|Json(v)| Cell::Json(v))
+            } else if *ty == Type::BYTEA {
+                row.try_get::<_, Option<Vec<u8>>>(i)
+                    .map_err(DbError::decode_driver)?
+                    .map(Cell::Bytes)
             } else if *ty == Type::TIMESTAMPTZ {
                 row.try_get::<_, Option<OffsetDateTime>>(i)
                     .map_err(DbError::decode_driver)?

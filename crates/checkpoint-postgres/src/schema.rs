@@ -7,7 +7,8 @@
 //!
 //! Step 1 is the reference schema (LangGraphGo's `PostgresCheckpointStore`), so a table that
 //! store created is adopted in place; step 2 renumbers such a table's versions per execution in
-//! timestamp order and only then adds the version rule.
+//! timestamp order and only then adds the version rule; step 3 adds the delta storage columns
+//! (old rows stay whole states).
 
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
@@ -54,6 +55,31 @@ const MIGRATIONS: &[Migration] = &[
                                               HAVING count(*) <> count(DISTINCT version))) r
                WHERE c.id = r.id;
               CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} (execution_id, version);",
+    },
+    Migration {
+        version: 3,
+        description: "state storage: compressed payloads, deltas against a base version",
+        // Online on a table of any size: new nullable columns and NOT VALID constraints change
+        // only the catalog (existing rows stay valid as whole states in `state`); the partial
+        // index is empty on existing rows, so building it is one scan of the table.
+        sql: "ALTER TABLE {table}
+                ADD COLUMN IF NOT EXISTS payload BYTEA,
+                ADD COLUMN IF NOT EXISTS base_version BIGINT,
+                ADD COLUMN IF NOT EXISTS base_hash BIGINT,
+                ADD COLUMN IF NOT EXISTS state_hash BIGINT,
+                ADD COLUMN IF NOT EXISTS depth INTEGER,
+                ALTER COLUMN state DROP NOT NULL;
+              ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
+              ALTER TABLE {table} ADD CONSTRAINT {state_check}
+                CHECK ((state IS NULL) <> (payload IS NULL)) NOT VALID;
+              ALTER TABLE {table} ADD CONSTRAINT {delta_check}
+                CHECK (base_version IS NULL OR (base_version < version AND base_hash IS NOT NULL
+                       AND payload IS NOT NULL)) NOT VALID;
+              CREATE INDEX IF NOT EXISTS {base_index} ON {table} (execution_id, base_version)
+                WHERE base_version IS NOT NULL;
+              ALTER TABLE {table} ADD CONSTRAINT {base_key}
+                FOREIGN KEY (execution_id, base_version) REFERENCES {table} (execution_id, version)
+                NOT VALID;",
     },
 ];
 
@@ -145,6 +171,10 @@ fn render(migration: &Migration, table: &TableName) -> String {
         .sql
         .replace("{table}", &table.quoted())
         .replace("{index}", &format!("\"{}\"", table.version_index()))
+        .replace("{base_index}", &format!("\"{}\"", table.derived("base_version_idx")))
+        .replace("{base_key}", &format!("\"{}\"", table.base_key()))
+        .replace("{state_check}", &format!("\"{}\"", table.derived("state_check")))
+        .replace("{delta_check}", &format!("\"{}\"", table.derived("delta_check")))
         .replace(
             "{reference_index}",
             &table.qualify(&format!("idx_{}_execution_id", table.table())),

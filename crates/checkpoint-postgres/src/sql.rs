@@ -95,6 +95,11 @@ impl TableName {
         self.derived("execution_version_key")
     }
 
+    /// The foreign key that keeps every delta's base row in place.
+    pub fn base_key(&self) -> String {
+        self.derived("base_fkey")
+    }
+
     /// The table recording applied migrations.
     pub fn migrations_table(&self) -> String {
         self.derived("migrations")
@@ -114,6 +119,9 @@ impl TableName {
 pub const COLUMNS: &str =
     "id, execution_id, node_name, state, metadata, \"timestamp\", version, parent_id";
 
+/// The columns a save writes beyond [`COLUMNS`]: how the state is stored.
+const STORAGE_COLUMNS: &str = "payload, base_version, base_hash, state_hash, depth";
+
 /// Every statement the store runs on one table, for inspection (`EXPLAIN`, benchmarks,
 /// reviews). See [`PostgresStore::statements`](crate::PostgresStore::statements).
 #[derive(Clone, Debug)]
@@ -121,6 +129,11 @@ pub const COLUMNS: &str =
 #[allow(missing_docs)]
 pub struct Statements {
     pub save: Sql,
+    pub upsert: Sql,
+    pub lock_row: Sql,
+    pub dependents: Sql,
+    pub chains: Sql,
+    pub rewrite: Sql,
     pub load: Sql,
     pub list: Sql,
     pub latest: Sql,
@@ -134,29 +147,59 @@ pub struct Statements {
     pub executions: Sql,
     pub prune_execution: Sql,
     pub prune_all: Sql,
+    pub prune_survivors_execution: Sql,
+    pub prune_survivors_all: Sql,
     pub fork: Sql,
-    pub exists: Sql,
+    pub fork_insert: Sql,
+    pub fork_source: Sql,
+}
+
+/// A read of the rows `seed` selects (it yields `execution_id, version, base_version`) and of
+/// every base their states are rebuilt from, in one statement. Each step down a chain is one
+/// probe of the version index, and a base always has a lower version than its delta, so the
+/// walk ends.
+fn with_chains(t: &str, seed: &str, wanted: &str) -> String {
+    format!(
+        "WITH RECURSIVE seed AS MATERIALIZED ({seed}), \
+         chain AS (SELECT execution_id, version, base_version FROM seed \
+           UNION SELECT b.execution_id, b.version, b.base_version FROM chain c \
+           JOIN {t} b ON b.execution_id = c.execution_id AND b.version = c.base_version \
+           AND b.version < c.version) \
+         SELECT {columns}, {wanted} FROM chain JOIN {t} x \
+           ON x.execution_id = chain.execution_id AND x.version = chain.version",
+        columns = x_columns()
+    )
+}
+
+/// [`READ_COLUMNS`](crate::chain::READ_COLUMNS) of the table aliased `x`.
+fn x_columns() -> String {
+    crate::chain::READ_COLUMNS
+        .split(", ")
+        .map(|c| format!("x.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Statements {
     /// Builds the statements for `table`.
     pub fn new(table: &TableName) -> Self {
         let t = table.quoted();
-        let upsert_tail = "ON CONFLICT (id) DO UPDATE SET node_name = EXCLUDED.node_name, \
-             state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
-             \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
-             version = CASE WHEN $7 = 0 THEN c.version ELSE EXCLUDED.version END \
-             WHERE c.execution_id = EXCLUDED.execution_id";
+        let read = crate::chain::READ_COLUMNS;
+        let next_version = format!(
+            "CASE WHEN $7 = 0 THEN (SELECT COALESCE(MAX(version), 0) + 1 FROM {t} \
+             WHERE execution_id = $2) ELSE $7 END"
+        );
         let page = |direction: &str| {
+            let seed = format!(
+                "SELECT execution_id, version, base_version FROM {t} c WHERE execution_id = $1 \
+                 AND version >= $2 AND version <= $3 \
+                 AND ($4::text IS NULL OR node_name = $4) \
+                 AND ($5::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($5) f \
+                      WHERE c.metadata -> f.key IS DISTINCT FROM f.value)) \
+                 ORDER BY version {direction} LIMIT $6"
+            );
             Sql::new(
-                format!(
-                    "SELECT {COLUMNS} FROM {t} c WHERE execution_id = $1 \
-                     AND version >= $2 AND version <= $3 \
-                     AND ($4::text IS NULL OR node_name = $4) \
-                     AND ($5::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($5) f \
-                          WHERE c.metadata -> f.key IS DISTINCT FROM f.value)) \
-                     ORDER BY version {direction} LIMIT $6"
-                ),
+                with_chains(&t, &seed, "x.version IN (SELECT version FROM seed)"),
                 &[
                     Type::TEXT,
                     Type::INT8,
@@ -167,12 +210,35 @@ impl Statements {
                 ],
             )
         };
+        let doomed_in_execution = format!(
+            "SELECT version FROM {t} WHERE execution_id = $1 AND version <= \
+             (SELECT version FROM {t} WHERE execution_id = $1 \
+              ORDER BY version DESC OFFSET $2 LIMIT 1) \
+             AND \"timestamp\" < COALESCE($3::timestamptz, 'infinity')"
+        );
+        let doomed_anywhere = format!(
+            "SELECT execution_id, version FROM (SELECT execution_id, version, \"timestamp\", \
+             row_number() OVER (PARTITION BY execution_id ORDER BY version DESC) AS rank \
+             FROM {t}) r WHERE r.rank > $1 \
+             AND r.\"timestamp\" < COALESCE($2::timestamptz, 'infinity')"
+        );
         Statements {
+            // One statement, one round trip. A delta is written only while its base row still
+            // holds the state it was computed against (same content hash, same chain depth);
+            // FOR SHARE keeps that row from being replaced or removed until this commits (a
+            // replacement or removal waits, then rewrites this row first). An id that exists
+            // inserts nothing: replacing a row goes through the careful path, which rewrites
+            // the rows built on it.
             save: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, \
-                     CASE WHEN $7 = 0 THEN (SELECT COALESCE(MAX(version), 0) + 1 FROM {t} \
-                     WHERE execution_id = $2) ELSE $7 END, $8) {upsert_tail} RETURNING version"
+                    "WITH b AS (SELECT 1 FROM {t} WHERE $10::int8 IS NOT NULL \
+                     AND execution_id = $2 AND version = $10 AND state_hash = $11 \
+                     AND COALESCE(depth, 0) = $13 FOR SHARE) \
+                     INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) \
+                     SELECT $1, $2, $3, $4, $5, $6, {next_version}, $8, $9, $10, $11, $12, \
+                     CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END \
+                     WHERE $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
+                     ON CONFLICT (id) DO NOTHING RETURNING version"
                 ),
                 &[
                     Type::TEXT,
@@ -183,20 +249,90 @@ impl Statements {
                     Type::TIMESTAMPTZ,
                     Type::INT8,
                     Type::TEXT,
+                    Type::BYTEA,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT4,
                 ],
             ),
+            // The careful path's write, inside a transaction that holds the row and has
+            // rewritten the rows built on it: a whole state, replacing the row.
+            upsert: Sql::new(
+                format!(
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) VALUES ($1, $2, $3, $4, \
+                     $5, $6, {next_version}, $8, $9, NULL, NULL, $10, 0) \
+                     ON CONFLICT (id) DO UPDATE SET node_name = EXCLUDED.node_name, \
+                     state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
+                     \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
+                     payload = EXCLUDED.payload, base_version = NULL, base_hash = NULL, \
+                     state_hash = EXCLUDED.state_hash, depth = 0, \
+                     version = CASE WHEN $7 = 0 THEN c.version ELSE EXCLUDED.version END \
+                     WHERE c.execution_id = EXCLUDED.execution_id RETURNING version"
+                ),
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::JSONB,
+                    Type::TIMESTAMPTZ,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::BYTEA,
+                    Type::INT8,
+                ],
+            ),
+            lock_row: Sql::new(
+                format!("SELECT execution_id, version, state_hash FROM {t} WHERE id = $1 FOR UPDATE"),
+                &[Type::TEXT],
+            ),
+            dependents: Sql::new(
+                format!(
+                    "SELECT id FROM {t} WHERE execution_id = $1 AND base_version = $2 FOR UPDATE"
+                ),
+                &[Type::TEXT, Type::INT8],
+            ),
+            chains: Sql::new(
+                with_chains(
+                    &t,
+                    &format!(
+                        "SELECT execution_id, version, base_version FROM {t} WHERE id = ANY($1)"
+                    ),
+                    "x.id = ANY($1)",
+                ),
+                &[Type::TEXT_ARRAY],
+            ),
+            // A row whose base goes becomes a snapshot of the same state: its hash stays, so
+            // the rows built on it stay valid.
+            rewrite: Sql::new(
+                format!(
+                    "UPDATE {t} AS c SET state = NULL, payload = u.payload, base_version = NULL, \
+                     base_hash = NULL, depth = 0 \
+                     FROM unnest($1::text[], $2::bytea[]) AS u(id, payload) WHERE c.id = u.id"
+                ),
+                &[Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
+            ),
             load: Sql::new(
-                format!("SELECT {COLUMNS} FROM {t} WHERE id = $1"),
+                with_chains(
+                    &t,
+                    &format!("SELECT execution_id, version, base_version FROM {t} WHERE id = $1"),
+                    "x.id = $1",
+                ),
                 &[Type::TEXT],
             ),
             list: Sql::new(
-                format!("SELECT {COLUMNS} FROM {t} WHERE execution_id = $1 ORDER BY version"),
+                format!("SELECT {read}, true FROM {t} WHERE execution_id = $1 ORDER BY version"),
                 &[Type::TEXT],
             ),
             latest: Sql::new(
-                format!(
-                    "SELECT {COLUMNS} FROM {t} WHERE execution_id = $1 \
-                     ORDER BY version DESC LIMIT 1"
+                with_chains(
+                    &t,
+                    &format!(
+                        "SELECT execution_id, version, base_version FROM {t} \
+                         WHERE execution_id = $1 ORDER BY version DESC LIMIT 1"
+                    ),
+                    "x.version IN (SELECT version FROM seed)",
                 ),
                 &[Type::TEXT],
             ),
@@ -218,16 +354,13 @@ impl Statements {
                 ),
                 &[Type::TEXT_ARRAY, Type::TEXT_ARRAY],
             ),
+            // New rows only: a batch that replaces rows goes through the replay, which
+            // rewrites the rows built on them first.
             batch_insert: Sql::new(
                 format!(
                     "INSERT INTO {t} AS c ({COLUMNS}) SELECT * FROM unnest($1::text[], \
                      $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], \
-                     $7::int8[], $8::text[]) \
-                     ON CONFLICT (id) DO UPDATE SET node_name = EXCLUDED.node_name, \
-                     state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
-                     \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
-                     version = CASE WHEN c.execution_id = EXCLUDED.execution_id \
-                     THEN EXCLUDED.version END"
+                     $7::int8[], $8::text[]) ON CONFLICT (id) DO NOTHING"
                 ),
                 &[
                     Type::TEXT_ARRAY,
@@ -300,22 +433,65 @@ impl Statements {
                 ),
                 &[Type::INT8, Type::TIMESTAMPTZ],
             ),
-            // The same copy as Checkpoint::forked_into, made by the server in one statement;
-            // it inserts nothing when the source is missing or the target has checkpoints.
+            // The rows a prune keeps whose base it removes: they become snapshots first.
+            prune_survivors_execution: Sql::new(
+                format!(
+                    "WITH doomed AS MATERIALIZED ({doomed_in_execution}) \
+                     SELECT d.id FROM {t} d WHERE d.execution_id = $1 \
+                     AND d.base_version IN (SELECT version FROM doomed) \
+                     AND d.version NOT IN (SELECT version FROM doomed) FOR UPDATE OF d"
+                ),
+                &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            prune_survivors_all: Sql::new(
+                format!(
+                    "WITH doomed AS MATERIALIZED ({doomed_anywhere}) \
+                     SELECT d.id FROM {t} d JOIN doomed b ON b.execution_id = d.execution_id \
+                     AND b.version = d.base_version WHERE NOT EXISTS (SELECT 1 FROM doomed x \
+                     WHERE x.execution_id = d.execution_id AND x.version = d.version) \
+                     FOR UPDATE OF d"
+                ),
+                &[Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            // The same copy as Checkpoint::forked_into, made by the server in one statement
+            // when the source holds its whole state; it inserts nothing when the source is
+            // missing or a delta, or the target has checkpoints.
             fork: Sql::new(
                 format!(
-                    "INSERT INTO {t} ({COLUMNS}) SELECT $2, $3, s.node_name, s.state, \
+                    "INSERT INTO {t} ({COLUMNS}, payload, state_hash, depth) SELECT $2, $3, \
+                     s.node_name, s.state, \
                      COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object('source', 'fork', \
                      'forked_from', jsonb_build_object('checkpoint_id', s.id, \
-                     'execution_id', s.execution_id, 'version', s.version)), $4, 1, s.id \
-                     FROM {t} s WHERE s.id = $1 \
+                     'execution_id', s.execution_id, 'version', s.version)), $4, 1, s.id, \
+                     s.payload, s.state_hash, 0 \
+                     FROM {t} s WHERE s.id = $1 AND s.base_version IS NULL \
                      AND NOT EXISTS (SELECT 1 FROM {t} WHERE execution_id = $3) \
-                     RETURNING {COLUMNS}"
+                     RETURNING {read}, true"
                 ),
                 &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ],
             ),
-            exists: Sql::new(
-                format!("SELECT EXISTS (SELECT 1 FROM {t} WHERE id = $1)"),
+            // A fork of a delta: the client rebuilt the state and sends it whole.
+            fork_insert: Sql::new(
+                format!(
+                    "INSERT INTO {t} ({COLUMNS}, {STORAGE_COLUMNS}) SELECT $1, $2, $3, $4, $5, \
+                     $6, 1, $7, $8, NULL, NULL, $9, 0 \
+                     WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE execution_id = $2) \
+                     RETURNING version"
+                ),
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::JSONB,
+                    Type::TIMESTAMPTZ,
+                    Type::TEXT,
+                    Type::BYTEA,
+                    Type::INT8,
+                ],
+            ),
+            fork_source: Sql::new(
+                format!("SELECT base_version IS NOT NULL FROM {t} WHERE id = $1"),
                 &[Type::TEXT],
             ),
         }
@@ -378,7 +554,7 @@ mod tests {
         let s = Statements::new(&TableName::new(None, "cp").unwrap());
         for sql in [&s.page_ascending, &s.page_descending] {
             assert!(!sql.text.to_uppercase().contains("OFFSET"), "{}", sql.text);
-            assert!(sql.text.contains("version >= $2 AND version <= $3"));
+            assert!(sql.text.contains("version >= $2 AND version <= $3"), "{}", sql.text);
             assert_eq!(sql.types.len(), 6);
         }
         assert!(s.page_descending.text.contains("ORDER BY version DESC"));
@@ -389,6 +565,11 @@ mod tests {
         let s = Statements::new(&TableName::new(Some("s"), "cp").unwrap());
         for sql in [
             &s.save,
+            &s.upsert,
+            &s.lock_row,
+            &s.dependents,
+            &s.chains,
+            &s.rewrite,
             &s.load,
             &s.list,
             &s.latest,
@@ -401,6 +582,11 @@ mod tests {
             &s.executions,
             &s.prune_execution,
             &s.prune_all,
+            &s.prune_survivors_execution,
+            &s.prune_survivors_all,
+            &s.fork,
+            &s.fork_insert,
+            &s.fork_source,
         ] {
             let highest = (1..=20)
                 .rev()

@@ -1,0 +1,144 @@
+//! The states this store instance last saved or loaded, one per execution: the bases its next
+//! deltas are computed against, without a round trip to fetch them.
+//!
+//! Bounded by bytes (the approximate JSON size of the states held) and by entries; the least
+//! recently used execution goes first. An entry is only a hint: the save statement verifies on
+//! the server that the row it names still holds a state with the same content hash, and falls
+//! back to a full snapshot when it does not (another instance replaced or removed it).
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use lru::LruCache;
+use serde_json::Value;
+
+/// Most executions remembered, whatever their size.
+const MAX_ENTRIES: usize = 100_000;
+
+/// One remembered state: the row of `version` of its execution holds it.
+#[derive(Clone, Debug)]
+pub(crate) struct CachedState {
+    pub version: i64,
+    pub hash: i64,
+    pub depth: i32,
+    pub state: Arc<Value>,
+    pub size: usize,
+}
+
+pub(crate) struct StateCache {
+    budget: usize,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    entries: LruCache<String, CachedState>,
+    bytes: usize,
+}
+
+impl StateCache {
+    /// A cache holding states of at most `budget` bytes in all; 0 holds nothing.
+    pub fn new(budget: usize) -> Self {
+        StateCache {
+            budget,
+            inner: Mutex::new(Inner {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The cache holds hints only; one left mid-update by a panic is still usable.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The state remembered for `execution`.
+    pub fn get(&self, execution: &str) -> Option<CachedState> {
+        self.lock().entries.get(execution).cloned()
+    }
+
+    /// Remembers `entry` for `execution`, replacing what was there, then evicts the least
+    /// recently used entries until the budget holds. A state larger than the whole budget is
+    /// not kept.
+    pub fn put(&self, execution: &str, entry: CachedState) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.entries.pop(execution) {
+            inner.bytes = inner.bytes.saturating_sub(old.size);
+        }
+        if entry.size > self.budget {
+            return;
+        }
+        inner.bytes = inner.bytes.saturating_add(entry.size);
+        inner.entries.put(execution.to_owned(), entry);
+        while inner.bytes > self.budget || inner.entries.len() > MAX_ENTRIES {
+            match inner.entries.pop_lru() {
+                Some((_, old)) => inner.bytes = inner.bytes.saturating_sub(old.size),
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets `execution` (cleared, or its remembered row is gone).
+    pub fn forget(&self, execution: &str) {
+        let mut inner = self.lock();
+        if let Some(old) = inner.entries.pop(execution) {
+            inner.bytes = inner.bytes.saturating_sub(old.size);
+        }
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.entries.len(), inner.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(version: i64, size: usize) -> CachedState {
+        CachedState {
+            version,
+            hash: version,
+            depth: 0,
+            state: Arc::new(json!(version)),
+            size,
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_execution_goes_first() {
+        let cache = StateCache::new(100);
+        cache.put("a", entry(1, 40));
+        cache.put("b", entry(1, 40));
+        assert!(cache.get("a").is_some()); // a is now the most recent
+        cache.put("c", entry(1, 40));
+        assert!(cache.get("b").is_none());
+        assert!(cache.get("a").is_some());
+        assert_eq!(cache.held(), (2, 80));
+    }
+
+    #[test]
+    fn replacing_and_forgetting_keep_the_byte_count() {
+        let cache = StateCache::new(100);
+        cache.put("a", entry(1, 40));
+        cache.put("a", entry(2, 10));
+        assert_eq!(cache.get("a").map(|e| e.version), Some(2));
+        assert_eq!(cache.held(), (1, 10));
+        cache.forget("a");
+        assert_eq!(cache.held(), (0, 0));
+    }
+
+    #[test]
+    fn states_over_the_budget_and_a_zero_budget_hold_nothing() {
+        let cache = StateCache::new(100);
+        cache.put("a", entry(1, 40));
+        cache.put("a", entry(2, 101));
+        assert!(cache.get("a").is_none());
+        let off = StateCache::new(0);
+        off.put("a", entry(1, 1));
+        assert!(off.get("a").is_none());
+        assert_eq!(off.held(), (0, 0));
+    }
+}

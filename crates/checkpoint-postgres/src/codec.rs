@@ -1,0 +1,329 @@
+//! The stored form of a state in the `payload` column: a small header, then JSON (a whole state
+//! or a delta), compressed on the client.
+//!
+//! ```text
+//! byte 0   format, 1
+//! byte 1   codec: 0 none, 1 lz4, 2 zstd
+//! byte 2.. the JSON text, compressed by the codec
+//! ```
+//!
+//! Whether the JSON is a whole state or a delta is not in the payload: the row says so (a row
+//! with a `base_version` holds a delta against that version).
+
+use std::fmt;
+use std::io::Read;
+
+use serde_json::Value;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::error::DbError;
+
+const FORMAT: u8 = 1;
+
+/// How the store compresses states before sending them (option of
+/// [`PostgresOptions::compression`](crate::PostgresOptions::compression)). Every codec is
+/// always readable, whichever one this store writes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Plain JSON text.
+    None,
+    /// LZ4 (block format): the fastest, the least compact.
+    Lz4,
+    /// Zstandard at `level` (1 to 22; 3 is zstd's own default). The default, at level 3: see
+    /// `docs/postgres.md`, "State storage", for the measurements behind it.
+    Zstd {
+        /// The compression level.
+        level: i32,
+    },
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd { level: 3 }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Lz4 => f.write_str("lz4"),
+            Compression::Zstd { level } => write!(f, "zstd:{level}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = checkpoint_core::Error;
+
+    /// `none`, `lz4`, `zstd` or `zstd:<level>`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            checkpoint_core::Error::invalid(
+                "compression",
+                format!("{text:?} is not none, lz4, zstd or zstd:<level 1..=22>"),
+            )
+        };
+        match text {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::default()),
+            other => {
+                let level = other
+                    .strip_prefix("zstd:")
+                    .and_then(|l| l.parse::<i32>().ok())
+                    .ok_or_else(bad)?;
+                Compression::zstd(level).map_err(|_| bad())
+            }
+        }
+    }
+}
+
+impl Compression {
+    /// Zstandard at `level`.
+    ///
+    /// # Errors
+    /// [`checkpoint_core::Error::InvalidInput`] for a level outside 1..=22.
+    pub fn zstd(level: i32) -> checkpoint_core::Result<Self> {
+        if !(1..=22).contains(&level) {
+            return Err(checkpoint_core::Error::invalid(
+                "compression",
+                format!("zstd level {level} is outside 1..=22"),
+            ));
+        }
+        Ok(Compression::Zstd { level })
+    }
+
+    fn tag(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 1,
+            Compression::Zstd { .. } => 2,
+        }
+    }
+}
+
+/// `json` (a state or a delta as JSON text) in the stored form.
+pub(crate) fn encode(json: &[u8], compression: Compression) -> Result<Vec<u8>, DbError> {
+    let mut out = Vec::with_capacity(json.len() / 2 + 2);
+    out.push(FORMAT);
+    out.push(compression.tag());
+    match compression {
+        Compression::None => out.extend_from_slice(json),
+        Compression::Lz4 => out.extend_from_slice(&lz4_flex::compress_prepend_size(json)),
+        Compression::Zstd { level } => {
+            let packed = zstd::bulk::compress(json, level)
+                .map_err(|e| DbError::decode(format!("zstd compression failed: {e}")))?;
+            out.extend_from_slice(&packed);
+        }
+    }
+    Ok(out)
+}
+
+/// The JSON text of a stored payload, refused when it would expand past `limit` bytes.
+pub(crate) fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, DbError> {
+    let (header, body) = payload.split_at_checked(2).ok_or_else(|| {
+        DbError::decode(format!("a stored payload of {} bytes", payload.len()))
+    })?;
+    if header[0] != FORMAT {
+        return Err(DbError::decode(format!(
+            "stored payload format {} is unknown to this release (it reads {FORMAT}); upgrade \
+             checkpoint-postgres",
+            header[0]
+        )));
+    }
+    let text = match header[1] {
+        0 => body.to_vec(),
+        1 => {
+            // The prepended size comes from storage: check it before it sizes a buffer.
+            let size = body
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or_else(|| DbError::decode("a truncated lz4 payload"))?;
+            if size > limit {
+                return Err(too_large(size, limit));
+            }
+            lz4_flex::decompress_size_prepended(body)
+                .map_err(|e| DbError::decode(format!("lz4 payload: {e}")))?
+        }
+        2 => {
+            let mut text = Vec::new();
+            zstd::stream::read::Decoder::new(body)
+                .and_then(|decoder| {
+                    decoder
+                        .take(limit as u64 + 1)
+                        .read_to_end(&mut text)
+                })
+                .map_err(|e| DbError::decode(format!("zstd payload: {e}")))?;
+            text
+        }
+        other => {
+            return Err(DbError::decode(format!(
+                "stored payload codec {other} is unknown to this release"
+            )))
+        }
+    };
+    if text.len() > limit {
+        return Err(too_large(text.len(), limit));
+    }
+    Ok(text)
+}
+
+fn too_large(size: usize, limit: usize) -> DbError {
+    DbError::decode(format!(
+        "a stored payload expands to {size} bytes, more than the {limit} this store reads"
+    ))
+}
+
+/// A content hash of a state that does not depend on how it is laid out in memory or text:
+/// object keys in sorted order, numbers by kind and value. Two states are equal (`==`) exactly
+/// when their hashes are, up to 64-bit collisions.
+#[cfg(test)]
+pub(crate) fn state_hash(value: &Value) -> i64 {
+    fingerprint(value).hash
+}
+
+/// A state's content hash and roughly how large its JSON text is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    /// See [`state_hash`].
+    pub hash: i64,
+    /// About the length of the compact JSON text, in bytes.
+    pub size: usize,
+}
+
+/// The [`state_hash`] of `value` and its approximate size, in one walk.
+pub(crate) fn fingerprint(value: &Value) -> Fingerprint {
+    let mut hasher = Xxh3::new();
+    let mut size = 0usize;
+    feed(&mut hasher, &mut size, value);
+    Fingerprint {
+        // Stored as BIGINT: the bits, reinterpreted.
+        hash: hasher.digest() as i64,
+        size,
+    }
+}
+
+fn feed(hasher: &mut Xxh3, size: &mut usize, value: &Value) {
+    // Scalars and punctuation, roughly as JSON text spells them.
+    *size = size.saturating_add(match value {
+        Value::String(s) => s.len().saturating_add(2),
+        Value::Object(map) => map.keys().map(|k| k.len() + 4).sum::<usize>() + 2,
+        Value::Array(items) => items.len() + 2,
+        _ => 5,
+    });
+    match value {
+        Value::Null => hasher.update(b"n"),
+        Value::Bool(b) => hasher.update(if *b { b"t" } else { b"f" }),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                hasher.update(b"u");
+                hasher.update(&u.to_le_bytes());
+            } else if let Some(i) = n.as_i64() {
+                hasher.update(b"i");
+                hasher.update(&i.to_le_bytes());
+            } else {
+                hasher.update(b"d");
+                hasher.update(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
+            }
+        }
+        Value::String(s) => {
+            hasher.update(b"s");
+            hasher.update(&(s.len() as u64).to_le_bytes());
+            hasher.update(s.as_bytes());
+        }
+        Value::Array(items) => {
+            hasher.update(b"a");
+            hasher.update(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                feed(hasher, size, item);
+            }
+        }
+        Value::Object(map) => {
+            hasher.update(b"o");
+            hasher.update(&(map.len() as u64).to_le_bytes());
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            // Already sorted unless serde_json's preserve_order is on somewhere in the build.
+            if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            for (key, item) in entries {
+                hasher.update(&(key.len() as u64).to_le_bytes());
+                hasher.update(key.as_bytes());
+                feed(hasher, size, item);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_codec_round_trips() {
+        let text = serde_json::to_vec(&json!({"messages": ["hello world"; 200]})).unwrap();
+        for codec in [
+            Compression::None,
+            Compression::Lz4,
+            Compression::default(),
+            Compression::zstd(19).unwrap(),
+        ] {
+            let stored = encode(&text, codec).unwrap();
+            assert_eq!(decode(&stored, 1 << 20).unwrap(), text, "{codec}");
+            if codec != Compression::None {
+                assert!(stored.len() < text.len() / 4, "{codec}: {}", stored.len());
+            }
+        }
+    }
+
+    #[test]
+    fn damaged_payloads_are_decode_errors() {
+        let stored = encode(b"{\"a\":1}", Compression::default()).unwrap();
+        for bad in [
+            vec![],
+            vec![1],
+            vec![9, 0, b'1'],
+            vec![1, 7, b'1'],
+            vec![1, 2, 0, 1, 2, 3],
+            vec![1, 1, 200, 0, 0, 0, 1],
+            stored[..stored.len() - 2].to_vec(),
+        ] {
+            assert!(decode(&bad, 1 << 20).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn compression_parses_from_text() {
+        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+        assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Lz4);
+        assert_eq!(
+            "zstd:7".parse::<Compression>().unwrap(),
+            Compression::Zstd { level: 7 }
+        );
+        for bad in ["zstd:0", "zstd:23", "gzip", "zstd:x", ""] {
+            let err = bad.parse::<Compression>().unwrap_err();
+            assert!(err.is_invalid_field("compression"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_hash_follows_equality() {
+        let a = json!({"b": [1, 2.5, "x"], "a": {"z": null, "y": true}});
+        let b: Value = serde_json::from_str(r#"{"a":{"y":true,"z":null},"b":[1,2.5,"x"]}"#).unwrap();
+        assert_eq!(state_hash(&a), state_hash(&b));
+        for other in [
+            json!({"b": [1.0, 2.5, "x"], "a": {"z": null, "y": true}}),
+            json!({"b": [1, 2.5, "x"], "a": {"z": null}}),
+            json!({"b": [1, 2.5, "x"], "a": {"z": null, "y": false}}),
+            json!({"b": [[1], 2.5, "x"], "a": {"z": null, "y": true}}),
+            json!({"b": [1, 2.5, "xx"], "a": {"z": null, "y": true}}),
+        ] {
+            assert_ne!(state_hash(&a), state_hash(&other), "{other}");
+        }
+        assert_ne!(state_hash(&json!(["ab", "c"])), state_hash(&json!(["a", "bc"])));
+        assert_ne!(state_hash(&json!(-1)), state_hash(&json!(u64::MAX)));
+    }
+}

@@ -1,0 +1,310 @@
+//! How a save stores its state: the [`StateEncoding`] option, and the encoder that picks a full
+//! snapshot or a delta against the state this instance last saved or loaded.
+
+use std::sync::Arc;
+
+use checkpoint_core::{Checkpoint, Error, Result};
+use serde_json::Value;
+use tokio_postgres::types::Json;
+
+use crate::cache::{CachedState, StateCache};
+use crate::codec::{self, Compression, Fingerprint};
+use crate::delta;
+use crate::error::DbError;
+
+/// How [`PostgresStore`](crate::PostgresStore) stores the states it writes.
+///
+/// Every store reads every encoding, so instances with different settings can share a table
+/// and the setting can change at any time; it only decides how new checkpoints are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateEncoding {
+    /// The whole state in the `state` JSONB column, as releases before schema 3 stored it:
+    /// readable with plain SQL, normalised by the server (see `docs/postgres.md`), compressed
+    /// only by TOAST above ~2 KB. Every save sends and stores the whole state.
+    Jsonb,
+    /// The state in the `payload` column, compressed on the client: a delta against an earlier
+    /// checkpoint of the execution when this store knows one, with a full snapshot at least
+    /// every `snapshot_every` versions of a chain (1: every checkpoint a snapshot). Any
+    /// checkpoint is rebuilt from at most `snapshot_every` rows fetched in one round trip.
+    Delta {
+        /// The longest chain of rows a read rebuilds from, 1 to
+        /// [`StateEncoding::MAX_SNAPSHOT_EVERY`].
+        snapshot_every: u32,
+    },
+}
+
+impl Default for StateEncoding {
+    /// Deltas with a snapshot at least every [`StateEncoding::DEFAULT_SNAPSHOT_EVERY`]
+    /// versions: see `docs/postgres.md`, "State storage", for the measurements behind it.
+    fn default() -> Self {
+        StateEncoding::Delta {
+            snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
+        }
+    }
+}
+
+impl StateEncoding {
+    /// The default distance between full snapshots.
+    pub const DEFAULT_SNAPSHOT_EVERY: u32 = 64;
+    /// The longest chain allowed: reads fetch the whole chain in one statement.
+    pub const MAX_SNAPSHOT_EVERY: u32 = 1_000;
+
+    /// Delta storage with a full snapshot at least every `snapshot_every` versions.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `snapshot_every` outside 1 to
+    /// [`Self::MAX_SNAPSHOT_EVERY`].
+    pub fn delta(snapshot_every: u32) -> Result<Self> {
+        if !(1..=Self::MAX_SNAPSHOT_EVERY).contains(&snapshot_every) {
+            return Err(Error::invalid(
+                "snapshot_every",
+                format!(
+                    "must be between 1 and {}, got {snapshot_every}",
+                    Self::MAX_SNAPSHOT_EVERY
+                ),
+            ));
+        }
+        Ok(StateEncoding::Delta { snapshot_every })
+    }
+
+    /// The snapshot distance of delta storage; `None` for [`StateEncoding::Jsonb`].
+    pub fn snapshot_every(&self) -> Option<u32> {
+        match self {
+            StateEncoding::Jsonb => None,
+            StateEncoding::Delta { snapshot_every } => Some(*snapshot_every),
+        }
+    }
+}
+
+/// The base a delta was computed against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Base {
+    pub version: i64,
+    pub hash: i64,
+    pub depth: i32,
+}
+
+/// What one save writes for its state.
+pub(crate) struct Encoded<'a> {
+    /// The whole state, for the JSONB column.
+    pub state: Option<Json<&'a Value>>,
+    /// The stored form of a snapshot or delta, for the payload column.
+    pub payload: Option<Vec<u8>>,
+    pub base: Option<Base>,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl Encoded<'_> {
+    /// The depth the row will have: 0 for a snapshot, one more than its base for a delta.
+    pub fn depth(&self) -> i32 {
+        self.base.map_or(0, |b| b.depth.saturating_add(1))
+    }
+}
+
+/// The encoding settings of one store.
+#[derive(Clone)]
+pub(crate) struct Encoder {
+    pub encoding: StateEncoding,
+    pub compression: Compression,
+    pub cache: Arc<StateCache>,
+}
+
+impl Encoder {
+    /// The row content for `checkpoint`: a delta when the cache holds a usable base and the
+    /// delta is small, a full snapshot otherwise (always a snapshot when `full` is set).
+    pub fn encode<'a>(&self, checkpoint: &'a Checkpoint, full: bool) -> Result<Encoded<'a>> {
+        let StateEncoding::Delta { snapshot_every } = self.encoding else {
+            return Ok(Encoded {
+                state: Some(Json(&checkpoint.state)),
+                payload: None,
+                base: None,
+                fingerprint: None,
+            });
+        };
+        let fingerprint = codec::fingerprint(&checkpoint.state);
+        let usable = |base: &CachedState| {
+            i64::from(base.depth) + 1 < i64::from(snapshot_every)
+                && (checkpoint.version == 0 || base.version < checkpoint.version)
+        };
+        if !full {
+            if let Some(base) = self
+                .cache
+                .get(&checkpoint.execution_id)
+                .filter(|b| usable(b))
+            {
+                let ops = delta::diff(&base.state, &checkpoint.state);
+                let text = serde_json::to_vec(&ops)?;
+                // A delta that is not clearly smaller than the state buys nothing and makes
+                // every later read longer.
+                if text.len() <= 64 || text.len() <= fingerprint.size / 2 {
+                    return Ok(Encoded {
+                        state: None,
+                        payload: Some(codec::encode(&text, self.compression)?),
+                        base: Some(Base {
+                            version: base.version,
+                            hash: base.hash,
+                            depth: base.depth,
+                        }),
+                        fingerprint: Some(fingerprint),
+                    });
+                }
+            }
+        }
+        let text = serde_json::to_vec(&checkpoint.state)?;
+        Ok(Encoded {
+            state: None,
+            payload: Some(codec::encode(&text, self.compression)?),
+            base: None,
+            fingerprint: Some(fingerprint),
+        })
+    }
+
+    /// The snapshot form of a state that is already known (rewriting a row whose base goes).
+    pub fn snapshot(&self, state: &Value) -> Result<Vec<u8>, DbError> {
+        let text = serde_json::to_vec(state)
+            .map_err(|e| DbError::decode(format!("a state does not serialize: {e}")))?;
+        codec::encode(&text, self.compression)
+    }
+
+    /// Remembers what was just stored at `version`, as the base of the next delta.
+    pub fn remember(&self, checkpoint: &Checkpoint, version: i64, encoded: &Encoded<'_>) {
+        if let Some(fingerprint) = encoded.fingerprint {
+            self.cache.put(
+                &checkpoint.execution_id,
+                CachedState {
+                    version,
+                    hash: fingerprint.hash,
+                    depth: encoded.depth(),
+                    state: Arc::new(checkpoint.state.clone()),
+                    size: fingerprint.size,
+                },
+            );
+        }
+    }
+
+    /// Remembers a state read back from a row that can be a base.
+    pub fn remember_read(&self, read: &crate::chain::Rebuilt) {
+        if self.encoding == StateEncoding::Jsonb {
+            return;
+        }
+        if let Some(fingerprint) = read.fingerprint {
+            self.cache.put(
+                &read.checkpoint.execution_id,
+                CachedState {
+                    version: read.checkpoint.version,
+                    hash: fingerprint.hash,
+                    depth: read.depth,
+                    state: Arc::new(read.checkpoint.state.clone()),
+                    size: fingerprint.size,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn encoder(every: u32) -> Encoder {
+        Encoder {
+            encoding: StateEncoding::delta(every).unwrap(),
+            compression: Compression::default(),
+            cache: Arc::new(StateCache::new(1 << 20)),
+        }
+    }
+
+    fn conversation(messages: usize) -> Value {
+        let text: Vec<String> = (0..messages)
+            .map(|i| format!("message {i} {}", "lorem ipsum ".repeat(40)))
+            .collect();
+        json!({ "messages": text })
+    }
+
+    #[test]
+    fn the_first_save_is_a_snapshot_and_the_next_a_delta_against_it() {
+        let enc = encoder(4);
+        let first = Checkpoint::new("e", "n", conversation(3));
+        let stored = enc.encode(&first, false).unwrap();
+        assert!(stored.base.is_none() && stored.state.is_none());
+        enc.remember(&first, 1, &stored);
+
+        let second = Checkpoint::new("e", "n", conversation(4));
+        let delta = enc.encode(&second, false).unwrap();
+        assert_eq!(
+            delta.base,
+            Some(Base {
+                version: 1,
+                hash: codec::state_hash(&first.state),
+                depth: 0
+            })
+        );
+        assert_eq!(delta.depth(), 1);
+        let payload = delta.payload.as_ref().unwrap();
+        assert!(payload.len() < stored.payload.as_ref().unwrap().len());
+        // Forced full: a snapshot whatever the cache holds.
+        assert!(enc.encode(&second, true).unwrap().base.is_none());
+    }
+
+    #[test]
+    fn chains_end_at_snapshot_every() {
+        let enc = encoder(3);
+        let mut depths = Vec::new();
+        for v in 1..=7 {
+            let cp = Checkpoint::new("e", "n", conversation(v as usize));
+            let stored = enc.encode(&cp, false).unwrap();
+            depths.push(stored.depth());
+            enc.remember(&cp, v, &stored);
+        }
+        assert_eq!(depths, vec![0, 1, 2, 0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn an_explicit_version_at_or_below_the_base_gets_a_snapshot() {
+        let enc = encoder(10);
+        let first = Checkpoint::new("e", "n", conversation(2));
+        let stored = enc.encode(&first, false).unwrap();
+        enc.remember(&first, 5, &stored);
+        let lower = Checkpoint::new("e", "n", conversation(3)).with_version(5);
+        assert!(enc.encode(&lower, false).unwrap().base.is_none());
+        let higher = lower.clone().with_version(6);
+        assert!(enc.encode(&higher, false).unwrap().base.is_some());
+    }
+
+    #[test]
+    fn a_delta_as_large_as_the_state_is_not_worth_it() {
+        let enc = encoder(10);
+        let first = Checkpoint::new("e", "n", conversation(5));
+        let stored = enc.encode(&first, false).unwrap();
+        enc.remember(&first, 1, &stored);
+        let unrelated = Checkpoint::new("e", "n", json!({"other": conversation(5)}));
+        assert!(enc.encode(&unrelated, false).unwrap().base.is_none());
+    }
+
+    #[test]
+    fn jsonb_sends_the_state_itself() {
+        let enc = Encoder {
+            encoding: StateEncoding::Jsonb,
+            ..encoder(2)
+        };
+        let cp = Checkpoint::new("e", "n", json!({"a": 1}));
+        let stored = enc.encode(&cp, false).unwrap();
+        assert!(stored.state.is_some() && stored.payload.is_none() && stored.fingerprint.is_none());
+    }
+
+    #[test]
+    fn snapshot_every_is_bounded() {
+        for bad in [0, StateEncoding::MAX_SNAPSHOT_EVERY + 1] {
+            assert!(StateEncoding::delta(bad)
+                .unwrap_err()
+                .is_invalid_field("snapshot_every"));
+        }
+        assert_eq!(
+            StateEncoding::delta(1).unwrap().snapshot_every(),
+            Some(1)
+        );
+        assert_eq!(StateEncoding::Jsonb.snapshot_every(), None);
+    }
+}

@@ -1,0 +1,370 @@
+//! Writes that keep every delta's base in place: `save`, `delete`, `clear`, `prune`, and the
+//! rewrite of rows whose base is replaced or removed.
+//!
+//! The common case is one statement: a save of a new id inserts (a delta only while its base
+//! still holds the state it was computed against), a delete of a row nothing is built on
+//! deletes. Everything else takes the careful path, one transaction: lock the row, turn the
+//! rows built on it into snapshots of the same states, then write. A foreign key from each
+//! delta to its base row backs this up: no statement can leave a delta without its base.
+
+use checkpoint_core::{Checkpoint, Error, Result, RetentionPolicy};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
+
+use crate::chain::{self, Stored, READ_WIDTH};
+use crate::encoding::Encoded;
+use crate::error::DbError;
+use crate::pool::{DbTransaction, Param};
+use crate::{append_backoff, contended, moved, PostgresStore, MAX_APPEND_ATTEMPTS};
+
+/// How often a prune or clear that meets a concurrent delta on a row it removes starts again.
+const MAX_REMOVE_ATTEMPTS: usize = 8;
+
+/// The bound arguments of the save and upsert statements, in placeholder order.
+pub(crate) struct SaveArgs<'a> {
+    checkpoint: &'a Checkpoint,
+    metadata: Json<&'a Map<String, Value>>,
+    pub encoded: Encoded<'a>,
+    base_version: Option<i64>,
+    base_hash: Option<i64>,
+    base_depth: Option<i32>,
+    state_hash: Option<i64>,
+}
+
+impl<'a> SaveArgs<'a> {
+    pub fn new(checkpoint: &'a Checkpoint, encoded: Encoded<'a>) -> Self {
+        SaveArgs {
+            checkpoint,
+            metadata: Json(&checkpoint.metadata),
+            base_version: encoded.base.map(|b| b.version),
+            base_hash: encoded.base.map(|b| b.hash),
+            base_depth: encoded.base.map(|b| b.depth),
+            state_hash: encoded.fingerprint.map(|f| f.hash),
+            encoded,
+        }
+    }
+
+    /// For [`Statements::save`](crate::Statements).
+    pub fn save_params(&self) -> [Param<'_>; 13] {
+        let cp = self.checkpoint;
+        [
+            &cp.id,
+            &cp.execution_id,
+            &cp.node_name,
+            &self.encoded.state,
+            &self.metadata,
+            &cp.timestamp,
+            &cp.version,
+            &cp.parent_id,
+            &self.encoded.payload,
+            &self.base_version,
+            &self.base_hash,
+            &self.state_hash,
+            &self.base_depth,
+        ]
+    }
+
+    /// For [`Statements::upsert`](crate::Statements): always a whole state.
+    fn upsert_params(&self) -> [Param<'_>; 10] {
+        let cp = self.checkpoint;
+        [
+            &cp.id,
+            &cp.execution_id,
+            &cp.node_name,
+            &self.encoded.state,
+            &self.metadata,
+            &cp.timestamp,
+            &cp.version,
+            &cp.parent_id,
+            &self.encoded.payload,
+            &self.state_hash,
+        ]
+    }
+}
+
+/// Whether `err` is the foreign key of a delta on its base: the base was removed or moved
+/// while the statement ran, or the statement would remove a base.
+pub(crate) fn is_base_violation(store: &PostgresStore, err: &Error) -> bool {
+    DbError::of(err).is_some_and(|db| {
+        db.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+            && db.constraint() == Some(store.base_key.as_ref())
+    })
+}
+
+/// Ends a transaction: commits when `outcome` holds a value, rolls back otherwise.
+pub(crate) async fn finish<T>(
+    tx: Box<dyn DbTransaction>,
+    outcome: Result<Option<T>>,
+) -> Result<Option<T>> {
+    match outcome {
+        Ok(Some(value)) => {
+            tx.commit().await?;
+            Ok(Some(value))
+        }
+        other => {
+            // Best effort: a failed rollback closes the connection, and the server rolls back.
+            let _ = tx.rollback().await;
+            other
+        }
+    }
+}
+
+/// `save`: one statement, or the careful path when the id exists or the delta's base changed.
+pub(crate) async fn save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
+    let args = SaveArgs::new(checkpoint, store.encoder.encode(checkpoint, false)?);
+    let params = args.save_params();
+    for attempt in 0..MAX_APPEND_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(append_backoff(attempt)).await;
+        }
+        match store.query("save", &store.sql.save, &params).await {
+            Ok(rows) => {
+                return match rows.first() {
+                    Some(row) => {
+                        let version = row.int(0)?;
+                        store.encoder.remember(checkpoint, version, &args.encoded);
+                        Ok(version)
+                    }
+                    // The id exists, or the base no longer holds the state the delta needs.
+                    None => careful_save(store, checkpoint).await,
+                }
+            }
+            // An append lost the race for the next version: another writer took it, so
+            // take the one after.
+            Err(e) if checkpoint.version == 0 && store.is_version_conflict(&e) => {}
+            Err(e) if is_base_violation(store, &e) => {
+                return careful_save(store, checkpoint).await
+            }
+            Err(e) => {
+                return Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
+            }
+        }
+    }
+    Err(contended(&checkpoint.execution_id))
+}
+
+/// The careful path of `save`, one transaction: the whole state, after the rows built on the
+/// row it replaces have become snapshots.
+async fn careful_save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
+    let args = SaveArgs::new(checkpoint, store.encoder.encode(checkpoint, true)?);
+    for attempt in 0..MAX_APPEND_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(append_backoff(attempt)).await;
+        }
+        let outcome = store
+            .retry
+            .run("save", || async {
+                let mut tx = store.pool.begin().await?;
+                let outcome = save_in_tx(store, tx.as_mut(), checkpoint, &args).await;
+                finish(tx, outcome).await
+            })
+            .await?;
+        if let Some(version) = outcome {
+            store.encoder.remember(checkpoint, version, &args.encoded);
+            return Ok(version);
+        }
+    }
+    Err(contended(&checkpoint.execution_id))
+}
+
+/// Saves `checkpoint` inside `tx` as `args` (a whole state) say: `None` when an append lost a
+/// race or the id appeared meanwhile, so the caller should try again.
+pub(crate) async fn save_in_tx(
+    store: &PostgresStore,
+    tx: &mut dyn DbTransaction,
+    checkpoint: &Checkpoint,
+    args: &SaveArgs<'_>,
+) -> Result<Option<i64>> {
+    let existing = tx.query(&store.sql.lock_row, &[&checkpoint.id]).await?;
+    let Some(row) = existing.first() else {
+        return match tx.query(&store.sql.save, &args.save_params()).await {
+            Ok(rows) => Ok(rows.first().map(|r| r.int(0)).transpose()?),
+            Err(e) if checkpoint.version == 0 && e.is_unique_violation_of(&store.version_index) => {
+                Ok(None)
+            }
+            Err(e) => Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version)),
+        };
+    };
+    let (execution, version, hash) = (row.text(0)?, row.int(1)?, row.opt_int(2)?);
+    if execution != checkpoint.execution_id {
+        return Err(moved(checkpoint));
+    }
+    let target = if checkpoint.version == 0 {
+        version
+    } else {
+        checkpoint.version
+    };
+    // Rows built on this one stay valid only if it keeps its version and its state.
+    if target != version || hash.is_none() || hash != args.state_hash {
+        let dependents = tx
+            .query(&store.sql.dependents, &[&execution, &version])
+            .await?;
+        let ids = dependents
+            .iter()
+            .map(|r| r.text(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        rewrite_as_snapshots(store, tx, &ids).await?;
+    }
+    match tx.query(&store.sql.upsert, &args.upsert_params()).await {
+        Ok(rows) => match rows.first() {
+            Some(row) => Ok(Some(row.int(0)?)),
+            None => Err(moved(checkpoint)),
+        },
+        Err(e) => Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version)),
+    }
+}
+
+/// Turns the rows `ids` (deltas) into snapshots of the states they hold, inside `tx`.
+pub(crate) async fn rewrite_as_snapshots(
+    store: &PostgresStore,
+    tx: &mut dyn DbTransaction,
+    ids: &[String],
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rows = tx.query(&store.sql.chains, &[&ids]).await?;
+    let stored = rows
+        .into_iter()
+        .map(|row| {
+            let wanted = row.bool(READ_WIDTH)?;
+            Stored::from_row(row, wanted)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rebuilt = chain::rebuild(stored, store.payload_limit())?;
+    let ids: Vec<&str> = rebuilt.iter().map(|r| r.checkpoint.id.as_str()).collect();
+    let payloads = rebuilt
+        .iter()
+        .map(|r| store.encoder.snapshot(&r.checkpoint.state))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.execute(&store.sql.rewrite, &[&ids, &payloads]).await?;
+    tracing::debug!(rows = ids.len(), "rewrote deltas as snapshots");
+    Ok(())
+}
+
+/// `delete`: one statement unless rows are built on the checkpoint.
+pub(crate) async fn delete(store: &PostgresStore, id: &str) -> Result<bool> {
+    match store.execute("delete", &store.sql.delete, &[&id]).await {
+        Ok(removed) => Ok(removed > 0),
+        Err(e) if is_base_violation(store, &e) => {
+            let removed = store
+                .retry
+                .run("delete", || async {
+                    let mut tx = store.pool.begin().await?;
+                    let outcome = delete_in_tx(store, tx.as_mut(), id).await;
+                    finish(tx, outcome.map(Some)).await
+                })
+                .await?;
+            Ok(removed.unwrap_or(false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn delete_in_tx(store: &PostgresStore, tx: &mut dyn DbTransaction, id: &str) -> Result<bool> {
+    let existing = tx.query(&store.sql.lock_row, &[&id]).await?;
+    let Some(row) = existing.first() else {
+        return Ok(false);
+    };
+    let (execution, version) = (row.text(0)?, row.int(1)?);
+    let dependents = tx
+        .query(&store.sql.dependents, &[&execution, &version])
+        .await?;
+    let ids = dependents
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    rewrite_as_snapshots(store, tx, &ids).await?;
+    Ok(tx.execute(&store.sql.delete, &[&id]).await? > 0)
+}
+
+/// `clear`: the rows of an execution only reference each other, so one statement removes
+/// them all; a delta another writer adds meanwhile on one of them makes it start again.
+pub(crate) async fn clear(store: &PostgresStore, execution_id: &str) -> Result<u64> {
+    store.encoder.cache.forget(execution_id);
+    let mut attempt = 0;
+    loop {
+        match store
+            .execute("clear", &store.sql.clear, &[&execution_id])
+            .await
+        {
+            Err(e) if is_base_violation(store, &e) && attempt + 1 < MAX_REMOVE_ATTEMPTS => {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `prune`, one transaction: the rows it keeps whose base it removes become snapshots, then
+/// the rest goes.
+pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Result<u64> {
+    let cutoff = policy.cutoff(OffsetDateTime::now_utc());
+    // Validated to fit in i64.
+    let keep = policy.keep_last.unwrap_or(0) as i64;
+    let execution = policy.execution_id.as_deref();
+    for attempt in 0..MAX_REMOVE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(append_backoff(attempt)).await;
+        }
+        let outcome = store
+            .retry
+            .run("prune", || async {
+                let mut tx = store.pool.begin().await?;
+                let outcome = prune_in_tx(store, tx.as_mut(), execution, keep, cutoff).await;
+                match outcome {
+                    // A delta on a row this prune removes arrived meanwhile: start again.
+                    Err(e) if is_base_violation(store, &e) => finish(tx, Ok(None)).await,
+                    other => finish(tx, other.map(Some)).await,
+                }
+            })
+            .await?;
+        if let Some(removed) = outcome {
+            return Ok(removed);
+        }
+    }
+    Err(Error::Backend {
+        message: format!(
+            "gave up pruning after {MAX_REMOVE_ATTEMPTS} attempts lost to concurrent writers"
+        ),
+        retryable: true,
+        source: "too much contention on the rows being pruned".into(),
+    })
+}
+
+async fn prune_in_tx(
+    store: &PostgresStore,
+    tx: &mut dyn DbTransaction,
+    execution: Option<&str>,
+    keep: i64,
+    cutoff: Option<OffsetDateTime>,
+) -> Result<u64> {
+    let survivors = match execution {
+        Some(execution) => {
+            tx.query(
+                &store.sql.prune_survivors_execution,
+                &[&execution, &keep, &cutoff],
+            )
+            .await?
+        }
+        None => {
+            tx.query(&store.sql.prune_survivors_all, &[&keep, &cutoff])
+                .await?
+        }
+    };
+    let ids = survivors
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    rewrite_as_snapshots(store, tx, &ids).await?;
+    let removed = match execution {
+        Some(execution) => {
+            tx.execute(&store.sql.prune_execution, &[&execution, &keep, &cutoff])
+                .await?
+        }
+        None => tx.execute(&store.sql.prune_all, &[&keep, &cutoff]).await?,
+    };
+    Ok(removed)
+}
