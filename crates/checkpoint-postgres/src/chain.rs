@@ -44,6 +44,7 @@ pub(crate) struct Stored {
 }
 
 /// A checkpoint as read back, with what its row tells about it as a base.
+#[derive(Debug)]
 pub(crate) struct Rebuilt {
     pub checkpoint: Checkpoint,
     /// Set when the row can serve as the base of a delta (it has a content hash).

@@ -144,8 +144,12 @@ pub(crate) fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, DbError> {
             if size > limit {
                 return Err(too_large(size, limit));
             }
-            lz4_flex::decompress_size_prepended(body)
-                .map_err(|e| DbError::decode(format!("lz4 payload: {e}")))?
+            let text = lz4_flex::decompress_size_prepended(body)
+                .map_err(|e| DbError::decode(format!("lz4 payload: {e}")))?;
+            if text.len() != size {
+                return Err(DbError::decode("a truncated lz4 payload"));
+            }
+            text
         }
         2 => {
             let mut text = Vec::new();
@@ -264,7 +268,7 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips() {
-        let text = serde_json::to_vec(&json!({"messages": ["hello world"; 200]})).unwrap();
+        let text = serde_json::to_vec(&json!({"messages": vec!["hello world"; 200]})).unwrap();
         for codec in [
             Compression::None,
             Compression::Lz4,

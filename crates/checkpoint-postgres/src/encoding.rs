@@ -216,9 +216,20 @@ mod tests {
         }
     }
 
+    /// `messages` messages of ~500 bytes of pseudo-random words.
     fn conversation(messages: usize) -> Value {
+        let words = ["alpha", "beta", "gamma", "delta", "kappa", "omega", "sigma", "tau"];
+        let mut seed = 7u64;
         let text: Vec<String> = (0..messages)
-            .map(|i| format!("message {i} {}", "lorem ipsum ".repeat(40)))
+            .map(|_| {
+                (0..80)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        words[(seed >> 33) as usize % words.len()]
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect();
         json!({ "messages": text })
     }
@@ -253,7 +264,7 @@ mod tests {
         let enc = encoder(3);
         let mut depths = Vec::new();
         for v in 1..=7 {
-            let cp = Checkpoint::new("e", "n", conversation(v as usize));
+            let cp = Checkpoint::new("e", "n", conversation(v as usize + 3));
             let stored = enc.encode(&cp, false).unwrap();
             depths.push(stored.depth());
             enc.remember(&cp, v, &stored);

@@ -1,7 +1,7 @@
 //! Unit tests of the store over the scripted mock pool: which statement runs, what is bound,
 //! and how every failure maps into the core error.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use time::macros::datetime;
 use tokio_postgres::error::SqlState;
 
@@ -17,6 +17,7 @@ fn options() -> PostgresOptions {
         .expect("valid")
         .auto_migrate(false)
         .retry(RetryPolicy::disabled())
+        .state_encoding(StateEncoding::Jsonb)
 }
 
 /// A store over `pool`, past the schema check that `with_pool` runs.
@@ -60,6 +61,12 @@ fn row_of(cp: &Checkpoint) -> Row {
         Cell::Timestamp(cp.timestamp),
         Cell::Int(cp.version),
         cp.parent_id.clone().map_or(Cell::Null, Cell::Text),
+        Cell::Null,
+        Cell::Null,
+        Cell::Null,
+        Cell::Null,
+        Cell::Null,
+        Cell::Bool(true),
     ])
 }
 
@@ -79,7 +86,8 @@ async fn save_binds_every_field_in_one_statement() {
     assert_eq!(store.save(&sample()).await.unwrap(), 4);
     let calls = pool.calls();
     assert_eq!(calls.len(), 1, "one round trip");
-    assert!(calls[0].sql.starts_with("INSERT INTO \"checkpoints\""));
+    assert!(calls[0].sql.contains("INSERT INTO \"checkpoints\""));
+    assert!(calls[0].sql.contains("ON CONFLICT (id) DO NOTHING"));
     let p = &calls[0].params;
     assert_eq!(p[0], "\"cp-1\"");
     assert_eq!(p[1], "\"exec-1\"");
@@ -89,6 +97,7 @@ async fn save_binds_every_field_in_one_statement() {
     assert!(p[5].contains("2024-05-06"), "{}", p[5]);
     assert_eq!(p[6], "0");
     assert_eq!(p[7], "Some(\"cp-0\")");
+    assert_eq!(p[8..], ["None", "None", "None", "None", "None"], "no payload, no base");
 }
 
 #[tokio::test]
@@ -137,12 +146,38 @@ async fn unique_violation_of_another_index_is_not_a_conflict() {
 }
 
 #[tokio::test]
-async fn upsert_matching_no_row_means_the_id_belongs_to_another_execution() {
+async fn an_existing_id_is_decided_by_the_careful_path() {
     let pool = MockPool::default();
     let store = store_on(&pool).await;
-    pool.reply(Reply::Rows(vec![]));
+    // The insert meets the id; the careful path finds it in another execution.
+    pool.reply(Reply::Rows(vec![]))
+        .reply(Reply::Rows(vec![Row(vec![
+            Cell::Text("other".into()),
+            Cell::Int(1),
+            Cell::Null,
+        ])]));
     let err = store.save(&sample()).await.unwrap_err();
     assert!(err.is_invalid_field("execution_id"), "{err}");
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert_eq!(calls[1], "BEGIN");
+    assert!(calls[2].ends_with("FOR UPDATE"), "{}", calls[2]);
+    assert_eq!(calls.last().map(String::as_str), Some("ROLLBACK"));
+
+    // In the same execution, the rows built on it become snapshots before it is replaced.
+    pool.clear_calls();
+    pool.reply(Reply::Rows(vec![]))
+        .reply(Reply::Rows(vec![Row(vec![
+            Cell::Text("exec-1".into()),
+            Cell::Int(2),
+            Cell::Int(77),
+        ])]))
+        .reply(Reply::Rows(vec![])) // no dependents
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(2)])]));
+    assert_eq!(store.save(&sample()).await.unwrap(), 2);
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert!(calls[3].contains("base_version = $2 FOR UPDATE"), "{}", calls[3]);
+    assert!(calls[4].contains("DO UPDATE"), "{}", calls[4]);
+    assert_eq!(calls.last().map(String::as_str), Some("COMMIT"));
 }
 
 #[tokio::test]
@@ -284,12 +319,20 @@ async fn cursor_past_the_last_version_returns_an_empty_page_without_a_query() {
 async fn prune_picks_the_statement_for_its_scope() {
     let pool = MockPool::default();
     let store = store_on(&pool).await;
-    pool.reply(Reply::Affected(3)).reply(Reply::Affected(5));
+    // Each prune: the rows it keeps whose base it removes (none here), then the delete.
+    pool.reply(Reply::Rows(vec![]))
+        .reply(Reply::Affected(3))
+        .reply(Reply::Rows(vec![]))
+        .reply(Reply::Affected(5));
     let one = RetentionPolicy::keep_last(2).for_execution("exec-1");
     assert_eq!(store.prune(&one).await.unwrap(), 3);
     let all = RetentionPolicy::older_than(std::time::Duration::from_secs(60));
     assert_eq!(store.prune(&all).await.unwrap(), 5);
-    let calls = pool.calls();
+    let calls: Vec<_> = pool
+        .calls()
+        .into_iter()
+        .filter(|c| c.sql.starts_with("DELETE"))
+        .collect();
     assert!(calls[0].sql.contains("WHERE execution_id = $1"));
     assert_eq!(calls[0].params, vec!["\"exec-1\"", "2", "None"]);
     assert!(calls[1].sql.contains("PARTITION BY execution_id"));
@@ -363,7 +406,14 @@ async fn an_append_batch_meeting_an_existing_id_falls_back_to_the_plan() {
         ]),
         Row(vec![Cell::Null, Cell::Text("e".into()), Cell::Int(3)]),
     ]))
-    .reply(Reply::Affected(1));
+    // The replay: the row is locked, nothing is built on it, it is replaced.
+    .reply(Reply::Rows(vec![Row(vec![
+        Cell::Text("e".into()),
+        Cell::Int(3),
+        Cell::Null,
+    ])]))
+    .reply(Reply::Rows(vec![]))
+    .reply(Reply::Rows(vec![Row(vec![Cell::Int(3)])]));
     assert_eq!(
         store.save_batch(&items).await.unwrap(),
         vec![3],
@@ -372,9 +422,12 @@ async fn an_append_batch_meeting_an_existing_id_falls_back_to_the_plan() {
     let sql: Vec<String> = pool
         .calls()
         .into_iter()
-        .map(|c| c.sql[..6].to_owned())
+        .map(|c| c.sql.chars().take(6).collect())
         .collect();
-    assert_eq!(sql, ["WITH i", "SELECT", "INSERT"]);
+    assert_eq!(
+        sql,
+        ["WITH i", "SELECT", "BEGIN", "SELECT", "SELECT", "INSERT", "COMMIT"]
+    );
 }
 
 #[tokio::test]
@@ -391,7 +444,10 @@ async fn batch_conflict_is_named_by_the_replay_and_rolled_back() {
         Cell::Null,
     ])]))
     .reply(unique_violation(INDEX))
+    // The replay: each item is a new id (the lock finds nothing), the second conflicts.
+    .reply(Reply::Rows(vec![]))
     .reply(Reply::Rows(vec![Row(vec![Cell::Int(1)])]))
+    .reply(Reply::Rows(vec![]))
     .reply(unique_violation(INDEX));
     let err = store.save_batch(&items).await.unwrap_err();
     assert!(matches!(err, Error::Conflict { version: 2, .. }), "{err:?}");
@@ -475,6 +531,7 @@ async fn migration_runs_under_the_advisory_lock_in_one_transaction() {
         .reply(Reply::Affected(1)) // the advisory lock
         .reply(Reply::Rows(vec![])) // no migration applied yet
         .reply(Reply::Affected(1))
+        .reply(Reply::Affected(1))
         .reply(Reply::Affected(1));
     let store = PostgresStore::with_pool(pool.clone(), &options().auto_migrate(true))
         .await
@@ -501,15 +558,15 @@ async fn fork_is_one_statement_and_explains_an_empty_result() {
     assert_eq!(pool.calls()[0].params[0], "\"cp-0\"");
     assert_eq!(pool.calls()[0].params[2], "\"exec-1\"");
 
-    pool.reply(Reply::Rows(vec![]))
-        .reply(Reply::Rows(vec![Row(vec![Cell::Bool(false)])]));
+    pool.reply(Reply::Rows(vec![])).reply(Reply::Rows(vec![]));
     assert!(matches!(
         store.fork("gone", "x").await,
         Err(Error::NotFound { .. })
     ));
 
+    // The source holds its whole state, so the target must be taken.
     pool.reply(Reply::Rows(vec![]))
-        .reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]));
+        .reply(Reply::Rows(vec![Row(vec![Cell::Bool(false)])]));
     assert!(matches!(
         store.fork("cp-0", "taken").await,
         Err(Error::Conflict { version: 1, .. })

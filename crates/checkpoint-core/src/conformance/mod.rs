@@ -26,6 +26,7 @@ pub mod batch;
 pub mod concurrency;
 pub mod executions;
 pub mod fork;
+pub mod history;
 pub mod page;
 pub mod prune;
 pub mod read;
@@ -144,6 +145,17 @@ macro_rules! conformance_tests {
             concurrency::racing_writers_for_one_version_one_wins,
             concurrency::concurrent_batches_stay_consecutive,
             concurrency::concurrent_readers_see_whole_checkpoints,
+            history::history_of_growing_states_reads_back_whole,
+            history::history_replace_in_the_middle_keeps_the_rest,
+            history::history_retried_save_in_the_middle_changes_nothing,
+            history::history_delete_in_the_middle_keeps_the_rest,
+            history::history_moving_a_version_keeps_the_rest,
+            history::history_prune_keep_last_leaves_exactly_n,
+            history::history_prune_by_age_keeps_the_recent_part,
+            history::history_fork_from_the_middle_then_both_go_on,
+            history::history_batches_keep_every_checkpoint,
+            history::history_clear_then_grow_again,
+            history::history_racing_appenders_read_back_whole,
         }
     };
 }

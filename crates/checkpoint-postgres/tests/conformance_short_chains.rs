@@ -1,0 +1,19 @@
+//! The conformance suite with delta storage at its most demanding: a snapshot only every third
+//! version, so nearly every operation meets a chain of deltas, and LZ4 instead of the default
+//! zstd, so both codecs are held to the contract.
+
+mod support;
+
+use checkpoint_postgres::{Compression, PostgresStore, StateEncoding};
+
+async fn short_chain_store() -> PostgresStore {
+    let options = support::options()
+        .await
+        .state_encoding(StateEncoding::delta(3).expect("a valid distance"))
+        .compression(Compression::Lz4);
+    PostgresStore::connect(options)
+        .await
+        .expect("connect to the test server")
+}
+
+checkpoint_core::conformance_tests!(short_chain_store());
