@@ -5,17 +5,21 @@
 //! cargo run --release -p checkpoint-bench                      # starts a container (fsync on)
 //! cargo run --release -p checkpoint-bench -- --database-url postgres://...
 //! cargo run --release -p checkpoint-bench -- --scale           # adds the 1,000,000-row check
+//! cargo run --release -p checkpoint-bench -- --only save       # save workloads and pgbench
+//! cargo run --release -p checkpoint-bench -- --only growth     # a growing state, each storage
 //! ```
 //!
 //! Prints a table and, last, one JSON line with every figure.
 
+mod growth;
 mod server;
 mod stats;
 mod workloads;
 
 use std::time::Duration;
 
-use clap::Parser;
+use checkpoint_postgres::{Compression, StateEncoding};
+use clap::{Parser, ValueEnum};
 use serde_json::{json, Map, Value};
 
 use crate::server::{Server, DEFAULT_IMAGE};
@@ -46,6 +50,21 @@ struct Args {
     /// Skip pgbench (no ratios).
     #[arg(long)]
     skip_pgbench: bool,
+    /// Run one group of workloads only.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// Steps of the growth workload.
+    #[arg(long, default_value_t = 500)]
+    growth_steps: usize,
+}
+
+/// A group of workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Only {
+    /// The save workloads and their pgbench baselines.
+    Save,
+    /// One execution whose state grows by ~1 KiB a step, under each way of storing states.
+    Growth,
 }
 
 struct Report {
@@ -92,6 +111,27 @@ async fn main() -> anyhow::Result<()> {
         "workload", "ops/s", "p50 ms", "p99 ms"
     );
 
+    if args.only != Some(Only::Growth) {
+        saves(&bench, &args, &mut report).await?;
+    }
+    if args.only != Some(Only::Save) {
+        growth(&bench, &args, &mut report).await?;
+    }
+    if args.only.is_none() {
+        rest(&bench, &args, &mut report).await?;
+    }
+
+    report.json.insert("fsync".into(), json!(fsync));
+    report.json.insert("server_version".into(), json!(version));
+    report
+        .json
+        .insert("state_bytes".into(), json!(args.state_bytes));
+    println!("{}", json!({ "checkpoint_bench": report.json }));
+    Ok(())
+}
+
+/// The save workloads, with pgbench running the same single-row statement as the baseline.
+async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let seq = bench.save(1, true).await?;
     report.row("save_sequential", "save, 1 task", &seq);
     let mut concurrent = Vec::new();
@@ -131,6 +171,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    let jsonb_seq = bench.save_with(1, true, StateEncoding::Jsonb).await?;
+    report.row(
+        "save_sequential_jsonb",
+        "save, 1 task, JSONB storage",
+        &jsonb_seq,
+    );
+
     let relaxed_seq = bench.save(1, false).await?;
     let relaxed_16 = bench.save(16, false).await?;
     report.row(
@@ -144,6 +191,78 @@ async fn main() -> anyhow::Result<()> {
         &relaxed_16,
     );
 
+    Ok(())
+}
+
+/// The growth workload under full (JSONB) and delta storage, and the delta variants the
+/// defaults were chosen from.
+async fn growth(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let zstd = Compression::default();
+    let delta = |every| StateEncoding::delta(every).expect("a valid distance");
+    let runs = [
+        ("full", StateEncoding::Jsonb, zstd),
+        ("delta", StateEncoding::default(), zstd),
+        ("delta_lz4", StateEncoding::default(), Compression::Lz4),
+        (
+            "delta_uncompressed",
+            StateEncoding::default(),
+            Compression::None,
+        ),
+        ("delta_k16", delta(16), zstd),
+        ("delta_k256", delta(256), zstd),
+        ("snapshots_zstd", delta(1), zstd),
+    ];
+    let mut all = Map::new();
+    println!(
+        "growth, {} steps of ~1 KiB: {:<20} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        args.growth_steps, "storage", "bytes/step", "save 1-10", "save last", "latest", "load mid"
+    );
+    for (name, encoding, compression) in runs {
+        let g = bench
+            .growth(
+                growth::Storage {
+                    name,
+                    encoding,
+                    compression,
+                },
+                args.growth_steps,
+            )
+            .await?;
+        println!(
+            "{:<46} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            name,
+            g.bytes_per_step,
+            g.save_p50_ms_first10,
+            g.save_p50_ms_last10,
+            g.latest_p50_ms,
+            g.load_middle_p50_ms
+        );
+        all.insert(name.into(), g.json());
+    }
+    let ratio = |key: &str, field: &str| {
+        all.get(key)
+            .and_then(|g| g[field].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let bytes_ratio = ratio("full", "bytes_per_step") / ratio("delta", "bytes_per_step");
+    let save_growth = ratio("delta", "save_p50_ms_last10") / ratio("delta", "save_p50_ms_first10");
+    report.value(
+        "growth_bytes_ratio_full_vs_delta",
+        "growth: bytes/step full / delta",
+        bytes_ratio,
+    );
+    report.value(
+        "growth_delta_save_last10_vs_first10",
+        "growth: delta save p50 last 10 / first 10",
+        save_growth,
+    );
+    report.json.insert("growth".into(), Value::Object(all));
+    Ok(())
+}
+
+/// Batches, reads, removals, scale and the memory backend.
+async fn rest(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let seq = bench.save(1, true).await?;
     let batch = bench.save_batch(1000, 20).await?;
     report.row(
         "save_batch_1000_rows",
@@ -244,12 +363,5 @@ async fn main() -> anyhow::Result<()> {
         "memory: save rate 100k / 1k executions",
         many / few,
     );
-
-    report.json.insert("fsync".into(), json!(fsync));
-    report.json.insert("server_version".into(), json!(version));
-    report
-        .json
-        .insert("state_bytes".into(), json!(args.state_bytes));
-    println!("{}", json!({ "checkpoint_bench": report.json }));
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::{Checkpoint, CheckpointStore, ListQuery, RetentionPolicy};
 use checkpoint_memory::MemoryStore;
-use checkpoint_postgres::{PostgresOptions, PostgresStore};
+use checkpoint_postgres::{PostgresOptions, PostgresStore, StateEncoding};
 use serde_json::{json, Value};
 
 use crate::server::Server;
@@ -54,19 +54,37 @@ impl Bench {
         }
     }
 
-    /// A store on a fresh schema of its own.
+    /// A number for a fresh schema.
+    pub fn next_schema(&self) -> usize {
+        self.schemas.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A store on a fresh schema of its own, with the default state storage.
     pub async fn store(
         &self,
         tag: &str,
         pool: usize,
         durable: bool,
     ) -> anyhow::Result<PostgresStore> {
-        let n = self.schemas.fetch_add(1, Ordering::Relaxed);
+        self.store_with(tag, pool, durable, StateEncoding::default())
+            .await
+    }
+
+    /// A store on a fresh schema of its own, storing states as `encoding` says.
+    pub async fn store_with(
+        &self,
+        tag: &str,
+        pool: usize,
+        durable: bool,
+        encoding: StateEncoding,
+    ) -> anyhow::Result<PostgresStore> {
+        let n = self.next_schema();
         let options = PostgresOptions::new(&self.server.url)?
             .schema(format!("bench_{tag}_{n}"))
             .max_connections(pool)
             .min_connections(pool)
-            .synchronous_commit(durable);
+            .synchronous_commit(durable)
+            .state_encoding(encoding);
         Ok(PostgresStore::connect(options).await?)
     }
 
@@ -76,7 +94,18 @@ impl Bench {
 
     /// `tasks` tasks appending to their own executions for the configured time.
     pub async fn save(&self, tasks: usize, durable: bool) -> anyhow::Result<Figures> {
-        let store = self.store("save", tasks, durable).await?;
+        self.save_with(tasks, durable, StateEncoding::default())
+            .await
+    }
+
+    /// As [`Self::save`], storing states as `encoding` says.
+    pub async fn save_with(
+        &self,
+        tasks: usize,
+        durable: bool,
+        encoding: StateEncoding,
+    ) -> anyhow::Result<Figures> {
+        let store = self.store_with("save", tasks, durable, encoding).await?;
         for t in 0..tasks {
             store.save(&self.checkpoint(&format!("exec-{t}"))).await?;
         }
@@ -107,9 +136,12 @@ impl Bench {
         Ok(all.figures())
     }
 
-    /// pgbench running the store's own save statement, prepared, with the same payload.
+    /// pgbench running the store's own save statement, prepared, with the same payload as a
+    /// whole JSONB state (the single-row statement every save is measured against).
     pub async fn pgbench(&self, clients: usize) -> anyhow::Result<f64> {
-        let store = self.store("pgbench", 1, true).await?;
+        let store = self
+            .store_with("pgbench", 1, true, StateEncoding::Jsonb)
+            .await?;
         let script = pgbench_script(&store.statements().save.text);
         let dir = std::env::temp_dir().join(format!("checkpoint-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -355,7 +387,13 @@ impl Bench {
 
 /// Turns the store's save statement into a pgbench script with the same shape of arguments.
 pub fn pgbench_script(save: &str) -> String {
+    // Highest placeholders first, so that `$1` never eats the start of `$13`.
     let arguments = [
+        ("$13", "NULL"),
+        ("$12", "NULL"),
+        ("$11", "NULL"),
+        ("$10", "NULL"),
+        ("$9", "NULL"),
         ("$8", "NULL"),
         ("$7", ":v"),
         ("$6", "now()"),
@@ -453,12 +491,13 @@ mod tests {
 
     #[test]
     fn the_pgbench_script_runs_the_same_statement() {
-        let save = "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 = 0 THEN 1 ELSE $7 END, $8)";
+        let save = "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 = 0 THEN 1 ELSE $7 END, $8, $9, $10, $11, $12, $13 + 1)";
         let script = pgbench_script(save);
         assert!(!script.contains('$'), "{script}");
         assert!(script.contains(":payload"));
         assert!(script.contains("CASE WHEN :v = 0 THEN 1 ELSE :v END"));
         assert!(script.starts_with("\\set r random("));
+        assert!(script.contains("NULL + 1"), "{script}");
     }
 
     #[test]

@@ -105,8 +105,14 @@ impl Limits {
     }
 
     fn check_json(&self, field: &str, value: &Value, max_bytes: usize) -> Result<()> {
-        check_shape(field, value, self.max_json_depth)?;
-        check_size(field, value, max_bytes)
+        let size = check_shape(field, value, self.max_json_depth)?;
+        if size > max_bytes {
+            return Err(Error::invalid(
+                field,
+                format!("is larger than {max_bytes} bytes"),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks a batch: every item, no id twice, no explicit version twice in one execution.
@@ -250,32 +256,89 @@ fn check_timestamp(timestamp: &OffsetDateTime) -> Result<()> {
     Ok(())
 }
 
-/// Walks `value` without recursion (a hostile document may be nested thousands of levels deep)
-/// and refuses NUL characters and nesting deeper than `max_depth`.
-fn check_shape(field: &str, value: &Value, max_depth: usize) -> Result<()> {
+/// Walks `value` without recursion (a hostile document may be nested thousands of levels deep),
+/// refuses NUL characters and nesting deeper than `max_depth`, and returns the length of its
+/// compact JSON text (as serde_json writes it), measured in the same walk instead of by
+/// serializing the document.
+fn check_shape(field: &str, value: &Value, max_depth: usize) -> Result<usize> {
+    let mut size = 0usize;
     let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
     while let Some((value, depth)) = stack.pop() {
-        match value {
-            Value::String(s) => check_text(field, s)?,
+        let own = match value {
+            Value::String(s) => text_len(field, s)?,
             Value::Array(items) => {
                 if depth + 1 > max_depth {
                     return Err(too_deep(field, max_depth));
                 }
                 stack.extend(items.iter().map(|v| (v, depth + 1)));
+                // Brackets and commas.
+                2 + items.len().saturating_sub(1)
             }
             Value::Object(map) => {
                 if depth + 1 > max_depth {
                     return Err(too_deep(field, max_depth));
                 }
+                let mut own = 2 + map.len().saturating_sub(1);
                 for (key, v) in map {
-                    check_text(field, key)?;
+                    // The key, quoted and escaped, and its colon.
+                    own = own.saturating_add(text_len(field, key)?.saturating_add(1));
                     stack.push((v, depth + 1));
                 }
+                own
             }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
+            Value::Null | Value::Bool(true) => 4,
+            Value::Bool(false) => 5,
+            Value::Number(n) => {
+                let mut counter = CharCounter(0);
+                // Display writes exactly what the serializer writes (itoa / ryu).
+                let _ = std::fmt::Write::write_fmt(&mut counter, format_args!("{n}"));
+                counter.0
+            }
+        };
+        size = size.saturating_add(own);
     }
-    Ok(())
+    Ok(size)
+}
+
+/// The length of `s` as a JSON string (quotes and escapes included); refuses NUL.
+fn text_len(field: &str, s: &str) -> Result<usize> {
+    // Extra bytes each byte costs when escaped: a table lookup per byte, no branch, so long
+    // strings (a conversation's messages) are measured at memory speed.
+    const EXTRA: [u8; 256] = {
+        let mut table = [0u8; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            table[b] = 5;
+            b += 1;
+        }
+        table[0x08] = 1;
+        table[0x0c] = 1;
+        table[b'\n' as usize] = 1;
+        table[b'\r' as usize] = 1;
+        table[b'\t' as usize] = 1;
+        table[b'"' as usize] = 1;
+        table[b'\\' as usize] = 1;
+        table
+    };
+    let extra: usize = s
+        .as_bytes()
+        .iter()
+        .map(|&b| usize::from(EXTRA[usize::from(b)]))
+        .sum();
+    if extra != 0 && s.as_bytes().contains(&0) {
+        return Err(Error::invalid(field, "contains a NUL character"));
+    }
+    Ok(s.len().saturating_add(extra).saturating_add(2))
+}
+
+/// Counts what is written to it.
+struct CharCounter(usize);
+
+impl std::fmt::Write for CharCounter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
 }
 
 fn too_deep(field: &str, max_depth: usize) -> Error {
@@ -371,6 +434,58 @@ mod tests {
         assert!(check_size("state", &value, 5)
             .unwrap_err()
             .is_invalid_field("state"));
+    }
+
+    #[test]
+    fn the_measured_size_is_the_compact_text_length() {
+        let value = json!({"a\"b": ["x\\y\n\u{1}\u{7f}é", 1, -2.5e-300, u64::MAX, null, true, false, {}],
+                           "": [[]], "n": 1.0});
+        assert_eq!(
+            check_shape("state", &value, 100).unwrap(),
+            serde_json::to_vec(&value).unwrap().len()
+        );
+        assert!(Limits::default()
+            .with_max_state_bytes(6)
+            .check_json("state", &json!("abcd"), 6)
+            .is_ok());
+        assert!(Limits::default()
+            .check_json("state", &json!("abcd"), 5)
+            .unwrap_err()
+            .is_invalid_field("state"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_measured_size_matches_serde_json(value in any_json()) {
+            proptest::prop_assert_eq!(
+                check_shape("state", &value, 100).unwrap(),
+                serde_json::to_vec(&value).unwrap().len()
+            );
+        }
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[\\x01-\\x7f]{0,8}".prop_map(Value::from),
+            any::<String>()
+                .prop_map(|s| s.replace('\0', ""))
+                .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+                prop::collection::btree_map("[^\\x00]{0,4}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 
     #[test]

@@ -122,7 +122,12 @@ pub(crate) fn rebuild(mut rows: Vec<Stored>, limit: usize) -> Result<Vec<Rebuilt
     let position: HashMap<(&str, i64), usize> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| ((r.checkpoint.execution_id.as_str(), r.checkpoint.version), i))
+        .map(|(i, r)| {
+            (
+                (r.checkpoint.execution_id.as_str(), r.checkpoint.version),
+                i,
+            )
+        })
         .collect();
     // How many more times each row's state is needed: once if wanted, once per dependent.
     let mut uses: Vec<usize> = rows.iter().map(|r| usize::from(r.wanted)).collect();
@@ -169,9 +174,8 @@ pub(crate) fn rebuild(mut rows: Vec<Stored>, limit: usize) -> Result<Vec<Rebuilt
             Body::Payload(payload) => {
                 let text = codec::decode(&payload, limit)?;
                 let state = match base_of[i] {
-                    None => serde_json::from_slice(&text).map_err(|e| {
-                        broken(format!("a stored snapshot is not JSON: {e}"))
-                    })?,
+                    None => serde_json::from_slice(&text)
+                        .map_err(|e| broken(format!("a stored snapshot is not JSON: {e}")))?,
                     Some(at) => {
                         let mut state = if uses[at] == 1 {
                             states[at].take()
@@ -251,7 +255,9 @@ mod tests {
     }
 
     fn history() -> (Vec<Value>, Vec<Row>) {
-        let states: Vec<Value> = (0..4).map(|n| json!({"m": (0..n).collect::<Vec<_>>()})).collect();
+        let states: Vec<Value> = (0..4)
+            .map(|n| json!({"m": (0..n).collect::<Vec<_>>()}))
+            .collect();
         let mut rows = vec![row(
             1,
             Some(encode(&serde_json::to_vec(&states[0]).unwrap(), Compression::Lz4).unwrap()),

@@ -10,6 +10,7 @@
 //! Whether the JSON is a whole state or a delta is not in the payload: the row says so (a row
 //! with a `base_version` holds a delta against that version).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::Read;
 
@@ -113,7 +114,7 @@ pub(crate) fn encode(json: &[u8], compression: Compression) -> Result<Vec<u8>, D
         Compression::None => out.extend_from_slice(json),
         Compression::Lz4 => out.extend_from_slice(&lz4_flex::compress_prepend_size(json)),
         Compression::Zstd { level } => {
-            let packed = zstd::bulk::compress(json, level)
+            let packed = zstd_compress(json, level)
                 .map_err(|e| DbError::decode(format!("zstd compression failed: {e}")))?;
             out.extend_from_slice(&packed);
         }
@@ -123,9 +124,9 @@ pub(crate) fn encode(json: &[u8], compression: Compression) -> Result<Vec<u8>, D
 
 /// The JSON text of a stored payload, refused when it would expand past `limit` bytes.
 pub(crate) fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, DbError> {
-    let (header, body) = payload.split_at_checked(2).ok_or_else(|| {
-        DbError::decode(format!("a stored payload of {} bytes", payload.len()))
-    })?;
+    let (header, body) = payload
+        .split_at_checked(2)
+        .ok_or_else(|| DbError::decode(format!("a stored payload of {} bytes", payload.len())))?;
     if header[0] != FORMAT {
         return Err(DbError::decode(format!(
             "stored payload format {} is unknown to this release (it reads {FORMAT}); upgrade \
@@ -151,17 +152,8 @@ pub(crate) fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, DbError> {
             }
             text
         }
-        2 => {
-            let mut text = Vec::new();
-            zstd::stream::read::Decoder::new(body)
-                .and_then(|decoder| {
-                    decoder
-                        .take(limit as u64 + 1)
-                        .read_to_end(&mut text)
-                })
-                .map_err(|e| DbError::decode(format!("zstd payload: {e}")))?;
-            text
-        }
+        2 => zstd_decompress(body, limit)
+            .map_err(|e| DbError::decode(format!("zstd payload: {e}")))?,
         other => {
             return Err(DbError::decode(format!(
                 "stored payload codec {other} is unknown to this release"
@@ -172,6 +164,59 @@ pub(crate) fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, DbError> {
         return Err(too_large(text.len(), limit));
     }
     Ok(text)
+}
+
+thread_local! {
+    // A zstd context allocates its tables when made (over a megabyte to compress at level 3):
+    // one per thread, reused, keeps that cost off every save and every delta read.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+fn zstd_compress(json: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(l, _)| *l != level) {
+            *cell = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match cell.as_mut() {
+            Some((_, compressor)) => compressor.compress(json),
+            None => zstd::bulk::compress(json, level),
+        }
+    })
+}
+
+fn zstd_decompress(body: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    // Frames written by this store record their size; the size read from storage is checked
+    // before it sizes a buffer.
+    let known = zstd::zstd_safe::get_frame_content_size(body)
+        .ok()
+        .flatten()
+        .and_then(|size| usize::try_from(size).ok());
+    match known {
+        Some(size) if size > limit => Err(std::io::Error::other(format!(
+            "the payload expands to {size} bytes, more than the {limit} this store reads"
+        ))),
+        Some(size) => DECOMPRESSOR.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.is_none() {
+                *cell = Some(zstd::bulk::Decompressor::new()?);
+            }
+            match cell.as_mut() {
+                Some(decompressor) => decompressor.decompress(body, size),
+                None => zstd::bulk::decompress(body, size),
+            }
+        }),
+        None => {
+            let mut text = Vec::new();
+            zstd::stream::read::Decoder::new(body)?
+                .take(limit as u64 + 1)
+                .read_to_end(&mut text)?;
+            Ok(text)
+        }
+    }
 }
 
 fn too_large(size: usize, limit: usize) -> DbError {
@@ -316,7 +361,8 @@ mod tests {
     #[test]
     fn the_hash_follows_equality() {
         let a = json!({"b": [1, 2.5, "x"], "a": {"z": null, "y": true}});
-        let b: Value = serde_json::from_str(r#"{"a":{"y":true,"z":null},"b":[1,2.5,"x"]}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":{"y":true,"z":null},"b":[1,2.5,"x"]}"#).unwrap();
         assert_eq!(state_hash(&a), state_hash(&b));
         for other in [
             json!({"b": [1.0, 2.5, "x"], "a": {"z": null, "y": true}}),
@@ -327,7 +373,10 @@ mod tests {
         ] {
             assert_ne!(state_hash(&a), state_hash(&other), "{other}");
         }
-        assert_ne!(state_hash(&json!(["ab", "c"])), state_hash(&json!(["a", "bc"])));
+        assert_ne!(
+            state_hash(&json!(["ab", "c"])),
+            state_hash(&json!(["a", "bc"]))
+        );
         assert_ne!(state_hash(&json!(-1)), state_hash(&json!(u64::MAX)));
     }
 }

@@ -155,7 +155,11 @@ fn walk<'a>(mut value: &'a mut Value, path: &[Step]) -> Result<&'a mut Value, Ap
             (Value::Array(items), Step::Index(i)) => items
                 .get_mut(*i)
                 .ok_or_else(|| ApplyError(format!("index {i} is out of range")))?,
-            _ => return Err(ApplyError("a path step addresses the wrong kind of value".into())),
+            _ => {
+                return Err(ApplyError(
+                    "a path step addresses the wrong kind of value".into(),
+                ))
+            }
         };
     }
     Ok(value)

@@ -218,13 +218,17 @@ mod tests {
 
     /// `messages` messages of ~500 bytes of pseudo-random words.
     fn conversation(messages: usize) -> Value {
-        let words = ["alpha", "beta", "gamma", "delta", "kappa", "omega", "sigma", "tau"];
+        let words = [
+            "alpha", "beta", "gamma", "delta", "kappa", "omega", "sigma", "tau",
+        ];
         let mut seed = 7u64;
         let text: Vec<String> = (0..messages)
             .map(|_| {
                 (0..80)
                     .map(|_| {
-                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        seed = seed
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         words[(seed >> 33) as usize % words.len()]
                     })
                     .collect::<Vec<_>>()
@@ -312,10 +316,7 @@ mod tests {
                 .unwrap_err()
                 .is_invalid_field("snapshot_every"));
         }
-        assert_eq!(
-            StateEncoding::delta(1).unwrap().snapshot_every(),
-            Some(1)
-        );
+        assert_eq!(StateEncoding::delta(1).unwrap().snapshot_every(), Some(1));
         assert_eq!(StateEncoding::Jsonb.snapshot_every(), None);
     }
 }

@@ -53,9 +53,9 @@ use checkpoint_core::{
 };
 use tracing::instrument;
 
+pub use codec::Compression;
 /// Re-exported so users can name the recycling method without depending on deadpool.
 pub use deadpool_postgres::RecyclingMethod;
-pub use codec::Compression;
 pub use encoding::StateEncoding;
 pub use error::{DbError, DbErrorKind};
 pub use options::PostgresOptions;

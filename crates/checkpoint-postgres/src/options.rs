@@ -169,9 +169,10 @@ impl PostgresOptions {
                 self.encoding = match value {
                     "jsonb" => StateEncoding::Jsonb,
                     "delta" => StateEncoding::Delta {
-                        snapshot_every: self.encoding.snapshot_every().unwrap_or(
-                            StateEncoding::DEFAULT_SNAPSHOT_EVERY,
-                        ),
+                        snapshot_every: self
+                            .encoding
+                            .snapshot_every()
+                            .unwrap_or(StateEncoding::DEFAULT_SNAPSHOT_EVERY),
                     },
                     other => {
                         return Err(Error::invalid(

@@ -36,7 +36,10 @@ pub(crate) async fn load(store: &PostgresStore, id: &str) -> Result<Checkpoint> 
     one(store, rows)?.ok_or_else(|| Error::NotFound { id: id.to_owned() })
 }
 
-pub(crate) async fn latest(store: &PostgresStore, execution_id: &str) -> Result<Option<Checkpoint>> {
+pub(crate) async fn latest(
+    store: &PostgresStore,
+    execution_id: &str,
+) -> Result<Option<Checkpoint>> {
     let rows = store
         .query("latest", &store.sql.latest, &[&execution_id])
         .await?;
@@ -44,7 +47,9 @@ pub(crate) async fn latest(store: &PostgresStore, execution_id: &str) -> Result<
 }
 
 pub(crate) async fn list(store: &PostgresStore, execution_id: &str) -> Result<Vec<Checkpoint>> {
-    let rows = store.query("list", &store.sql.list, &[&execution_id]).await?;
+    let rows = store
+        .query("list", &store.sql.list, &[&execution_id])
+        .await?;
     Ok(rebuild_rows(store, rows)?
         .into_iter()
         .map(|r| r.checkpoint)
@@ -102,7 +107,12 @@ pub(crate) async fn fork(
         .pool
         .query(
             &store.sql.fork,
-            &[&checkpoint_id, &fresh.id, &new_execution_id, &fresh.timestamp],
+            &[
+                &checkpoint_id,
+                &fresh.id,
+                &new_execution_id,
+                &fresh.timestamp,
+            ],
         )
         .await
         .map_err(|e| store.conflict_or(e, new_execution_id, 1))?;

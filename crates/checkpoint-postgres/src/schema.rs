@@ -171,10 +171,19 @@ fn render(migration: &Migration, table: &TableName) -> String {
         .sql
         .replace("{table}", &table.quoted())
         .replace("{index}", &format!("\"{}\"", table.version_index()))
-        .replace("{base_index}", &format!("\"{}\"", table.derived("base_version_idx")))
+        .replace(
+            "{base_index}",
+            &format!("\"{}\"", table.derived("base_version_idx")),
+        )
         .replace("{base_key}", &format!("\"{}\"", table.base_key()))
-        .replace("{state_check}", &format!("\"{}\"", table.derived("state_check")))
-        .replace("{delta_check}", &format!("\"{}\"", table.derived("delta_check")))
+        .replace(
+            "{state_check}",
+            &format!("\"{}\"", table.derived("state_check")),
+        )
+        .replace(
+            "{delta_check}",
+            &format!("\"{}\"", table.derived("delta_check")),
+        )
         .replace(
             "{reference_index}",
             &table.qualify(&format!("idx_{}_execution_id", table.table())),

@@ -554,7 +554,11 @@ mod tests {
         let s = Statements::new(&TableName::new(None, "cp").unwrap());
         for sql in [&s.page_ascending, &s.page_descending] {
             assert!(!sql.text.to_uppercase().contains("OFFSET"), "{}", sql.text);
-            assert!(sql.text.contains("version >= $2 AND version <= $3"), "{}", sql.text);
+            assert!(
+                sql.text.contains("version >= $2 AND version <= $3"),
+                "{}",
+                sql.text
+            );
             assert_eq!(sql.types.len(), 6);
         }
         assert!(s.page_descending.text.contains("ORDER BY version DESC"));

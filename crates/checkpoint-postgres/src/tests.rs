@@ -97,7 +97,11 @@ async fn save_binds_every_field_in_one_statement() {
     assert!(p[5].contains("2024-05-06"), "{}", p[5]);
     assert_eq!(p[6], "0");
     assert_eq!(p[7], "Some(\"cp-0\")");
-    assert_eq!(p[8..], ["None", "None", "None", "None", "None"], "no payload, no base");
+    assert_eq!(
+        p[8..],
+        ["None", "None", "None", "None", "None"],
+        "no payload, no base"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +179,11 @@ async fn an_existing_id_is_decided_by_the_careful_path() {
         .reply(Reply::Rows(vec![Row(vec![Cell::Int(2)])]));
     assert_eq!(store.save(&sample()).await.unwrap(), 2);
     let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
-    assert!(calls[3].contains("base_version = $2 FOR UPDATE"), "{}", calls[3]);
+    assert!(
+        calls[3].contains("base_version = $2 FOR UPDATE"),
+        "{}",
+        calls[3]
+    );
     assert!(calls[4].contains("DO UPDATE"), "{}", calls[4]);
     assert_eq!(calls.last().map(String::as_str), Some("COMMIT"));
 }

@@ -129,14 +129,12 @@ pub(crate) async fn save(store: &PostgresStore, checkpoint: &Checkpoint) -> Resu
                     }
                     // The id exists, or the base no longer holds the state the delta needs.
                     None => careful_save(store, checkpoint).await,
-                }
+                };
             }
             // An append lost the race for the next version: another writer took it, so
             // take the one after.
             Err(e) if checkpoint.version == 0 && store.is_version_conflict(&e) => {}
-            Err(e) if is_base_violation(store, &e) => {
-                return careful_save(store, checkpoint).await
-            }
+            Err(e) if is_base_violation(store, &e) => return careful_save(store, checkpoint).await,
             Err(e) => {
                 return Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
             }

@@ -207,7 +207,10 @@ pub async fn history_batches_keep_every_checkpoint(store: Store) {
     items.extend(appended.iter().cloned());
     let stored = store.save_batch(&items).await.unwrap();
     let top = STEPS as i64;
-    assert_eq!(stored, vec![top, replaced.version, top + 1, top + 2, top + 3]);
+    assert_eq!(
+        stored,
+        vec![top, replaced.version, top + 1, top + 2, top + 3]
+    );
     saved[STEPS / 2] = replaced;
     for (mut cp, version) in appended.into_iter().zip(top + 1..) {
         cp.version = version;
@@ -255,7 +258,10 @@ pub async fn history_racing_appenders_read_back_whole(store: Store) {
     let mut all: BTreeMap<i64, Checkpoint> = BTreeMap::new();
     for task in futures::future::join_all(tasks).await {
         for cp in task.expect("task") {
-            assert!(all.insert(cp.version, cp).is_none(), "a version given twice");
+            assert!(
+                all.insert(cp.version, cp).is_none(),
+                "a version given twice"
+            );
         }
     }
     let expected: Vec<Checkpoint> = all.into_values().collect();

@@ -1,0 +1,164 @@
+//! The `growth` workload: one execution whose state gains a ~1 KiB message per step (an agent
+//! conversation), saved after every step, under each way of storing states.
+
+use std::time::{Duration, Instant};
+
+use checkpoint_core::{Checkpoint, CheckpointStore};
+use checkpoint_postgres::{Compression, PostgresOptions, PostgresStore, StateEncoding};
+use serde_json::{json, Value};
+
+use crate::stats::Samples;
+use crate::workloads::{Bench, Picker};
+
+/// How one run stores its states.
+#[derive(Clone, Copy, Debug)]
+pub struct Storage {
+    pub name: &'static str,
+    pub encoding: StateEncoding,
+    pub compression: Compression,
+}
+
+/// The figures of one run.
+#[derive(Debug)]
+pub struct Growth {
+    pub bytes_per_step: f64,
+    pub save_p50_ms_first10: f64,
+    pub save_p50_ms_last10: f64,
+    pub latest_p50_ms: f64,
+    pub load_middle_p50_ms: f64,
+}
+
+impl Growth {
+    pub fn json(&self) -> Value {
+        let r = |x: f64| (x * 1000.0).round() / 1000.0;
+        json!({
+            "bytes_per_step": r(self.bytes_per_step),
+            "save_p50_ms_first10": r(self.save_p50_ms_first10),
+            "save_p50_ms_last10": r(self.save_p50_ms_last10),
+            "latest_p50_ms": r(self.latest_p50_ms),
+            "load_middle_p50_ms": r(self.load_middle_p50_ms),
+        })
+    }
+}
+
+/// A vocabulary of pseudo-random words, so messages compress like text rather than like
+/// repeated bytes or noise.
+fn vocabulary(picker: &mut Picker) -> Vec<String> {
+    (0..1024)
+        .map(|_| {
+            let len = 2 + picker.below(8);
+            (0..len)
+                .map(|_| (b'a' + picker.below(26) as u8) as char)
+                .collect()
+        })
+        .collect()
+}
+
+/// A message of about `bytes` bytes of words.
+fn message(picker: &mut Picker, words: &[String], bytes: usize) -> String {
+    let mut text = String::with_capacity(bytes + 16);
+    while text.len() < bytes {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&words[picker.below(words.len())]);
+    }
+    text
+}
+
+fn median(mut xs: Vec<Duration>) -> f64 {
+    xs.sort_unstable();
+    xs.get(xs.len() / 2)
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+impl Bench {
+    /// `steps` saves of a growing conversation on a fresh schema, then reads.
+    pub async fn growth(&self, storage: Storage, steps: usize) -> anyhow::Result<Growth> {
+        let n = self.next_schema();
+        let options = PostgresOptions::new(&self.server.url)?
+            .schema(format!("bench_growth_{}_{n}", storage.name))
+            .max_connections(2)
+            .min_connections(2)
+            .state_encoding(storage.encoding)
+            .compression(storage.compression);
+        let store = PostgresStore::connect(options).await?;
+        let mut picker = Picker::new(42);
+        let words = vocabulary(&mut picker);
+        let mut messages: Vec<Value> = Vec::with_capacity(steps);
+        let mut ids = Vec::with_capacity(steps);
+        let mut save_times = Vec::with_capacity(steps);
+        for step in 1..=steps {
+            let role = if step % 2 == 1 { "user" } else { "assistant" };
+            messages.push(json!({"role": role, "content": message(&mut picker, &words, 1000)}));
+            let state = json!({"messages": messages, "step": step});
+            let cp = Checkpoint::new("conversation", "node", state);
+            let started = Instant::now();
+            store.save(&cp).await?;
+            save_times.push(started.elapsed());
+            ids.push(cp.id);
+        }
+        let client = self.server.client().await?;
+        let table = store.table().quoted();
+        client
+            .batch_execute(&format!("VACUUM ANALYZE {table}"))
+            .await?;
+        let bytes: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT pg_total_relation_size('{}')",
+                    table.replace('\'', "''")
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+
+        let mut latest = Samples::new();
+        for _ in 0..100 {
+            let started = Instant::now();
+            let cp = store.latest("conversation").await?;
+            latest.record(started.elapsed());
+            anyhow::ensure!(cp.is_some_and(|cp| cp.version == steps as i64));
+        }
+        let mut middle = Samples::new();
+        let (low, high) = (steps * 2 / 5, steps * 3 / 5);
+        for _ in 0..100 {
+            let id = &ids[low + picker.below(high - low)];
+            let started = Instant::now();
+            store.load(id).await?;
+            middle.record(started.elapsed());
+        }
+        store.close();
+        let last = save_times.len().saturating_sub(10);
+        Ok(Growth {
+            bytes_per_step: bytes as f64 / steps as f64,
+            save_p50_ms_first10: median(save_times[..10.min(save_times.len())].to_vec()),
+            save_p50_ms_last10: median(save_times[last..].to_vec()),
+            latest_p50_ms: latest.figures().p50_ms,
+            load_middle_p50_ms: middle.figures().p50_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_about_the_size_asked_and_vary() {
+        let mut picker = Picker::new(1);
+        let words = vocabulary(&mut picker);
+        let a = message(&mut picker, &words, 1000);
+        let b = message(&mut picker, &words, 1000);
+        assert!((1000..1012).contains(&a.len()), "{}", a.len());
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_median_of_nothing_is_zero() {
+        assert_eq!(median(Vec::new()), 0.0);
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(median(vec![ms(3), ms(1), ms(2)]), 2.0);
+    }
+}
