@@ -257,17 +257,17 @@ mod tests {
 
     fn graft_into(value: &mut Value, graft: Value, seed: u64) {
         match value {
-            Value::Object(map) if !map.is_empty() && seed % 3 != 0 => {
+            Value::Object(map) if !map.is_empty() && !seed.is_multiple_of(3) => {
                 let key = map.keys().nth((seed as usize / 3) % map.len()).cloned();
                 if let Some(key) = key {
-                    if seed % 5 == 0 {
+                    if seed.is_multiple_of(5) {
                         map.remove(&key);
                     } else if let Some(child) = map.get_mut(&key) {
                         graft_into(child, graft, seed / 7);
                     }
                 }
             }
-            Value::Array(items) if !items.is_empty() && seed % 3 != 0 => {
+            Value::Array(items) if !items.is_empty() && !seed.is_multiple_of(3) => {
                 let len = items.len();
                 match seed % 4 {
                     0 => items.truncate((seed as usize / 4) % len),

@@ -56,6 +56,11 @@ async fn fresh_database_gets_the_current_schema() {
         ("timestamp", "timestamp with time zone"),
         ("version", "bigint"),
         ("parent_id", "text"),
+        ("payload", "bytea"),
+        ("base_version", "bigint"),
+        ("base_hash", "bigint"),
+        ("state_hash", "bigint"),
+        ("depth", "integer"),
     ];
     let expected: Vec<(String, String)> = expected
         .iter()
@@ -76,7 +81,11 @@ async fn fresh_database_gets_the_current_schema() {
         .collect();
     assert_eq!(
         indexes,
-        ["checkpoints_execution_version_key", "checkpoints_pkey"]
+        [
+            "checkpoints_base_version_idx",
+            "checkpoints_execution_version_key",
+            "checkpoints_pkey"
+        ]
     );
 }
 

@@ -1,6 +1,7 @@
 //! Model-based test: proptest generates sequences of operations, applies each to `MemoryStore`
-//! (the model) and `PostgresStore`, and requires every observable result to be equal. Failing
-//! sequences are kept in `model.proptest-regressions` and replayed first on every run.
+//! (the model) and `PostgresStore` (delta storage, short chains), and requires every observable
+//! result to be equal. Failing sequences are kept in `model.proptest-regressions` and replayed
+//! first on every run.
 
 mod support;
 
@@ -152,7 +153,7 @@ impl Ids {
         let mut cp = Checkpoint::new(
             execution(spec.execution),
             format!("n{}", spec.node),
-            json!(spec.state),
+            state(spec.state),
         )
         .with_id(&memory_id)
         .with_version(spec.version)
@@ -197,6 +198,27 @@ impl Ids {
 }
 
 /// An error as the contract names it.
+/// A state that grows and changes with `n`, so that delta storage has something to encode.
+fn state(n: i64) -> Value {
+    let len = n.rem_euclid(6) as usize;
+    json!({
+        "n": n,
+        "log": (0..len).map(|i| format!("entry {i}")).collect::<Vec<_>>(),
+        "extra": if n % 2 == 0 { json!({"even": true}) } else { Value::Null },
+    })
+}
+
+/// The PostgreSQL store under test: delta storage with chains of at most three rows, so that
+/// nearly every operation meets a delta.
+async fn pg_store() -> checkpoint_postgres::PostgresStore {
+    let options = support::options()
+        .await
+        .state_encoding(checkpoint_postgres::StateEncoding::delta(3).expect("valid"));
+    checkpoint_postgres::PostgresStore::connect(options)
+        .await
+        .expect("connect to the test server")
+}
+
 fn kind(err: &Error) -> String {
     match err {
         Error::NotFound { id } => format!("NotFound({id})"),
@@ -211,7 +233,7 @@ fn kind(err: &Error) -> String {
 
 async fn check(ops: Vec<Op>) {
     let memory = MemoryStore::new();
-    let pg = support::store().await;
+    let pg = pg_store().await;
     let mut ids = Ids::default();
     for (step, op) in ops.iter().enumerate() {
         let context = format!("step {step}: {op:?}");

@@ -28,7 +28,7 @@ pub fn conversation(step: usize) -> Value {
     json!({
         "messages": messages,
         "step": step,
-        "summary": if step % 3 == 0 { Value::Null } else { json!({"len": step}) },
+        "summary": if step.is_multiple_of(3) { Value::Null } else { json!({"len": step}) },
     })
 }
 
