@@ -108,6 +108,9 @@ pub(crate) struct Encoder {
     pub encoding: StateEncoding,
     pub compression: Compression,
     pub cache: Arc<StateCache>,
+    /// States smaller than this are stored as snapshots: a delta would save a few hundred
+    /// bytes at the price of a lock on its base row.
+    pub min_delta_bytes: usize,
 }
 
 impl Encoder {
@@ -127,7 +130,7 @@ impl Encoder {
             i64::from(base.depth) + 1 < i64::from(snapshot_every)
                 && (checkpoint.version == 0 || base.version < checkpoint.version)
         };
-        if !full {
+        if !full && fingerprint.size >= self.min_delta_bytes {
             if let Some(base) = self
                 .cache
                 .get(&checkpoint.execution_id)
@@ -213,6 +216,7 @@ mod tests {
             encoding: StateEncoding::delta(every).unwrap(),
             compression: Compression::default(),
             cache: Arc::new(StateCache::new(1 << 20)),
+            min_delta_bytes: 0,
         }
     }
 
@@ -296,6 +300,24 @@ mod tests {
         enc.remember(&first, 1, &stored);
         let unrelated = Checkpoint::new("e", "n", json!({"other": conversation(5)}));
         assert!(enc.encode(&unrelated, false).unwrap().base.is_none());
+    }
+
+    #[test]
+    fn small_states_are_snapshots() {
+        let enc = Encoder {
+            min_delta_bytes: 2048,
+            ..encoder(10)
+        };
+        let small = Checkpoint::new("e", "n", conversation(1));
+        let stored = enc.encode(&small, false).unwrap();
+        enc.remember(&small, 1, &stored);
+        let still_small = Checkpoint::new("e", "n", conversation(2));
+        assert!(enc.encode(&still_small, false).unwrap().base.is_none());
+        let large = Checkpoint::new("e", "n", conversation(7));
+        let stored = enc.encode(&large, false).unwrap();
+        enc.remember(&large, 2, &stored);
+        let larger = Checkpoint::new("e", "n", conversation(8));
+        assert!(enc.encode(&larger, false).unwrap().base.is_some());
     }
 
     #[test]

@@ -148,6 +148,7 @@ impl PostgresStore {
                 encoding: options.encoding(),
                 compression: options.state_compression(),
                 cache: Arc::new(cache::StateCache::new(options.state_cache_budget())),
+                min_delta_bytes: options.delta_threshold(),
             },
         };
         store.ping().await?;

@@ -77,11 +77,14 @@ pub struct PostgresOptions {
     encoding: StateEncoding,
     compression: Compression,
     state_cache_bytes: usize,
+    min_delta_bytes: usize,
 }
 
 impl PostgresOptions {
     /// Default budget of the state cache: 64 MiB.
     pub const DEFAULT_STATE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+    /// Default smallest state stored as a delta: 2 KiB.
+    pub const DEFAULT_MIN_DELTA_BYTES: usize = 2048;
     /// Default table name.
     pub const DEFAULT_TABLE: &'static str = "checkpoints";
     /// Default pool size.
@@ -126,6 +129,7 @@ impl PostgresOptions {
             encoding: StateEncoding::default(),
             compression: Compression::default(),
             state_cache_bytes: Self::DEFAULT_STATE_CACHE_BYTES,
+            min_delta_bytes: Self::DEFAULT_MIN_DELTA_BYTES,
         };
         for (key, value) in own_params {
             options.apply_parameter(&key, &value)?;
@@ -333,6 +337,20 @@ impl PostgresOptions {
         self
     }
 
+    /// The smallest state (as compact JSON) that delta storage writes as a delta (default
+    /// [`Self::DEFAULT_MIN_DELTA_BYTES`]); smaller ones are compressed snapshots, which cost
+    /// the same to save as a whole JSONB state while a delta would save only a few hundred
+    /// bytes. 0 writes deltas whatever the size.
+    pub fn min_delta_bytes(mut self, bytes: usize) -> Self {
+        self.min_delta_bytes = bytes;
+        self
+    }
+
+    /// The smallest state written as a delta.
+    pub fn delta_threshold(&self) -> usize {
+        self.min_delta_bytes
+    }
+
     /// The state cache budget.
     pub fn state_cache_budget(&self) -> usize {
         self.state_cache_bytes
@@ -498,6 +516,7 @@ impl fmt::Debug for PostgresOptions {
             .field("encoding", &self.encoding)
             .field("compression", &self.compression)
             .field("state_cache_bytes", &self.state_cache_bytes)
+            .field("min_delta_bytes", &self.min_delta_bytes)
             .finish()
     }
 }

@@ -1,6 +1,6 @@
 //! The conformance suite with delta storage at its most demanding: a snapshot only every third
-//! version, so nearly every operation meets a chain of deltas, and LZ4 instead of the default
-//! zstd, so both codecs are held to the contract.
+//! version and deltas whatever the state's size, so nearly every operation meets a chain of
+//! deltas, and LZ4 instead of the default zstd, so both codecs are held to the contract.
 
 mod support;
 
@@ -10,7 +10,8 @@ async fn short_chain_store() -> PostgresStore {
     let options = support::options()
         .await
         .state_encoding(StateEncoding::delta(3).expect("a valid distance"))
-        .compression(Compression::Lz4);
+        .compression(Compression::Lz4)
+        .min_delta_bytes(0);
     PostgresStore::connect(options)
         .await
         .expect("connect to the test server")

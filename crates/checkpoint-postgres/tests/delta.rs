@@ -38,7 +38,8 @@ async fn connect(schema: &str, encoding: StateEncoding) -> PostgresStore {
             .expect("test URL")
             .schema(schema)
             .max_connections(4)
-            .state_encoding(encoding),
+            .state_encoding(encoding)
+            .min_delta_bytes(0),
     )
     .await
     .expect("connect")
@@ -206,7 +207,8 @@ async fn child_saving_until_killed() {
         PostgresOptions::new(&url)
             .unwrap()
             .schema(schema)
-            .state_encoding(StateEncoding::delta(16).unwrap()),
+            .state_encoding(StateEncoding::delta(16).unwrap())
+            .min_delta_bytes(0),
     )
     .await
     .expect("connect");

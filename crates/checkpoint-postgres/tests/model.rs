@@ -213,7 +213,8 @@ fn state(n: i64) -> Value {
 async fn pg_store() -> checkpoint_postgres::PostgresStore {
     let options = support::options()
         .await
-        .state_encoding(checkpoint_postgres::StateEncoding::delta(3).expect("valid"));
+        .state_encoding(checkpoint_postgres::StateEncoding::delta(3).expect("valid"))
+        .min_delta_bytes(0);
     checkpoint_postgres::PostgresStore::connect(options)
         .await
         .expect("connect to the test server")
