@@ -205,6 +205,36 @@ impl Limits {
     }
 }
 
+/// The version an append takes after `highest`, the highest version `execution_id` holds.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `version` when `highest` is `i64::MAX`: no version follows,
+/// and nothing is stored.
+///
+/// ```
+/// use checkpoint_core::validate::next_version;
+///
+/// assert_eq!(next_version("run-1", 41).unwrap(), 42);
+/// assert!(next_version("run-1", i64::MAX).unwrap_err().is_invalid_field("version"));
+/// ```
+pub fn next_version(execution_id: &str, highest: i64) -> Result<i64> {
+    highest
+        .checked_add(1)
+        .ok_or_else(|| no_version_after(execution_id))
+}
+
+/// The error for an append to an execution that already holds `i64::MAX`.
+pub fn no_version_after(execution_id: &str) -> Error {
+    Error::invalid(
+        "version",
+        format!(
+            "execution {execution_id} already holds the highest version ({}); no append can \
+             follow it",
+            i64::MAX
+        ),
+    )
+}
+
 /// Checks an id-like string: not empty, at most [`MAX_ID_BYTES`] bytes, no NUL.
 ///
 /// # Errors

@@ -117,9 +117,12 @@ impl Data {
         let history = self.executions.get(&checkpoint.execution_id);
         let version = match (checkpoint.version, existing) {
             (0, Some((_, current))) => *current,
-            (0, None) => history
-                .and_then(|h| h.last_key_value())
-                .map_or(1, |(v, _)| v + 1),
+            (0, None) => match history.and_then(|h| h.last_key_value()) {
+                Some((highest, _)) => {
+                    checkpoint_core::validate::next_version(&checkpoint.execution_id, *highest)?
+                }
+                None => 1,
+            },
             (explicit, _) => explicit,
         };
         if let Some(holder) = history.and_then(|h| h.get(&version)) {

@@ -49,7 +49,7 @@ fn plan(
         let top = highest.entry(item.execution_id.clone()).or_insert(0);
         let version = match (item.version, &current) {
             (0, Some((_, version))) => *version,
-            (0, None) => *top + 1,
+            (0, None) => checkpoint_core::validate::next_version(&item.execution_id, *top)?,
             (explicit, _) => explicit,
         };
         let key = (item.execution_id.clone(), version);
@@ -99,8 +99,14 @@ pub(crate) async fn save_appends(
         .await
     {
         Ok(rows) => rows,
-        // The primary key (an id that exists) or the version rule (a lost race).
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(None),
+        // The primary key (an id that exists) or the version rule (a lost race), or an
+        // execution at the highest version: the planned path or the replay decides.
+        Err(e)
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                || e.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(e.into()),
     };
     let mut top: HashMap<String, i64> = HashMap::with_capacity(rows.len());
@@ -130,7 +136,7 @@ pub(crate) async fn save_appends(
                     retryable: false,
                     source: "an incomplete batch insert".into(),
                 })?;
-            *next += 1;
+            *next = checkpoint_core::validate::next_version(&cp.execution_id, *next)?;
             Ok(*next)
         })
         .collect::<Result<Vec<i64>>>()?;

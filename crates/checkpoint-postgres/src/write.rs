@@ -7,6 +7,7 @@
 //! rows built on it into snapshots of the same states, then write. A foreign key from each
 //! delta to its base row backs this up: no statement can leave a delta without its base.
 
+use checkpoint_core::validate::no_version_after;
 use checkpoint_core::{Checkpoint, Error, Result, RetentionPolicy};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -66,8 +67,9 @@ impl<'a> SaveArgs<'a> {
         ]
     }
 
-    /// For [`Statements::upsert`](crate::Statements): always a whole state.
-    fn upsert_params(&self) -> [Param<'_>; 10] {
+    /// For [`Statements::upsert`](crate::Statements): always a whole state, at `version`
+    /// (known once the row is locked, so the statement computes none).
+    fn upsert_params<'b>(&'b self, version: &'b i64) -> [Param<'b>; 10] {
         let cp = self.checkpoint;
         [
             &cp.id,
@@ -76,7 +78,7 @@ impl<'a> SaveArgs<'a> {
             &self.encoded.state,
             &self.metadata,
             &cp.timestamp,
-            &cp.version,
+            version,
             &cp.parent_id,
             &self.encoded.payload,
             &self.state_hash,
@@ -91,6 +93,11 @@ pub(crate) fn is_base_violation(store: &PostgresStore, err: &Error) -> bool {
         db.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
             && db.constraint() == Some(store.base_key.as_ref())
     })
+}
+
+/// Whether `err` is the server refusing `MAX(version) + 1` past `i64::MAX` (22003).
+fn is_past_the_highest_version(err: &Error) -> bool {
+    DbError::of(err).is_some_and(|db| db.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE))
 }
 
 /// Ends a transaction: commits when `outcome` holds a value, rolls back otherwise.
@@ -134,6 +141,11 @@ pub(crate) async fn save(store: &PostgresStore, checkpoint: &Checkpoint) -> Resu
             // An append lost the race for the next version: another writer took it, so
             // take the one after.
             Err(e) if checkpoint.version == 0 && store.is_version_conflict(&e) => {}
+            // No version follows the highest; unless the id exists (a retried append keeps its
+            // version), which the careful path tells.
+            Err(e) if checkpoint.version == 0 && is_past_the_highest_version(&e) => {
+                return careful_save(store, checkpoint).await
+            }
             Err(e) if is_base_violation(store, &e) => return careful_save(store, checkpoint).await,
             Err(e) => {
                 return Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
@@ -182,6 +194,12 @@ pub(crate) async fn save_in_tx(
             Err(e) if checkpoint.version == 0 && e.is_unique_violation_of(&store.version_index) => {
                 Ok(None)
             }
+            Err(e)
+                if checkpoint.version == 0
+                    && e.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) =>
+            {
+                Err(no_version_after(&checkpoint.execution_id))
+            }
             Err(e) => Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version)),
         };
     };
@@ -205,7 +223,10 @@ pub(crate) async fn save_in_tx(
             .collect::<Result<Vec<_>, _>>()?;
         rewrite_as_snapshots(store, tx, &ids).await?;
     }
-    match tx.query(&store.sql.upsert, &args.upsert_params()).await {
+    match tx
+        .query(&store.sql.upsert, &args.upsert_params(&target))
+        .await
+    {
         Ok(rows) => match rows.first() {
             Some(row) => Ok(Some(row.int(0)?)),
             None => Err(moved(checkpoint)),

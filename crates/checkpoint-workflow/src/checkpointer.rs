@@ -194,7 +194,12 @@ impl<S: CheckpointStore> Checkpointer<S> {
 
     async fn write(&mut self, mut checkpoint: Checkpoint) -> Result<Checkpoint> {
         let head = self.head().await?;
-        checkpoint.version = head.as_ref().map_or(1, |h| h.version + 1);
+        checkpoint.version = match &head {
+            Some(h) => {
+                checkpoint_core::validate::next_version(&checkpoint.execution_id, h.version)?
+            }
+            None => 1,
+        };
         checkpoint.parent_id = head.map(|h| h.id);
         self.store.save(&checkpoint).await?;
         self.head = Some(Some(Head {

@@ -123,7 +123,10 @@ pub trait WorkflowStoreExt: CheckpointStore {
         })?;
         let mut edit = Checkpoint::from_state(execution_id, as_node, state)?
             .with_parent(&latest.id)
-            .with_version(latest.version + 1);
+            .with_version(checkpoint_core::validate::next_version(
+                execution_id,
+                latest.version,
+            )?);
         for key in [meta::STEP, meta::NEXT, meta::INTERRUPT] {
             if let Some(value) = latest.metadata.get(key) {
                 edit.metadata.insert(key.into(), value.clone());

@@ -343,3 +343,21 @@ async fn a_fork_continues_on_its_own_branch() {
         3
     );
 }
+
+#[tokio::test]
+async fn an_execution_at_the_highest_version_takes_no_further_step_or_edit() {
+    let store = MemoryStore::new();
+    let top = checkpoint_core::Checkpoint::new("e", "a", json!(Job::default()))
+        .with_version(i64::MAX)
+        .with_metadata("next", "b");
+    store.save(&top).await.unwrap();
+    let err = store.update_state("e", "human", &"edit").await.unwrap_err();
+    assert!(err.is_invalid_field("version"), "{err}");
+    let runs = Runs::default();
+    let err = pipeline(&runs).run(&store, "e", Job::default()).await.unwrap_err();
+    assert!(
+        matches!(&err, WorkflowError::Store(e) if e.is_invalid_field("version")),
+        "{err:?}"
+    );
+    assert_eq!(store.list("e").await.unwrap(), vec![top]);
+}

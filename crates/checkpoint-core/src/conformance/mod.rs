@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             save::save_existing_id_at_free_version_moves_it,
             save::save_append_after_explicit_gap_continues_from_highest,
             save::loaded_checkpoint_is_an_independent_copy,
+            save::save_append_after_the_highest_version_is_refused,
             validation::save_rejects_empty_ids,
             validation::save_rejects_overlong_ids,
             validation::save_rejects_nul_in_identifiers,

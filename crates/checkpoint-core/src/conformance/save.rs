@@ -222,3 +222,32 @@ pub async fn loaded_checkpoint_is_an_independent_copy(store: Store) {
     loaded.metadata.insert("x".into(), json!(1));
     assert_eq!(store.load(&cp.id).await.unwrap(), original);
 }
+
+/// An execution that holds `i64::MAX` (an explicit version may go up to there) takes no
+/// append: a typed error naming `version`, and nothing stored; explicit versions below still
+/// work.
+pub async fn save_append_after_the_highest_version_is_refused(store: Store) {
+    let top = checkpoint("e1", "top", json!(1)).with_version(i64::MAX);
+    assert_eq!(store.save(&top).await.unwrap(), i64::MAX);
+    assert_invalid(
+        store.save(&checkpoint("e1", "next", json!(2))).await,
+        "version",
+    );
+    let batch = [
+        checkpoint("e1", "a", json!(3)).with_version(5),
+        checkpoint("e1", "b", json!(4)),
+    ];
+    assert_invalid(store.save_batch(&batch).await, "version");
+    assert_eq!(versions(&store.list("e1").await.unwrap()), vec![i64::MAX]);
+    // A retried append of the top checkpoint keeps its version; a lower explicit one is fine.
+    let mut retry = top.clone();
+    retry.version = 0;
+    assert_eq!(store.save(&retry).await.unwrap(), i64::MAX);
+    let low = checkpoint("e1", "low", json!(5)).with_version(7);
+    assert_eq!(store.save(&low).await.unwrap(), 7);
+    // Other executions are not affected.
+    assert_eq!(
+        store.save(&checkpoint("e2", "n", json!(6))).await.unwrap(),
+        1
+    );
+}
