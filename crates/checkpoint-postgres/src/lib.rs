@@ -62,7 +62,7 @@ pub use options::PostgresOptions;
 pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
 pub use retry::{is_transient, RetryPolicy};
 pub use schema::{MigrationReport, SchemaError, SCHEMA_VERSION};
-pub use sql::{check_identifier, Statements, TableName};
+pub use sql::{check_identifier, Statements, TableName, MAX_TABLE_BYTES};
 pub use tls::SslMode;
 /// The parameter types of [`Sql`], re-exported so a [`DbPool`] can be written without
 /// depending on tokio-postgres directly.

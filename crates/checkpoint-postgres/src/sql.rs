@@ -13,6 +13,10 @@ use crate::pool::Sql;
 /// The longest identifier PostgreSQL keeps.
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
+/// The longest table name: `<table>_migrations` must fit the identifier limit, or the server
+/// would cut it (and, at 63 bytes, cut it down to the table's own name).
+pub const MAX_TABLE_BYTES: usize = MAX_IDENTIFIER_BYTES - "_migrations".len();
+
 /// Checks a table or schema name: `[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes.
 ///
 /// # Errors
@@ -54,6 +58,17 @@ impl TableName {
             check_identifier("schema", schema)?;
         }
         check_identifier("table", table)?;
+        if table.len() > MAX_TABLE_BYTES {
+            return Err(Error::invalid(
+                "table",
+                format!(
+                    "{table:?} is {} bytes; a table name may have at most {MAX_TABLE_BYTES} \
+                     bytes, so that the names derived from it (such as {table}_migrations) \
+                     fit PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte identifier limit",
+                    table.len()
+                ),
+            ));
+        }
         Ok(TableName {
             schema: schema.map(str::to_owned),
             table: table.to_owned(),
@@ -507,6 +522,8 @@ mod tests {
         for name in ["checkpoints", "_x", "Cp_2024", &"a".repeat(63)] {
             assert!(check_identifier("table", name).is_ok(), "{name}");
         }
+        // A schema may use the whole identifier limit; nothing is derived from it.
+        assert!(TableName::new(Some(&"s".repeat(63)), "cp").is_ok());
     }
 
     #[test]
@@ -543,10 +560,35 @@ mod tests {
     }
 
     #[test]
-    fn derived_names_fit_the_identifier_limit() {
-        let long = TableName::new(None, &"t".repeat(60)).unwrap();
-        assert_eq!(long.version_index().len(), 63);
-        assert!(long.version_index().starts_with(&"t".repeat(60)));
+    fn derived_names_fit_the_identifier_limit_and_stay_distinct_at_every_length() {
+        for len in 1..=MAX_IDENTIFIER_BYTES {
+            let name = "t".repeat(len);
+            match TableName::new(Some("s"), &name) {
+                Ok(table) => {
+                    assert!(len <= MAX_TABLE_BYTES, "{len}");
+                    let mut names = vec![
+                        table.table().to_owned(),
+                        table.migrations_table(),
+                        table.version_index(),
+                        table.base_key(),
+                        table.derived("base_version_idx"),
+                        table.derived("state_check"),
+                        table.derived("delta_check"),
+                        format!("{name}_pkey"),
+                    ];
+                    assert!(names.iter().all(|n| n.len() <= MAX_IDENTIFIER_BYTES), "{len}");
+                    assert_eq!(table.migrations_table(), format!("{name}_migrations"));
+                    names.sort();
+                    names.dedup();
+                    assert_eq!(names.len(), 8, "derived names collide at {len}: {names:?}");
+                }
+                Err(err) => {
+                    assert!(len > MAX_TABLE_BYTES, "{len}: {err}");
+                    assert!(err.is_invalid_field("table"));
+                    assert!(err.to_string().contains("at most 52 bytes"), "{err}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -267,3 +267,30 @@ async fn requiring_tls_from_a_server_without_it_is_a_final_tls_error() {
     );
     assert!(!err.is_retryable());
 }
+
+#[tokio::test]
+async fn table_names_work_up_to_the_limit_and_are_refused_past_it() {
+    let schema = support::unique_schema("names");
+    let longest = "t".repeat(checkpoint_postgres::MAX_TABLE_BYTES);
+    let store = PostgresStore::connect(support::options().await.schema(&schema).table(&longest))
+        .await
+        .expect("the longest table name works");
+    let mut cp = Checkpoint::new("e", "n", json!({"x": 1}));
+    cp.version = store.save(&cp).await.unwrap();
+    assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+    assert_eq!(store.migrate().await.unwrap().applied, Vec::<i32>::new());
+    let conflict = Checkpoint::new("e", "n", json!(2)).with_version(1);
+    assert!(matches!(
+        store.save(&conflict).await,
+        Err(Error::Conflict { version: 1, .. })
+    ));
+    for len in checkpoint_postgres::MAX_TABLE_BYTES + 1..=63 {
+        let err = PostgresStore::connect(
+            support::options().await.schema(&schema).table("t".repeat(len)),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_invalid_field("table"), "{len}: {err}");
+        assert!(err.to_string().contains("at most 52 bytes"), "{err}");
+    }
+}
