@@ -20,7 +20,8 @@ use crate::tls::{parse_certificates, SslMode};
 /// Parameters of the connection string that the store reads itself and takes out before the
 /// string reaches the driver: the pool settings of pgx / LangGraphGo, and the TLS settings the
 /// driver does not know (`verify-ca`, `verify-full`, `sslrootcert`).
-const OWN_PARAMETERS: [&str; 9] = [
+const OWN_PARAMETERS: [&str; 10] = [
+    "statement_cache",
     "state_encoding",
     "snapshot_every",
     "compression",
@@ -169,6 +170,15 @@ impl PostgresOptions {
             "pool_max_conn_lifetime" => self.max_lifetime = Some(duration()?),
             "pool_max_conn_idle_time" => self.max_idle_time = Some(duration()?),
             "sslmode" => self.ssl_mode = value.parse()?,
+            "statement_cache" => {
+                self.statement_cache = match value {
+                    "on" | "true" | "1" => true,
+                    "off" | "false" | "0" => false,
+                    other => {
+                        return Err(Error::invalid(key, format!("{other:?} is not on or off")))
+                    }
+                }
+            }
             "state_encoding" => {
                 self.encoding = match value {
                     "jsonb" => StateEncoding::Jsonb,
@@ -275,7 +285,9 @@ impl PostgresOptions {
 
     /// Whether statements are prepared once per connection and reused (default true). Turn it
     /// off behind pgbouncer in transaction mode: every statement is then sent unnamed with
-    /// its parameter types, in one round trip.
+    /// its parameter types, in one round trip. Also `statement_cache=off` in the connection
+    /// string. Left on behind such a pooler, the store notices the first refused statement and
+    /// turns it off itself (with a warning in the log).
     pub fn statement_cache(mut self, on: bool) -> Self {
         self.statement_cache = on;
         self
@@ -693,6 +705,34 @@ mod tests {
             } else {
                 "connection_string"
             };
+            assert!(err.is_invalid_field(field), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn storage_and_statement_parameters_are_read_by_the_store() {
+        let options = PostgresOptions::new(
+            "postgres://u@h/db?statement_cache=off&state_encoding=delta&snapshot_every=9&compression=lz4",
+        )
+        .unwrap();
+        assert!(!options.is_statement_cache());
+        assert_eq!(
+            options.encoding(),
+            StateEncoding::Delta { snapshot_every: 9 }
+        );
+        assert_eq!(options.state_compression(), Compression::Lz4);
+        let kv =
+            PostgresOptions::new("host=h user=u statement_cache=on state_encoding=jsonb").unwrap();
+        assert!(kv.is_statement_cache());
+        assert_eq!(kv.encoding(), StateEncoding::Jsonb);
+        for (bad, field) in [
+            ("postgres://h/db?statement_cache=maybe", "statement_cache"),
+            ("postgres://h/db?state_encoding=xml", "state_encoding"),
+            ("postgres://h/db?snapshot_every=0", "snapshot_every"),
+            ("postgres://h/db?snapshot_every=x", "snapshot_every"),
+            ("postgres://h/db?compression=gzip", "compression"),
+        ] {
+            let err = PostgresOptions::new(bad).unwrap_err();
             assert!(err.is_invalid_field(field), "{bad}: {err}");
         }
     }

@@ -6,6 +6,8 @@
 //! server. Rows come back as [`Row`], a plain owned value a mock can build.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -283,10 +285,16 @@ pub(crate) enum StatementMode {
 }
 
 /// [`DbPool`] over a deadpool-postgres [`Pool`].
+///
+/// With the statement cache on, a server that refuses named statements because its connection
+/// is shared (pgbouncer in transaction mode: `prepared statement "s0" already exists`, 42P05,
+/// or `... does not exist`, 26000) turns the cache off for this pool, with a warning in the
+/// log; the statement that met it is sent again unnamed, or, inside a transaction, the error
+/// is reported as retryable and the retry runs unnamed.
 #[derive(Clone)]
 pub struct DeadpoolPool {
     pool: Pool,
-    mode: StatementMode,
+    cached: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for DeadpoolPool {
@@ -296,7 +304,7 @@ impl fmt::Debug for DeadpoolPool {
             .field("max_size", &status.max_size)
             .field("size", &status.size)
             .field("available", &status.available)
-            .field("mode", &self.mode)
+            .field("mode", &self.mode())
             .finish()
     }
 }
@@ -345,12 +353,34 @@ impl DeadpoolPool {
     /// Wraps `pool`; `statement_cache` chooses named prepared statements (true) or unnamed
     /// ones (false, for pgbouncer in transaction mode).
     pub fn new(pool: Pool, statement_cache: bool) -> Self {
-        let mode = if statement_cache {
-            StatementMode::Cached
-        } else {
-            StatementMode::Unnamed
-        };
-        DeadpoolPool { pool, mode }
+        DeadpoolPool {
+            pool,
+            cached: Arc::new(AtomicBool::new(statement_cache)),
+        }
+    }
+
+    fn mode(&self) -> StatementMode {
+        mode_of(&self.cached)
+    }
+
+    /// Runs `sql` on a pooled connection, falling back to unnamed statements for good when
+    /// the server's connection turns out to be shared.
+    async fn run(
+        &self,
+        sql: &Sql,
+        params: &[Param<'_>],
+        decode: bool,
+    ) -> Result<(Vec<Row>, u64), DbError> {
+        let client = self.get().await?;
+        let mode = self.mode();
+        match run_query(&client, mode, sql, params, decode).await {
+            Err(e) if mode == StatementMode::Cached && is_shared_connection(&e) => {
+                fall_back(&self.cached);
+                // The statement was never run: preparing or finding it failed.
+                run_query(&client, StatementMode::Unnamed, sql, params, decode).await
+            }
+            other => other,
+        }
     }
 
     /// The wrapped pool.
@@ -396,13 +426,11 @@ async fn run_query(
 #[async_trait]
 impl DbPool for DeadpoolPool {
     async fn execute(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
-        let client = self.get().await?;
-        Ok(run_query(&client, self.mode, sql, params, false).await?.1)
+        Ok(self.run(sql, params, false).await?.1)
     }
 
     async fn query(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
-        let client = self.get().await?;
-        Ok(run_query(&client, self.mode, sql, params, true).await?.0)
+        Ok(self.run(sql, params, true).await?.0)
     }
 
     async fn begin(&self) -> Result<Box<dyn DbTransaction>, DbError> {
@@ -410,7 +438,7 @@ impl DbPool for DeadpoolPool {
         client.batch_execute("BEGIN").await?;
         Ok(Box::new(DeadpoolTransaction {
             client: Some(client),
-            mode: self.mode,
+            cached: self.cached.clone(),
         }))
     }
 
@@ -428,7 +456,7 @@ impl DbPool for DeadpoolPool {
 /// A transaction holding its pooled connection until it ends.
 struct DeadpoolTransaction {
     client: Option<Object>,
-    mode: StatementMode,
+    cached: Arc<AtomicBool>,
 }
 
 impl DeadpoolTransaction {
@@ -440,15 +468,11 @@ impl DeadpoolTransaction {
 #[async_trait]
 impl DbTransaction for DeadpoolTransaction {
     async fn execute(&mut self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
-        Ok(run_query(self.client()?, self.mode, sql, params, false)
-            .await?
-            .1)
+        Ok(self.run(sql, params, false).await?.1)
     }
 
     async fn query(&mut self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
-        Ok(run_query(self.client()?, self.mode, sql, params, true)
-            .await?
-            .0)
+        Ok(self.run(sql, params, true).await?.0)
     }
 
     async fn batch_execute(&mut self, sql: &str) -> Result<(), DbError> {
@@ -465,6 +489,24 @@ impl DbTransaction for DeadpoolTransaction {
 }
 
 impl DeadpoolTransaction {
+    /// As [`DeadpoolPool::run`], but a failed statement has aborted the transaction, so the
+    /// error is reported (as retryable) instead of the statement being sent again.
+    async fn run(
+        &self,
+        sql: &Sql,
+        params: &[Param<'_>],
+        decode: bool,
+    ) -> Result<(Vec<Row>, u64), DbError> {
+        let mode = mode_of(&self.cached);
+        match run_query(self.client()?, mode, sql, params, decode).await {
+            Err(e) if mode == StatementMode::Cached && is_shared_connection(&e) => {
+                fall_back(&self.cached);
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
     async fn finish(mut self: Box<Self>, command: &str) -> Result<(), DbError> {
         let client = self.client.take().ok_or_else(DbError::closed)?;
         match client.batch_execute(command).await {
@@ -486,6 +528,32 @@ impl Drop for DeadpoolTransaction {
             // back; the pool opens a fresh connection when it needs one.
             drop(Object::take(client));
         }
+    }
+}
+
+fn mode_of(cached: &AtomicBool) -> StatementMode {
+    if cached.load(Ordering::Relaxed) {
+        StatementMode::Cached
+    } else {
+        StatementMode::Unnamed
+    }
+}
+
+/// Whether the server refused a named statement because its connection is shared with other
+/// clients (a transaction-mode pooler): the name is taken (42P05) or unknown (26000).
+pub(crate) fn is_shared_connection(err: &DbError) -> bool {
+    err.code() == Some(&SqlState::DUPLICATE_PSTATEMENT)
+        || err.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME)
+}
+
+/// Turns the statement cache off for the pool, once, saying so in the log.
+fn fall_back(cached: &AtomicBool) {
+    if cached.swap(false, Ordering::Relaxed) {
+        tracing::warn!(
+            "the server refused a named prepared statement (its connection is shared, as \
+             behind pgbouncer in transaction mode): this store now sends unnamed statements; \
+             set statement_cache=off in the connection string to start that way"
+        );
     }
 }
 

@@ -128,6 +128,7 @@ pub fn is_transient(err: &Error) -> bool {
         (DbErrorKind::Connection, _) => true,
         (DbErrorKind::Server, Some(code)) => {
             is_connection_state(code)
+                || crate::pool::is_shared_connection(db)
                 || *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
         }
@@ -156,6 +157,10 @@ mod tests {
             DbError::server(SqlState::CONNECTION_FAILURE, None, "08006"),
             DbError::server(SqlState::T_R_SERIALIZATION_FAILURE, None, "40001"),
             DbError::server(SqlState::T_R_DEADLOCK_DETECTED, None, "40P01"),
+            // A named statement refused behind a transaction-mode pooler: the pool has turned
+            // its statement cache off, so the next attempt runs unnamed.
+            DbError::server(SqlState::DUPLICATE_PSTATEMENT, None, "42P05"),
+            DbError::server(SqlState::INVALID_SQL_STATEMENT_NAME, None, "26000"),
         ];
         for err in transient {
             let core = err.into_core();

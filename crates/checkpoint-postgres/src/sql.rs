@@ -576,7 +576,10 @@ mod tests {
                         table.derived("delta_check"),
                         format!("{name}_pkey"),
                     ];
-                    assert!(names.iter().all(|n| n.len() <= MAX_IDENTIFIER_BYTES), "{len}");
+                    assert!(
+                        names.iter().all(|n| n.len() <= MAX_IDENTIFIER_BYTES),
+                        "{len}"
+                    );
                     assert_eq!(table.migrations_table(), format!("{name}_migrations"));
                     names.sort();
                     names.dedup();

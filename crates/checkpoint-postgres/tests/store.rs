@@ -286,7 +286,10 @@ async fn table_names_work_up_to_the_limit_and_are_refused_past_it() {
     ));
     for len in checkpoint_postgres::MAX_TABLE_BYTES + 1..=63 {
         let err = PostgresStore::connect(
-            support::options().await.schema(&schema).table("t".repeat(len)),
+            support::options()
+                .await
+                .schema(&schema)
+                .table("t".repeat(len)),
         )
         .await
         .unwrap_err();

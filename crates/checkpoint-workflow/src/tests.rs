@@ -354,7 +354,10 @@ async fn an_execution_at_the_highest_version_takes_no_further_step_or_edit() {
     let err = store.update_state("e", "human", &"edit").await.unwrap_err();
     assert!(err.is_invalid_field("version"), "{err}");
     let runs = Runs::default();
-    let err = pipeline(&runs).run(&store, "e", Job::default()).await.unwrap_err();
+    let err = pipeline(&runs)
+        .run(&store, "e", Job::default())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, WorkflowError::Store(e) if e.is_invalid_field("version")),
         "{err:?}"
