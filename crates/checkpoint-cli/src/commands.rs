@@ -279,10 +279,27 @@ async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(),
         .await
         .map_err(explain)?;
     let version = store.schema_version().await.map_err(explain)?;
+    let migrated = store.migration_report().cloned().unwrap_or_default();
+    let mut text = format!("the schema is at version {version}");
+    if !migrated.applied.is_empty() {
+        text.push_str(&format!(" (applied {:?})", migrated.applied));
+    }
+    if migrated.adopted_reference_table {
+        text.push_str(
+            "\nadopted a table made by LangGraphGo's PostgresCheckpointStore: every row is kept, \
+             but that store's own writes (version 1 on every row) now fail on the version rule; \
+             rows it wrote without an execution id are under execution \
+             adopted-without-execution-id",
+        );
+    }
     report(
         json,
-        json!({"version": version}),
-        &format!("the schema is at version {version}"),
+        json!({
+            "version": version,
+            "applied": migrated.applied,
+            "adopted_reference_table": migrated.adopted_reference_table,
+        }),
+        &text,
     );
     Ok(())
 }

@@ -61,7 +61,7 @@ pub use error::{DbError, DbErrorKind};
 pub use options::PostgresOptions;
 pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
 pub use retry::{is_transient, RetryPolicy};
-pub use schema::{MigrationReport, SchemaError, SCHEMA_VERSION};
+pub use schema::{MigrationReport, SchemaError, ADOPTED_WITHOUT_EXECUTION, SCHEMA_VERSION};
 pub use sql::{check_identifier, Statements, TableName, MAX_TABLE_BYTES};
 pub use tls::SslMode;
 /// The parameter types of [`Sql`], re-exported so a [`DbPool`] can be written without
@@ -91,6 +91,7 @@ pub struct PostgresStore {
     limits: Limits,
     retry: RetryPolicy,
     encoder: encoding::Encoder,
+    migrated: Option<Arc<MigrationReport>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -150,10 +151,12 @@ impl PostgresStore {
                 cache: Arc::new(cache::StateCache::new(options.state_cache_budget())),
                 min_delta_bytes: options.delta_threshold(),
             },
+            migrated: None,
         };
+        let mut store = store;
         store.ping().await?;
         if options.is_auto_migrate() {
-            store.migrate().await?;
+            store.migrated = Some(Arc::new(store.migrate().await?));
         } else {
             schema::verify(store.pool.as_ref(), &store.table).await?;
         }
@@ -180,6 +183,11 @@ impl PostgresStore {
     /// release or was changed; the server's error when a step fails (nothing is applied then).
     pub async fn migrate(&self) -> Result<MigrationReport> {
         schema::migrate(self.pool.as_ref(), &self.table).await
+    }
+
+    /// What `connect` (or `with_pool`) did to the schema, when `auto_migrate` was on.
+    pub fn migration_report(&self) -> Option<&MigrationReport> {
+        self.migrated.as_deref()
     }
 
     /// The schema version recorded in the database (0 when never migrated).

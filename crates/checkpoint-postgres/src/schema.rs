@@ -79,9 +79,21 @@ const MIGRATIONS: &[Migration] = &[
                 WHERE base_version IS NOT NULL;
               ALTER TABLE {table} ADD CONSTRAINT {base_key}
                 FOREIGN KEY (execution_id, base_version) REFERENCES {table} (execution_id, version)
-                NOT VALID;",
+                NOT VALID;
+              UPDATE {table} AS c SET execution_id = '{no_execution}',
+                  metadata = COALESCE(c.metadata, '{}'::jsonb)
+                             || jsonb_build_object('adopted_execution_id', ''),
+                  version = r.version + COALESCE((SELECT MAX(version) FROM {table}
+                                                   WHERE execution_id = '{no_execution}'), 0)
+                FROM (SELECT id, version FROM {table} WHERE execution_id = '') r
+               WHERE c.id = r.id;",
     },
 ];
+
+/// The execution that rows adopted without one (LangGraphGo's store writes `""` when its
+/// metadata names none) are moved to by migration 3, so that every API and `checkpointctl`
+/// command can reach them; their metadata keeps `adopted_execution_id: ""`.
+pub const ADOPTED_WITHOUT_EXECUTION: &str = "adopted-without-execution-id";
 
 /// The schema version this code writes and reads.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
@@ -157,6 +169,9 @@ pub struct MigrationReport {
     pub to_version: i32,
     /// The versions applied by this call (empty when the schema was current).
     pub applied: Vec<i32>,
+    /// Whether this call took over a table it did not create (made by LangGraphGo's
+    /// `PostgresCheckpointStore`): that store's own upsert no longer works on it afterwards.
+    pub adopted_reference_table: bool,
 }
 
 fn checksum(migration: &Migration) -> String {
@@ -184,6 +199,7 @@ fn render(migration: &Migration, table: &TableName) -> String {
             "{delta_check}",
             &format!("\"{}\"", table.derived("delta_check")),
         )
+        .replace("{no_execution}", ADOPTED_WITHOUT_EXECUTION)
         .replace(
             "{reference_index}",
             &table.qualify(&format!("idx_{}_execution_id", table.table())),
@@ -217,6 +233,7 @@ pub(crate) async fn migrate(
             from_version: current,
             to_version: current,
             applied: Vec::new(),
+            adopted_reference_table: false,
         });
     }
     let mut tx = pool.begin().await?;
@@ -226,6 +243,14 @@ pub(crate) async fn migrate(
     match outcome {
         Ok(report) => {
             tx.commit().await?;
+            if report.adopted_reference_table {
+                tracing::warn!(
+                    table = table.table(),
+                    "adopted a checkpoint table this store did not create (LangGraphGo's \
+                     PostgresCheckpointStore): its rows are kept, but that store's own writes \
+                     (version 1 on every row) now fail on the version rule"
+                );
+            }
             if !report.applied.is_empty() {
                 tracing::info!(
                     table = table.table(),
@@ -262,10 +287,12 @@ async fn apply_pending(
     let from_version = applied.iter().map(|(v, _)| *v).max().unwrap_or(0);
     check_applied(&applied)?;
 
+    let adopted_reference_table = from_version == 0 && table_exists(tx, table).await?;
     let mut report = MigrationReport {
         from_version,
         to_version: from_version,
         applied: Vec::new(),
+        adopted_reference_table,
     };
     let record = Sql::new(
         format!(
@@ -289,6 +316,17 @@ async fn apply_pending(
         report.to_version = migration.version;
     }
     Ok(report)
+}
+
+/// Whether the checkpoint table exists already.
+async fn table_exists(tx: &mut dyn DbTransaction, table: &TableName) -> Result<bool, DbError> {
+    let sql = Sql::new("SELECT to_regclass($1) IS NOT NULL", &[Type::TEXT]);
+    let rows = tx.query(&sql, &[&table.quoted()]).await?;
+    Ok(rows
+        .first()
+        .map(|r| r.bool(0))
+        .transpose()?
+        .unwrap_or(false))
 }
 
 /// A migration refused for lack of rights says what is missing and what to do.

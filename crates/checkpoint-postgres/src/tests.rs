@@ -538,6 +538,7 @@ async fn migration_runs_under_the_advisory_lock_in_one_transaction() {
     pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(false)])])) // no migrations table yet
         .reply(Reply::Affected(1)) // the advisory lock
         .reply(Reply::Rows(vec![])) // no migration applied yet
+        .reply(Reply::Rows(vec![Row(vec![Cell::Bool(false)])])) // no table to adopt
         .reply(Reply::Affected(1))
         .reply(Reply::Affected(1))
         .reply(Reply::Affected(1));
@@ -553,6 +554,9 @@ async fn migration_runs_under_the_advisory_lock_in_one_transaction() {
         .iter()
         .any(|s| s.contains("CREATE TABLE IF NOT EXISTS \"checkpoints\"")));
     assert_eq!(store.table().table(), "checkpoints");
+    let report = store.migration_report().expect("connect migrated");
+    assert_eq!(report.applied, vec![1, 2, 3]);
+    assert!(!report.adopted_reference_table);
 }
 
 #[tokio::test]

@@ -30,6 +30,12 @@ async fn fresh_database_gets_the_current_schema() {
         .expect("tests use a schema")
         .to_owned();
     assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    let report = store.migration_report().expect("connect migrated");
+    assert!(
+        !report.adopted_reference_table,
+        "a fresh table is not adopted"
+    );
+    assert_eq!(report.applied, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
     assert_eq!(
         migration_rows(&schema).await,
         (1..=SCHEMA_VERSION).collect::<Vec<_>>()
@@ -145,7 +151,9 @@ async fn a_table_made_by_the_reference_store_is_adopted_without_losing_a_row() {
                ('a3', 'run-a', 'third',  '{{\"n\": 3}}', '{{\"k\": 1}}', '2024-01-01 00:00:03+00', 1),
                ('a1', 'run-a', 'first',  '{{\"n\": 1}}', NULL,           '2024-01-01 00:00:01+00', 1),
                ('a2', 'run-a', 'second', '{{\"n\": 2}}', '{{}}',         '2024-01-01 00:00:02+00', 1),
-               ('b1', 'run-b', 'only',   '[1, 2]',       NULL,           '2024-02-01 00:00:00+00', 1);
+               ('b1', 'run-b', 'only',   '[1, 2]',       NULL,           '2024-02-01 00:00:00+00', 1),
+               ('x1', '',      'none',   '{{\"n\": 5}}', NULL,           '2024-03-01 00:00:00+00', 1),
+               ('x2', '',      'none',   '{{\"n\": 6}}', '{{\"m\": 2}}', '2024-03-02 00:00:00+00', 1);
              RESET search_path;"
         ))
         .await
@@ -171,6 +179,28 @@ async fn a_table_made_by_the_reference_store_is_adopted_without_losing_a_row() {
     assert_eq!(run_a[2].state, json!({"n": 3}));
     assert_eq!(store.list("run-b").await.unwrap().len(), 1);
     assert!(run_a.iter().all(|c| c.parent_id.is_none()));
+    let report = store.migration_report().expect("connect migrated");
+    assert!(report.adopted_reference_table, "{report:?}");
+
+    // Rows the reference store wrote without an execution id are reachable under a reserved,
+    // documented one, and say where they came from.
+    let orphans = store
+        .list(checkpoint_postgres::ADOPTED_WITHOUT_EXECUTION)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = orphans.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["x1", "x2"]);
+    assert!(orphans
+        .iter()
+        .all(|c| c.metadata.get("adopted_execution_id") == Some(&json!(""))));
+    assert_eq!(orphans[1].metadata.get("m"), Some(&json!(2)));
+    let executions = store
+        .list_executions(&checkpoint_core::ExecutionQuery::default())
+        .await
+        .unwrap();
+    assert!(executions.iter().any(|e| e.execution_id
+        == checkpoint_postgres::ADOPTED_WITHOUT_EXECUTION
+        && e.checkpoint_count == 2));
 
     // The version rule now holds on the adopted rows.
     let next = Checkpoint::new("run-a", "fourth", json!({"n": 4}));
