@@ -100,6 +100,9 @@ impl Limits {
             check_text(field, key)?;
             // The object itself is one level.
             check_shape(field, value, self.max_json_depth.saturating_sub(1))?;
+            // Metadata is queried by the database (filters), so every backend keeps it in a
+            // form the database reads back; refuse what that form would change, everywhere.
+            check_jsonb_numbers(field, value)?;
         }
         check_size(field, metadata, self.max_metadata_bytes)
     }
@@ -233,6 +236,49 @@ pub fn no_version_after(execution_id: &str) -> Error {
             i64::MAX
         ),
     )
+}
+
+/// Refuses numbers that PostgreSQL's `jsonb` would not give back as they were: a float with a
+/// whole value of 1e16 or more that fits a 64-bit integer is written with an exponent
+/// (`1e16`), stored by `jsonb` as the decimal `10000000000000000`, and read back as an
+/// integer. Every other finite `f64` (up to `f64::MAX` and down to the smallest subnormal) and
+/// every `i64`/`u64` comes back equal.
+///
+/// # Errors
+/// [`Error::InvalidInput`] naming `field`.
+///
+/// ```
+/// use checkpoint_core::validate::check_jsonb_numbers;
+/// use serde_json::json;
+///
+/// assert!(check_jsonb_numbers("metadata", &json!({"n": 1e15, "big": 1e300, "i": 10_000_000_000_000_000u64})).is_ok());
+/// assert!(check_jsonb_numbers("metadata", &json!({"n": 1e16})).is_err());
+/// ```
+pub fn check_jsonb_numbers(field: &str, value: &Value) -> Result<()> {
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Number(n) if n.is_f64() => {
+                let f = n.as_f64().unwrap_or(0.0);
+                // 2^64 and -2^63: the integer range serde_json reads a plain number into.
+                let fits_an_integer =
+                    (-9_223_372_036_854_775_808.0..18_446_744_073_709_551_616.0).contains(&f);
+                if f.fract() == 0.0 && f.abs() >= 1e16 && fits_an_integer {
+                    return Err(Error::invalid(
+                        field,
+                        format!(
+                            "holds the float {n}, which PostgreSQL's jsonb returns as the \
+                             integer {f:.0}; write it as an integer or a string"
+                        ),
+                    ));
+                }
+            }
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks an id-like string: not empty, at most [`MAX_ID_BYTES`] bytes, no NUL.
@@ -516,6 +562,36 @@ mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    fn floats_jsonb_turns_into_integers_are_refused_and_only_those() {
+        for bad in [
+            1e16,
+            1.5e16,
+            -1e16,
+            1.8e19,
+            1e17,
+            -9.2e18,
+            12345678901234567.0,
+        ] {
+            let err = check_jsonb_numbers("metadata", &json!({"x": [bad]})).unwrap_err();
+            assert!(err.is_invalid_field("metadata"), "{bad}: {err}");
+        }
+        for good in [
+            json!(1e15),
+            json!(9_999_999_999_999_998.0),
+            json!(2e19),
+            json!(-9.3e18),
+            json!(f64::MAX),
+            json!(f64::MIN),
+            json!(5e-324),
+            json!(-0.0),
+            json!(u64::MAX),
+            json!(i64::MIN),
+        ] {
+            assert!(check_jsonb_numbers("metadata", &good).is_ok(), "{good}");
+        }
     }
 
     #[test]

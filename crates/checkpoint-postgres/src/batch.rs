@@ -86,14 +86,15 @@ pub(crate) async fn save_appends(
     store: &PostgresStore,
     items: &[Checkpoint],
 ) -> Result<Option<Vec<i64>>> {
-    let columns = Columns::new(items, &[]);
-    let [ids, executions, nodes, states, metadata, timestamps, _, parents] = columns.params();
+    let columns = Columns::new(store, items, &[])?;
+    let [ids, executions, nodes, states, metadata, timestamps, _, parents, payloads, hashes] =
+        columns.params();
     let rows = match store
         .pool
         .query(
             &store.sql.batch_append,
             &[
-                ids, executions, nodes, states, metadata, timestamps, parents,
+                ids, executions, nodes, states, metadata, timestamps, parents, payloads, hashes,
             ],
         )
         .await
@@ -181,7 +182,7 @@ pub(crate) async fn save_planned(
         return Ok(None);
     };
 
-    let columns = Columns::new(items, &versions);
+    let columns = Columns::new(store, items, &versions)?;
     match store
         .pool
         .execute(&store.sql.batch_insert, &columns.params())
@@ -227,33 +228,47 @@ async fn write_one_by_one(
     Ok(Some(versions))
 }
 
-/// The batch as one array per column, for `unnest`.
+/// The batch as one array per column, for `unnest`: each state whole, in the JSONB column or as
+/// a compressed snapshot, as the store's encoding says.
 struct Columns<'a> {
     ids: Vec<&'a str>,
     executions: Vec<&'a str>,
     nodes: Vec<&'a str>,
-    states: Vec<Json<&'a Value>>,
+    states: Vec<Option<Json<&'a Value>>>,
     metadata: Vec<Json<&'a Map<String, Value>>>,
     timestamps: Vec<OffsetDateTime>,
     versions: &'a [i64],
     parents: Vec<Option<&'a str>>,
+    payloads: Vec<Option<Vec<u8>>>,
+    hashes: Vec<Option<i64>>,
 }
 
 impl<'a> Columns<'a> {
-    fn new(items: &'a [Checkpoint], versions: &'a [i64]) -> Self {
-        Columns {
+    fn new(store: &PostgresStore, items: &'a [Checkpoint], versions: &'a [i64]) -> Result<Self> {
+        let mut states = Vec::with_capacity(items.len());
+        let mut payloads = Vec::with_capacity(items.len());
+        let mut hashes = Vec::with_capacity(items.len());
+        for item in items {
+            let encoded = store.encoder.encode(item, true)?;
+            states.push(encoded.state);
+            payloads.push(encoded.payload);
+            hashes.push(encoded.fingerprint.map(|f| f.hash));
+        }
+        Ok(Columns {
             ids: items.iter().map(|cp| cp.id.as_str()).collect(),
             executions: items.iter().map(|cp| cp.execution_id.as_str()).collect(),
             nodes: items.iter().map(|cp| cp.node_name.as_str()).collect(),
-            states: items.iter().map(|cp| Json(&cp.state)).collect(),
+            states,
             metadata: items.iter().map(|cp| Json(&cp.metadata)).collect(),
             timestamps: items.iter().map(|cp| cp.timestamp).collect(),
             versions,
             parents: items.iter().map(|cp| cp.parent_id.as_deref()).collect(),
-        }
+            payloads,
+            hashes,
+        })
     }
 
-    fn params(&self) -> [crate::Param<'_>; 8] {
+    fn params(&self) -> [crate::Param<'_>; 10] {
         [
             &self.ids,
             &self.executions,
@@ -263,6 +278,8 @@ impl<'a> Columns<'a> {
             &self.timestamps,
             &self.versions,
             &self.parents,
+            &self.payloads,
+            &self.hashes,
         ]
     }
 }

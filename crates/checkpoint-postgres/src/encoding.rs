@@ -118,6 +118,9 @@ impl Encoder {
     /// delta is small, a full snapshot otherwise (always a snapshot when `full` is set).
     pub fn encode<'a>(&self, checkpoint: &'a Checkpoint, full: bool) -> Result<Encoded<'a>> {
         let StateEncoding::Delta { snapshot_every } = self.encoding else {
+            // The JSONB column would give some floats back as integers: refuse those here
+            // rather than store what cannot be read back equal.
+            checkpoint_core::validate::check_jsonb_numbers("state", &checkpoint.state)?;
             return Ok(Encoded {
                 state: Some(Json(&checkpoint.state)),
                 payload: None,

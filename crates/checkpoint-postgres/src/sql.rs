@@ -373,9 +373,11 @@ impl Statements {
             // rewrites the rows built on them first.
             batch_insert: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}) SELECT * FROM unnest($1::text[], \
+                    "INSERT INTO {t} AS c ({COLUMNS}, payload, state_hash, depth) \
+                     SELECT u.*, 0 FROM unnest($1::text[], \
                      $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], \
-                     $7::int8[], $8::text[]) ON CONFLICT (id) DO NOTHING"
+                     $7::int8[], $8::text[], $9::bytea[], $10::int8[]) AS u \
+                     ON CONFLICT (id) DO NOTHING"
                 ),
                 &[
                     Type::TEXT_ARRAY,
@@ -386,6 +388,8 @@ impl Statements {
                     Type::TIMESTAMPTZ_ARRAY,
                     Type::INT8_ARRAY,
                     Type::TEXT_ARRAY,
+                    Type::BYTEA_ARRAY,
+                    Type::INT8_ARRAY,
                 ],
             ),
             // A batch of new checkpoints that all append (version 0), in one statement: each
@@ -400,14 +404,17 @@ impl Statements {
             batch_append: Sql::new(
                 format!(
                     "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
-                     $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::text[]) WITH ORDINALITY \
-                     AS i(id, execution_id, node_name, state, metadata, ts, parent_id, ord)), \
+                     $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::bytea[], \
+                     $9::int8[]) WITH ORDINALITY AS i(id, execution_id, node_name, state, \
+                     metadata, ts, parent_id, payload, state_hash, ord)), \
                      top AS MATERIALIZED (SELECT e.execution_id, COALESCE((SELECT MAX(version) FROM {t} \
                      WHERE execution_id = e.execution_id), 0) AS version \
                      FROM (SELECT DISTINCT execution_id FROM i) e), \
-                     ins AS (INSERT INTO {t} AS c ({COLUMNS}) SELECT i.id, i.execution_id, \
+                     ins AS (INSERT INTO {t} AS c ({COLUMNS}, payload, state_hash, depth) \
+                     SELECT i.id, i.execution_id, \
                      i.node_name, i.state, i.metadata, i.ts, top.version + row_number() OVER \
-                     (PARTITION BY i.execution_id ORDER BY i.ord), i.parent_id \
+                     (PARTITION BY i.execution_id ORDER BY i.ord), i.parent_id, i.payload, \
+                     i.state_hash, 0 \
                      FROM i JOIN top ON top.execution_id = i.execution_id RETURNING 1) \
                      SELECT top.execution_id, top.version, (SELECT count(*) FROM ins) FROM top"
                 ),
@@ -419,6 +426,8 @@ impl Statements {
                     Type::JSONB_ARRAY,
                     Type::TIMESTAMPTZ_ARRAY,
                     Type::TEXT_ARRAY,
+                    Type::BYTEA_ARRAY,
+                    Type::INT8_ARRAY,
                 ],
             ),
             executions: Sql::new(

@@ -64,6 +64,8 @@ macro_rules! conformance_tests {
             save::save_append_after_explicit_gap_continues_from_highest,
             save::loaded_checkpoint_is_an_independent_copy,
             save::save_append_after_the_highest_version_is_refused,
+            save::save_round_trips_numbers_of_every_magnitude,
+            save::save_numbers_a_jsonb_column_would_change_are_kept_or_refused,
             validation::save_rejects_empty_ids,
             validation::save_rejects_overlong_ids,
             validation::save_rejects_nul_in_identifiers,

@@ -251,3 +251,45 @@ pub async fn save_append_after_the_highest_version_is_refused(store: Store) {
         1
     );
 }
+
+/// Numbers at every magnitude a JSON number can take in Rust read back equal: the extremes of
+/// `f64` (largest, smallest normal and subnormal), of the 64-bit integers, and long fractions.
+pub async fn save_round_trips_numbers_of_every_magnitude(store: Store) {
+    let state = json!({
+        "floats": [f64::MAX, f64::MIN, f64::MIN_POSITIVE, 5e-324, -5e-324, 1e300, 1e-300,
+                   1e15, 9_999_999_999_999_998.0, 2e19, -9.3e18, 0.1, 123456789.12345679, 1e-7],
+        "ints": [u64::MAX, i64::MIN, i64::MAX, 0, -1],
+    });
+    let mut cp = checkpoint("e1", "n", state);
+    cp.version = store.save(&cp).await.unwrap();
+    assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+    let mut batch = checkpoint("e1", "b", cp.state.clone());
+    batch.version = store
+        .save_batch(std::slice::from_ref(&batch))
+        .await
+        .unwrap()[0];
+    assert_eq!(store.load(&batch.id).await.unwrap(), batch);
+}
+
+/// Whole floats of 1e16 and more that fit a 64-bit integer are written with an exponent,
+/// which a JSONB column turns into an integer. In a state a store either reads them back
+/// exactly or refuses them (`InvalidInput` on `state`, nothing stored); in metadata, which
+/// every backend may keep in such a column for filters, they are refused everywhere.
+pub async fn save_numbers_a_jsonb_column_would_change_are_kept_or_refused(store: Store) {
+    let state = json!({"whole": [1e16, -1e16, 1.8e19, 12345678901234567.0]});
+    let cp = checkpoint("e1", "n", state).with_version(1);
+    match store.save(&cp).await {
+        Ok(version) => {
+            assert_eq!(version, 1);
+            assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+        }
+        Err(err) => {
+            assert!(err.is_invalid_field("state"), "{err}");
+            assert!(store.list("e1").await.unwrap().is_empty());
+        }
+    }
+    let tagged = checkpoint("e2", "n", json!(1)).with_metadata("n", 1e16);
+    assert_invalid(store.save(&tagged).await, "metadata");
+    assert_invalid(store.save_batch(&[tagged]).await, "metadata");
+    assert!(store.list("e2").await.unwrap().is_empty());
+}
