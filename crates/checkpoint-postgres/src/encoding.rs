@@ -189,12 +189,23 @@ impl Encoder {
         }
     }
 
-    /// Remembers a state read back from a row that can be a base.
+    /// Remembers a state read back from a row that can be a base, unless a newer one (or this
+    /// one) is held already.
     pub fn remember_read(&self, read: &crate::chain::Rebuilt) {
         if self.encoding == StateEncoding::Jsonb {
             return;
         }
         if let Some(fingerprint) = read.fingerprint {
+            // Appends follow the highest version, so the newest state known is the best base:
+            // a read of an older one, or of the one already held, changes nothing (and costs
+            // no copy of the state).
+            let held = self.cache.get(&read.checkpoint.execution_id);
+            if held.is_some_and(|h| {
+                h.version > read.checkpoint.version
+                    || (h.version == read.checkpoint.version && h.hash == fingerprint.hash)
+            }) {
+                return;
+            }
             self.cache.put(
                 &read.checkpoint.execution_id,
                 CachedState {
@@ -321,6 +332,27 @@ mod tests {
         enc.remember(&large, 2, &stored);
         let larger = Checkpoint::new("e", "n", conversation(8));
         assert!(enc.encode(&larger, false).unwrap().base.is_some());
+    }
+
+    #[test]
+    fn reads_keep_the_newest_state_as_the_base() {
+        let enc = encoder(10);
+        let read = |version: i64, messages: usize| {
+            let mut checkpoint = Checkpoint::new("e", "n", conversation(messages));
+            checkpoint.version = version;
+            crate::chain::Rebuilt {
+                fingerprint: Some(codec::fingerprint(&checkpoint.state)),
+                checkpoint,
+                depth: 0,
+            }
+        };
+        enc.remember_read(&read(5, 5));
+        assert_eq!(enc.cache.get("e").map(|e| e.version), Some(5));
+        enc.remember_read(&read(3, 3)); // older: the base stays
+        assert_eq!(enc.cache.get("e").map(|e| e.version), Some(5));
+        enc.remember_read(&read(7, 7)); // newer: it becomes the base
+        let held = enc.cache.get("e").unwrap();
+        assert_eq!((held.version, &*held.state), (7, &conversation(7)));
     }
 
     #[test]
