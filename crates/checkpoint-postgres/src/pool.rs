@@ -177,11 +177,7 @@ impl Row {
 
     /// Moves column `index` out as nullable bytes, leaving `NULL` behind (payloads are large).
     pub fn take_bytes(&mut self, index: usize) -> Result<Option<Vec<u8>>, DbError> {
-        let cell = self
-            .0
-            .get_mut(index)
-            .ok_or_else(|| DbError::decode(format!("row has no column {index}")))?;
-        match std::mem::replace(cell, Cell::Null) {
+        match self.take(index)? {
             Cell::Null => Ok(None),
             Cell::Bytes(b) => Ok(Some(b)),
             other => Err(DbError::decode(format!(
@@ -192,17 +188,21 @@ impl Row {
 
     /// Moves column `index` out as nullable JSON, leaving `NULL` behind.
     pub fn take_json(&mut self, index: usize) -> Result<Option<Value>, DbError> {
-        let cell = self
-            .0
-            .get_mut(index)
-            .ok_or_else(|| DbError::decode(format!("row has no column {index}")))?;
-        match std::mem::replace(cell, Cell::Null) {
+        match self.take(index)? {
             Cell::Null => Ok(None),
             Cell::Json(v) => Ok(Some(v)),
             other => Err(DbError::decode(format!(
                 "column {index}: expected JSON, got {other:?}"
             ))),
         }
+    }
+
+    fn take(&mut self, index: usize) -> Result<Cell, DbError> {
+        let cell = self
+            .0
+            .get_mut(index)
+            .ok_or_else(|| DbError::decode(format!("row has no column {index}")))?;
+        Ok(std::mem::replace(cell, Cell::Null))
     }
 
     /// Column `index` as a timestamp.

@@ -14,7 +14,6 @@ use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 
-use crate::chain::{self, Stored, READ_WIDTH};
 use crate::encoding::Encoded;
 use crate::error::DbError;
 use crate::pool::{DbTransaction, Param};
@@ -245,14 +244,7 @@ pub(crate) async fn rewrite_as_snapshots(
         return Ok(());
     }
     let rows = tx.query(&store.sql.chains, &[&ids]).await?;
-    let stored = rows
-        .into_iter()
-        .map(|row| {
-            let wanted = row.bool(READ_WIDTH)?;
-            Stored::from_row(row, wanted)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let rebuilt = chain::rebuild(stored, store.payload_limit())?;
+    let rebuilt = crate::read::rebuild_rows(store, rows)?;
     let ids: Vec<&str> = rebuilt.iter().map(|r| r.checkpoint.id.as_str()).collect();
     let payloads = rebuilt
         .iter()
