@@ -326,3 +326,49 @@ async fn errors_are_one_clear_line() {
     assert_eq!(code, 2, "bad arguments: {err}");
     assert!(err.contains("Usage"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_stored_histories_read_whole_through_every_command() {
+    let url = support::server().await.url.clone();
+    let schema = support::unique_schema("cli_delta");
+    let store = PostgresStore::connect(
+        PostgresOptions::new(&url)
+            .unwrap()
+            .schema(&schema)
+            .state_encoding(checkpoint_postgres::StateEncoding::delta(4).unwrap())
+            .min_delta_bytes(0),
+    )
+    .await
+    .unwrap();
+    let mut saved = Vec::new();
+    for step in 1..=12 {
+        let state =
+            json!({"messages": (0..step).map(|i| format!("message {i}")).collect::<Vec<_>>()});
+        let mut cp = Checkpoint::new("long", "n", state);
+        cp.version = store.save(&cp).await.unwrap();
+        saved.push(cp);
+    }
+    let f = Fixture {
+        url,
+        schema,
+        store,
+        a: Vec::new(),
+    };
+    // `show` of a delta in the middle of a chain prints the whole state.
+    let shown = f.json(&["show", &saved[6].id]);
+    assert_eq!(shown["state"], saved[6].state);
+    let diff = f.json(&["diff", &saved[5].id, &saved[6].id]);
+    assert!(diff.to_string().contains("messages"), "{diff}");
+    // `export --all` writes every checkpoint whole.
+    let (code, exported, err) = f.run(&["export", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<Checkpoint> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, saved);
+    // `prune` keeps the newest 5 whole.
+    let pruned = f.json(&["prune", "--keep-last", "5", "--yes"]);
+    assert_eq!(pruned["removed"], 7, "{pruned}");
+    assert_eq!(f.store.list("long").await.unwrap(), saved[7..]);
+}
