@@ -144,6 +144,7 @@ const STORAGE_COLUMNS: &str = "payload, base_version, base_hash, state_hash, dep
 #[allow(missing_docs)]
 pub struct Statements {
     pub save: Sql,
+    pub save_delta: Sql,
     pub upsert: Sql,
     pub lock_row: Sql,
     pub dependents: Sql,
@@ -238,13 +239,38 @@ impl Statements {
              AND r.\"timestamp\" < COALESCE($2::timestamptz, 'infinity')"
         );
         Statements {
-            // One statement, one round trip. A delta is written only while its base row still
+            // One statement, one round trip, for a state stored whole (a snapshot, or JSONB):
+            // an id that exists inserts nothing, and the careful path replaces it, rewriting
+            // the rows built on it first. $10, $11 and $13 (the base) are not used.
+            save: Sql::new(
+                format!(
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) VALUES ($1, $2, $3, $4, \
+                     $5, $6, {next_version}, $8, $9, NULL, NULL, $12, 0) \
+                     ON CONFLICT (id) DO NOTHING RETURNING version"
+                ),
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::JSONB,
+                    Type::TIMESTAMPTZ,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::BYTEA,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT4,
+                ],
+            ),
+            // The same for a delta. A delta is written only while its base row still
             // holds the state it was computed against (same content hash, same chain depth);
             // FOR SHARE keeps that row from being replaced or removed until this commits (a
             // replacement or removal waits, then rewrites this row first). An id that exists
             // inserts nothing: replacing a row goes through the careful path, which rewrites
             // the rows built on it.
-            save: Sql::new(
+            save_delta: Sql::new(
                 format!(
                     "WITH b AS (SELECT 1 FROM {t} WHERE $10::int8 IS NOT NULL \
                      AND execution_id = $2 AND version = $10 AND state_hash = $11 \
@@ -622,7 +648,7 @@ mod tests {
     fn placeholders_match_declared_types() {
         let s = Statements::new(&TableName::new(Some("s"), "cp").unwrap());
         for sql in [
-            &s.save,
+            &s.save_delta,
             &s.upsert,
             &s.lock_row,
             &s.dependents,

@@ -121,11 +121,17 @@ pub(crate) async fn finish<T>(
 pub(crate) async fn save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
     let args = SaveArgs::new(checkpoint, store.encoder.encode(checkpoint, false)?);
     let params = args.save_params();
+    // A whole state needs no base check: the plain insert, the statement pgbench measures.
+    let statement = if args.base_version.is_some() {
+        &store.sql.save_delta
+    } else {
+        &store.sql.save
+    };
     for attempt in 0..MAX_APPEND_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(append_backoff(attempt)).await;
         }
-        match store.query("save", &store.sql.save, &params).await {
+        match store.query("save", statement, &params).await {
             Ok(rows) => {
                 return match rows.first() {
                     Some(row) => {
