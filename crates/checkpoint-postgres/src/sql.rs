@@ -238,6 +238,23 @@ impl Statements {
              FROM {t}) r WHERE r.rank > $1 \
              AND r.\"timestamp\" < COALESCE($2::timestamptz, 'infinity')"
         );
+        // The save statements' parameters: the checkpoint, then how its state is stored
+        // (payload, base version, base hash, state hash, base depth).
+        let save_types = [
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::JSONB,
+            Type::JSONB,
+            Type::TIMESTAMPTZ,
+            Type::INT8,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT4,
+        ];
         Statements {
             // One statement, one round trip, for a state stored whole (a snapshot, or JSONB):
             // an id that exists inserts nothing, and the careful path replaces it, rewriting
@@ -248,21 +265,7 @@ impl Statements {
                      $5, $6, {next_version}, $8, $9, NULL, NULL, $12, 0) \
                      ON CONFLICT (id) DO NOTHING RETURNING version"
                 ),
-                &[
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::JSONB,
-                    Type::JSONB,
-                    Type::TIMESTAMPTZ,
-                    Type::INT8,
-                    Type::TEXT,
-                    Type::BYTEA,
-                    Type::INT8,
-                    Type::INT8,
-                    Type::INT8,
-                    Type::INT4,
-                ],
+                &save_types,
             ),
             // The same for a delta. A delta is written only while its base row still
             // holds the state it was computed against (same content hash, same chain depth);
@@ -281,21 +284,7 @@ impl Statements {
                      WHERE $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
                      ON CONFLICT (id) DO NOTHING RETURNING version"
                 ),
-                &[
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::JSONB,
-                    Type::JSONB,
-                    Type::TIMESTAMPTZ,
-                    Type::INT8,
-                    Type::TEXT,
-                    Type::BYTEA,
-                    Type::INT8,
-                    Type::INT8,
-                    Type::INT8,
-                    Type::INT4,
-                ],
+                &save_types,
             ),
             // The careful path's write, inside a transaction that holds the row and has
             // rewritten the rows built on it: a whole state, replacing the row.
