@@ -84,6 +84,8 @@ async fn bouncer() -> &'static Bouncer {
                          | tail -n 1)"
                     )
                 });
+            // A static is never dropped: remove the container when the binary exits.
+            support::remove_at_exit(container.id());
             Bouncer {
                 url: format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"),
                 _container: container,

@@ -77,7 +77,7 @@ async fn start() -> TestServer {
 
 /// Statics are never dropped, so testcontainers' own clean-up never runs for a shared
 /// container: remove it when the test binary exits.
-fn remove_at_exit(id: &str) {
+pub fn remove_at_exit(id: &str) {
     extern "C" fn remove() {
         let ids = CONTAINER_IDS
             .lock()
