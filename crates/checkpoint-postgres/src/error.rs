@@ -124,6 +124,18 @@ impl DbError {
         std::error::Error::source(err)?.downcast_ref::<DbError>()
     }
 
+    /// The same failure for another caller: kind, SQLSTATE, constraint and message, without
+    /// the driver's error (which cannot be cloned).
+    pub(crate) fn copied(&self) -> DbError {
+        DbError {
+            kind: self.kind,
+            code: self.code.clone(),
+            constraint: self.constraint.clone(),
+            message: self.message.clone(),
+            source: None,
+        }
+    }
+
     /// The kind of failure.
     pub fn kind(&self) -> DbErrorKind {
         self.kind

@@ -34,6 +34,7 @@ mod codec;
 mod delta;
 mod encoding;
 mod error;
+mod group;
 mod options;
 mod pool;
 mod read;
@@ -58,6 +59,7 @@ pub use codec::Compression;
 pub use deadpool_postgres::RecyclingMethod;
 pub use encoding::StateEncoding;
 pub use error::{DbError, DbErrorKind};
+pub use group::{GroupCommit, GroupCommitStats};
 pub use options::PostgresOptions;
 pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
 pub use retry::{is_transient, RetryPolicy};
@@ -91,6 +93,7 @@ pub struct PostgresStore {
     limits: Limits,
     retry: RetryPolicy,
     encoder: encoding::Encoder,
+    group: Option<Arc<group::Committer>>,
     migrated: Option<Arc<MigrationReport>>,
 }
 
@@ -101,6 +104,7 @@ impl std::fmt::Debug for PostgresStore {
             .field("limits", &self.limits)
             .field("encoding", &self.encoder.encoding)
             .field("compression", &self.encoder.compression)
+            .field("group_commit", &self.group.as_ref().map(|g| g.settings()))
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +141,8 @@ impl PostgresStore {
     /// As [`connect`](Self::connect).
     pub async fn with_pool(pool: impl DbPool, options: &PostgresOptions) -> Result<Self> {
         let table = options.table_name()?;
+        let group_commit = options.group_commit_settings();
+        group_commit.validate()?;
         let store = PostgresStore {
             pool: Arc::new(pool),
             sql: Arc::new(sql::Statements::new(&table)),
@@ -151,6 +157,9 @@ impl PostgresStore {
                 cache: Arc::new(cache::StateCache::new(options.state_cache_budget())),
                 min_delta_bytes: options.delta_threshold(),
             },
+            group: group_commit
+                .is_enabled()
+                .then(|| Arc::new(group::Committer::new(group_commit))),
             migrated: None,
         };
         let mut store = store;
@@ -203,6 +212,12 @@ impl PostgresStore {
     /// How this store writes states.
     pub fn encoding(&self) -> StateEncoding {
         self.encoder.encoding
+    }
+
+    /// What group commit has done on this store (and its clones) so far; `None` when it is
+    /// off. Take two snapshots and [`GroupCommitStats::since`] to see one stretch of work.
+    pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        self.group.as_ref().map(|committer| committer.stats())
     }
 
     /// The most bytes one stored payload may expand to when read: well above any state the

@@ -13,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::codec::Compression;
 use crate::encoding::StateEncoding;
+use crate::group::GroupCommit;
 use crate::retry::RetryPolicy;
 use crate::sql::TableName;
 use crate::tls::{parse_certificates, SslMode};
@@ -20,8 +21,10 @@ use crate::tls::{parse_certificates, SslMode};
 /// Parameters of the connection string that the store reads itself and takes out before the
 /// string reaches the driver: the pool settings of pgx / LangGraphGo, and the TLS settings the
 /// driver does not know (`verify-ca`, `verify-full`, `sslrootcert`).
-const OWN_PARAMETERS: [&str; 10] = [
+const OWN_PARAMETERS: [&str; 12] = [
     "statement_cache",
+    "group_commit",
+    "group_commit_max_saves",
     "state_encoding",
     "snapshot_every",
     "compression",
@@ -79,6 +82,7 @@ pub struct PostgresOptions {
     compression: Compression,
     state_cache_bytes: usize,
     min_delta_bytes: usize,
+    group_commit: GroupCommit,
 }
 
 impl PostgresOptions {
@@ -131,6 +135,7 @@ impl PostgresOptions {
             compression: Compression::default(),
             state_cache_bytes: Self::DEFAULT_STATE_CACHE_BYTES,
             min_delta_bytes: Self::DEFAULT_MIN_DELTA_BYTES,
+            group_commit: GroupCommit::default(),
         };
         for (key, value) in own_params {
             options.apply_parameter(&key, &value)?;
@@ -158,6 +163,11 @@ impl PostgresOptions {
             humantime::parse_duration(value)
                 .map_err(|e| Error::invalid(key, format!("{value:?} is not a duration: {e}")))
         };
+        let switch = || match value {
+            "on" | "true" | "1" => Ok(true),
+            "off" | "false" | "0" => Ok(false),
+            other => Err(Error::invalid(key, format!("{other:?} is not on or off"))),
+        };
         match key {
             "pool_max_conns" => {
                 let n = count()?;
@@ -170,14 +180,11 @@ impl PostgresOptions {
             "pool_max_conn_lifetime" => self.max_lifetime = Some(duration()?),
             "pool_max_conn_idle_time" => self.max_idle_time = Some(duration()?),
             "sslmode" => self.ssl_mode = value.parse()?,
-            "statement_cache" => {
-                self.statement_cache = match value {
-                    "on" | "true" | "1" => true,
-                    "off" | "false" | "0" => false,
-                    other => {
-                        return Err(Error::invalid(key, format!("{other:?} is not on or off")))
-                    }
-                }
+            "statement_cache" => self.statement_cache = switch()?,
+            "group_commit" => self.group_commit = self.group_commit.enabled(switch()?),
+            "group_commit_max_saves" => {
+                self.group_commit = self.group_commit.max_saves(count()?);
+                self.group_commit.validate()?;
             }
             "state_encoding" => {
                 self.encoding = match value {
@@ -368,6 +375,19 @@ impl PostgresOptions {
         self.state_cache_bytes
     }
 
+    /// Whether and how concurrent saves share one statement and one commit (default
+    /// [`GroupCommit::default`]: on); also `group_commit=on|off` and
+    /// `group_commit_max_saves=N` in the connection string. Validated on connect.
+    pub fn group_commit(mut self, settings: GroupCommit) -> Self {
+        self.group_commit = settings;
+        self
+    }
+
+    /// The group commit settings.
+    pub fn group_commit_settings(&self) -> GroupCommit {
+        self.group_commit
+    }
+
     /// The retry policy.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry
@@ -529,6 +549,7 @@ impl fmt::Debug for PostgresOptions {
             .field("compression", &self.compression)
             .field("state_cache_bytes", &self.state_cache_bytes)
             .field("min_delta_bytes", &self.min_delta_bytes)
+            .field("group_commit", &self.group_commit)
             .finish()
     }
 }

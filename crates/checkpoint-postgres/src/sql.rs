@@ -160,6 +160,8 @@ pub struct Statements {
     pub batch_lookup: Sql,
     pub batch_insert: Sql,
     pub batch_append: Sql,
+    pub group_save: Sql,
+    pub group_save_delta: Sql,
     pub executions: Sql,
     pub prune_execution: Sql,
     pub prune_all: Sql,
@@ -194,6 +196,65 @@ fn x_columns() -> String {
         .map(|c| format!("x.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The statement of a group commit: the saves of the group as one array per column, written
+/// in one statement that stores all or none. Appends (version 0) continue after their
+/// execution's highest version in arrival order, read once before any row is inserted;
+/// explicit versions are written as given. With `deltas`, a delta whose base row no longer
+/// holds the state it was computed against (same content hash, same depth) gets a NULL
+/// version, which fails the statement; `FOR SHARE` holds each base until commit, as in the
+/// single save.
+fn group_save(t: &str, deltas: bool) -> Sql {
+    let (check, version) = if deltas {
+        (
+            format!(
+                ", b AS (SELECT i.ord FROM i CROSS JOIN LATERAL (SELECT 1 FROM {t} x \
+                 WHERE x.execution_id = i.execution_id AND x.version = i.base_version \
+                 AND x.state_hash = i.base_hash AND COALESCE(x.depth, 0) = i.base_depth \
+                 FOR SHARE) l WHERE i.base_version IS NOT NULL)"
+            ),
+            "CASE WHEN n.base_version IS NOT NULL AND n.ord NOT IN (SELECT ord FROM b) \
+             THEN NULL ELSE n.v END",
+        )
+    } else {
+        (String::new(), "n.v")
+    };
+    Sql::new(
+        format!(
+            "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
+             $5::jsonb[], $6::timestamptz[], $7::int8[], $8::text[], $9::bytea[], $10::int8[], \
+             $11::int8[], $12::int8[], $13::int4[]) WITH ORDINALITY AS i(id, execution_id, \
+             node_name, state, metadata, ts, version, parent_id, payload, base_version, \
+             base_hash, state_hash, base_depth, ord)), \
+             top AS MATERIALIZED (SELECT e.execution_id, COALESCE((SELECT MAX(version) \
+             FROM {t} WHERE execution_id = e.execution_id), 0) AS version \
+             FROM (SELECT DISTINCT execution_id FROM i WHERE version = 0) e){check}, \
+             n AS (SELECT i.*, CASE WHEN i.version = 0 THEN top.version + row_number() OVER \
+             (PARTITION BY i.execution_id, i.version = 0 ORDER BY i.ord) ELSE i.version END AS v \
+             FROM i LEFT JOIN top ON top.execution_id = i.execution_id) \
+             INSERT INTO {t} ({COLUMNS}, {STORAGE_COLUMNS}) SELECT n.id, n.execution_id, \
+             n.node_name, n.state, n.metadata, n.ts, {version}, n.parent_id, n.payload, \
+             n.base_version, n.base_hash, n.state_hash, \
+             CASE WHEN n.base_version IS NULL THEN 0 ELSE n.base_depth + 1 END \
+             FROM n ORDER BY n.ord RETURNING id, version"
+        ),
+        &[
+            Type::TEXT_ARRAY,
+            Type::TEXT_ARRAY,
+            Type::TEXT_ARRAY,
+            Type::JSONB_ARRAY,
+            Type::JSONB_ARRAY,
+            Type::TIMESTAMPTZ_ARRAY,
+            Type::INT8_ARRAY,
+            Type::TEXT_ARRAY,
+            Type::BYTEA_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT8_ARRAY,
+            Type::INT4_ARRAY,
+        ],
+    )
 }
 
 impl Statements {
@@ -445,6 +506,8 @@ impl Statements {
                     Type::INT8_ARRAY,
                 ],
             ),
+            group_save: group_save(&t, false),
+            group_save_delta: group_save(&t, true),
             executions: Sql::new(
                 format!(
                     "SELECT execution_id, count(*), MAX(version), MAX(\"timestamp\") FROM {t} \
@@ -652,6 +715,8 @@ mod tests {
             &s.page_descending,
             &s.batch_lookup,
             &s.batch_insert,
+            &s.group_save,
+            &s.group_save_delta,
             &s.executions,
             &s.prune_execution,
             &s.prune_all,

@@ -117,9 +117,27 @@ pub(crate) async fn finish<T>(
     }
 }
 
-/// `save`: one statement, or the careful path when the id exists or the delta's base changed.
+/// `save`: in the next group when group commit is on, alone otherwise.
 pub(crate) async fn save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
-    let args = SaveArgs::new(checkpoint, store.encoder.encode(checkpoint, false)?);
+    match &store.group {
+        Some(committer) => crate::group::save(store, committer, checkpoint).await,
+        None => save_alone(store, checkpoint).await,
+    }
+}
+
+/// A save in its own statement: one round trip, or the careful path when the id exists or
+/// the delta's base changed.
+pub(crate) async fn save_alone(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
+    save_encoded(store, checkpoint, store.encoder.encode(checkpoint, false)?).await
+}
+
+/// [`save_alone`] of a checkpoint already encoded.
+pub(crate) async fn save_encoded(
+    store: &PostgresStore,
+    checkpoint: &Checkpoint,
+    encoded: Encoded<'_>,
+) -> Result<i64> {
+    let args = SaveArgs::new(checkpoint, encoded);
     let params = args.save_params();
     // A whole state needs no base check: the plain insert, the statement pgbench measures.
     let statement = if args.base_version.is_some() {

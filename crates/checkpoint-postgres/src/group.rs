@@ -1,0 +1,704 @@
+//! Group commit: saves that arrive while another save of this store is being written travel
+//! together in the next statement and share its commit; each caller is answered only once that
+//! commit has returned, so nothing is acknowledged before it is durable.
+//!
+//! - No timer: a save that finds no write in flight goes out at once, alone. Saves arriving
+//!   meanwhile queue up and leave together when the write ahead of them ends.
+//! - A group is one `INSERT ... SELECT FROM unnest(...)`, a transaction on its own, and
+//!   all or nothing: it either stores every save in it or none. Appends to one execution get
+//!   consecutive versions in arrival order; explicit versions are written as given.
+//! - When the unique index, the foreign key or a delta's base check refuses the group, its
+//!   saves are made one by one, in arrival order per execution, by the same path a save takes
+//!   without group commit, so each gets exactly the outcome it would have had alone (a
+//!   conflict, a replaced row, a snapshot instead of a delta) and the others are stored. A
+//!   group of appends that only lost a race for the next versions is sent again.
+//! - A group that fails transiently is retried whole (every save is idempotent by its id); a
+//!   failure that outlasts the retries is reported to every save in it.
+//! - The write runs in its own task, so a caller that gives up waiting cannot cut a group
+//!   short; a group lost anyway (its runtime shut down) sends its saves back to their callers,
+//!   who make them alone: by id, so a group that did commit is found, not written twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use checkpoint_core::{Checkpoint, Error, Result};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use tokio_postgres::types::Json;
+
+use crate::encoding::Encoded;
+use crate::error::{DbError, DbErrorKind};
+use crate::pool::Param;
+use crate::{append_backoff, PostgresStore};
+
+/// How often a group of appends that lost the race for its versions to another writer is sent
+/// again before its saves are made one by one.
+const MAX_GROUP_RACES: usize = 8;
+
+/// How [`PostgresStore`] coalesces concurrent saves (see `docs/performance.md`, "Group commit").
+///
+/// On by default. A save waits for nothing when no other save of the store is being written;
+/// while one is, the saves that arrive are sent together as soon as it ends, in one statement and
+/// one commit, and each caller is answered once that commit is done.
+///
+/// ```
+/// use checkpoint_postgres::{GroupCommit, PostgresOptions};
+///
+/// let options = PostgresOptions::new("postgres://localhost/app?group_commit=off")?;
+/// assert!(!options.group_commit_settings().is_enabled());
+/// let tuned = options.group_commit(GroupCommit::default().max_saves(64).max_bytes(1 << 20));
+/// assert_eq!(tuned.group_commit_settings().saves_per_group(), 64);
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupCommit {
+    enabled: bool,
+    max_saves: usize,
+    max_bytes: usize,
+    max_in_flight: usize,
+}
+
+impl Default for GroupCommit {
+    /// On; at most [`GroupCommit::DEFAULT_MAX_SAVES`] saves and
+    /// [`GroupCommit::DEFAULT_MAX_BYTES`] per group, one group in flight.
+    fn default() -> Self {
+        GroupCommit {
+            enabled: true,
+            max_saves: Self::DEFAULT_MAX_SAVES,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_in_flight: 1,
+        }
+    }
+}
+
+impl GroupCommit {
+    /// Default most saves in one group.
+    pub const DEFAULT_MAX_SAVES: usize = 256;
+    /// Default most bytes (stored state and metadata) in one group: 8 MiB.
+    pub const DEFAULT_MAX_BYTES: usize = 8 * 1024 * 1024;
+    /// The ceiling of [`GroupCommit::max_saves`].
+    pub const MAX_SAVES: usize = 4_096;
+    /// The ceiling of [`GroupCommit::max_bytes`]: well inside the server's 1 GB message limit.
+    pub const MAX_BYTES: usize = 256 * 1024 * 1024;
+    /// The ceiling of [`GroupCommit::max_in_flight`].
+    pub const MAX_IN_FLIGHT: usize = 64;
+
+    /// Every save its own statement and commit.
+    pub fn disabled() -> Self {
+        GroupCommit {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// Turns coalescing on or off, keeping the bounds.
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = on;
+        self
+    }
+
+    /// Most saves sent in one group, 1 to [`GroupCommit::MAX_SAVES`].
+    pub fn max_saves(mut self, n: usize) -> Self {
+        self.max_saves = n;
+        self
+    }
+
+    /// Most bytes of stored state and metadata in one group, 1 to [`GroupCommit::MAX_BYTES`]. A
+    /// save larger than this on its own is written alone.
+    pub fn max_bytes(mut self, n: usize) -> Self {
+        self.max_bytes = n;
+        self
+    }
+
+    /// How many groups may be written at once, each on its own connection, 1 to
+    /// [`GroupCommit::MAX_IN_FLIGHT`] (default 1: the next group forms while one is written).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
+    }
+
+    /// Whether saves are coalesced.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Most saves in one group.
+    pub fn saves_per_group(&self) -> usize {
+        self.max_saves
+    }
+
+    /// Most bytes in one group.
+    pub fn bytes_per_group(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// How many groups may be in flight.
+    pub fn groups_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Checks every bound.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `group_commit_max_saves`, `group_commit_max_bytes` or
+    /// `group_commit_max_in_flight`.
+    pub fn validate(&self) -> Result<()> {
+        for (field, value, ceiling) in [
+            ("group_commit_max_saves", self.max_saves, Self::MAX_SAVES),
+            ("group_commit_max_bytes", self.max_bytes, Self::MAX_BYTES),
+            (
+                "group_commit_max_in_flight",
+                self.max_in_flight,
+                Self::MAX_IN_FLIGHT,
+            ),
+        ] {
+            if !(1..=ceiling).contains(&value) {
+                return Err(Error::invalid(
+                    field,
+                    format!("must be between 1 and {ceiling}, got {value}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What group commit did so far on one store: how many groups, how large, how often a group
+/// had to be split into single saves. See
+/// [`PostgresStore::group_commit_stats`](crate::PostgresStore::group_commit_stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    groups: u64,
+    saves: u64,
+    split: u64,
+    races: u64,
+    /// `sizes[n]`: how many groups held `n` saves.
+    sizes: Vec<u64>,
+}
+
+impl GroupCommitStats {
+    /// Groups written (a group sent again after a lost race counts once).
+    pub fn groups(&self) -> u64 {
+        self.groups
+    }
+
+    /// Saves sent in groups.
+    pub fn saves(&self) -> u64 {
+        self.saves
+    }
+
+    /// Groups the server refused whose saves were then made one by one.
+    pub fn split_groups(&self) -> u64 {
+        self.split
+    }
+
+    /// Times a group of appends was sent again after losing the race for its versions.
+    pub fn lost_races(&self) -> u64 {
+        self.races
+    }
+
+    /// The mean number of saves per group (0 before the first group).
+    pub fn mean_size(&self) -> f64 {
+        if self.groups == 0 {
+            0.0
+        } else {
+            self.saves as f64 / self.groups as f64
+        }
+    }
+
+    /// The group size that `quantile` (0 to 1) of groups do not exceed (0 before the first
+    /// group).
+    pub fn size_quantile(&self, quantile: f64) -> usize {
+        let wanted = (quantile.clamp(0.0, 1.0) * self.groups as f64).ceil() as u64;
+        let mut seen = 0u64;
+        for (size, count) in self.sizes.iter().enumerate() {
+            seen = seen.saturating_add(*count);
+            if *count > 0 && seen >= wanted.max(1) {
+                return size;
+            }
+        }
+        0
+    }
+
+    /// The largest group.
+    pub fn largest(&self) -> usize {
+        self.sizes.iter().rposition(|count| *count > 0).unwrap_or(0)
+    }
+
+    /// What happened between `earlier` (a snapshot of the same store) and this snapshot.
+    pub fn since(&self, earlier: &GroupCommitStats) -> GroupCommitStats {
+        GroupCommitStats {
+            groups: self.groups.saturating_sub(earlier.groups),
+            saves: self.saves.saturating_sub(earlier.saves),
+            split: self.split.saturating_sub(earlier.split),
+            races: self.races.saturating_sub(earlier.races),
+            sizes: self
+                .sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(earlier.sizes.get(i).copied().unwrap_or(0)))
+                .collect(),
+        }
+    }
+
+    fn record(&mut self, size: usize, races: usize, split: bool) {
+        self.groups = self.groups.saturating_add(1);
+        self.saves = self.saves.saturating_add(size as u64);
+        self.races = self.races.saturating_add(races as u64);
+        self.split = self.split.saturating_add(u64::from(split));
+        if self.sizes.len() <= size {
+            self.sizes.resize(size + 1, 0);
+        }
+        self.sizes[size] = self.sizes[size].saturating_add(1);
+    }
+}
+
+/// The queue of one store and the groups in flight.
+pub(crate) struct Committer {
+    settings: GroupCommit,
+    queue: Mutex<Queue>,
+    stats: Mutex<GroupCommitStats>,
+}
+
+struct Queue {
+    pending: VecDeque<Member>,
+    in_flight: usize,
+}
+
+/// One save waiting for its group: the row, owned, and where its answer goes.
+struct Member {
+    id: String,
+    execution_id: String,
+    node_name: String,
+    state: Option<Json<Box<RawValue>>>,
+    metadata: Json<Box<RawValue>>,
+    timestamp: OffsetDateTime,
+    version: i64,
+    parent_id: Option<String>,
+    payload: Option<Vec<u8>>,
+    base_version: Option<i64>,
+    base_hash: Option<i64>,
+    state_hash: Option<i64>,
+    base_depth: Option<i32>,
+    bytes: usize,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What a group tells one of its saves.
+enum Reply {
+    /// Stored and committed at this version.
+    Stored(i64),
+    /// The group failed for a reason every save shares (the server is unreachable).
+    Failed(Error),
+    /// The group was refused: make this save alone, once the save before it of the same
+    /// execution (`after`) is done; dropping `turn` lets the next one go.
+    Alone {
+        after: Option<oneshot::Receiver<()>>,
+        turn: oneshot::Sender<()>,
+    },
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the data consistent; a panic elsewhere cannot break it.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Committer {
+    pub fn new(settings: GroupCommit) -> Self {
+        Committer {
+            settings,
+            queue: Mutex::new(Queue {
+                pending: VecDeque::new(),
+                in_flight: 0,
+            }),
+            stats: Mutex::new(GroupCommitStats::default()),
+        }
+    }
+
+    pub fn settings(&self) -> GroupCommit {
+        self.settings
+    }
+
+    pub fn stats(&self) -> GroupCommitStats {
+        lock(&self.stats).clone()
+    }
+
+    /// Queues `member`; starts a writer when fewer than the allowed groups are in flight.
+    fn submit(self: &Arc<Self>, store: &PostgresStore, member: Member) {
+        let group = {
+            let mut queue = lock(&self.queue);
+            queue.pending.push_back(member);
+            if queue.in_flight >= self.settings.max_in_flight {
+                return;
+            }
+            queue.in_flight += 1;
+            self.take_group(&mut queue)
+        };
+        tokio::spawn(write_groups(store.clone(), Arc::clone(self), group));
+    }
+
+    /// The oldest queued saves, within the group bounds (always at least one).
+    fn take_group(&self, queue: &mut Queue) -> Vec<Member> {
+        let mut group = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(next) = queue.pending.front() {
+            let full = group.len() >= self.settings.max_saves
+                || bytes.saturating_add(next.bytes) > self.settings.max_bytes;
+            if !group.is_empty() && full {
+                break;
+            }
+            bytes = bytes.saturating_add(next.bytes);
+            match queue.pending.pop_front() {
+                Some(member) => group.push(member),
+                None => break,
+            }
+        }
+        group
+    }
+
+    /// The next group for a writer that has finished one, or `None` (and one writer fewer).
+    fn next_group(&self) -> Option<Vec<Member>> {
+        let mut queue = lock(&self.queue);
+        if queue.pending.is_empty() {
+            queue.in_flight -= 1;
+            return None;
+        }
+        Some(self.take_group(&mut queue))
+    }
+}
+
+/// Leaves the writer count right when a writer task is dropped before it ends (its runtime
+/// shut down): when it was the last, the queued saves go back to their callers.
+struct Writer<'a> {
+    committer: &'a Committer,
+    finished: bool,
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let abandoned = {
+            let mut queue = lock(&self.committer.queue);
+            queue.in_flight -= 1;
+            if queue.in_flight == 0 {
+                std::mem::take(&mut queue.pending)
+            } else {
+                VecDeque::new()
+            }
+        };
+        // Dropping a member's reply sender tells its caller to save alone.
+        drop(abandoned);
+    }
+}
+
+/// A writer: writes `group`, then the groups that queued up meanwhile, until none is left.
+async fn write_groups(store: PostgresStore, committer: Arc<Committer>, group: Vec<Member>) {
+    let mut writer = Writer {
+        committer: &committer,
+        finished: false,
+    };
+    let mut group = group;
+    loop {
+        write_group(&store, &committer, group).await;
+        match committer.next_group() {
+            Some(next) => group = next,
+            None => {
+                writer.finished = true;
+                return;
+            }
+        }
+    }
+}
+
+/// Writes one group and answers each of its saves.
+async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Member>) {
+    let outcome = {
+        let columns = Columns::of(&group);
+        let params = columns.params();
+        let statement = if columns.deltas {
+            &store.sql.group_save_delta
+        } else {
+            &store.sql.group_save
+        };
+        let all_append = group.iter().all(|m| m.version == 0);
+        let mut races = 0;
+        loop {
+            let result = store
+                .retry
+                .run("save", || async {
+                    Ok(store.pool.query(statement, &params).await?)
+                })
+                .await;
+            match result {
+                // Another writer took versions this group numbered: number them again.
+                Err(e)
+                    if all_append && store.is_version_conflict(&e) && races < MAX_GROUP_RACES =>
+                {
+                    races += 1;
+                    tokio::time::sleep(append_backoff(races)).await;
+                }
+                other => break (other, races),
+            }
+        }
+    };
+    let (result, races) = outcome;
+    let split = matches!(&result, Err(e) if is_refusal(e));
+    lock(&committer.stats).record(group.len(), races, split);
+    match result {
+        Ok(rows) => {
+            let mut versions = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                if let (Ok(id), Ok(version)) = (row.text(0), row.int(1)) {
+                    versions.insert(id, version);
+                }
+            }
+            for member in group {
+                let reply = match versions.remove(&member.id) {
+                    Some(version) => Reply::Stored(version),
+                    // Not reported back (it cannot happen with one row per save): the save
+                    // alone finds the row by its id.
+                    None => alone(None),
+                };
+                let _ = member.reply.send(reply);
+            }
+        }
+        Err(e) if split => {
+            tracing::debug!(saves = group.len(), error = %e, "a group was refused; saving its members one by one");
+            let mut last: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
+            for member in group {
+                let (turn, next) = oneshot::channel();
+                let after = last.insert(member.execution_id, next);
+                let _ = member.reply.send(Reply::Alone { after, turn });
+            }
+        }
+        Err(e) => {
+            for member in group {
+                let _ = member.reply.send(Reply::Failed(copy_error(&e)));
+            }
+        }
+    }
+}
+
+fn alone(after: Option<oneshot::Receiver<()>>) -> Reply {
+    let (turn, _) = oneshot::channel();
+    Reply::Alone { after, turn }
+}
+
+/// Whether the server refused the group for what one of its saves holds (a constraint, a
+/// value out of range, a delta whose base changed), rather than for a reason all share.
+fn is_refusal(err: &Error) -> bool {
+    DbError::of(err).is_some_and(|db| {
+        db.kind() == DbErrorKind::Server
+            && db.code().is_some_and(|code| {
+                let class = &code.code()[..2];
+                class == "22" || class == "23"
+            })
+    })
+}
+
+/// The same failure for another save of the group.
+fn copy_error(err: &Error) -> Error {
+    match DbError::of(err) {
+        Some(db) => db.copied().into_core(),
+        None => Error::Backend {
+            message: err.to_string(),
+            retryable: err.is_retryable(),
+            source: format!("the group this save was sent in failed: {err}").into(),
+        },
+    }
+}
+
+/// The group as one array per column, in the placeholder order of the group statements.
+struct Columns<'a> {
+    ids: Vec<&'a str>,
+    executions: Vec<&'a str>,
+    nodes: Vec<&'a str>,
+    states: Vec<Option<&'a Json<Box<RawValue>>>>,
+    metadata: Vec<&'a Json<Box<RawValue>>>,
+    timestamps: Vec<OffsetDateTime>,
+    versions: Vec<i64>,
+    parents: Vec<Option<&'a str>>,
+    payloads: Vec<Option<&'a [u8]>>,
+    base_versions: Vec<Option<i64>>,
+    base_hashes: Vec<Option<i64>>,
+    state_hashes: Vec<Option<i64>>,
+    base_depths: Vec<Option<i32>>,
+    deltas: bool,
+}
+
+impl<'a> Columns<'a> {
+    fn of(group: &'a [Member]) -> Self {
+        Columns {
+            ids: group.iter().map(|m| m.id.as_str()).collect(),
+            executions: group.iter().map(|m| m.execution_id.as_str()).collect(),
+            nodes: group.iter().map(|m| m.node_name.as_str()).collect(),
+            states: group.iter().map(|m| m.state.as_ref()).collect(),
+            metadata: group.iter().map(|m| &m.metadata).collect(),
+            timestamps: group.iter().map(|m| m.timestamp).collect(),
+            versions: group.iter().map(|m| m.version).collect(),
+            parents: group.iter().map(|m| m.parent_id.as_deref()).collect(),
+            payloads: group.iter().map(|m| m.payload.as_deref()).collect(),
+            base_versions: group.iter().map(|m| m.base_version).collect(),
+            base_hashes: group.iter().map(|m| m.base_hash).collect(),
+            state_hashes: group.iter().map(|m| m.state_hash).collect(),
+            base_depths: group.iter().map(|m| m.base_depth).collect(),
+            deltas: group.iter().any(|m| m.base_version.is_some()),
+        }
+    }
+
+    fn params(&self) -> [Param<'_>; 13] {
+        [
+            &self.ids,
+            &self.executions,
+            &self.nodes,
+            &self.states,
+            &self.metadata,
+            &self.timestamps,
+            &self.versions,
+            &self.parents,
+            &self.payloads,
+            &self.base_versions,
+            &self.base_hashes,
+            &self.state_hashes,
+            &self.base_depths,
+        ]
+    }
+}
+
+/// `save` with group commit: the save joins the next group unless it is larger than a whole
+/// group may be.
+pub(crate) async fn save(
+    store: &PostgresStore,
+    committer: &Arc<Committer>,
+    checkpoint: &Checkpoint,
+) -> Result<i64> {
+    let encoded = store.encoder.encode(checkpoint, false)?;
+    let state = match &encoded.state {
+        Some(Json(state)) => Some(Json(serde_json::value::to_raw_value(state)?)),
+        None => None,
+    };
+    let metadata = Json(serde_json::value::to_raw_value(&checkpoint.metadata)?);
+    let bytes = state.as_ref().map_or(0, |s| s.0.get().len())
+        + encoded.payload.as_ref().map_or(0, Vec::len)
+        + metadata.0.get().len();
+    if bytes > committer.settings.max_bytes {
+        return crate::write::save_encoded(store, checkpoint, encoded).await;
+    }
+    let Encoded {
+        payload,
+        base,
+        fingerprint,
+        ..
+    } = encoded;
+    let (reply, answer) = oneshot::channel();
+    committer.submit(
+        store,
+        Member {
+            id: checkpoint.id.clone(),
+            execution_id: checkpoint.execution_id.clone(),
+            node_name: checkpoint.node_name.clone(),
+            state,
+            metadata,
+            timestamp: checkpoint.timestamp,
+            version: checkpoint.version,
+            parent_id: checkpoint.parent_id.clone(),
+            payload,
+            base_version: base.map(|b| b.version),
+            base_hash: base.map(|b| b.hash),
+            state_hash: fingerprint.map(|f| f.hash),
+            base_depth: base.map(|b| b.depth),
+            bytes,
+            reply,
+        },
+    );
+    match answer.await {
+        Ok(Reply::Stored(version)) => {
+            let stored = Encoded {
+                state: None,
+                payload: None,
+                base,
+                fingerprint,
+            };
+            store.encoder.remember(checkpoint, version, &stored);
+            Ok(version)
+        }
+        Ok(Reply::Failed(err)) => Err(err),
+        Ok(Reply::Alone { after, turn }) => {
+            if let Some(after) = after {
+                // An error means the save before this one was abandoned: go on regardless.
+                let _ = after.await;
+            }
+            let outcome = crate::write::save_alone(store, checkpoint).await;
+            drop(turn);
+            outcome
+        }
+        // The group was lost before it answered (its runtime shut down): saving alone finds
+        // the row by id if the group did commit.
+        Err(_) => crate::write::save_alone(store, checkpoint).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_checked_with_the_field_named() {
+        assert!(GroupCommit::default().validate().is_ok());
+        for (settings, field) in [
+            (
+                GroupCommit::default().max_saves(0),
+                "group_commit_max_saves",
+            ),
+            (
+                GroupCommit::default().max_saves(GroupCommit::MAX_SAVES + 1),
+                "group_commit_max_saves",
+            ),
+            (
+                GroupCommit::default().max_bytes(0),
+                "group_commit_max_bytes",
+            ),
+            (
+                GroupCommit::default().max_bytes(GroupCommit::MAX_BYTES + 1),
+                "group_commit_max_bytes",
+            ),
+            (
+                GroupCommit::default().max_in_flight(0),
+                "group_commit_max_in_flight",
+            ),
+            (
+                GroupCommit::default().max_in_flight(GroupCommit::MAX_IN_FLIGHT + 1),
+                "group_commit_max_in_flight",
+            ),
+        ] {
+            let err = settings.validate().unwrap_err();
+            assert!(err.is_invalid_field(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn stats_report_sizes_and_differences() {
+        let mut stats = GroupCommitStats::default();
+        assert_eq!(stats.size_quantile(0.99), 0);
+        assert_eq!(stats.mean_size(), 0.0);
+        let before = stats.clone();
+        for size in [1, 1, 2, 16, 16, 16, 16, 16, 16, 40] {
+            stats.record(size, 0, false);
+        }
+        stats.record(3, 2, true);
+        assert_eq!(stats.groups(), 11);
+        assert_eq!(stats.saves(), 143);
+        assert_eq!(stats.largest(), 40);
+        assert_eq!(stats.size_quantile(0.5), 16);
+        assert_eq!(stats.size_quantile(0.99), 40);
+        assert_eq!(stats.size_quantile(0.0), 1);
+        assert_eq!(stats.split_groups(), 1);
+        assert_eq!(stats.lost_races(), 2);
+        let delta = stats.since(&before);
+        assert_eq!(delta, stats);
+        assert_eq!(stats.since(&stats).groups(), 0);
+    }
+}
