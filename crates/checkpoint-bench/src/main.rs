@@ -18,13 +18,13 @@ mod workloads;
 
 use std::time::Duration;
 
-use checkpoint_postgres::{Compression, StateEncoding};
+use checkpoint_postgres::{Compression, GroupCommit, StateEncoding};
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Map, Value};
 
 use crate::server::{Server, DEFAULT_IMAGE};
 use crate::stats::Figures;
-use crate::workloads::Bench;
+use crate::workloads::{Bench, Setup};
 
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -53,6 +53,9 @@ struct Args {
     /// Run one group of workloads only.
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// Groups in flight at once for the grouped save workloads (default: the store's).
+    #[arg(long)]
+    group_in_flight: Option<usize>,
     /// Steps of the growth workload.
     #[arg(long, default_value_t = 500)]
     growth_steps: usize,
@@ -130,48 +133,93 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The save workloads, with pgbench running the same single-row statement as the baseline.
+/// The save workloads with group commit on (the default) and off, with pgbench running the
+/// same single-row statement as the baseline.
 async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Result<()> {
-    let seq = bench.save(1, true).await?;
-    report.row("save_sequential", "save, 1 task", &seq);
-    let mut concurrent = Vec::new();
-    for tasks in [4, 16, 64] {
-        let f = bench.save(tasks, true).await?;
-        report.row(
-            &format!("save_concurrent_{tasks}"),
-            &format!("save, {tasks} tasks (own executions)"),
-            &f,
-        );
-        concurrent.push((tasks, f));
+    let mut on = Setup::default();
+    if let Some(n) = args.group_in_flight {
+        on.group = on.group.max_in_flight(n);
     }
-    let c16 = concurrent
-        .iter()
-        .find(|(t, _)| *t == 16)
-        .map(|(_, f)| f.per_second)
-        .unwrap_or(0.0);
+    let off = Setup {
+        group: GroupCommit::disabled(),
+        ..on
+    };
+    let mut per_second = std::collections::HashMap::new();
+    let mut p99 = std::collections::HashMap::new();
+    for tasks in [1, 4, 16, 64] {
+        for (mode, setup) in [("grouped", on), ("alone", off)] {
+            let (f, groups) = bench.save_with(tasks, setup).await?;
+            let label = match tasks {
+                1 => format!("save, 1 task, {mode}"),
+                n => format!("save, {n} tasks (own executions), {mode}"),
+            };
+            let key = match (tasks, mode) {
+                (1, "grouped") => "save_sequential".to_owned(),
+                (1, _) => format!("save_sequential_{mode}"),
+                (n, "grouped") => format!("save_concurrent_{n}"),
+                (n, _) => format!("save_concurrent_{n}_{mode}"),
+            };
+            report.row(&key, &label, &f);
+            if let Some(groups) = groups.filter(|_| tasks > 1) {
+                report.value(
+                    &format!("group_size_mean_{tasks}"),
+                    &format!("  group size at {tasks} tasks, mean"),
+                    groups.mean_size(),
+                );
+                report.value(
+                    &format!("group_size_p99_{tasks}"),
+                    &format!("  group size at {tasks} tasks, p99"),
+                    groups.size_quantile(0.99) as f64,
+                );
+            }
+            per_second.insert((tasks, mode), f.per_second);
+            p99.insert((tasks, mode), f.p99_ms);
+        }
+    }
+    let rate = |tasks, mode| per_second.get(&(tasks, mode)).copied().unwrap_or(0.0);
+    report.value(
+        "ratio_grouped_vs_alone_16",
+        "ratio: 16 tasks grouped / alone",
+        rate(16, "grouped") / rate(16, "alone"),
+    );
+    let tail = |mode| p99.get(&(16, mode)).copied().unwrap_or(0.0);
+    report.value(
+        "ratio_p99_grouped_vs_alone_16",
+        "ratio: p99 at 16 tasks grouped / alone",
+        tail("grouped") / tail("alone"),
+    );
 
     if !args.skip_pgbench {
         let pg1 = bench.pgbench(1).await?;
         let pg16 = bench.pgbench(16).await?;
-        report.value("pgbench_c1_tps", "pgbench same upsert, 1 client (tps)", pg1);
+        report.value("pgbench_c1_tps", "pgbench same insert, 1 client (tps)", pg1);
         report.value(
             "pgbench_c16_tps",
-            "pgbench same upsert, 16 clients (tps)",
+            "pgbench same insert, 16 clients (tps)",
             pg16,
         );
         report.value(
             "ratio_save_vs_pgbench_c1",
             "ratio: save 1 task / pgbench c1",
-            seq.per_second / pg1,
+            rate(1, "grouped") / pg1,
         );
         report.value(
             "ratio_save_vs_pgbench_c16",
             "ratio: save 16 tasks / pgbench c16",
-            c16 / pg16,
+            rate(16, "grouped") / pg16,
+        );
+        report.value(
+            "ratio_save_64_vs_pgbench_c16",
+            "ratio: save 64 tasks / pgbench c16",
+            rate(64, "grouped") / pg16,
         );
     }
 
-    let jsonb_seq = bench.save_with(1, true, StateEncoding::Jsonb).await?;
+    let jsonb = Setup {
+        encoding: StateEncoding::Jsonb,
+        ..on
+    };
+    let (jsonb_seq, _) = bench.save_with(1, jsonb).await?;
     report.row(
         "save_sequential_jsonb",
         "save, 1 task, JSONB storage",

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::{Checkpoint, CheckpointStore, ListQuery, RetentionPolicy};
 use checkpoint_memory::MemoryStore;
-use checkpoint_postgres::{PostgresOptions, PostgresStore, StateEncoding};
+use checkpoint_postgres::{
+    GroupCommit, GroupCommitStats, PostgresOptions, PostgresStore, StateEncoding,
+};
 use serde_json::{json, Value};
 
 use crate::server::Server;
@@ -34,6 +36,25 @@ impl Picker {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+/// How a measured store is set up.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    /// `synchronous_commit` on.
+    pub durable: bool,
+    pub encoding: StateEncoding,
+    pub group: GroupCommit,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            durable: true,
+            encoding: StateEncoding::default(),
+            group: GroupCommit::default(),
+        }
     }
 }
 
@@ -66,25 +87,28 @@ impl Bench {
         pool: usize,
         durable: bool,
     ) -> anyhow::Result<PostgresStore> {
-        self.store_with(tag, pool, durable, StateEncoding::default())
-            .await
+        let setup = Setup {
+            durable,
+            ..Setup::default()
+        };
+        self.store_with(tag, pool, setup).await
     }
 
-    /// A store on a fresh schema of its own, storing states as `encoding` says.
+    /// A store on a fresh schema of its own, set up as `setup` says.
     pub async fn store_with(
         &self,
         tag: &str,
         pool: usize,
-        durable: bool,
-        encoding: StateEncoding,
+        setup: Setup,
     ) -> anyhow::Result<PostgresStore> {
         let n = self.next_schema();
         let options = PostgresOptions::new(&self.server.url)?
             .schema(format!("bench_{tag}_{n}"))
             .max_connections(pool)
             .min_connections(pool)
-            .synchronous_commit(durable)
-            .state_encoding(encoding);
+            .synchronous_commit(setup.durable)
+            .state_encoding(setup.encoding)
+            .group_commit(setup.group);
         Ok(PostgresStore::connect(options).await?)
     }
 
@@ -94,21 +118,25 @@ impl Bench {
 
     /// `tasks` tasks appending to their own executions for the configured time.
     pub async fn save(&self, tasks: usize, durable: bool) -> anyhow::Result<Figures> {
-        self.save_with(tasks, durable, StateEncoding::default())
-            .await
+        let setup = Setup {
+            durable,
+            ..Setup::default()
+        };
+        Ok(self.save_with(tasks, setup).await?.0)
     }
 
-    /// As [`Self::save`], storing states as `encoding` says.
+    /// As [`Self::save`], with the store set up as `setup` says; also what group commit did
+    /// during the timed part, when it is on.
     pub async fn save_with(
         &self,
         tasks: usize,
-        durable: bool,
-        encoding: StateEncoding,
-    ) -> anyhow::Result<Figures> {
-        let store = self.store_with("save", tasks, durable, encoding).await?;
+        setup: Setup,
+    ) -> anyhow::Result<(Figures, Option<GroupCommitStats>)> {
+        let store = self.store_with("save", tasks, setup).await?;
         for t in 0..tasks {
             store.save(&self.checkpoint(&format!("exec-{t}"))).await?;
         }
+        let groups_before = store.group_commit_stats();
         let started = Instant::now();
         let runs = (0..tasks).map(|t| {
             let store = store.clone();
@@ -132,15 +160,26 @@ impl Bench {
             all.merge(run??);
         }
         all.set_elapsed(started.elapsed());
+        let groups = store
+            .group_commit_stats()
+            .zip(groups_before)
+            .map(|(after, before)| after.since(&before));
         store.close();
-        Ok(all.figures())
+        Ok((all.figures(), groups))
     }
 
     /// pgbench running the store's own save statement, prepared, with the same payload as a
     /// whole JSONB state (the single-row statement every save is measured against).
     pub async fn pgbench(&self, clients: usize) -> anyhow::Result<f64> {
         let store = self
-            .store_with("pgbench", 1, true, StateEncoding::Jsonb)
+            .store_with(
+                "pgbench",
+                1,
+                Setup {
+                    encoding: StateEncoding::Jsonb,
+                    ..Setup::default()
+                },
+            )
             .await?;
         let script = pgbench_script(&store.statements().save.text);
         let dir = std::env::temp_dir().join(format!("checkpoint-bench-{}", std::process::id()));

@@ -2,8 +2,9 @@
 //! together in the next statement and share its commit; each caller is answered only once that
 //! commit has returned, so nothing is acknowledged before it is durable.
 //!
-//! - No timer: a save that finds no write in flight goes out at once, alone. Saves arriving
-//!   meanwhile queue up and leave together when the write ahead of them ends.
+//! - No timer: a save that finds no write in flight goes out at once, alone, by the same path
+//!   as without group commit. Saves arriving meanwhile queue up and leave together, in a task
+//!   of their own, when the write ahead of them ends.
 //! - A group is one `INSERT ... SELECT FROM unnest(...)`, a transaction on its own, and
 //!   all or nothing: it either stores every save in it or none. Appends to one execution get
 //!   consecutive versions in arrival order; explicit versions are written as given.
@@ -35,6 +36,9 @@ use crate::{append_backoff, PostgresStore};
 /// How often a group of appends that lost the race for its versions to another writer is sent
 /// again before its saves are made one by one.
 const MAX_GROUP_RACES: usize = 8;
+
+/// How often a writer yields, at most, for answered callers to queue their next saves.
+const MAX_GATHER_YIELDS: usize = 8;
 
 /// How [`PostgresStore`] coalesces concurrent saves (see `docs/performance.md`, "Group commit").
 ///
@@ -324,6 +328,19 @@ impl Committer {
         lock(&self.stats).clone()
     }
 
+    /// Whether a save may go out at once, alone, as it would without group commit: nothing is
+    /// queued and fewer than the allowed groups are in flight. It then counts as one in flight
+    /// until [`Lead`] is dropped.
+    fn try_lead(&self) -> bool {
+        let mut queue = lock(&self.queue);
+        if queue.pending.is_empty() && queue.in_flight < self.settings.max_in_flight {
+            queue.in_flight += 1;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Queues `member`; starts a writer when fewer than the allowed groups are in flight.
     fn submit(self: &Arc<Self>, store: &PostgresStore, member: Member) {
         let group = {
@@ -336,6 +353,41 @@ impl Committer {
             self.take_group(&mut queue)
         };
         tokio::spawn(write_groups(store.clone(), Arc::clone(self), group));
+    }
+
+    /// Ends a write in flight: what queued up meanwhile goes to a new writer, or there is one
+    /// write fewer in flight.
+    fn hand_off(self: &Arc<Self>, store: &PostgresStore) {
+        let Some(group) = self.next_group() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(write_groups(store.clone(), Arc::clone(self), group));
+            }
+            Err(_) => {
+                // No runtime to write on: the saves go back to their callers (dropping their
+                // reply senders), who make them alone.
+                drop(group);
+                self.abandon();
+            }
+        }
+    }
+
+    /// One write fewer in flight, for a writer that will not finish; when it was the last, the
+    /// queued saves go back to their callers.
+    fn abandon(&self) {
+        let abandoned = {
+            let mut queue = lock(&self.queue);
+            queue.in_flight -= 1;
+            if queue.in_flight == 0 {
+                std::mem::take(&mut queue.pending)
+            } else {
+                VecDeque::new()
+            }
+        };
+        // Dropping a member's reply sender tells its caller to save alone.
+        drop(abandoned);
     }
 
     /// The oldest queued saves, within the group bounds (always at least one).
@@ -357,6 +409,22 @@ impl Committer {
         group
     }
 
+    /// Under load, lets the callers just answered queue their next saves before the next group
+    /// leaves: without this, the callers of one group would always arrive just after the next
+    /// one left, and groups would settle at half the callers. It yields to the runtime while
+    /// the queue still grows, a few times at most; no timer.
+    async fn gather(&self) {
+        let mut queued = lock(&self.queue).pending.len();
+        for _ in 0..MAX_GATHER_YIELDS {
+            tokio::task::yield_now().await;
+            let now = lock(&self.queue).pending.len();
+            if now == queued || now >= self.settings.max_saves {
+                return;
+            }
+            queued = now;
+        }
+    }
+
     /// The next group for a writer that has finished one, or `None` (and one writer fewer).
     fn next_group(&self) -> Option<Vec<Member>> {
         let mut queue = lock(&self.queue);
@@ -369,7 +437,7 @@ impl Committer {
 }
 
 /// Leaves the writer count right when a writer task is dropped before it ends (its runtime
-/// shut down): when it was the last, the queued saves go back to their callers.
+/// shut down).
 struct Writer<'a> {
     committer: &'a Committer,
     finished: bool,
@@ -377,20 +445,22 @@ struct Writer<'a> {
 
 impl Drop for Writer<'_> {
     fn drop(&mut self) {
-        if self.finished {
-            return;
+        if !self.finished {
+            self.committer.abandon();
         }
-        let abandoned = {
-            let mut queue = lock(&self.committer.queue);
-            queue.in_flight -= 1;
-            if queue.in_flight == 0 {
-                std::mem::take(&mut queue.pending)
-            } else {
-                VecDeque::new()
-            }
-        };
-        // Dropping a member's reply sender tells its caller to save alone.
-        drop(abandoned);
+    }
+}
+
+/// A save written alone, at once, by its own caller: when it ends (or its caller gives up), the
+/// saves that queued up meanwhile go to a writer.
+struct Lead<'a> {
+    committer: &'a Arc<Committer>,
+    store: &'a PostgresStore,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.committer.hand_off(self.store);
     }
 }
 
@@ -402,7 +472,11 @@ async fn write_groups(store: PostgresStore, committer: Arc<Committer>, group: Ve
     };
     let mut group = group;
     loop {
+        let size = group.len();
         write_group(&store, &committer, group).await;
+        if size > 1 {
+            committer.gather().await;
+        }
         match committer.next_group() {
             Some(next) => group = next,
             None => {
@@ -576,6 +650,10 @@ pub(crate) async fn save(
     checkpoint: &Checkpoint,
 ) -> Result<i64> {
     let encoded = store.encoder.encode(checkpoint, false)?;
+    if committer.try_lead() {
+        let _lead = Lead { committer, store };
+        return crate::write::save_encoded(store, checkpoint, encoded).await;
+    }
     let state = match &encoded.state {
         Some(Json(state)) => Some(Json(serde_json::value::to_raw_value(state)?)),
         None => None,
