@@ -9,8 +9,8 @@
 //!   all or nothing: it either stores every save in it or none. Appends to one execution get
 //!   consecutive versions in arrival order; explicit versions are written as given.
 //! - When the unique index, the foreign key or a delta's base check refuses the group, its
-//!   saves are made one by one, in arrival order per execution, by the same path a save takes
-//!   without group commit, so each gets exactly the outcome it would have had alone (a
+//!   saves are made one by one, in arrival order per execution and per id, by the same path a
+//!   save takes without group commit, so each gets exactly the outcome it would have had alone (a
 //!   conflict, a replaced row, a snapshot instead of a delta) and the others are stored. A
 //!   group of appends that only lost a race for the next versions is sent again.
 //! - A group that fails transiently is retried whole (every save is idempotent by its id); a
@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use checkpoint_core::{Checkpoint, Error, Result};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_postgres::types::Json;
 
 use crate::encoding::Encoded;
@@ -182,7 +182,8 @@ pub struct GroupCommitStats {
 }
 
 impl GroupCommitStats {
-    /// Groups written (a group sent again after a lost race counts once).
+    /// Groups written, a save that went out alone at once counting as a group of one (a
+    /// group sent again after a lost race counts once).
     pub fn groups(&self) -> u64 {
         self.groups
     }
@@ -295,11 +296,12 @@ enum Reply {
     Stored(i64),
     /// The group failed for a reason every save shares (the server is unreachable).
     Failed(Error),
-    /// The group was refused: make this save alone, once the save before it of the same
-    /// execution (`after`) is done; dropping `turn` lets the next one go.
+    /// The group was refused: make this save alone, once the saves before it of the same
+    /// execution or id (`after`) are done, that is once their senders are dropped; dropping
+    /// `turn` lets the saves after this one go.
     Alone {
-        after: Option<oneshot::Receiver<()>>,
-        turn: oneshot::Sender<()>,
+        after: Vec<watch::Receiver<()>>,
+        turn: watch::Sender<()>,
     },
 }
 
@@ -489,7 +491,12 @@ async fn write_groups(store: PostgresStore, committer: Arc<Committer>, group: Ve
 
 /// Writes one group and answers each of its saves.
 async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Member>) {
-    let outcome = {
+    if !numbered_in_order(&group) {
+        lock(&committer.stats).record(group.len(), 0, true);
+        one_by_one(group);
+        return;
+    }
+    let (result, races) = {
         let columns = Columns::of(&group);
         let params = columns.params();
         let statement = if columns.deltas {
@@ -518,7 +525,6 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
             }
         }
     };
-    let (result, races) = outcome;
     let split = matches!(&result, Err(e) if is_refusal(e));
     lock(&committer.stats).record(group.len(), races, split);
     match result {
@@ -534,19 +540,17 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
                     Some(version) => Reply::Stored(version),
                     // Not reported back (it cannot happen with one row per save): the save
                     // alone finds the row by its id.
-                    None => alone(None),
+                    None => Reply::Alone {
+                        after: Vec::new(),
+                        turn: watch::channel(()).0,
+                    },
                 };
                 let _ = member.reply.send(reply);
             }
         }
         Err(e) if split => {
             tracing::debug!(saves = group.len(), error = %e, "a group was refused; saving its members one by one");
-            let mut last: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
-            for member in group {
-                let (turn, next) = oneshot::channel();
-                let after = last.insert(member.execution_id, next);
-                let _ = member.reply.send(Reply::Alone { after, turn });
-            }
+            one_by_one(group);
         }
         Err(e) => {
             for member in group {
@@ -556,9 +560,38 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
     }
 }
 
-fn alone(after: Option<oneshot::Receiver<()>>) -> Reply {
-    let (turn, _) = oneshot::channel();
-    Reply::Alone { after, turn }
+/// Whether the group statement numbers the group's appends as saving them in order would:
+/// not when an append follows an explicit version of its execution, since the append must
+/// then come after that version, which the statement does not look at.
+fn numbered_in_order(group: &[Member]) -> bool {
+    let mut explicit: Vec<&str> = Vec::new();
+    for member in group {
+        if member.version != 0 {
+            explicit.push(&member.execution_id);
+        } else if explicit.contains(&member.execution_id.as_str()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends every save of `group` back to its caller to be made alone, each after the saves
+/// before it in the group with the same execution or the same id: the outcomes are those of
+/// saving the group in arrival order, while saves of unrelated executions run side by side.
+fn one_by_one(group: Vec<Member>) {
+    let mut last_of_execution: HashMap<String, watch::Receiver<()>> = HashMap::new();
+    let mut last_of_id: HashMap<String, watch::Receiver<()>> = HashMap::new();
+    for member in group {
+        let (turn, done) = watch::channel(());
+        let after = [
+            last_of_execution.insert(member.execution_id, done.clone()),
+            last_of_id.insert(member.id, done),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let _ = member.reply.send(Reply::Alone { after, turn });
+    }
 }
 
 /// Whether the server refused the group for what one of its saves holds (a constraint, a
@@ -652,7 +685,9 @@ pub(crate) async fn save(
     let encoded = store.encoder.encode(checkpoint, false)?;
     if committer.try_lead() {
         let _lead = Lead { committer, store };
-        return crate::write::save_encoded(store, checkpoint, encoded).await;
+        let outcome = crate::write::save_encoded(store, checkpoint, encoded).await;
+        lock(&committer.stats).record(1, 0, false);
+        return outcome;
     }
     let state = match &encoded.state {
         Some(Json(state)) => Some(Json(serde_json::value::to_raw_value(state)?)),
@@ -705,9 +740,10 @@ pub(crate) async fn save(
         }
         Ok(Reply::Failed(err)) => Err(err),
         Ok(Reply::Alone { after, turn }) => {
-            if let Some(after) = after {
-                // An error means the save before this one was abandoned: go on regardless.
-                let _ = after.await;
+            for mut before in after {
+                // Nothing is ever sent: `changed` fails once the earlier save is done (or its
+                // caller gave up waiting).
+                while before.changed().await.is_ok() {}
             }
             let outcome = crate::write::save_alone(store, checkpoint).await;
             drop(turn);

@@ -1,7 +1,7 @@
 //! Model-based test: proptest generates sequences of operations, applies each to `MemoryStore`
-//! (the model) and `PostgresStore` (delta storage, short chains), and requires every observable
-//! result to be equal. Failing sequences are kept in `model.proptest-regressions` and replayed
-//! first on every run.
+//! (the model) and `PostgresStore` (delta storage, short chains, group commit on), and requires every observable
+//! result to be equal. Bursts of concurrent saves go through group commit. Failing sequences are kept in
+//! `model.proptest-regressions` and replayed first on every run.
 
 mod support;
 
@@ -36,6 +36,9 @@ struct SaveSpec {
 enum Op {
     Save(SaveSpec),
     Batch(Vec<SaveSpec>),
+    /// Saves made at once: in order on the model, concurrently on PostgreSQL, where they
+    /// travel as one group (the first alone, the rest queued behind it in arrival order).
+    Burst(Vec<SaveSpec>),
     Delete(usize),
     Clear(usize),
     Prune {
@@ -89,6 +92,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => save_spec().prop_map(Op::Save),
         2 => prop::collection::vec(save_spec(), 0..4).prop_map(Op::Batch),
+        3 => prop::collection::vec(save_spec(), 2..7).prop_map(Op::Burst),
         1 => (0..20usize).prop_map(Op::Delete),
         1 => (0..EXECUTIONS).prop_map(Op::Clear),
         1 => (prop::option::of(1..4u64), prop::option::of(1..5u64), prop::option::of(0..EXECUTIONS))
@@ -261,6 +265,26 @@ async fn check(ops: Vec<Op>) {
                 );
                 if rm.is_ok() {
                     for (m, p) in ms.iter().zip(&ps) {
+                        ids.remember(&m.id, &p.id);
+                    }
+                }
+            }
+            Op::Burst(specs) => {
+                let (ms, ps): (Vec<_>, Vec<_>) = specs.iter().map(|s| ids.checkpoints(s)).unzip();
+                let mut rm = Vec::new();
+                for m in &ms {
+                    rm.push(memory.save(m).await);
+                }
+                let rp = futures::future::join_all(ps.iter().map(|p| pg.save(p))).await;
+                for (i, (m, p)) in rm.iter().zip(&rp).enumerate() {
+                    assert_eq!(
+                        m.as_ref().map_err(kind),
+                        p.as_ref().map_err(kind),
+                        "{context}, save {i}"
+                    );
+                }
+                for ((r, m), p) in rm.iter().zip(&ms).zip(&ps) {
+                    if r.is_ok() {
                         ids.remember(&m.id, &p.id);
                     }
                 }
@@ -456,11 +480,19 @@ async fn check(ops: Vec<Op>) {
             .collect();
         assert_eq!(rm, rp, "final content of {}", execution(e));
     }
+    // A burst of three or more saves sends at least two of them in one group.
+    if ops
+        .iter()
+        .any(|op| matches!(op, Op::Burst(specs) if specs.len() >= 3))
+    {
+        let groups = pg.group_commit_stats().expect("group commit is on");
+        assert!(groups.largest() >= 2, "no group was formed: {groups:?}");
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 32,
+        cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
         max_shrink_iters: 200,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "tests/model.proptest-regressions",
