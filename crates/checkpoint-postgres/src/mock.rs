@@ -15,6 +15,8 @@ pub(crate) enum Reply {
     Rows(Vec<Row>),
     Affected(u64),
     Fail(DbError),
+    /// Never answers, as a statement stuck on the server.
+    Hang,
 }
 
 /// One statement the store sent: its text (or `BEGIN` / `COMMIT` / `ROLLBACK`) and the
@@ -73,19 +75,21 @@ impl MockPool {
         });
     }
 
-    fn run_execute(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
+    async fn run_execute(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
         match self.record(&sql.text, params) {
             Reply::Affected(n) => Ok(n),
             Reply::Rows(rows) => Ok(rows.len() as u64),
             Reply::Fail(e) => Err(e),
+            Reply::Hang => std::future::pending().await,
         }
     }
 
-    fn run_query(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
+    async fn run_query(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
         match self.record(&sql.text, params) {
             Reply::Rows(rows) => Ok(rows),
             Reply::Affected(_) => Ok(Vec::new()),
             Reply::Fail(e) => Err(e),
+            Reply::Hang => std::future::pending().await,
         }
     }
 }
@@ -93,11 +97,11 @@ impl MockPool {
 #[async_trait]
 impl DbPool for MockPool {
     async fn execute(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
-        self.run_execute(sql, params)
+        self.run_execute(sql, params).await
     }
 
     async fn query(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
-        self.run_query(sql, params)
+        self.run_query(sql, params).await
     }
 
     async fn begin(&self) -> Result<Box<dyn DbTransaction>, DbError> {
@@ -115,11 +119,11 @@ impl DbPool for MockPool {
 #[async_trait]
 impl DbTransaction for MockPool {
     async fn execute(&mut self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
-        self.run_execute(sql, params)
+        self.run_execute(sql, params).await
     }
 
     async fn query(&mut self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
-        self.run_query(sql, params)
+        self.run_query(sql, params).await
     }
 
     async fn batch_execute(&mut self, sql: &str) -> Result<(), DbError> {

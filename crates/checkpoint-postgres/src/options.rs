@@ -13,7 +13,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::codec::Compression;
 use crate::encoding::StateEncoding;
-use crate::group::GroupCommit;
+use crate::group_commit::GroupCommit;
 use crate::retry::RetryPolicy;
 use crate::sql::TableName;
 use crate::tls::{parse_certificates, SslMode};

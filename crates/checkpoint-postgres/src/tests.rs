@@ -8,11 +8,11 @@ use tokio_postgres::error::SqlState;
 use super::*;
 use crate::mock::{MockPool, Reply};
 
-const INDEX: &str = "checkpoints_execution_version_key";
+pub(crate) const INDEX: &str = "checkpoints_execution_version_key";
 
 /// Options without retries, so each scripted reply answers exactly one call; the retry tests
 /// turn them on.
-fn options() -> PostgresOptions {
+pub(crate) fn options() -> PostgresOptions {
     PostgresOptions::new("host=localhost user=u")
         .expect("valid")
         .auto_migrate(false)
@@ -25,7 +25,7 @@ async fn store_on(pool: &MockPool) -> PostgresStore {
     store_with(pool, options()).await
 }
 
-async fn store_with(pool: &MockPool, options: PostgresOptions) -> PostgresStore {
+pub(crate) async fn store_with(pool: &MockPool, options: PostgresOptions) -> PostgresStore {
     pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]))
         .reply(Reply::Rows(vec![Row(vec![Cell::Int(
             SCHEMA_VERSION.into(),
@@ -37,13 +37,13 @@ async fn store_with(pool: &MockPool, options: PostgresOptions) -> PostgresStore 
     store
 }
 
-fn fast_retries() -> RetryPolicy {
+pub(crate) fn fast_retries() -> RetryPolicy {
     RetryPolicy::default()
         .min_delay(std::time::Duration::from_millis(1))
         .max_delay(std::time::Duration::from_millis(2))
 }
 
-fn unique_violation(constraint: &str) -> Reply {
+pub(crate) fn unique_violation(constraint: &str) -> Reply {
     Reply::Fail(DbError::server(
         SqlState::UNIQUE_VIOLATION,
         Some(constraint),

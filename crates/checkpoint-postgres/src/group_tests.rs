@@ -1,0 +1,219 @@
+//! Unit tests of group commit over the scripted mock pool: which statements a group sends, how
+//! a failure reaches each of its saves, and what happens to saves whose writer is lost.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_postgres::error::SqlState;
+
+use super::*;
+use crate::mock::{MockPool, Reply};
+use crate::{Cell, CheckpointStore, PostgresOptions, Row};
+use crate::tests::{fast_retries, options, store_with, unique_violation, INDEX};
+
+/// Every save through the group statement, so that a single save makes a group of one.
+fn grouped() -> PostgresOptions {
+    options().group_commit(GroupCommit::default().lone_saves_grouped(true))
+}
+
+fn stored(id: &str, version: i64) -> Reply {
+    Reply::Rows(vec![Row(vec![
+        Cell::Text(id.to_owned()),
+        Cell::Int(version),
+    ])])
+}
+
+fn version_row(version: i64) -> Reply {
+    Reply::Rows(vec![Row(vec![Cell::Int(version)])])
+}
+
+fn append(id: &str, execution: &str) -> Checkpoint {
+    Checkpoint::new(execution, "node", json!({"id": id})).with_id(id)
+}
+
+fn is_group(sql: &str) -> bool {
+    sql.contains("unnest") && sql.contains("WITH ORDINALITY AS i(id")
+}
+
+#[tokio::test]
+async fn a_save_alone_is_a_group_of_one_bound_column_by_column() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    pool.reply(stored("a", 1));
+    assert_eq!(store.save(&append("a", "e")).await.unwrap(), 1);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 1, "one round trip");
+    assert!(is_group(&calls[0].sql), "{}", calls[0].sql);
+    assert_eq!(calls[0].params[0], "[\"a\"]");
+    assert_eq!(calls[0].params[1], "[\"e\"]");
+    assert_eq!(calls[0].params[6], "[0]", "an append");
+    let stats = store.group_commit_stats().unwrap();
+    assert_eq!((stats.groups(), stats.saves()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_transient_failure_sends_the_whole_group_again() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped().retry(fast_retries())).await;
+    pool.reply(Reply::Fail(DbError::connection("reset by peer")))
+        .reply(stored("a", 7));
+    assert_eq!(store.save(&append("a", "e")).await.unwrap(), 7);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|c| is_group(&c.sql)));
+    assert_eq!(calls[0].params, calls[1].params, "the same group again");
+}
+
+#[tokio::test]
+async fn a_failure_every_save_shares_reaches_each_save_of_the_group() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    // The first save leaves alone; the two that queue behind it form the second group.
+    pool.reply(Reply::Fail(DbError::connection("server gone")))
+        .reply(Reply::Fail(DbError::server(
+            SqlState::UNDEFINED_TABLE,
+            None,
+            "relation does not exist",
+        )));
+    let saves = [append("a", "e"), append("b", "f"), append("c", "g")];
+    let results = futures_util::future::join_all(saves.iter().map(|cp| store.save(cp))).await;
+    assert!(
+        matches!(&results[0], Err(Error::Unavailable { .. })),
+        "{results:?}"
+    );
+    for result in &results[1..] {
+        let err = result.as_ref().unwrap_err();
+        let db = DbError::of(err).expect("the server's error, for each save");
+        assert_eq!(db.code(), Some(&SqlState::UNDEFINED_TABLE), "{err}");
+    }
+    assert_eq!(pool.calls().len(), 2, "one statement per group, no save alone");
+}
+
+#[tokio::test]
+async fn a_refused_group_makes_each_save_alone_in_arrival_order() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    pool.reply(stored("a", 1))
+        .reply(unique_violation("checkpoints_pkey"))
+        .reply(version_row(2))
+        .reply(version_row(3));
+    let saves = [append("a", "e"), append("b", "e"), append("c", "e")];
+    let results = futures_util::future::join_all(saves.iter().map(|cp| store.save(cp))).await;
+    let versions: Vec<i64> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 4, "{calls:#?}");
+    assert!(is_group(&calls[1].sql) && calls[1].params[0] == "[\"b\", \"c\"]");
+    assert_eq!(calls[2].sql, store.sql.save.text);
+    assert_eq!(
+        (calls[2].params[0].as_str(), calls[3].params[0].as_str()),
+        ("\"b\"", "\"c\""),
+        "the saves of one execution one after another, in order"
+    );
+    assert_eq!(store.group_commit_stats().unwrap().split_groups(), 1);
+}
+
+#[tokio::test]
+async fn a_group_of_appends_that_lost_a_race_is_numbered_again() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    pool.reply(unique_violation(INDEX)).reply(stored("a", 5));
+    assert_eq!(store.save(&append("a", "e")).await.unwrap(), 5);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|c| is_group(&c.sql)));
+    let stats = store.group_commit_stats().unwrap();
+    assert_eq!((stats.lost_races(), stats.split_groups()), (1, 0));
+}
+
+#[tokio::test]
+async fn an_explicit_version_taken_in_a_group_is_a_conflict_for_that_save_only() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    pool.reply(stored("a", 1))
+        .reply(unique_violation(INDEX))
+        .reply(unique_violation(INDEX))
+        .reply(version_row(1));
+    let saves = [
+        append("a", "e"),
+        append("b", "e").with_version(1),
+        append("c", "f"),
+    ];
+    let results = futures_util::future::join_all(saves.iter().map(|cp| store.save(cp))).await;
+    assert_eq!(results[0].as_ref().unwrap(), &1);
+    assert!(
+        matches!(&results[1], Err(Error::Conflict { version: 1, .. })),
+        "{results:?}"
+    );
+    assert_eq!(results[2].as_ref().unwrap(), &1);
+}
+
+#[tokio::test]
+async fn an_append_after_an_explicit_version_of_its_execution_is_not_grouped() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    pool.reply(stored("a", 1))
+        .reply(version_row(9))
+        .reply(version_row(10));
+    let saves = [
+        append("a", "x"),
+        append("b", "e").with_version(9),
+        append("c", "e"),
+    ];
+    let results = futures_util::future::join_all(saves.iter().map(|cp| store.save(cp))).await;
+    let versions: Vec<i64> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(versions, vec![1, 9, 10]);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 3);
+    assert!(calls[1..].iter().all(|c| c.sql == store.sql.save.text));
+}
+
+#[tokio::test]
+async fn a_save_larger_than_a_group_goes_alone_at_once() {
+    let pool = MockPool::default();
+    let options = options().group_commit(
+        GroupCommit::default()
+            .lone_saves_grouped(true)
+            .max_bytes(16),
+    );
+    let store = store_with(&pool, options).await;
+    pool.reply(version_row(1));
+    let big = Checkpoint::new("e", "node", json!({"text": "more than sixteen bytes"}));
+    assert_eq!(store.save(&big).await.unwrap(), 1);
+    assert_eq!(pool.calls()[0].sql, store.sql.save.text);
+}
+
+#[test]
+fn saves_queued_behind_a_writer_lost_with_its_runtime_are_made_alone() {
+    let pool = MockPool::default();
+    let other = tokio::runtime::Runtime::new().unwrap();
+    let store = other.block_on(store_with(&pool, grouped()));
+    pool.reply(Reply::Hang).reply(version_row(2));
+
+    // The first save's writer runs on a runtime of its own and never gets an answer.
+    let doomed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = append("a", "e");
+    let stuck = store.clone();
+    doomed.spawn(async move { stuck.save(&first).await });
+    doomed.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+
+    // A second save queues behind it.
+    let queued = store.clone();
+    let second = other.spawn(async move { queued.save(&append("b", "e")).await });
+    let committer = store.group.clone().unwrap();
+    other.block_on(async {
+        while lock(&committer.queue).pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+
+    drop(doomed);
+    let version = other.block_on(second).unwrap().unwrap();
+    assert_eq!(version, 2, "made alone");
+    let calls = pool.calls();
+    assert_eq!(calls.last().unwrap().sql, store.sql.save.text);
+    assert_eq!(lock(&committer.queue).in_flight, 0, "no writer left counted");
+}
