@@ -8,8 +8,8 @@ use tokio_postgres::error::SqlState;
 
 use super::*;
 use crate::mock::{MockPool, Reply};
-use crate::{Cell, CheckpointStore, PostgresOptions, Row};
 use crate::tests::{fast_retries, options, store_with, unique_violation, INDEX};
+use crate::{Cell, CheckpointStore, PostgresOptions, Row};
 
 /// Every save through the group statement, so that a single save makes a group of one.
 fn grouped() -> PostgresOptions {
@@ -86,7 +86,11 @@ async fn a_failure_every_save_shares_reaches_each_save_of_the_group() {
         let db = DbError::of(err).expect("the server's error, for each save");
         assert_eq!(db.code(), Some(&SqlState::UNDEFINED_TABLE), "{err}");
     }
-    assert_eq!(pool.calls().len(), 2, "one statement per group, no save alone");
+    assert_eq!(
+        pool.calls().len(),
+        2,
+        "one statement per group, no save alone"
+    );
 }
 
 #[tokio::test]
@@ -215,5 +219,9 @@ fn saves_queued_behind_a_writer_lost_with_its_runtime_are_made_alone() {
     assert_eq!(version, 2, "made alone");
     let calls = pool.calls();
     assert_eq!(calls.last().unwrap().sql, store.sql.save.text);
-    assert_eq!(lock(&committer.queue).in_flight, 0, "no writer left counted");
+    assert_eq!(
+        lock(&committer.queue).in_flight,
+        0,
+        "no writer left counted"
+    );
 }

@@ -1,0 +1,405 @@
+//! Group commit on a real server: each save of a group keeps its own outcome, appends keep
+//! their arrival order, a group that lost a race is numbered again, a delta whose base was
+//! replaced is saved alone as a snapshot, and a client killed while groups are in flight loses
+//! no acknowledged checkpoint and leaves nothing half-written.
+//!
+//! A burst is a set of saves started together on one task: the first goes out alone at once
+//! and the others queue behind it in order, so they leave as one group when it returns.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use checkpoint_core::conformance::history::conversation;
+use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+use checkpoint_postgres::{GroupCommit, PostgresOptions, PostgresStore, StateEncoding};
+use futures::future::join_all;
+use serde_json::json;
+
+async fn connect(options: PostgresOptions) -> PostgresStore {
+    PostgresStore::connect(options)
+        .await
+        .expect("connect to the test server")
+}
+
+fn schema_of(store: &PostgresStore) -> String {
+    store.table().schema().expect("a test schema").to_owned()
+}
+
+/// Saves `checkpoints` as one burst.
+async fn burst(
+    store: &PostgresStore,
+    checkpoints: &[Checkpoint],
+) -> Vec<checkpoint_core::Result<i64>> {
+    join_all(checkpoints.iter().map(|cp| store.save(cp))).await
+}
+
+#[tokio::test]
+async fn a_conflict_and_an_invalid_save_among_sixteen_fail_alone() {
+    let store = support::store().await;
+    store
+        .save(&Checkpoint::new("taken", "n", json!(0)).with_version(1))
+        .await
+        .unwrap();
+    let mut saves = vec![Checkpoint::new("lead", "n", json!("first, alone"))];
+    for i in 0..16 {
+        saves.push(match i {
+            5 => Checkpoint::new("taken", "n", json!("late")).with_version(1),
+            9 => Checkpoint::new("fine", "", json!("no node name")),
+            _ => Checkpoint::new(format!("own-{i}"), "n", json!({ "i": i })),
+        });
+    }
+    let before = store.group_commit_stats().unwrap();
+    let results = burst(&store, &saves).await;
+    for (i, (cp, result)) in saves.iter().zip(&results).enumerate() {
+        match i {
+            6 => assert!(
+                matches!(result, Err(Error::Conflict { version: 1, .. })),
+                "{result:?}"
+            ),
+            10 => assert!(
+                matches!(result, Err(e) if e.is_invalid_field("node_name")),
+                "{result:?}"
+            ),
+            _ => {
+                assert_eq!(result.as_ref().unwrap(), &1, "save {i}");
+                assert_eq!(
+                    &store.load(&cp.id).await.unwrap(),
+                    &Checkpoint {
+                        version: 1,
+                        ..cp.clone()
+                    }
+                );
+            }
+        }
+    }
+    assert_eq!(
+        store.list("taken").await.unwrap()[0].state,
+        json!(0),
+        "untouched"
+    );
+    let groups = store.group_commit_stats().unwrap().since(&before);
+    assert!(
+        groups.largest() >= 14,
+        "the saves travelled together: {groups:?}"
+    );
+    assert_eq!(groups.split_groups(), 1, "{groups:?}");
+}
+
+#[tokio::test]
+async fn appends_in_one_group_get_consecutive_versions_in_arrival_order() {
+    let store = support::store().await;
+    store
+        .save(&Checkpoint::new("o", "start", json!(0)))
+        .await
+        .unwrap();
+    let saves: Vec<Checkpoint> = std::iter::once(Checkpoint::new("elsewhere", "n", json!(0)))
+        .chain((0..24).map(|i| Checkpoint::new("o", format!("step-{i}"), json!({ "i": i }))))
+        .collect();
+    let results = burst(&store, &saves).await;
+    let versions: Vec<i64> = results[1..].iter().map(|r| *r.as_ref().unwrap()).collect();
+    assert_eq!(versions, (2..=25).collect::<Vec<i64>>());
+    let history = store.list("o").await.unwrap();
+    let nodes: Vec<&str> = history[1..].iter().map(|c| c.node_name.as_str()).collect();
+    let expected: Vec<String> = (0..24).map(|i| format!("step-{i}")).collect();
+    assert_eq!(nodes, expected);
+    assert!(store.group_commit_stats().unwrap().largest() >= 24);
+}
+
+#[tokio::test]
+async fn a_group_that_lost_the_race_for_its_versions_is_numbered_again() {
+    let store = support::store().await;
+    let schema = schema_of(&store);
+    store
+        .save(&Checkpoint::new("r", "n", json!(1)))
+        .await
+        .unwrap();
+    // Another writer holds version 2 of `r`, not yet committed.
+    let mut other = support::client().await;
+    let tx = other.transaction().await.unwrap();
+    tx.execute(
+        &format!(
+            "INSERT INTO \"{schema}\".checkpoints (id, execution_id, node_name, state, metadata, \
+             \"timestamp\", version) VALUES ('theirs', 'r', 'other', '{{}}', '{{}}', now(), 2)"
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    let saves: Vec<Checkpoint> = std::iter::once(Checkpoint::new("elsewhere", "n", json!(0)))
+        .chain((0..6).map(|i| Checkpoint::new("r", format!("ours-{i}"), json!(i))))
+        .chain((0..3).map(|i| Checkpoint::new(format!("free-{i}"), "n", json!(i))))
+        .collect();
+    let writer = {
+        let store = store.clone();
+        let saves = saves.clone();
+        tokio::spawn(async move { burst(&store, &saves).await })
+    };
+    // Let the group reach the server and wait on the uncommitted version 2.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !writer.is_finished(),
+        "the group waits for the other writer"
+    );
+    tx.commit().await.unwrap();
+    let results = writer.await.unwrap();
+    let ours: Vec<i64> = results[1..7].iter().map(|r| *r.as_ref().unwrap()).collect();
+    assert_eq!(
+        ours,
+        (3..=8).collect::<Vec<i64>>(),
+        "after theirs, in order"
+    );
+    assert!(results[7..].iter().all(|r| r.as_ref().unwrap() == &1));
+    let stats = store.group_commit_stats().unwrap();
+    assert!(stats.lost_races() >= 1, "{stats:?}");
+    let history = store.list("r").await.unwrap();
+    assert_eq!(history[1].node_name, "other");
+    assert_eq!(history.len(), 8);
+}
+
+#[tokio::test]
+async fn deltas_whose_base_another_instance_replaced_are_saved_whole() {
+    let options = support::options().await.min_delta_bytes(0);
+    let a = connect(options.clone()).await;
+    let b = connect(options).await;
+    let mut last = None;
+    // Long enough for deltas to be clearly smaller than the states.
+    for step in 1..=20 {
+        let cp = Checkpoint::new("d", "n", conversation(step));
+        a.save(&cp).await.unwrap();
+        last = Some(cp);
+    }
+    // Another instance changes the row `a` would build its next deltas on.
+    let replaced = Checkpoint {
+        state: json!({"replaced": true}),
+        ..last.unwrap()
+    };
+    b.save(&replaced).await.unwrap();
+    let saves: Vec<Checkpoint> = std::iter::once(Checkpoint::new("elsewhere", "n", json!(0)))
+        .chain((21..=24).map(|step| Checkpoint::new("d", "n", conversation(step))))
+        .collect();
+    let results = burst(&a, &saves).await;
+    let versions: Vec<i64> = results[1..].iter().map(|r| *r.as_ref().unwrap()).collect();
+    assert_eq!(versions, vec![21, 22, 23, 24]);
+    assert!(a.group_commit_stats().unwrap().split_groups() >= 1);
+    for cp in &saves[1..] {
+        assert_eq!(b.load(&cp.id).await.unwrap().state, cp.state);
+    }
+    assert_eq!(b.load(&replaced.id).await.unwrap().state, replaced.state);
+}
+
+#[tokio::test]
+async fn groups_work_unnamed_with_relaxed_commits_and_in_jsonb() {
+    let variants = [
+        ("unnamed", support::options().await.statement_cache(false)),
+        ("async", support::options().await.synchronous_commit(false)),
+        (
+            "jsonb",
+            support::options()
+                .await
+                .state_encoding(StateEncoding::Jsonb),
+        ),
+    ];
+    for (name, options) in variants {
+        let store = connect(options.min_delta_bytes(0)).await;
+        let mut saves = Vec::new();
+        for step in 1..=20 {
+            let execution = format!("x{}", step % 4);
+            saves.push(
+                Checkpoint::new(execution, "n", conversation(step)).with_metadata("step", step),
+            );
+        }
+        let results = burst(&store, &saves).await;
+        for (cp, result) in saves.iter().zip(&results) {
+            let version = *result.as_ref().unwrap();
+            let loaded = store.load(&cp.id).await.unwrap();
+            assert_eq!(
+                loaded,
+                Checkpoint {
+                    version,
+                    ..cp.clone()
+                },
+                "{name}"
+            );
+        }
+        for e in 0..4 {
+            let history = store.list(&format!("x{e}")).await.unwrap();
+            let versions: Vec<i64> = history.iter().map(|c| c.version).collect();
+            assert_eq!(versions, vec![1, 2, 3, 4, 5], "{name}");
+            let steps: Vec<i64> = history
+                .iter()
+                .map(|c| c.metadata["step"].as_i64().unwrap())
+                .collect();
+            let mut sorted = steps.clone();
+            sorted.sort_unstable();
+            assert_eq!(steps, sorted, "{name}: arrival order");
+        }
+        assert!(store.group_commit_stats().unwrap().largest() >= 2, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn group_commit_can_be_turned_off() {
+    let options = support::options()
+        .await
+        .group_commit(GroupCommit::disabled());
+    let store = connect(options).await;
+    assert!(store.group_commit_stats().is_none());
+    let saves: Vec<Checkpoint> = (0..8)
+        .map(|i| Checkpoint::new("off", "n", json!(i)))
+        .collect();
+    let mut versions: Vec<i64> = burst(&store, &saves)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=8).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn bad_group_settings_are_refused_on_connect() {
+    for (settings, field) in [
+        (
+            GroupCommit::default().max_saves(0),
+            "group_commit_max_saves",
+        ),
+        (
+            GroupCommit::default().max_in_flight(0),
+            "group_commit_max_in_flight",
+        ),
+        (
+            GroupCommit::default().max_bytes(GroupCommit::MAX_BYTES + 1),
+            "group_commit_max_bytes",
+        ),
+    ] {
+        let options = support::options().await.group_commit(settings);
+        let err = PostgresStore::connect(options).await.unwrap_err();
+        assert!(err.is_invalid_field(field), "{err}");
+    }
+    let err = PostgresOptions::new("postgres://h/db?group_commit_max_saves=0").unwrap_err();
+    assert!(err.is_invalid_field("group_commit_max_saves"), "{err}");
+    let err = PostgresOptions::new("postgres://h/db?group_commit=sometimes").unwrap_err();
+    assert!(err.is_invalid_field("group_commit"), "{err}");
+}
+
+const TASKS: usize = 16;
+const EXECUTIONS: usize = 8;
+
+#[tokio::test]
+async fn a_client_killed_while_groups_are_in_flight_loses_no_acknowledged_save() {
+    let url = support::server().await.url.clone();
+    let schema = support::unique_schema("gkill");
+    let store = connect(
+        PostgresOptions::new(&url)
+            .unwrap()
+            .schema(&schema)
+            .max_connections(4),
+    )
+    .await;
+    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--ignored",
+            "--exact",
+            "child_saving_in_groups_until_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GROUP_CHILD_URL", &url)
+        .env("GROUP_CHILD_SCHEMA", &schema)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the child");
+    let stdout = child.stdout.take().expect("piped");
+    let started = Instant::now();
+    let mut acked = Vec::new();
+    let mut largest_group = 0usize;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("child output");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.first() {
+            Some(&"ack") => {
+                let step: usize = fields[3].parse().expect("step");
+                let version: i64 = fields[4].parse().expect("version");
+                acked.push((fields[1].to_owned(), fields[2].to_owned(), step, version));
+            }
+            Some(&"largest") => largest_group = fields[1].parse().expect("size"),
+            _ => {}
+        }
+        // Kill it while groups are in flight.
+        if acked.len() >= 600 || started.elapsed() > Duration::from_secs(60) {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGKILL);
+            }
+            break;
+        }
+    }
+    let _ = child.wait();
+    assert!(
+        acked.len() >= 600,
+        "the child acknowledged only {} saves",
+        acked.len()
+    );
+    assert!(
+        largest_group >= 2,
+        "saves travelled in groups ({largest_group})"
+    );
+    for (id, execution, step, version) in &acked {
+        let cp = store.load(id).await.expect("an acknowledged checkpoint");
+        assert_eq!(
+            (&cp.execution_id, cp.version, &cp.state),
+            (execution, *version, &conversation(step % 40 + 1)),
+            "step {step}"
+        );
+    }
+    // Nothing half-written: every history reads whole, its versions dense, and it goes on.
+    for e in 0..EXECUTIONS {
+        let execution = format!("g{e}");
+        let history = store.list(&execution).await.expect("whole history");
+        let versions: Vec<i64> = history.iter().map(|c| c.version).collect();
+        assert_eq!(versions, (1..=history.len() as i64).collect::<Vec<_>>());
+        let next = Checkpoint::new(&*execution, "n", json!({"after": "kill"}));
+        store.save(&next).await.expect("save after the kill");
+    }
+}
+
+/// The child of the kill test: 16 tasks appending growing states to 8 executions until it is
+/// killed, printing each acknowledged save and, now and then, the largest group so far. Run
+/// only by `a_client_killed_while_groups_are_in_flight_loses_no_acknowledged_save`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by the kill test"]
+async fn child_saving_in_groups_until_killed() {
+    let url = std::env::var("GROUP_CHILD_URL").expect("run by the kill test");
+    let schema = std::env::var("GROUP_CHILD_SCHEMA").expect("run by the kill test");
+    let store = connect(
+        PostgresOptions::new(&url)
+            .unwrap()
+            .schema(schema)
+            .max_connections(4)
+            .state_encoding(StateEncoding::delta(8).unwrap())
+            .min_delta_bytes(0),
+    )
+    .await;
+    let tasks = (0..TASKS).map(|t| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for step in (t..).step_by(TASKS) {
+                let execution = format!("g{}", t % EXECUTIONS);
+                let cp = Checkpoint::new(&*execution, "n", conversation(step % 40 + 1));
+                let version = store.save(&cp).await.expect("save");
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "ack {} {execution} {step} {version}", cp.id).expect("stdout");
+                if step % 50 == 0 {
+                    let largest = store.group_commit_stats().map_or(0, |s| s.largest());
+                    writeln!(out, "largest {largest}").expect("stdout");
+                }
+                out.flush().expect("stdout");
+            }
+        })
+    });
+    join_all(tasks).await;
+}
