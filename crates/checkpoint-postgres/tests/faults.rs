@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use checkpoint_core::{Checkpoint, CheckpointStore, Error};
-use checkpoint_postgres::{DbPool, DeadpoolPool, PostgresOptions, PostgresStore, RetryPolicy};
+use checkpoint_postgres::{
+    DbPool, DeadpoolPool, GroupCommit, PostgresOptions, PostgresStore, RetryPolicy,
+};
 use serde_json::json;
 
 /// What a writer task saw.
@@ -84,7 +86,9 @@ async fn no_acknowledged_save_is_lost_across_restarts_and_kills() {
         .max_connections(16)
         .wait_timeout(Duration::from_secs(2))
         .create_timeout(Duration::from_secs(2))
-        .retry(RetryPolicy::default().max_retries(3));
+        .retry(RetryPolicy::default().max_retries(3))
+        // The 16 writers' saves travel in shared groups and commits.
+        .group_commit(GroupCommit::default());
     let store = PostgresStore::connect(options).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = writers(&store, 16, &stop);
@@ -132,7 +136,16 @@ async fn no_acknowledged_save_is_lost_across_restarts_and_kills() {
         "saves acknowledged: {acknowledged}, failed (typed, retryable): {errors}, lost: {lost}, \
          recovery: {recoveries:?}"
     );
+    let groups = store.group_commit_stats().expect("group commit is on");
+    println!(
+        "groups: {}, mean size {:.1}, largest {}, split {}",
+        groups.groups(),
+        groups.mean_size(),
+        groups.largest(),
+        groups.split_groups()
+    );
     assert!(acknowledged > 100, "the writers made progress");
+    assert!(groups.largest() >= 2, "saves were coalesced: {groups:?}");
     assert_eq!(lost, 0);
 }
 
