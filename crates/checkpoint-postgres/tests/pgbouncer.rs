@@ -135,6 +135,9 @@ async fn with_the_cache_on_the_store_falls_back_to_unnamed_statements() {
     for t in 0..16 {
         assert_eq!(store.list(&format!("e{t}")).await.unwrap().len(), 20);
     }
+    // Group commit (on by default) sent saves together through the pooler.
+    let groups = store.group_commit_stats().expect("on by default");
+    assert!(groups.largest() >= 2, "{groups:?}");
 }
 
 checkpoint_core::conformance_tests!(store_through_bouncer("statement_cache=off"));
