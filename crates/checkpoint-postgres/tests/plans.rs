@@ -16,7 +16,7 @@ async fn plans(client: &tokio_postgres::Client, name: &str, sql: &Sql, args: &st
             sql.text
         ))
         .await
-        .unwrap_or_else(|e| panic!("prepare {name}: {e}"));
+        .unwrap_or_else(|e| panic!("prepare {name}: {e:?}"));
     let mut out = Vec::new();
     for mode in ["force_custom_plan", "force_generic_plan"] {
         client
@@ -31,6 +31,18 @@ async fn plans(client: &tokio_postgres::Client, name: &str, sql: &Sql, args: &st
         out.push(format!("{mode}:\n{}", plan.join("\n")));
     }
     out
+}
+
+/// The arguments of a group of two saves (appends to two executions) for the group commit
+/// statements; `bases` and `depths` make the first a delta or not.
+fn group_args(bases: &str, depths: &str) -> String {
+    format!(
+        "ARRAY['g-1', 'g-2'], ARRAY['exec-5', 'exec-6'], ARRAY['n', 'n'], \
+         ARRAY[NULL, NULL]::jsonb[], ARRAY['{{}}', '{{}}']::jsonb[], ARRAY[now(), now()], \
+         ARRAY[0, 0]::int8[], ARRAY[NULL, NULL]::text[], ARRAY['\\x00', '\\x00']::bytea[], \
+         ARRAY[{bases}]::int8[], ARRAY[{bases}]::int8[], ARRAY[1, 2]::int8[], \
+         ARRAY[{depths}]::int4[]"
+    )
 }
 
 #[tokio::test]
@@ -73,9 +85,19 @@ async fn single_execution_statements_use_the_index_at_100k_rows() {
             "'exec-5', 10, now() - interval '1 day'",
         ),
         ("delete", &s.delete, "'id-500'"),
+        (
+            "group_save",
+            &s.group_save,
+            &group_args("NULL, NULL", "NULL, NULL"),
+        ),
+        (
+            "group_delta",
+            &s.group_save_delta,
+            &group_args("3, NULL", "0, NULL"),
+        ),
     ];
     for (name, sql, args) in cases {
-        for plan in plans(&client, name, sql, args).await {
+        for plan in plans(&client, name, sql, args.as_ref()).await {
             if std::env::var("SHOW_PLANS").is_ok() {
                 println!("{name} {plan}");
             }
