@@ -97,7 +97,7 @@ async fn single_execution_statements_use_the_index_at_100k_rows() {
         ),
     ];
     for (name, sql, args) in cases {
-        for plan in plans(&client, name, sql, args.as_ref()).await {
+        for plan in plans(&client, name, sql, args).await {
             if std::env::var("SHOW_PLANS").is_ok() {
                 println!("{name} {plan}");
             }
