@@ -31,6 +31,7 @@ mod batch;
 mod cache;
 mod chain;
 mod codec;
+mod conninfo;
 mod delta;
 mod encoding;
 mod error;
