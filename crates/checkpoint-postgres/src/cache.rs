@@ -51,6 +51,13 @@ impl StateCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Forgets every state.
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.entries.clear();
+        inner.bytes = 0;
+    }
+
     /// The state remembered for `execution`.
     pub fn get(&self, execution: &str) -> Option<CachedState> {
         self.lock().entries.get(execution).cloned()

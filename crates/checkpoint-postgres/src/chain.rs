@@ -12,6 +12,7 @@ use checkpoint_core::{Checkpoint, Error, Result};
 use serde_json::{Map, Value};
 
 use crate::codec::{self, Fingerprint};
+use crate::crypto::Encryption;
 use crate::delta;
 use crate::error::DbError;
 use crate::pool::Row;
@@ -106,7 +107,11 @@ fn broken(message: String) -> Error {
 
 /// The wanted rows of `rows` with their states rebuilt, ascending by execution and version.
 /// `limit` bounds how large one stored payload may expand.
-pub(crate) fn rebuild(mut rows: Vec<Stored>, limit: usize) -> Result<Vec<Rebuilt>> {
+pub(crate) fn rebuild(
+    mut rows: Vec<Stored>,
+    limit: usize,
+    keys: Option<&Encryption>,
+) -> Result<Vec<Rebuilt>> {
     rows.sort_by(|a, b| {
         (a.checkpoint.execution_id.as_str(), a.checkpoint.version)
             .cmp(&(b.checkpoint.execution_id.as_str(), b.checkpoint.version))
@@ -169,10 +174,11 @@ pub(crate) fn rebuild(mut rows: Vec<Stored>, limit: usize) -> Result<Vec<Rebuilt
             continue;
         }
         let body = std::mem::replace(&mut rows[i].body, Body::Json(Value::Null));
-        let (state, from_payload) = match body {
-            Body::Json(state) => (state, false),
+        let (state, sealed_hash, from_payload) = match body {
+            Body::Json(state) => (state, None, false),
             Body::Payload(payload) => {
-                let text = codec::decode(&payload, limit)?;
+                let opened = codec::open(&payload, limit, keys)?;
+                let text = opened.text;
                 let state = match base_of[i] {
                     None => serde_json::from_slice(&text)
                         .map_err(|e| broken(format!("a stored snapshot is not JSON: {e}")))?,
@@ -190,21 +196,26 @@ pub(crate) fn rebuild(mut rows: Vec<Stored>, limit: usize) -> Result<Vec<Rebuilt
                         state
                     }
                 };
-                (state, true)
+                (state, opened.content_hash, true)
             }
         };
         // JSONB rows are normalised by the server, so only payload states are held to their
-        // hash (a JSONB row has none and is never a base).
+        // hash (a JSONB row has none and is never a base). A sealed payload carries the content
+        // hash inside the seal; the row then records an opaque tag, which is what later deltas
+        // name as their base.
         if rows[i].wanted && from_payload {
             if let Some(recorded) = rows[i].state_hash {
                 let fingerprint = codec::fingerprint(&state);
-                if fingerprint.hash != recorded {
+                if fingerprint.hash != sealed_hash.unwrap_or(recorded) {
                     return Err(broken(format!(
                         "the state rebuilt for checkpoint {} differs from the one saved",
                         rows[i].checkpoint.id
                     )));
                 }
-                fingerprints[i] = Some(fingerprint);
+                fingerprints[i] = Some(Fingerprint {
+                    hash: recorded,
+                    ..fingerprint
+                });
             }
         }
         states[i] = Some(state);
@@ -229,14 +240,14 @@ pub(crate) fn rebuild(mut rows: Vec<Stored>, limit: usize) -> Result<Vec<Rebuilt
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use crate::codec::{encode, state_hash, Compression};
     use crate::pool::Cell;
     use serde_json::json;
     use time::OffsetDateTime;
 
-    fn row(version: i64, payload: Option<Vec<u8>>, base: Option<(i64, i64)>, hash: i64) -> Row {
+    pub fn row(version: i64, payload: Option<Vec<u8>>, base: Option<(i64, i64)>, hash: i64) -> Row {
         Row(vec![
             Cell::Text(format!("id-{version}")),
             Cell::Text("e".into()),
@@ -254,7 +265,7 @@ mod tests {
         ])
     }
 
-    fn history() -> (Vec<Value>, Vec<Row>) {
+    pub fn history() -> (Vec<Value>, Vec<Row>) {
         let states: Vec<Value> = (0..4)
             .map(|n| json!({"m": (0..n).collect::<Vec<_>>()}))
             .collect();
@@ -276,7 +287,7 @@ mod tests {
         (states, rows)
     }
 
-    fn stored(rows: Vec<Row>, wanted: &[i64]) -> Vec<Stored> {
+    pub fn stored(rows: Vec<Row>, wanted: &[i64]) -> Vec<Stored> {
         rows.into_iter()
             .map(|r| {
                 let v = r.int(6).unwrap();
@@ -284,12 +295,19 @@ mod tests {
             })
             .collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::pool::Cell;
 
     #[test]
     fn a_chain_rebuilds_every_wanted_state() {
         let (states, mut rows) = history();
         rows.reverse(); // any order
-        let out = rebuild(stored(rows, &[4, 2]), 1 << 20).unwrap();
+        let out = rebuild(stored(rows, &[4, 2]), 1 << 20, None).unwrap();
         let got: Vec<(i64, Value)> = out
             .into_iter()
             .map(|r| (r.checkpoint.version, r.checkpoint.state))
@@ -301,7 +319,7 @@ mod tests {
     fn a_missing_base_is_an_error() {
         let (_, mut rows) = history();
         rows.remove(1);
-        let err = rebuild(stored(rows, &[4]), 1 << 20).unwrap_err();
+        let err = rebuild(stored(rows, &[4]), 1 << 20, None).unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
     }
 
@@ -309,7 +327,7 @@ mod tests {
     fn a_base_with_another_state_is_an_error() {
         let (_, mut rows) = history();
         rows[1].0[11] = Cell::Int(12345);
-        let err = rebuild(stored(rows, &[4]), 1 << 20).unwrap_err();
+        let err = rebuild(stored(rows, &[4]), 1 << 20, None).unwrap_err();
         assert!(err.to_string().contains("another state"), "{err}");
     }
 
@@ -318,7 +336,7 @@ mod tests {
         let (_, mut rows) = history();
         // The last row's recorded hash no longer matches what its chain gives.
         rows[3].0[11] = Cell::Int(99);
-        let err = rebuild(stored(rows, &[4]), 1 << 20).unwrap_err();
+        let err = rebuild(stored(rows, &[4]), 1 << 20, None).unwrap_err();
         assert!(err.to_string().contains("differs"), "{err}");
     }
 
@@ -326,6 +344,93 @@ mod tests {
     fn a_base_of_a_higher_version_is_refused() {
         let (_, mut rows) = history();
         rows[1].0[9] = Cell::Int(3);
-        assert!(rebuild(stored(rows, &[2]), 1 << 20).is_err());
+        assert!(rebuild(stored(rows, &[2]), 1 << 20, None).is_err());
+    }
+}
+
+#[cfg(test)]
+mod sealed_tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::crypto::{EncryptionError, EncryptionKey};
+
+    fn keys(id: &str, byte: u8) -> Encryption {
+        Encryption::new(EncryptionKey::new(id, &[byte; 32]).unwrap())
+    }
+
+    /// The history of `history()`, sealed under `with`: each row records the tag of its sealed
+    /// payload, each delta the tag of its base.
+    fn sealed_history(with: &Encryption) -> (Vec<Value>, Vec<Row>) {
+        let (states, rows) = history();
+        let mut tags: Vec<i64> = Vec::new();
+        let mut sealed = Vec::new();
+        for (i, mut row) in rows.into_iter().enumerate() {
+            let plain = row.take_bytes(8).unwrap().unwrap();
+            let payload = with.seal(codec::state_hash(&states[i]), &plain).unwrap();
+            let tag = codec::payload_tag(&payload);
+            let base = (i > 0).then(|| (i as i64, tags[i - 1]));
+            sealed.push(super::tests_support::row(
+                i as i64 + 1,
+                Some(payload),
+                base,
+                tag,
+            ));
+            tags.push(tag);
+        }
+        (states, sealed)
+    }
+
+    #[test]
+    fn a_sealed_chain_rebuilds_with_its_key_and_keeps_tags_as_identities() {
+        let k1 = keys("k1", 1);
+        let (states, rows) = sealed_history(&k1);
+        let tag_of_4 = rows[3].int(11).unwrap();
+        let out = rebuild(stored(rows, &[4, 2]), 1 << 20, Some(&k1)).unwrap();
+        assert_eq!(out[0].checkpoint.state, states[1]);
+        assert_eq!(out[1].checkpoint.state, states[3]);
+        // The base hash a later delta names is the row's tag, not the content hash.
+        assert_eq!(out[1].fingerprint.unwrap().hash, tag_of_4);
+        assert_ne!(tag_of_4, codec::state_hash(&states[3]));
+    }
+
+    #[test]
+    fn a_sealed_chain_without_its_key_is_a_typed_error_naming_the_key() {
+        let (_, rows) = sealed_history(&keys("k1", 1));
+        let none = rebuild(stored(rows.clone(), &[4]), 1 << 20, None).unwrap_err();
+        assert!(
+            matches!(EncryptionError::of(&none), Some(EncryptionError::NotConfigured { key_id }) if key_id == "k1"),
+            "{none}"
+        );
+        assert!(!none.is_retryable());
+        let other = rebuild(stored(rows.clone(), &[4]), 1 << 20, Some(&keys("k2", 2))).unwrap_err();
+        assert!(
+            matches!(EncryptionError::of(&other), Some(EncryptionError::UnknownKey { key_id }) if key_id == "k1"),
+            "{other}"
+        );
+        let wrong = rebuild(stored(rows, &[4]), 1 << 20, Some(&keys("k1", 9))).unwrap_err();
+        assert!(
+            matches!(EncryptionError::of(&wrong), Some(EncryptionError::Authentication { key_id }) if key_id == "k1"),
+            "{wrong}"
+        );
+    }
+
+    #[test]
+    fn a_sealed_state_that_differs_from_its_sealed_hash_is_an_error() {
+        let k1 = keys("k1", 1);
+        let (states, mut rows) = sealed_history(&k1);
+        // A snapshot sealed with the content hash of another state.
+        let plain = codec::encode(
+            &serde_json::to_vec(&states[3]).unwrap(),
+            codec::Compression::None,
+        )
+        .unwrap();
+        let payload = k1.seal(codec::state_hash(&states[2]), &plain).unwrap();
+        rows[3] =
+            super::tests_support::row(4, Some(payload.clone()), None, codec::payload_tag(&payload));
+        let err = rebuild(stored(rows, &[4]), 1 << 20, Some(&k1)).unwrap_err();
+        assert!(
+            err.to_string().contains("differs from the one saved"),
+            "{err}"
+        );
     }
 }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Whether the JSON is a whole state or a delta is not in the payload: the row says so (a row
-//! with a `base_version` holds a delta against that version).
+//! with a `base_version` holds a delta against that version). With encryption on, this payload
+//! is sealed whole (format 2, `crypto.rs`).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -17,6 +18,7 @@ use std::io::Read;
 use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::crypto::{self, Encryption, EncryptionError};
 use crate::error::DbError;
 
 const FORMAT: u8 = 1;
@@ -122,7 +124,46 @@ pub(crate) fn encode(json: &[u8], compression: Compression) -> Result<Vec<u8>, D
     Ok(out)
 }
 
-/// The JSON text of a stored payload, refused when it would expand past `limit` bytes.
+/// What a stored payload holds.
+pub(crate) struct Opened {
+    /// The JSON text (a state or a delta).
+    pub text: Vec<u8>,
+    /// For a sealed payload, the content hash of the whole state sealed with it (the
+    /// `state_hash` column then holds an opaque tag).
+    pub content_hash: Option<i64>,
+}
+
+/// The JSON text of a stored payload, plain or sealed (opened with `keys`), refused when it
+/// would expand past `limit` bytes.
+pub(crate) fn open(
+    payload: &[u8],
+    limit: usize,
+    keys: Option<&Encryption>,
+) -> checkpoint_core::Result<Opened> {
+    if payload.first() != Some(&crypto::SEALED) {
+        return Ok(Opened {
+            text: decode(payload, limit)?,
+            content_hash: None,
+        });
+    }
+    let Some(keys) = keys else {
+        let key_id = crypto::sealed_key_id(payload)?.to_owned();
+        return Err(EncryptionError::NotConfigured { key_id }.into());
+    };
+    let (content_hash, inner) = keys.open(payload)?;
+    Ok(Opened {
+        text: decode(&inner, limit)?,
+        content_hash: Some(content_hash),
+    })
+}
+
+/// An opaque tag for a sealed payload, stored in `state_hash` in place of the content hash:
+/// it changes with every write and tells nothing about the state.
+pub(crate) fn payload_tag(payload: &[u8]) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(payload) as i64
+}
+
+/// The JSON text of a plain stored payload, refused when it would expand past `limit` bytes.
 pub(crate) fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, DbError> {
     let (header, body) = payload
         .split_at_checked(2)
@@ -228,7 +269,6 @@ fn too_large(size: usize, limit: usize) -> DbError {
 /// A content hash of a state that does not depend on how it is laid out in memory or text:
 /// object keys in sorted order, numbers by kind and value. Two states are equal (`==`) exactly
 /// when their hashes are, up to 64-bit collisions.
-#[cfg(test)]
 pub(crate) fn state_hash(value: &Value) -> i64 {
     fingerprint(value).hash
 }

@@ -9,6 +9,7 @@ use tokio_postgres::types::Json;
 
 use crate::cache::{CachedState, StateCache};
 use crate::codec::{self, Compression, Fingerprint};
+use crate::crypto::Encryption;
 use crate::delta;
 use crate::error::DbError;
 
@@ -111,6 +112,8 @@ pub(crate) struct Encoder {
     /// States smaller than this are stored as snapshots: a delta would save a few hundred
     /// bytes at the price of a lock on its base row.
     pub min_delta_bytes: usize,
+    /// The keys payloads are sealed and opened with; `None` stores them plain.
+    pub encryption: Option<Encryption>,
 }
 
 impl Encoder {
@@ -144,9 +147,10 @@ impl Encoder {
                 // A delta that is not clearly smaller than the state buys nothing and makes
                 // every later read longer.
                 if text.len() <= 64 || text.len() <= fingerprint.size / 2 {
+                    let (payload, fingerprint) = self.payload(&text, fingerprint)?;
                     return Ok(Encoded {
                         state: None,
-                        payload: Some(codec::encode(&text, self.compression)?),
+                        payload: Some(payload),
                         base: Some(Base {
                             version: base.version,
                             hash: base.hash,
@@ -158,19 +162,46 @@ impl Encoder {
             }
         }
         let text = serde_json::to_vec(&checkpoint.state)?;
+        let (payload, fingerprint) = self.payload(&text, fingerprint)?;
         Ok(Encoded {
             state: None,
-            payload: Some(codec::encode(&text, self.compression)?),
+            payload: Some(payload),
             base: None,
             fingerprint: Some(fingerprint),
         })
     }
 
-    /// The snapshot form of a state that is already known (rewriting a row whose base goes).
-    pub fn snapshot(&self, state: &Value) -> Result<Vec<u8>, DbError> {
+    /// The stored form of `text` (a state or a delta) for a state with `fingerprint`, and what
+    /// the row records as its state hash: the content hash, or for a sealed payload an opaque
+    /// tag (the content hash travels inside the seal).
+    fn payload(&self, text: &[u8], fingerprint: Fingerprint) -> Result<(Vec<u8>, Fingerprint)> {
+        let plain = codec::encode(text, self.compression)?;
+        match &self.encryption {
+            None => Ok((plain, fingerprint)),
+            Some(keys) => {
+                let sealed = keys.seal(fingerprint.hash, &plain)?;
+                let tag = codec::payload_tag(&sealed);
+                Ok((
+                    sealed,
+                    Fingerprint {
+                        hash: tag,
+                        ..fingerprint
+                    },
+                ))
+            }
+        }
+    }
+
+    /// The snapshot form of a state that is already known (rewriting a row whose base goes; the
+    /// row keeps its recorded state hash).
+    pub fn snapshot(&self, state: &Value) -> Result<Vec<u8>> {
         let text = serde_json::to_vec(state)
             .map_err(|e| DbError::decode(format!("a state does not serialize: {e}")))?;
-        codec::encode(&text, self.compression)
+        let plain = codec::encode(&text, self.compression)?;
+        match &self.encryption {
+            None => Ok(plain),
+            Some(keys) => Ok(keys.seal(codec::state_hash(state), &plain)?),
+        }
     }
 
     /// Remembers what was just stored at `version`, as the base of the next delta.
@@ -231,6 +262,7 @@ mod tests {
             compression: Compression::default(),
             cache: Arc::new(StateCache::new(1 << 20)),
             min_delta_bytes: 0,
+            encryption: None,
         }
     }
 

@@ -32,6 +32,7 @@ mod cache;
 mod chain;
 mod codec;
 mod conninfo;
+mod crypto;
 mod delta;
 mod encoding;
 mod error;
@@ -40,6 +41,7 @@ mod group_commit;
 mod options;
 mod pool;
 mod read;
+mod rekey;
 mod retry;
 mod schema;
 mod sql;
@@ -57,6 +59,7 @@ use checkpoint_core::{
 use tracing::instrument;
 
 pub use codec::Compression;
+pub use crypto::{Encryption, EncryptionError, EncryptionKey};
 /// Re-exported so users can name the recycling method without depending on deadpool.
 pub use deadpool_postgres::RecyclingMethod;
 pub use encoding::StateEncoding;
@@ -64,6 +67,7 @@ pub use error::{DbError, DbErrorKind};
 pub use group_commit::{GroupCommit, GroupCommitStats};
 pub use options::PostgresOptions;
 pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
+pub use rekey::{ReencryptBatch, MAX_REENCRYPT_BATCH};
 pub use retry::{is_transient, RetryPolicy};
 pub use schema::{MigrationReport, SchemaError, ADOPTED_WITHOUT_EXECUTION, SCHEMA_VERSION};
 pub use sql::{check_identifier, Statements, TableName, MAX_TABLE_BYTES};
@@ -107,6 +111,7 @@ impl std::fmt::Debug for PostgresStore {
             .field("encoding", &self.encoder.encoding)
             .field("compression", &self.encoder.compression)
             .field("group_commit", &self.group.as_ref().map(|g| g.settings()))
+            .field("encryption", &self.encoder.encryption)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +150,13 @@ impl PostgresStore {
         let table = options.table_name()?;
         let group_commit = options.group_commit_settings();
         group_commit.validate()?;
+        if options.encryption_keys().is_some() && options.encoding() == StateEncoding::Jsonb {
+            return Err(Error::invalid(
+                "state_encoding",
+                "encryption needs delta storage: the JSONB column holds states in plain text \
+                 (StateEncoding::delta(1) stores every checkpoint whole, encrypted)",
+            ));
+        }
         let store = PostgresStore {
             pool: Arc::new(pool),
             sql: Arc::new(sql::Statements::new(&table)),
@@ -158,6 +170,7 @@ impl PostgresStore {
                 compression: options.state_compression(),
                 cache: Arc::new(cache::StateCache::new(options.state_cache_budget())),
                 min_delta_bytes: options.delta_threshold(),
+                encryption: options.encryption_keys().cloned(),
             },
             group: group_commit
                 .is_enabled()
@@ -220,6 +233,35 @@ impl PostgresStore {
     /// off. Take two snapshots and [`GroupCommitStats::since`] to see one stretch of work.
     pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
         self.group.as_ref().map(|committer| committer.stats())
+    }
+
+    /// Seals the states of up to `limit` rows (ids after `after`, in id order) under the
+    /// current write key, in one transaction: rows under an older key, plain payloads and JSONB
+    /// states alike; rows already under the write key are left as they are. Call it again with
+    /// the returned `last_id` until that is `None`; it can stop and resume at any batch, and
+    /// runs beside live traffic. Once every row is done, older keys can be dropped.
+    ///
+    /// ```no_run
+    /// # async fn run(store: checkpoint_postgres::PostgresStore) -> checkpoint_core::Result<()> {
+    /// let mut after: Option<String> = None;
+    /// loop {
+    ///     let batch = store.reencrypt(after.as_deref(), 500).await?;
+    ///     match batch.last_id {
+    ///         Some(last) => after = Some(last),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::InvalidInput`] naming `encryption` when the store has no keys, `limit`
+    ///   outside 1 to [`MAX_REENCRYPT_BATCH`], or `after` for a bad id;
+    /// - [`Error::Backend`] with an [`EncryptionError`] source for a row sealed under a key the
+    ///   store was not given, or one that fails authentication (nothing of the batch is written).
+    pub async fn reencrypt(&self, after: Option<&str>, limit: usize) -> Result<ReencryptBatch> {
+        rekey::reencrypt(self, after, limit).await
     }
 
     /// The most bytes one stored payload may expand to when read: well above any state the

@@ -13,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::codec::Compression;
 use crate::conninfo::split_own_parameters;
+use crate::crypto::Encryption;
 use crate::encoding::StateEncoding;
 use crate::group_commit::GroupCommit;
 use crate::retry::RetryPolicy;
@@ -66,6 +67,7 @@ pub struct PostgresOptions {
     state_cache_bytes: usize,
     min_delta_bytes: usize,
     group_commit: GroupCommit,
+    encryption: Option<Encryption>,
 }
 
 impl PostgresOptions {
@@ -119,6 +121,7 @@ impl PostgresOptions {
             state_cache_bytes: Self::DEFAULT_STATE_CACHE_BYTES,
             min_delta_bytes: Self::DEFAULT_MIN_DELTA_BYTES,
             group_commit: GroupCommit::default(),
+            encryption: None,
         };
         for (key, value) in own_params {
             options.apply_parameter(&key, &value)?;
@@ -371,6 +374,32 @@ impl PostgresOptions {
         self.group_commit
     }
 
+    /// Encrypts every state this store writes (snapshots and deltas, after compression) with
+    /// AES-256-GCM under the write key of `keys`, and reads states sealed under any of its keys.
+    /// Metadata stays plain JSONB, so filters keep working: keep secrets out of it. Needs delta
+    /// storage (`StateEncoding::Delta`; `StateEncoding::delta(1)` stores every checkpoint
+    /// whole); `connect` refuses it with `StateEncoding::Jsonb`. See `docs/postgres.md`,
+    /// "Encryption at rest".
+    ///
+    /// ```
+    /// use checkpoint_postgres::{Encryption, EncryptionKey, PostgresOptions};
+    ///
+    /// let key = EncryptionKey::new("2026-11", &[7u8; 32])?;
+    /// let options = PostgresOptions::new("postgres://localhost/app")?
+    ///     .encryption(Encryption::new(key));
+    /// assert_eq!(options.encryption_keys().unwrap().write_key_id(), "2026-11");
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
+    pub fn encryption(mut self, keys: Encryption) -> Self {
+        self.encryption = Some(keys);
+        self
+    }
+
+    /// The encryption keys, if encryption is on.
+    pub fn encryption_keys(&self) -> Option<&Encryption> {
+        self.encryption.as_ref()
+    }
+
     /// The retry policy.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry
@@ -533,6 +562,7 @@ impl fmt::Debug for PostgresOptions {
             .field("state_cache_bytes", &self.state_cache_bytes)
             .field("min_delta_bytes", &self.min_delta_bytes)
             .field("group_commit", &self.group_commit)
+            .field("encryption", &self.encryption)
             .finish()
     }
 }

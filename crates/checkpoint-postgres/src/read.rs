@@ -19,7 +19,11 @@ pub(crate) fn rebuild_rows(store: &PostgresStore, rows: Vec<Row>) -> Result<Vec<
             Stored::from_row(row, wanted)
         })
         .collect::<Result<Vec<_>>>()?;
-    chain::rebuild(stored, store.payload_limit())
+    chain::rebuild(
+        stored,
+        store.payload_limit(),
+        store.encoder.encryption.as_ref(),
+    )
 }
 
 /// One checkpoint, remembered as the base of the next delta of its execution.

@@ -162,6 +162,9 @@ pub struct Statements {
     pub batch_append: Sql,
     pub group_save: Sql,
     pub group_save_delta: Sql,
+    pub reencrypt_read: Sql,
+    pub reencrypt_write: Sql,
+    pub reencrypt_bases: Sql,
     pub executions: Sql,
     pub prune_execution: Sql,
     pub prune_all: Sql,
@@ -316,7 +319,11 @@ impl Statements {
             Type::INT8,
             Type::INT4,
         ];
+        let [reencrypt_read, reencrypt_write, reencrypt_bases] = crate::rekey::statements(&t);
         Statements {
+            reencrypt_read,
+            reencrypt_write,
+            reencrypt_bases,
             // One statement, one round trip, for a state stored whole (a snapshot, or JSONB):
             // an id that exists inserts nothing, and the careful path replaces it, rewriting
             // the rows built on it first. $10, $11 and $13 (the base) are not used.
@@ -717,6 +724,9 @@ mod tests {
             &s.batch_insert,
             &s.group_save,
             &s.group_save_delta,
+            &s.reencrypt_read,
+            &s.reencrypt_write,
+            &s.reencrypt_bases,
             &s.executions,
             &s.prune_execution,
             &s.prune_all,
