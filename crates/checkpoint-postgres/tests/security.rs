@@ -182,3 +182,63 @@ async fn passwords_appear_in_no_debug_display_error_or_trace() {
         assert!(!text.contains(SECRET), "{what} shows the password: {text}");
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn encryption_keys_appear_in_no_debug_display_error_or_trace() {
+    use checkpoint_core::{Checkpoint, CheckpointStore};
+    use checkpoint_postgres::{Encryption, EncryptionKey};
+    // A key whose bytes spell text, so that any leak of them would be visible.
+    const RAW: &[u8; 32] = b"key-bytes-that-must-never-appear";
+    let base64 = "a2V5LWJ5dGVzLXRoYXQtbXVzdC1uZXZlci1hcHBlYXI=";
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let keys = Encryption::parse(&format!("writer:{base64}\nreader:{base64}")).unwrap();
+    let options = support::options()
+        .await
+        .encryption(keys.clone())
+        .min_delta_bytes(0);
+    let store = PostgresStore::connect(options.clone()).await.unwrap();
+    let cp = Checkpoint::new("e", "n", serde_json::json!({"x": 1}));
+    store.save(&cp).await.unwrap();
+    // A reader with the same id but other bytes: an authentication error.
+    let other = Encryption::new(EncryptionKey::new("writer", &[9u8; 32]).unwrap());
+    let reader = PostgresStore::connect(options.clone().encryption(other).auto_migrate(false))
+        .await
+        .unwrap();
+    let err = reader.load(&cp.id).await.unwrap_err();
+    let bad_key = Encryption::parse("writer:AQID").unwrap_err();
+
+    let trace = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let raw = String::from_utf8_lossy(RAW).into_owned();
+    for (what, text) in [
+        ("Debug of the keys", format!("{keys:?}")),
+        ("Debug of the options", format!("{options:?}")),
+        ("Debug of the store", format!("{store:?}")),
+        ("Display of the error", err.to_string()),
+        ("Debug of the error", format!("{err:?}")),
+        ("a refused key", format!("{bad_key} {bad_key:?}")),
+        ("the trace", trace),
+    ] {
+        assert!(!text.contains(&raw), "{what} shows the key: {text}");
+        assert!(!text.contains(base64), "{what} shows the key: {text}");
+        assert!(
+            !text.contains("107, 101, 121"),
+            "{what} shows key bytes: {text}"
+        );
+    }
+    assert!(
+        err.to_string().contains("\"writer\""),
+        "the error names the key id: {err}"
+    );
+    assert!(
+        format!("{options:?}").contains("writer"),
+        "Debug names the key ids"
+    );
+}
