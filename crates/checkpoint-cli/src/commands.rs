@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use checkpoint_core::{Checkpoint, CheckpointStore, Error, ExecutionQuery, RetentionPolicy};
 use checkpoint_postgres::{
-    DbPool, DeadpoolPool, PostgresOptions, PostgresStore, SchemaError, Sql, SCHEMA_VERSION,
+    DbPool, DeadpoolPool, Encryption, EncryptionError, PostgresOptions, PostgresStore, SchemaError,
+    Sql, SCHEMA_VERSION,
 };
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use crate::diff::diff;
 use crate::output::{confirm, listing, pretty, progress};
@@ -33,6 +35,9 @@ fn explain(err: Error) -> Exit {
         (Error::Unavailable { message, .. }, _) => {
             format!("the database cannot be reached: {message}")
         }
+        _ if EncryptionError::of(&err).is_some() => format!(
+            "{err}; give the keys in {KEYS_VARIABLE} or a file named by --encryption-keys-file"
+        ),
         _ => err.to_string(),
     };
     fail(message)
@@ -51,7 +56,32 @@ fn options(connection: &Connection) -> Result<PostgresOptions, Exit> {
     if let Some(schema) = &connection.schema {
         options = options.schema(schema.clone());
     }
+    if let Some(keys) = encryption_keys(connection)? {
+        options = options.encryption(keys);
+    }
     Ok(options)
+}
+
+/// The environment variable that may hold the encryption keys.
+const KEYS_VARIABLE: &str = "CHECKPOINT_ENCRYPTION_KEYS";
+
+/// The encryption keys from `--encryption-keys-file` or the environment, if any: never from
+/// an argument, which would land in shell history and process listings.
+fn encryption_keys(connection: &Connection) -> Result<Option<Encryption>, Exit> {
+    let text = match (
+        &connection.encryption_keys_file,
+        std::env::var(KEYS_VARIABLE),
+    ) {
+        (Some(path), _) => Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("cannot read the key file {}: {e}", path.display())))?,
+        ),
+        (None, Ok(text)) => Zeroizing::new(text),
+        (None, Err(_)) => return Ok(None),
+    };
+    Encryption::parse(&text)
+        .map(Some)
+        .map_err(|e| fail(format!("bad encryption keys: {e}")))
 }
 
 async fn store(connection: &Connection) -> Result<PostgresStore, Exit> {
@@ -206,6 +236,10 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             eprintln!("exported {written} checkpoints");
             Ok(())
         }
+        Command::Reencrypt { batch_size, after } => {
+            let store = store(&cli.connection).await?;
+            reencrypt(&store, batch_size, after, json).await
+        }
         Command::Import { file, batch_size } => {
             let store = store(&cli.connection).await?;
             let imported = transfer::import(&store, &file, batch_size).await?;
@@ -233,6 +267,54 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             }
         }
     }
+}
+
+/// Re-encrypts the whole table batch by batch, printing where to resume after each one.
+async fn reencrypt(
+    store: &PostgresStore,
+    batch_size: usize,
+    after: Option<String>,
+    json: bool,
+) -> Result<(), Exit> {
+    let bar = progress(None, "re-encrypting");
+    let (mut after, mut examined, mut rewritten) = (after, 0u64, 0u64);
+    loop {
+        let batch = store
+            .reencrypt(after.as_deref(), batch_size)
+            .await
+            .map_err(|e| {
+                let resume = after
+                    .as_deref()
+                    .map(|a| format!(" (resume with --after {a})"))
+                    .unwrap_or_default();
+                let exit = explain(e);
+                fail(format!("{}{resume}", exit.message))
+            })?;
+        examined += batch.examined;
+        rewritten += batch.rewritten;
+        bar.set_position(examined);
+        match batch.last_id {
+            Some(last) => {
+                if !bar.is_hidden() {
+                    bar.set_message(format!("re-encrypting (resume with --after {last})"));
+                } else {
+                    eprintln!(
+                        "re-encrypted {} of {} rows up to {last}",
+                        batch.rewritten, batch.examined
+                    );
+                }
+                after = Some(last);
+            }
+            None => break,
+        }
+    }
+    bar.finish_and_clear();
+    report(
+        json,
+        json!({"examined": examined, "reencrypted": rewritten}),
+        &format!("re-encrypted {rewritten} of {examined} checkpoints"),
+    );
+    Ok(())
 }
 
 fn report(json: bool, value: Value, text: &str) {

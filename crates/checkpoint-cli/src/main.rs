@@ -8,6 +8,7 @@
 //! checkpointctl diff <id> <id>
 //! checkpointctl prune --keep-last 10 --older-than 30d --dry-run
 //! checkpointctl export --all > backup.jsonl && checkpointctl --table restored import backup.jsonl
+//! CHECKPOINT_ENCRYPTION_KEYS="$(cat keys.txt)" checkpointctl reencrypt
 //! ```
 
 mod commands;
@@ -44,6 +45,11 @@ pub struct Connection {
     /// The schema holding the table (default: the search path).
     #[arg(long, global = true)]
     pub schema: Option<String>,
+    /// A file of encryption keys, one `id:base64` per line, the write key first (for stores
+    /// written with encryption on). The keys may instead be given in the environment variable
+    /// CHECKPOINT_ENCRYPTION_KEYS; never on the command line.
+    #[arg(long, global = true)]
+    pub encryption_keys_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -121,6 +127,16 @@ pub enum Command {
         /// Every execution.
         #[arg(long)]
         all: bool,
+    },
+    /// Seal every checkpoint's state under the write key (the first key given), in resumable
+    /// batches: after a key rotation, or to encrypt a table written in plain text.
+    Reencrypt {
+        /// Rows per batch (each batch is one transaction).
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+        /// Start after this checkpoint id (the one the last run printed).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Read checkpoints from a JSON Lines file, in atomic batches.
     Import {

@@ -372,3 +372,76 @@ async fn delta_stored_histories_read_whole_through_every_command() {
     assert_eq!(pruned["removed"], 7, "{pruned}");
     assert_eq!(f.store.list("long").await.unwrap(), saved[7..]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_stores_are_read_with_keys_from_the_environment_or_a_file_and_reencrypted() {
+    use checkpoint_postgres::{Encryption, EncryptionKey};
+    let k1 = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let k2 = "k2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let f = fixture().await;
+    let sealed = PostgresStore::connect(
+        PostgresOptions::new(&f.url)
+            .unwrap()
+            .schema(&f.schema)
+            .encryption(Encryption::new(EncryptionKey::new("k1", &[1; 32]).unwrap())),
+    )
+    .await
+    .unwrap();
+    let mut secret = Checkpoint::new("s", "n", json!({"secret": "classified"}));
+    secret.version = sealed.save(&secret).await.unwrap();
+
+    // Without keys: one clear line naming the key and where keys go.
+    let (code, _, err) = f.run(&["show", &secret.id]);
+    assert_one_line_error(code, &err, 2, "CHECKPOINT_ENCRYPTION_KEYS");
+    assert!(err.contains("\"k1\""), "{err}");
+
+    // Keys in the environment.
+    let shown = f
+        .ctl(&["show", &secret.id, "--json"])
+        .env("CHECKPOINT_ENCRYPTION_KEYS", k1)
+        .output()
+        .unwrap();
+    assert!(shown.status.success(), "{shown:?}");
+    let back: Checkpoint = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(back, secret);
+
+    // Rotation: a key file with the new key first re-encrypts every row, in batches.
+    let dir = std::env::temp_dir().join(support::unique_schema("keys"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("keys.txt");
+    std::fs::write(&file, format!("# newest first\n{k2}\n{k1}\n")).unwrap();
+    let file = file.display().to_string();
+    let done = f.json(&[
+        "--encryption-keys-file",
+        &file,
+        "reencrypt",
+        "--batch-size",
+        "2",
+    ]);
+    assert_eq!(done["examined"], 6);
+    assert_eq!(done["reencrypted"], 6, "5 plain rows and one under k1");
+    // Only key 2 is needed now.
+    let history = f
+        .ctl(&["history", "a", "--json"])
+        .env("CHECKPOINT_ENCRYPTION_KEYS", k2)
+        .output()
+        .unwrap();
+    assert!(history.status.success(), "{history:?}");
+    let shown = f
+        .ctl(&["show", &secret.id, "--json"])
+        .env("CHECKPOINT_ENCRYPTION_KEYS", k2)
+        .output()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Checkpoint>(&shown.stdout).unwrap(),
+        secret
+    );
+
+    // A bad key file is one line that shows no key.
+    std::fs::write(&file, "k1:AQID\n").unwrap();
+    let (code, _, err) = f.run(&["--encryption-keys-file", &file, "status"]);
+    assert_one_line_error(code, &err, 2, "bad encryption keys");
+    let (code, _, err) = f.run(&["--encryption-keys-file", "/no/such/keys", "status"]);
+    assert_one_line_error(code, &err, 2, "cannot read the key file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
