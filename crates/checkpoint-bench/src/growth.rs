@@ -43,7 +43,7 @@ impl Growth {
 
 /// A vocabulary of pseudo-random words, so messages compress like text rather than like
 /// repeated bytes or noise.
-fn vocabulary(picker: &mut Picker) -> Vec<String> {
+pub fn vocabulary(picker: &mut Picker) -> Vec<String> {
     (0..1024)
         .map(|_| {
             let len = 2 + picker.below(8);
@@ -55,7 +55,7 @@ fn vocabulary(picker: &mut Picker) -> Vec<String> {
 }
 
 /// A message of about `bytes` bytes of words.
-fn message(picker: &mut Picker, words: &[String], bytes: usize) -> String {
+pub fn message(picker: &mut Picker, words: &[String], bytes: usize) -> String {
     let mut text = String::with_capacity(bytes + 16);
     while text.len() < bytes {
         if !text.is_empty() {

@@ -7,10 +7,12 @@
 //! cargo run --release -p checkpoint-bench -- --scale           # adds the 1,000,000-row check
 //! cargo run --release -p checkpoint-bench -- --only save       # save workloads and pgbench
 //! cargo run --release -p checkpoint-bench -- --only growth     # a growing state, each storage
+//! cargo run --release -p checkpoint-bench -- --only encryption # encryption at rest off and on
 //! ```
 //!
 //! Prints a table and, last, one JSON line with every figure.
 
+mod encryption;
 mod growth;
 mod server;
 mod stats;
@@ -68,6 +70,8 @@ enum Only {
     Save,
     /// One execution whose state grows by ~1 KiB a step, under each way of storing states.
     Growth,
+    /// A sequential save and `latest` with encryption at rest off and on.
+    Encryption,
 }
 
 struct Report {
@@ -114,11 +118,14 @@ async fn main() -> anyhow::Result<()> {
         "workload", "ops/s", "p50 ms", "p99 ms"
     );
 
-    if args.only != Some(Only::Growth) {
+    if args.only.is_none() || args.only == Some(Only::Save) {
         saves(&bench, &args, &mut report).await?;
     }
-    if args.only != Some(Only::Save) {
+    if args.only.is_none() || args.only == Some(Only::Growth) {
         growth(&bench, &args, &mut report).await?;
+    }
+    if args.only.is_none() || args.only == Some(Only::Encryption) {
+        encrypted(&bench, &args, &mut report).await?;
     }
     if args.only.is_none() {
         rest(&bench, &args, &mut report).await?;
@@ -239,6 +246,47 @@ async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resul
         &relaxed_16,
     );
 
+    Ok(())
+}
+
+/// A sequential save and `latest` with encryption off and on, at the configured state size and
+/// at 256 KiB of text stored whole.
+async fn encrypted(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    for bytes in [args.state_bytes, 256 * 1024] {
+        let plain = encryption::measure(bench, bytes, false).await?;
+        let sealed = encryption::measure(bench, bytes, true).await?;
+        let kib = bytes / 1024;
+        report.row(
+            &format!("save_plain_{kib}k"),
+            &format!("save, 1 task, {kib} KiB, plain"),
+            &plain.save,
+        );
+        report.row(
+            &format!("save_encrypted_{kib}k"),
+            &format!("save, 1 task, {kib} KiB, encrypted"),
+            &sealed.save,
+        );
+        report.row(
+            &format!("latest_plain_{kib}k"),
+            &format!("latest, {kib} KiB, plain"),
+            &plain.latest,
+        );
+        report.row(
+            &format!("latest_encrypted_{kib}k"),
+            &format!("latest, {kib} KiB, encrypted"),
+            &sealed.latest,
+        );
+        report.value(
+            &format!("ratio_save_encrypted_vs_plain_{kib}k"),
+            &format!("ratio: save encrypted / plain, {kib} KiB"),
+            sealed.save.per_second / plain.save.per_second,
+        );
+        report.value(
+            &format!("ratio_latest_p50_encrypted_vs_plain_{kib}k"),
+            &format!("ratio: latest p50 encrypted / plain, {kib} KiB"),
+            sealed.latest.p50_ms / plain.latest.p50_ms,
+        );
+    }
     Ok(())
 }
 
