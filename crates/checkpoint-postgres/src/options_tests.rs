@@ -223,3 +223,23 @@ fn group_commit_parameters_are_read_by_the_store() {
     }
     assert!(format!("{sized:?}").contains("max_saves: 32"));
 }
+
+#[test]
+fn multi_host_connection_strings_reach_the_driver_whole() {
+    use tokio_postgres::config::TargetSessionAttrs;
+    for s in [
+        "postgres://app:pw@db-a:5432,db-b:5433/app?target_session_attrs=read-write&pool_max_conns=4",
+        "host=db-a,db-b port=5432,5433 user=app dbname=app target_session_attrs=read-write pool_max_conns=4",
+    ] {
+        let options = PostgresOptions::new(s).unwrap();
+        let config = options.driver_config();
+        assert_eq!(config.get_hosts().len(), 2, "{s}");
+        assert_eq!(config.get_ports(), &[5432, 5433], "{s}");
+        assert_eq!(
+            config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite,
+            "{s}"
+        );
+        assert_eq!(options.pool_max_size(), 4, "{s}");
+    }
+}

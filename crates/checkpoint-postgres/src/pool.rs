@@ -373,14 +373,20 @@ impl DeadpoolPool {
     ) -> Result<(Vec<Row>, u64), DbError> {
         let client = self.get().await?;
         let mode = self.mode();
-        match run_query(&client, mode, sql, params, decode).await {
+        let outcome = match run_query(&client, mode, sql, params, decode).await {
             Err(e) if mode == StatementMode::Cached && is_shared_connection(&e) => {
                 fall_back(&self.cached);
                 // The statement was never run: preparing or finding it failed.
                 run_query(&client, StatementMode::Unnamed, sql, params, decode).await
             }
             other => other,
+        };
+        if outcome.as_ref().is_err_and(is_read_only) {
+            // A demoted primary still answers, read-only: never hand this connection out
+            // again, so the next attempt connects anew and finds the writable server.
+            drop(Object::take(client));
         }
+        outcome
     }
 
     /// The wrapped pool.
@@ -492,19 +498,27 @@ impl DeadpoolTransaction {
     /// As [`DeadpoolPool::run`], but a failed statement has aborted the transaction, so the
     /// error is reported (as retryable) instead of the statement being sent again.
     async fn run(
-        &self,
+        &mut self,
         sql: &Sql,
         params: &[Param<'_>],
         decode: bool,
     ) -> Result<(Vec<Row>, u64), DbError> {
         let mode = mode_of(&self.cached);
-        match run_query(self.client()?, mode, sql, params, decode).await {
+        let outcome = match run_query(self.client()?, mode, sql, params, decode).await {
             Err(e) if mode == StatementMode::Cached && is_shared_connection(&e) => {
                 fall_back(&self.cached);
                 Err(e)
             }
             other => other,
+        };
+        if outcome.as_ref().is_err_and(is_read_only) {
+            // As in `DeadpoolPool::run`: the server was demoted; the transaction ends with the
+            // connection.
+            if let Some(client) = self.client.take() {
+                drop(Object::take(client));
+            }
         }
+        outcome
     }
 
     async fn finish(mut self: Box<Self>, command: &str) -> Result<(), DbError> {
@@ -557,9 +571,17 @@ fn fall_back(cached: &AtomicBool) {
     }
 }
 
-/// Whether a server error means the connection or the server is going away.
+/// Whether the server refused a write because it is read-only (25006): a primary demoted
+/// by a failover that still answers, or a standby reached by mistake.
+fn is_read_only(err: &DbError) -> bool {
+    err.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION)
+}
+
+/// Whether a server error means the connection or the server is going away, or the server is
+/// no longer the writable one (a demoted primary, 25006).
 pub(crate) fn is_connection_state(code: &SqlState) -> bool {
     code.code().starts_with("08")
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
         || *code == SqlState::ADMIN_SHUTDOWN
         || *code == SqlState::CRASH_SHUTDOWN
         || *code == SqlState::CANNOT_CONNECT_NOW

@@ -3,9 +3,10 @@
 //! Only idempotent operations are retried (saves by id, batches as whole transactions, reads,
 //! `delete`, `clear`, `prune`), and only on failures that another attempt can fix: a lost or
 //! refused connection (SQLSTATE class 08), a server shutting down or starting (57P01, 57P02,
-//! 57P03), too many connections (53300), and serialization failures or deadlocks (40001,
-//! 40P01). A pool that stays exhausted for its wait timeout is not retried: the caller asked to
-//! wait that long and no longer.
+//! 57P03), a server that is no longer writable (25006: a primary demoted by a failover, whose
+//! connection is then dropped), too many connections (53300), and serialization failures or
+//! deadlocks (40001, 40P01). A pool that stays exhausted for its wait timeout is not retried:
+//! the caller asked to wait that long and no longer.
 
 use std::future::Future;
 use std::time::Duration;
@@ -157,6 +158,8 @@ mod tests {
             DbError::server(SqlState::CONNECTION_FAILURE, None, "08006"),
             DbError::server(SqlState::T_R_SERIALIZATION_FAILURE, None, "40001"),
             DbError::server(SqlState::T_R_DEADLOCK_DETECTED, None, "40P01"),
+            // A primary demoted by a failover, still answering read-only.
+            DbError::server(SqlState::READ_ONLY_SQL_TRANSACTION, None, "25006"),
             // A named statement refused behind a transaction-mode pooler: the pool has turned
             // its statement cache off, so the next attempt runs unnamed.
             DbError::server(SqlState::DUPLICATE_PSTATEMENT, None, "42P05"),
