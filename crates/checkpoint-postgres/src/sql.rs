@@ -201,6 +201,22 @@ fn x_columns() -> String {
         .join(", ")
 }
 
+/// The parameter types of an insert of column arrays: id, execution, node, state, metadata,
+/// timestamp, version, parent, payload, then a state hash (a batch) or the base version (a
+/// group, which binds three more).
+const BATCH_TYPES: [Type; 10] = [
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
+    Type::INT8_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::INT8_ARRAY,
+];
+
 /// The statement of a group commit: the saves of the group as one array per column, written
 /// in one statement that stores all or none. Appends (version 0) continue after their
 /// execution's highest version in arrival order, read once before any row is inserted;
@@ -243,20 +259,10 @@ fn group_save(t: &str, deltas: bool) -> Sql {
              FROM n ORDER BY n.ord RETURNING id, version"
         ),
         &[
-            Type::TEXT_ARRAY,
-            Type::TEXT_ARRAY,
-            Type::TEXT_ARRAY,
-            Type::JSONB_ARRAY,
-            Type::JSONB_ARRAY,
-            Type::TIMESTAMPTZ_ARRAY,
-            Type::INT8_ARRAY,
-            Type::TEXT_ARRAY,
-            Type::BYTEA_ARRAY,
-            Type::INT8_ARRAY,
-            Type::INT8_ARRAY,
-            Type::INT8_ARRAY,
-            Type::INT4_ARRAY,
-        ],
+            &BATCH_TYPES[..],
+            &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::INT4_ARRAY],
+        ]
+        .concat(),
     )
 }
 
@@ -462,18 +468,7 @@ impl Statements {
                      $7::int8[], $8::text[], $9::bytea[], $10::int8[]) AS u \
                      ON CONFLICT (id) DO NOTHING"
                 ),
-                &[
-                    Type::TEXT_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::JSONB_ARRAY,
-                    Type::JSONB_ARRAY,
-                    Type::TIMESTAMPTZ_ARRAY,
-                    Type::INT8_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::BYTEA_ARRAY,
-                    Type::INT8_ARRAY,
-                ],
+                &BATCH_TYPES,
             ),
             // A batch of new checkpoints that all append (version 0), in one statement: each
             // execution's versions continue after its highest in input order. Each highest

@@ -1,6 +1,7 @@
 //! Model-based test: proptest generates sequences of operations, applies each to `MemoryStore`
-//! (the model) and `PostgresStore` (delta storage, short chains, group commit on), and requires every observable
-//! result to be equal. Bursts of concurrent saves go through group commit. Failing sequences are kept in
+//! (the model) and `PostgresStore` (delta storage, short chains, group commit on, every other
+//! sequence encrypted), and requires every observable result to be equal. Bursts of
+//! concurrent saves go through group commit. Failing sequences are kept in
 //! `model.proptest-regressions` and replayed first on every run.
 
 mod support;
@@ -214,11 +215,18 @@ fn state(n: i64) -> Value {
 
 /// The PostgreSQL store under test: delta storage with chains of at most three rows, so that
 /// nearly every operation meets a delta.
+/// Every other sequence runs with encryption at rest on, so sealed payloads meet the same
+/// generated operations.
 async fn pg_store() -> checkpoint_postgres::PostgresStore {
-    let options = support::options()
+    static SEQUENCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut options = support::options()
         .await
         .state_encoding(checkpoint_postgres::StateEncoding::delta(3).expect("valid"))
         .min_delta_bytes(0);
+    if SEQUENCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 {
+        let key = checkpoint_postgres::EncryptionKey::new("model", &[5u8; 32]).expect("a key");
+        options = options.encryption(checkpoint_postgres::Encryption::new(key));
+    }
     checkpoint_postgres::PostgresStore::connect(options)
         .await
         .expect("connect to the test server")

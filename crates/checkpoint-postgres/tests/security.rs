@@ -146,9 +146,8 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn passwords_appear_in_no_debug_display_error_or_trace() {
-    const SECRET: &str = "hunter2-do-not-leak";
+/// Captures every trace event of this thread, at TRACE level, until the guard is dropped.
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -156,7 +155,13 @@ async fn passwords_appear_in_no_debug_display_error_or_trace() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn passwords_appear_in_no_debug_display_error_or_trace() {
+    const SECRET: &str = "hunter2-do-not-leak";
+    let (captured, _guard) = capture();
 
     let url = url_as("postgres", SECRET).await;
     let options = PostgresOptions::new(&url)
@@ -190,14 +195,7 @@ async fn encryption_keys_appear_in_no_debug_display_error_or_trace() {
     // A key whose bytes spell text, so that any leak of them would be visible.
     const RAW: &[u8; 32] = b"key-bytes-that-must-never-appear";
     let base64 = "a2V5LWJ5dGVzLXRoYXQtbXVzdC1uZXZlci1hcHBlYXI=";
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture();
 
     let keys = Encryption::parse(&format!("writer:{base64}\nreader:{base64}")).unwrap();
     let options = support::options()
