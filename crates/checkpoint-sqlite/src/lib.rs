@@ -1,0 +1,266 @@
+//! A [`CheckpointStore`] in one SQLite file: durable, embedded, no server.
+//!
+//! `SqliteStore` keeps the whole contract of `checkpoint-core` (the conformance suite proves
+//! it), like `MemoryStore`, but what it saves survives the process: kill the program, start it
+//! again, and the workflow resumes.
+//!
+//! - **WAL mode**, with the durability of an acknowledged save chosen by [`Durability`]: by
+//!   default (`Full`) every commit is on disk before `save` returns.
+//! - **The version rule is the database's**: a unique index on `(execution_id, version)`.
+//! - **Several processes may share one file.** Writes take SQLite's write lock at `BEGIN`
+//!   (immediate transactions) and wait for it up to the busy timeout, then fail with the
+//!   retryable [`Error::Unavailable`]; within one process they take turns on an async lock.
+//! - **Versioned migrations** are recorded in the file (`checkpoint_migrations`); a file from a
+//!   newer release is refused, not misread.
+//! - States are stored as their JSON text, compressed with Zstandard when that is smaller.
+//!
+//! ```
+//! use checkpoint_core::{Checkpoint, CheckpointStore};
+//! use checkpoint_sqlite::{SqliteOptions, SqliteStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> checkpoint_core::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("checkpoints.db");
+//! let store = SqliteStore::open(SqliteOptions::file(&path)).await?;
+//! store.save(&Checkpoint::new("run-1", "start", serde_json::json!({"n": 1}))).await?;
+//! drop(store);
+//!
+//! // A new process, the same file: the checkpoint is there.
+//! let store = SqliteStore::open(SqliteOptions::file(&path)).await?;
+//! assert_eq!(store.latest("run-1").await?.expect("saved").version, 1);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod codec;
+mod error;
+mod options;
+mod pool;
+mod read;
+mod row;
+mod schema;
+mod write;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use checkpoint_core::validate::check_id;
+use checkpoint_core::{
+    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Page,
+    Result, RetentionPolicy,
+};
+
+pub use error::SqliteError;
+pub use options::{Durability, Location, SqliteOptions, DEFAULT_BUSY_TIMEOUT, SQLITE_MAX_LENGTH};
+pub use schema::SCHEMA_VERSION;
+
+use crate::pool::Db;
+use crate::row::StoredRow;
+
+/// A checkpoint store in one SQLite database. Cloning it shares the pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    options: SqliteOptions,
+    migrated: Vec<i64>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.inner.options.location)
+            .field("durability", &self.inner.options.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`SqliteStore::stats`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteStats {
+    /// The highest migration recorded in the file.
+    pub schema_version: Option<i64>,
+    /// Checkpoints stored.
+    pub checkpoints: u64,
+    /// Executions with at least one checkpoint.
+    pub executions: u64,
+    /// The database's size (pages in use or free, times the page size), without its WAL.
+    pub database_bytes: u64,
+    /// The stored (compressed) states' bytes.
+    pub state_bytes: u64,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database `options` name and brings its schema up to
+    /// date.
+    ///
+    /// # Errors
+    /// - [`Error::InvalidInput`] for invalid options;
+    /// - [`Error::Unavailable`] when the file stays locked past the busy timeout;
+    /// - [`Error::Backend`] when it cannot be opened, is not an SQLite database, or holds a
+    ///   schema from a newer release ([`SqliteError::SchemaTooNew`]).
+    pub async fn open(options: SqliteOptions) -> Result<SqliteStore> {
+        let db = Db::open(&options)?;
+        let migrated = db
+            .read(|conn| schema::migrate(conn).map_err(SqliteError::into_core))
+            .await?;
+        if !migrated.is_empty() {
+            tracing::info!(?migrated, location = ?options.location, "migrated the checkpoint schema");
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                db,
+                options,
+                migrated,
+            }),
+        })
+    }
+
+    /// Opens the database a `sqlite:` URL names; see [`SqliteOptions::new`].
+    ///
+    /// # Errors
+    /// As [`SqliteOptions::new`] and [`SqliteStore::open`].
+    pub async fn connect(url: &str) -> Result<SqliteStore> {
+        Self::open(SqliteOptions::new(url)?).await
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &SqliteOptions {
+        &self.inner.options
+    }
+
+    /// The migrations this store applied when it opened (empty when the file was current).
+    pub fn migrated(&self) -> &[i64] {
+        &self.inner.migrated
+    }
+
+    /// Counts and sizes, for operators.
+    ///
+    /// # Errors
+    /// As any read.
+    pub async fn stats(&self) -> Result<SqliteStats> {
+        self.inner.db.read(|conn| read::stats(conn)).await
+    }
+
+    /// Closes the pool; every later call fails with [`Error::Unavailable`].
+    pub fn close(&self) {
+        self.inner.db.close();
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner.db.read(move |conn| f(conn)).await
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for SqliteStore {
+    fn limits(&self) -> Limits {
+        self.inner.options.limits
+    }
+
+    async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
+        self.limits().check_checkpoint(checkpoint)?;
+        let row = StoredRow::from_checkpoint(checkpoint)?;
+        self.inner.db.write(move |tx| write::save(tx, &row)).await
+    }
+
+    async fn load(&self, id: &str) -> Result<Checkpoint> {
+        check_id("id", id)?;
+        let id = id.to_owned();
+        self.read(move |conn| read::load(conn, &id)).await
+    }
+
+    async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
+        check_id("execution_id", execution_id)?;
+        let execution_id = execution_id.to_owned();
+        self.read(move |conn| read::list(conn, &execution_id)).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool> {
+        check_id("id", id)?;
+        let id = id.to_owned();
+        self.inner.db.write(move |tx| write::delete(tx, &id)).await
+    }
+
+    async fn clear(&self, execution_id: &str) -> Result<u64> {
+        check_id("execution_id", execution_id)?;
+        let execution_id = execution_id.to_owned();
+        self.inner
+            .db
+            .write(move |tx| write::clear(tx, &execution_id))
+            .await
+    }
+
+    async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
+        check_id("execution_id", execution_id)?;
+        let execution_id = execution_id.to_owned();
+        self.read(move |conn| read::latest(conn, &execution_id))
+            .await
+    }
+
+    async fn list_page(&self, query: &ListQuery) -> Result<Page> {
+        self.limits().check_list_query(query)?;
+        let query = query.clone();
+        self.read(move |conn| read::page(conn, &query)).await
+    }
+
+    async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
+        self.limits().check_batch(checkpoints)?;
+        if checkpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = checkpoints
+            .iter()
+            .map(StoredRow::from_checkpoint)
+            .collect::<Result<Vec<_>>>()?;
+        self.inner
+            .db
+            .write(move |tx| write::save_all(tx, &rows))
+            .await
+    }
+
+    async fn list_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionSummary>> {
+        self.limits().check_execution_query(query)?;
+        let query = query.clone();
+        self.read(move |conn| read::executions(conn, &query)).await
+    }
+
+    async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
+        self.limits().check_retention(policy)?;
+        let policy = policy.clone();
+        self.inner
+            .db
+            .write(move |tx| write::prune(tx, &policy))
+            .await
+    }
+
+    async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
+        check_id("id", checkpoint_id)?;
+        check_id("execution_id", new_execution_id)?;
+        let (id, target, limits) = (
+            checkpoint_id.to_owned(),
+            new_execution_id.to_owned(),
+            self.limits(),
+        );
+        self.inner
+            .db
+            .write(move |tx| write::fork(tx, &limits, &id, &target))
+            .await
+    }
+}
+
+impl From<SqliteError> for Error {
+    fn from(err: SqliteError) -> Self {
+        err.into_core()
+    }
+}

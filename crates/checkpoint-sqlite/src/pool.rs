@@ -1,0 +1,157 @@
+//! The connection pool (deadpool-sqlite), each connection set up for WAL, the chosen
+//! durability and the busy timeout; and the one path every call takes to a connection.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use checkpoint_core::{Error, Result};
+use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::error::{self, SqliteError};
+use crate::options::{Location, SqliteOptions};
+
+/// Statements kept prepared per connection: every statement the store runs, with room.
+const STATEMENT_CACHE: usize = 64;
+
+/// A pool of connections to one database, and the lock that lets this process's writes take
+/// turns without spinning in SQLite's busy handler.
+pub(crate) struct Db {
+    pool: Pool,
+    write_turn: tokio::sync::Mutex<()>,
+    busy_timeout: Duration,
+}
+
+/// The path SQLite should open: relative paths that SQLite would read as something other than
+/// a file (`:memory:`, a `file:` URI) are made explicit with `./`.
+fn literal(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    let special = text == ":memory:" || text.starts_with("file:");
+    if special && path.components().next() != Some(Component::RootDir) {
+        Path::new(".").join(path)
+    } else {
+        path.to_owned()
+    }
+}
+
+fn set_up(
+    conn: &mut Connection,
+    busy_timeout: Duration,
+    synchronous: &str,
+    memory: bool,
+) -> Result<(), SqliteError> {
+    conn.busy_timeout(busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !memory && !mode.eq_ignore_ascii_case("wal") {
+        return Err(SqliteError::Driver(format!(
+            "the database would not switch to WAL mode (it stays in {mode} mode); WAL needs a \
+             local file system with shared memory"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(())
+}
+
+impl Db {
+    pub(crate) fn open(options: &SqliteOptions) -> Result<Db> {
+        options.validate()?;
+        let (path, memory) = match &options.location {
+            Location::File(path) => (literal(path), false),
+            Location::Memory => (PathBuf::from(":memory:"), true),
+        };
+        let busy_timeout = options.busy_timeout;
+        let synchronous = options.durability.pragma();
+        let hook = Hook::async_fn(move |conn, _| {
+            Box::pin(async move {
+                conn.interact(move |c| set_up(c, busy_timeout, synchronous, memory))
+                    .await
+                    .map_err(|e| HookError::message(e.to_string()))?
+                    .map_err(|e| match e {
+                        SqliteError::Sqlite {
+                            code,
+                            extended_code,
+                            message,
+                        } => HookError::Backend(rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error {
+                                code,
+                                extended_code,
+                            },
+                            Some(message),
+                        )),
+                        other => HookError::message(other.to_string()),
+                    })
+            })
+        });
+        let pool = Config::new(path)
+            .builder(Runtime::Tokio1)
+            .map_err(|e| SqliteError::Pool(e.to_string()).into_core())?
+            .max_size(options.max_connections)
+            .wait_timeout(Some(busy_timeout))
+            .post_create(hook)
+            .build()
+            .map_err(|e| SqliteError::Pool(e.to_string()).into_core())?;
+        Ok(Db {
+            pool,
+            write_turn: tokio::sync::Mutex::new(()),
+            busy_timeout,
+        })
+    }
+
+    /// Runs `f` on a pooled connection, on a blocking thread.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self.pool.get().await.map_err(error::pool)?;
+        conn.interact(f).await.map_err(error::interact)?
+    }
+
+    /// Runs `f` in an immediate transaction (the write lock taken at `BEGIN`, so a transaction
+    /// never fails half-way for want of it) and commits when `f` succeeds; anything else rolls
+    /// back and leaves the database as it was.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _turn = tokio::time::timeout(self.busy_timeout, self.write_turn.lock())
+            .await
+            .map_err(|_| Error::Unavailable {
+                message: format!(
+                    "another write of this store held the database past the busy timeout of {:?}",
+                    self.busy_timeout
+                ),
+                source: None,
+            })?;
+        self.read(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(error::driver)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(error::driver)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Closes the pool: calls after this fail with [`Error::Unavailable`].
+    pub(crate) fn close(&self) {
+        self.pool.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sqlite_would_misread_are_made_literal() {
+        assert_eq!(literal(Path::new(":memory:")), Path::new("./:memory:"));
+        assert_eq!(literal(Path::new("file:x.db")), Path::new("./file:x.db"));
+        assert_eq!(literal(Path::new("/tmp/file:x")), Path::new("/tmp/file:x"));
+        assert_eq!(literal(Path::new("data.db")), Path::new("data.db"));
+    }
+}

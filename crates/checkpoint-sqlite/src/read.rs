@@ -1,0 +1,182 @@
+//! Statements that read the table. Each is keyed by the index on `(execution_id, version)` or
+//! by the primary key, so its cost follows the rows it returns, not the table's size.
+
+use checkpoint_core::{
+    Checkpoint, Error, ExecutionQuery, ExecutionSummary, ListQuery, Order, Page, Result,
+};
+use rusqlite::{Connection, OptionalExtension};
+use time::OffsetDateTime;
+
+use crate::error::driver;
+use crate::row::{self, COLUMNS};
+
+pub(crate) fn load(conn: &Connection, id: &str) -> Result<Checkpoint> {
+    let mut statement = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM checkpoints WHERE id = ?1"))
+        .map_err(driver)?;
+    let mut rows = statement.query([id]).map_err(driver)?;
+    match rows.next().map_err(driver)? {
+        Some(found) => row::read(found),
+        None => Err(Error::NotFound { id: id.to_owned() }),
+    }
+}
+
+pub(crate) fn list(conn: &Connection, execution_id: &str) -> Result<Vec<Checkpoint>> {
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1 ORDER BY version"
+        ))
+        .map_err(driver)?;
+    let mut rows = statement.query([execution_id]).map_err(driver)?;
+    let mut out = Vec::new();
+    while let Some(found) = rows.next().map_err(driver)? {
+        out.push(row::read(found)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn latest(conn: &Connection, execution_id: &str) -> Result<Option<Checkpoint>> {
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1
+             ORDER BY version DESC LIMIT 1"
+        ))
+        .map_err(driver)?;
+    let mut rows = statement.query([execution_id]).map_err(driver)?;
+    rows.next().map_err(driver)?.map(row::read).transpose()
+}
+
+/// One page. The version window and node filter are in the statement, so the index walk starts
+/// at the cursor; metadata filters compare in Rust with [`ListQuery::matches`], the rule every
+/// backend shares, decoding a row's state only once its metadata matched.
+pub(crate) fn page(conn: &Connection, query: &ListQuery) -> Result<Page> {
+    if let (Some(after), Some(before)) = (query.after_version, query.before_version) {
+        if after >= before {
+            return Ok(Page::default());
+        }
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1");
+    if query.after_version.is_some() {
+        sql.push_str(" AND version > ?2");
+    }
+    if query.before_version.is_some() {
+        sql.push_str(" AND version < ?3");
+    }
+    if query.node_name.is_some() {
+        sql.push_str(" AND node_name = ?4");
+    }
+    sql.push_str(match query.order {
+        Order::Ascending => " ORDER BY version ASC",
+        Order::Descending => " ORDER BY version DESC",
+    });
+    // Without metadata filters every row in the window matches, so the page is one LIMIT.
+    let wanted = query.limit + 1;
+    let filtered = !query.metadata.is_empty();
+    sql.push_str(if filtered { " LIMIT -1" } else { " LIMIT ?5" });
+    let mut statement = conn.prepare_cached(&sql).map_err(driver)?;
+    // Parameters past the statement's highest one stay unbound.
+    let count = statement.parameter_count();
+    let mut bind = |index: usize, value: &dyn rusqlite::ToSql| {
+        if index <= count {
+            statement.raw_bind_parameter(index, value).map_err(driver)
+        } else {
+            Ok(())
+        }
+    };
+    bind(1, &query.execution_id)?;
+    bind(2, &query.after_version)?;
+    bind(3, &query.before_version)?;
+    bind(4, &query.node_name)?;
+    bind(5, &i64::try_from(wanted).unwrap_or(i64::MAX))?;
+    let mut rows = statement.raw_query();
+    let mut items = Vec::new();
+    while items.len() < wanted {
+        let Some(found) = rows.next().map_err(driver)? else {
+            break;
+        };
+        if filtered {
+            let id: String = found.get(0).map_err(driver)?;
+            let metadata = row::metadata(&id, found)?;
+            let matches = query.metadata.iter().all(|(key, want)| {
+                metadata
+                    .get(key)
+                    .is_some_and(|have| checkpoint_core::json_equal(have, want))
+            });
+            if matches {
+                items.push(row::read_with(found, metadata)?);
+            }
+        } else {
+            items.push(row::read(found)?);
+        }
+    }
+    Ok(Page::from_overfetch(items, query.limit))
+}
+
+pub(crate) fn executions(
+    conn: &Connection,
+    query: &ExecutionQuery,
+) -> Result<Vec<ExecutionSummary>> {
+    let scope = if query.after.is_some() {
+        "WHERE execution_id > ?1"
+    } else {
+        "WHERE ?1 IS NULL"
+    };
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT execution_id, COUNT(*), MAX(version), MAX(timestamp_us)
+             FROM checkpoints {scope}
+             GROUP BY execution_id ORDER BY execution_id LIMIT ?2"
+        ))
+        .map_err(driver)?;
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let mut rows = statement
+        .query(rusqlite::params![query.after, limit])
+        .map_err(driver)?;
+    let mut out = Vec::new();
+    while let Some(found) = rows.next().map_err(driver)? {
+        let execution_id: String = found.get(0).map_err(driver)?;
+        let count: i64 = found.get(1).map_err(driver)?;
+        let micros: i64 = found.get(3).map_err(driver)?;
+        let last_timestamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
+            .map_err(|e| row::corrupt(&execution_id, format!("timestamp {micros}: {e}")))?;
+        out.push(ExecutionSummary {
+            checkpoint_count: u64::try_from(count).unwrap_or(0),
+            latest_version: found.get(2).map_err(driver)?,
+            last_timestamp,
+            execution_id,
+        });
+    }
+    Ok(out)
+}
+
+/// Row and execution counts and the file's size, for operators.
+pub(crate) fn stats(conn: &Connection) -> Result<crate::SqliteStats> {
+    let (checkpoints, executions): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT execution_id) FROM checkpoints",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(driver)?;
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .map_err(driver)?;
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(driver)?;
+    let schema_version = crate::schema::version(conn).map_err(crate::SqliteError::into_core)?;
+    let state_bytes: Option<i64> = conn
+        .query_row("SELECT SUM(length(state)) FROM checkpoints", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(driver)?
+        .flatten();
+    Ok(crate::SqliteStats {
+        schema_version,
+        checkpoints: u64::try_from(checkpoints).unwrap_or(0),
+        executions: u64::try_from(executions).unwrap_or(0),
+        database_bytes: u64::try_from(pages.saturating_mul(page_size)).unwrap_or(0),
+        state_bytes: state_bytes.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+    })
+}
