@@ -2,7 +2,7 @@
 //! their source so callers can match on what went wrong.
 
 use checkpoint_core::Error;
-use deadpool_sqlite::{InteractError, PoolError};
+use deadpool_sqlite::{HookError, InteractError, PoolError};
 use rusqlite::ErrorCode;
 
 /// What failed inside the SQLite backend; found with [`SqliteError::of`] as the source of a
@@ -146,7 +146,7 @@ pub(crate) fn is_version_taken(err: &rusqlite::Error) -> bool {
 
 pub(crate) fn pool(err: PoolError) -> Error {
     match err {
-        PoolError::Backend(e) => driver(e),
+        PoolError::Backend(e) | PoolError::PostCreateHook(HookError::Backend(e)) => driver(e),
         PoolError::Timeout(_) => Error::Unavailable {
             message: "no pooled SQLite connection became free in time".into(),
             source: Some(Box::new(err)),

@@ -1,0 +1,196 @@
+//! Two processes append to one file at once and are killed with SIGKILL mid-write: every save
+//! either process acknowledged is in the file with its version and state, every history is dense,
+//! the file passes SQLite's integrity check, and saving goes on.
+//!
+//! One child writes with `Durability::Normal`, the other with the default `Full`: both settings
+//! promise that a save survives the process being killed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use checkpoint_core::{Checkpoint, CheckpointStore};
+use checkpoint_sqlite::{Durability, SqliteOptions, SqliteStore};
+use serde_json::{json, Value};
+
+const TASKS: usize = 4;
+const EXECUTIONS: usize = 4;
+const ACKS_PER_CHILD: usize = 300;
+
+fn state(step: usize) -> Value {
+    json!({"step": step, "messages": vec!["a message of the conversation"; step % 30 + 1]})
+}
+
+fn spawn_child(path: &std::path::Path, durability: &str, name: &str) -> Child {
+    Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--ignored",
+            "--exact",
+            "child_appending_until_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SQLITE_CHILD_PATH", path)
+        .env("SQLITE_CHILD_DURABILITY", durability)
+        .env("SQLITE_CHILD_NAME", name)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a child")
+}
+
+#[derive(Debug)]
+struct Ack {
+    id: String,
+    execution: String,
+    step: usize,
+    version: i64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_killed_mid_write_lose_no_acknowledged_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    // Created (and migrated) first, so the children race only on saves.
+    let store = SqliteStore::open(SqliteOptions::file(&path)).await.unwrap();
+
+    let mut children = vec![
+        spawn_child(&path, "normal", "a"),
+        spawn_child(&path, "full", "b"),
+    ];
+    let (tx, rx) = mpsc::channel::<(usize, Ack)>();
+    for (index, child) in children.iter_mut().enumerate() {
+        let stdout = child.stdout.take().expect("piped");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if fields.first() == Some(&"ack") {
+                    let ack = Ack {
+                        id: fields[1].to_owned(),
+                        execution: fields[2].to_owned(),
+                        step: fields[3].parse().expect("step"),
+                        version: fields[4].parse().expect("version"),
+                    };
+                    if tx.send((index, ack)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut acked: Vec<Ack> = Vec::new();
+    let mut per_child = [0usize; 2];
+    while per_child.iter().any(|&n| n < ACKS_PER_CHILD) && Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok((index, ack)) => {
+                per_child[index] += 1;
+                acked.push(ack);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    for child in &mut children {
+        // SIGKILL: no destructor, no close, the WAL left as it is mid-write.
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+    }
+    for child in &mut children {
+        let _ = child.wait();
+    }
+    // Acks printed before the kill but read after it still count.
+    acked.extend(rx.try_iter().map(|(_, ack)| ack));
+    assert!(
+        per_child.iter().all(|&n| n >= ACKS_PER_CHILD),
+        "each child acknowledged {per_child:?} saves"
+    );
+
+    for ack in &acked {
+        let cp = store
+            .load(&ack.id)
+            .await
+            .expect("an acknowledged checkpoint");
+        assert_eq!(
+            (&cp.execution_id, cp.version, &cp.state),
+            (&ack.execution, ack.version, &state(ack.step)),
+            "{ack:?}"
+        );
+    }
+    let mut total = 0;
+    for e in 0..EXECUTIONS {
+        let execution = format!("x{e}");
+        let history = store.list(&execution).await.expect("whole history");
+        let versions: Vec<i64> = history.iter().map(|c| c.version).collect();
+        assert_eq!(versions, (1..=history.len() as i64).collect::<Vec<_>>());
+        total += history.len();
+        let next = Checkpoint::new(&*execution, "n", json!({"after": "kill"}));
+        assert_eq!(
+            store.save(&next).await.expect("save after the kill"),
+            history.len() as i64 + 1
+        );
+    }
+    assert!(
+        total >= acked.len(),
+        "{total} stored, {} acked",
+        acked.len()
+    );
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    println!(
+        "acknowledged {} saves from two killed processes, lost 0, {total} stored",
+        acked.len()
+    );
+}
+
+/// The child of the kill test: four tasks appending to four executions shared with the other
+/// child until killed, printing each acknowledged save. Run only by
+/// `processes_killed_mid_write_lose_no_acknowledged_save`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by the kill test"]
+async fn child_appending_until_killed() {
+    let path = std::env::var("SQLITE_CHILD_PATH").expect("run by the kill test");
+    let durability: Durability = std::env::var("SQLITE_CHILD_DURABILITY")
+        .expect("run by the kill test")
+        .parse()
+        .expect("a durability");
+    let name = std::env::var("SQLITE_CHILD_NAME").expect("run by the kill test");
+    let store = SqliteStore::open(
+        SqliteOptions::file(path)
+            .durability(durability)
+            .busy_timeout(Duration::from_secs(30)),
+    )
+    .await
+    .expect("open");
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let store = store.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                for step in (t..).step_by(TASKS) {
+                    let execution = format!("x{}", step % EXECUTIONS);
+                    let cp = Checkpoint::new(&*execution, format!("{name}{t}"), state(step));
+                    let version = store.save(&cp).await.expect("save");
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ack {} {execution} {step} {version}", cp.id).expect("stdout");
+                    out.flush().expect("stdout");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a task");
+    }
+}
