@@ -1,11 +1,19 @@
 //! A five-node job that survives `kill -9`: run it, kill it at any point, run it again with the
 //! same execution id, and it finishes without repeating a node whose checkpoint was saved.
 //!
+//! With no server, on a SQLite file under the system temp dir (the default feature):
+//!
+//! ```sh
+//! cargo run --example durable_workflow -- job-1   # kill it mid-run (Ctrl-C, kill -9)...
+//! cargo run --example durable_workflow -- job-1   # ...and it finishes
+//! ```
+//!
+//! On PostgreSQL:
+//!
 //! ```sh
 //! docker compose up -d postgres
 //! export DATABASE_URL=postgres://checkpoint:checkpoint@localhost:5432/checkpoint
-//! cargo run --features postgres --example durable_workflow -- job-1   # kill it mid-run...
-//! cargo run --features postgres --example durable_workflow -- job-1   # ...and it finishes
+//! cargo run --features postgres --example durable_workflow -- job-1
 //! ```
 //!
 //! `STEP_MS` sets how long each node works (default 400); `RUN_LOG` names a file each node
@@ -64,15 +72,13 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(400);
-    let store = checkpoint_examples::store().await?;
-    println!(
-        "execution {execution} on the {} store",
-        checkpoint_examples::BACKEND
-    );
-    if !checkpoint_examples::DURABLE {
+    let backend = checkpoint_examples::Backend::chosen()?;
+    let store = checkpoint_examples::open(backend).await?;
+    println!("execution {execution} in {}", backend.location());
+    if !backend.durable() {
         println!(
-            "note: built with only the memory store, which forgets everything when the process \
-             ends; surviving a crash needs a durable store (--features postgres)"
+            "note: the memory store forgets everything when the process ends; surviving a \
+             crash needs a durable store (the default sqlite feature, or postgres)"
         );
     }
 

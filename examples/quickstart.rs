@@ -1,10 +1,12 @@
-//! A short multi-step job on the in-memory store: save after each step, list the history,
-//! then resume from the latest checkpoint as a restarted process would.
+//! A short multi-step job: save after each step, stop, list the history, then open the store
+//! again and resume from the latest checkpoint as a restarted process would.
 //!
-//! Run it with `cargo run --example quickstart`.
+//! Run it with `cargo run --example quickstart`. By default the checkpoints go to a SQLite file
+//! under the system temp dir (printed), so the resumed half reads them back from disk; no
+//! server is needed. `--no-default-features --features memory` runs it in memory instead.
 
-use checkpoint_core::{Checkpoint, CheckpointStore, ListQuery};
-use checkpoint_memory::MemoryStore;
+use checkpoint_core::{Checkpoint, ListQuery};
+use checkpoint_examples::Backend;
 use serde::{Deserialize, Serialize};
 
 /// The job's state: which words it has counted so far.
@@ -18,8 +20,10 @@ const STEPS: [&str; 4] = ["fetch", "parse", "enrich", "store"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let store = MemoryStore::new();
-    let execution = "quickstart-1";
+    let backend = Backend::chosen()?;
+    let store = checkpoint_examples::open(backend).await?;
+    let execution = &format!("quickstart-{}", checkpoint_examples::run_suffix());
+    println!("saving to {}", backend.location());
 
     // Run the first three steps, then "crash".
     let mut progress = Progress::default();
@@ -37,6 +41,16 @@ async fn main() -> anyhow::Result<()> {
         parent = Some(cp.id);
     }
     println!("-- the process stops here --");
+    // A durable store is opened again from scratch, as a new process would; the memory
+    // store has only the one copy it had.
+    let store = if backend.durable() {
+        drop(store);
+        let reopened = checkpoint_examples::open(backend).await?;
+        println!("-- opened {} again --", backend.location());
+        reopened
+    } else {
+        store
+    };
 
     // The history, oldest first, one page at a time.
     let query = ListQuery::new(execution).limit(2);

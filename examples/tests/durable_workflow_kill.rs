@@ -1,53 +1,15 @@
-//! The `durable_workflow` example, built with `postgres`, is killed with SIGKILL mid-run and
-//! started again: it finishes, and no node whose checkpoint was saved runs twice.
+//! The `durable_workflow` example on PostgreSQL is killed with SIGKILL mid-run and started
+//! again: it finishes, and no node whose checkpoint was saved runs twice.
 //!
 //! Runs with `cargo test --workspace --all-features` (the README's command), which builds the
 //! example with the `postgres` feature before the tests run.
 #![cfg(feature = "postgres")]
 
+mod kill;
 #[path = "../../crates/checkpoint-postgres/tests/support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-use checkpoint_core::CheckpointStore;
 use checkpoint_postgres::PostgresStore;
-use tokio::process::Command;
-
-const NODES: [&str; 5] = ["download", "parse", "enrich", "summarize", "publish"];
-
-/// The example binary cargo built beside this test binary.
-fn example_binary() -> PathBuf {
-    let test_binary = std::env::current_exe().expect("test binary path");
-    let target_dir = test_binary
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = target_dir.join("examples").join("durable_workflow");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace --all-features`",
-        path.display()
-    );
-    path
-}
-
-fn example(execution: &str, url: &str, schema: &str, log: &PathBuf) -> Command {
-    let mut command = Command::new(example_binary());
-    command
-        .arg(execution)
-        .env("DATABASE_URL", url)
-        .env("CHECKPOINT_SCHEMA", schema)
-        .env("STEP_MS", "250")
-        .env("RUN_LOG", log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_resumes_without_repeating_saved_nodes() {
@@ -56,70 +18,10 @@ async fn a_killed_run_resumes_without_repeating_saved_nodes() {
     let schema = options.table_name().unwrap().schema().unwrap().to_owned();
     let store = PostgresStore::connect(options).await.expect("connect");
     let log = std::env::temp_dir().join(format!("{}.log", support::unique_schema("durable")));
-    let execution = "crash-me";
-
-    let mut first = example(execution, &url, &schema, &log)
-        .spawn()
-        .expect("start the example");
-    // Kill it once two nodes are durable and before the last one is.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let saved = store.list(execution).await.unwrap().len();
-        if saved >= 2 {
-            break;
-        }
-        if let Some(status) = first.try_wait().unwrap() {
-            panic!("the example exited early: {status}");
-        }
-        assert!(Instant::now() < deadline, "no progress within 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    first.start_kill().expect("SIGKILL");
-    first.wait().await.unwrap();
-    let saved_at_kill: Vec<String> = store
-        .list(execution)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|cp| cp.node_name)
-        .collect();
-    assert!(
-        (2..NODES.len()).contains(&saved_at_kill.len()),
-        "killed mid-run, after {saved_at_kill:?}"
-    );
-
-    let second = example(execution, &url, &schema, &log)
-        .output()
-        .await
-        .expect("restart the example");
-    assert!(
-        second.status.success(),
-        "restart failed: {}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-
-    let history = store.list(execution).await.unwrap();
-    let nodes: Vec<&str> = history.iter().map(|cp| cp.node_name.as_str()).collect();
-    assert_eq!(nodes, NODES, "one checkpoint per node, in order");
-    let last = history.last().unwrap();
-    assert_eq!(last.metadata["outcome"], "finished");
-    assert_eq!(last.state["completed"], serde_json::json!(NODES));
-    assert_eq!(last.state["records"], 150);
-
-    let mut runs: HashMap<String, usize> = HashMap::new();
-    for line in std::fs::read_to_string(&log).unwrap().lines() {
-        *runs.entry(line.to_owned()).or_default() += 1;
-    }
-    let _ = std::fs::remove_file(&log);
-    for node in NODES {
-        let count = runs.get(node).copied().unwrap_or(0);
-        if saved_at_kill.iter().any(|saved| saved == node) {
-            assert_eq!(
-                count, 1,
-                "{node} was saved before the kill but ran {count} times"
-            );
-        } else {
-            assert!((1..=2).contains(&count), "{node} ran {count} times");
-        }
-    }
+    let env = [
+        ("CHECKPOINT_BACKEND", "postgres".to_owned()),
+        ("DATABASE_URL", url),
+        ("CHECKPOINT_SCHEMA", schema),
+    ];
+    kill::killed_run_resumes(&store, &env, &log).await;
 }
