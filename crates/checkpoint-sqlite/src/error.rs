@@ -49,6 +49,17 @@ pub enum SqliteError {
         /// The newest version this release applies.
         known: i64,
     },
+    /// The file's schema is older than this release's and migrating on open is off.
+    #[error(
+        "the database is at schema version {found}, this release needs {expected}: open it with \
+         auto_migrate on, or run `checkpointctl migrate`"
+    )]
+    SchemaOutdated {
+        /// The version recorded in the file (0 for a file without the tables).
+        found: i64,
+        /// The version this release needs.
+        expected: i64,
+    },
     /// A migration recorded in the file is not the one this release would apply under that
     /// version: the file was made by a different schema.
     #[error("migration {version} in the database is {found:?}, this release's is {expected:?}")]

@@ -107,9 +107,14 @@ impl SqliteStore {
     ///   schema from a newer release ([`SqliteError::SchemaTooNew`]).
     pub async fn open(options: SqliteOptions) -> Result<SqliteStore> {
         let db = Db::open(&options)?;
-        let migrated = db
-            .read(|conn| schema::migrate(conn).map_err(SqliteError::into_core))
-            .await?;
+        let migrated = if options.auto_migrate {
+            db.read(|conn| schema::migrate(conn).map_err(SqliteError::into_core))
+                .await?
+        } else {
+            db.read(|conn| schema::check(conn).map_err(SqliteError::into_core))
+                .await?;
+            Vec::new()
+        };
         if !migrated.is_empty() {
             tracing::info!(?migrated, location = ?options.location, "migrated the checkpoint schema");
         }

@@ -101,6 +101,7 @@ pub struct SqliteOptions {
     pub(crate) busy_timeout: Duration,
     pub(crate) max_connections: usize,
     pub(crate) limits: Limits,
+    pub(crate) auto_migrate: bool,
 }
 
 impl SqliteOptions {
@@ -113,6 +114,7 @@ impl SqliteOptions {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             max_connections: 4,
             limits: Limits::default(),
+            auto_migrate: true,
         }
     }
 
@@ -202,6 +204,15 @@ impl SqliteOptions {
     /// SQLite row (under [`SQLITE_MAX_LENGTH`]).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Whether opening the store brings the file's schema up to date (the default), creating
+    /// the tables in a new file. Off, a file that is not current is refused with
+    /// [`SqliteError::SchemaOutdated`](crate::SqliteError::SchemaOutdated) and left unchanged:
+    /// for tools that must not write, and for deployments that migrate in a separate step.
+    pub fn auto_migrate(mut self, on: bool) -> Self {
+        self.auto_migrate = on;
         self
     }
 

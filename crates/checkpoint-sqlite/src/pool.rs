@@ -34,6 +34,25 @@ fn literal(path: &Path) -> PathBuf {
     }
 }
 
+/// Switches the database to WAL mode. The switch needs the exclusive lock, which SQLite does
+/// not wait for through the busy handler when waiting could deadlock (another connection is
+/// switching too, as when several processes open a new file at once); so this waits itself, up
+/// to the busy timeout.
+fn wal_mode(conn: &Connection, busy_timeout: Duration) -> Result<String, SqliteError> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < busy_timeout =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 fn set_up(
     conn: &mut Connection,
     busy_timeout: Duration,
@@ -42,8 +61,7 @@ fn set_up(
 ) -> Result<(), SqliteError> {
     conn.busy_timeout(busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    let mode = wal_mode(conn, busy_timeout)?;
     if !memory && !mode.eq_ignore_ascii_case("wal") {
         return Err(SqliteError::Driver(format!(
             "the database would not switch to WAL mode (it stays in {mode} mode); WAL needs a \

@@ -85,6 +85,21 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<Vec<i64>, SqliteError> {
     Ok(applied)
 }
 
+/// Refuses a file whose schema is not exactly this release's, changing nothing.
+pub(crate) fn check(conn: &Connection) -> Result<(), SqliteError> {
+    match version(conn)?.unwrap_or(0) {
+        found if found > SCHEMA_VERSION => Err(SqliteError::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        }),
+        found if found < SCHEMA_VERSION => Err(SqliteError::SchemaOutdated {
+            found,
+            expected: SCHEMA_VERSION,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The highest migration recorded in the file, `None` before the first.
 pub(crate) fn version(conn: &Connection) -> Result<Option<i64>, SqliteError> {
     let ledger: Option<String> = conn
@@ -115,6 +130,30 @@ mod tests {
         assert_eq!(migrate(&mut conn).unwrap(), vec![1]);
         assert_eq!(migrate(&mut conn).unwrap(), Vec::<i64>::new());
         assert_eq!(version(&conn).unwrap(), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn checking_refuses_any_file_not_at_this_version_and_writes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert!(matches!(
+            check(&conn),
+            Err(SqliteError::SchemaOutdated {
+                found: 0,
+                expected: SCHEMA_VERSION
+            })
+        ));
+        assert_eq!(version(&conn).unwrap(), None, "check created nothing");
+        migrate(&mut conn).unwrap();
+        check(&conn).unwrap();
+        conn.execute(
+            "INSERT INTO checkpoint_migrations VALUES (?1, 'next', 'then')",
+            [SCHEMA_VERSION + 1],
+        )
+        .unwrap();
+        assert!(matches!(
+            check(&conn),
+            Err(SqliteError::SchemaTooNew { .. })
+        ));
     }
 
     #[test]

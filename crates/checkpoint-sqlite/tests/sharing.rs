@@ -283,3 +283,40 @@ async fn a_file_named_like_an_in_memory_database_is_still_a_file() {
         cp.with_version(1)
     );
 }
+
+#[tokio::test]
+async fn without_auto_migrate_a_file_that_is_not_current_is_refused_unchanged() {
+    let (_dir, path) = temp_db();
+    // Another application's database.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+        .unwrap();
+    drop(conn);
+    let err = SqliteStore::open(SqliteOptions::file(&path).auto_migrate(false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            SqliteError::of(&err),
+            Some(SqliteError::SchemaOutdated { found: 0, expected }) if *expected == SCHEMA_VERSION
+        ),
+        "{err:?}"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tables, ["notes"]);
+    drop(conn);
+    // With migration on, the tables join the application's own.
+    let store = open(&path).await;
+    assert_eq!(store.migrated(), [SCHEMA_VERSION]);
+    let reopened = SqliteStore::open(SqliteOptions::file(&path).auto_migrate(false))
+        .await
+        .unwrap();
+    assert!(reopened.migrated().is_empty());
+}
