@@ -1,5 +1,6 @@
 //! What each command does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_core::{Checkpoint, CheckpointStore, Error, ExecutionQuery, RetentionPolicy};
@@ -7,6 +8,7 @@ use checkpoint_postgres::{
     DbPool, DeadpoolPool, Encryption, EncryptionError, PostgresOptions, PostgresStore, SchemaError,
     Sql, SCHEMA_VERSION,
 };
+use checkpoint_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -25,6 +27,18 @@ fn fail(message: impl Into<String>) -> Exit {
 
 /// One clear line for a store error, with the next step where there is one.
 fn explain(err: Error) -> Exit {
+    if let Some(SqliteError::SchemaOutdated { found, expected }) = SqliteError::of(&err) {
+        return fail(if *found == 0 {
+            "the SQLite file holds no checkpoint tables: check --database-url, or run \
+             `checkpointctl migrate` to create them"
+                .to_owned()
+        } else {
+            format!(
+                "the SQLite file is at schema version {found}, this release needs {expected}: \
+                 run `checkpointctl migrate`"
+            )
+        });
+    }
     let schema = SchemaError::of(&err);
     let message = match (&err, schema) {
         (_, Some(SchemaError::Outdated { found, expected })) => format!(
@@ -84,10 +98,49 @@ fn encryption_keys(connection: &Connection) -> Result<Option<Encryption>, Exit> 
         .map_err(|e| fail(format!("bad encryption keys: {e}")))
 }
 
-async fn store(connection: &Connection) -> Result<PostgresStore, Exit> {
-    PostgresStore::connect(options(connection)?)
-        .await
-        .map_err(explain)
+/// Where the checkpoints are: a PostgreSQL database, or a SQLite file (`sqlite://path`).
+enum Database {
+    Postgres(PostgresOptions),
+    Sqlite(SqliteOptions),
+}
+
+fn database(connection: &Connection) -> Result<Database, Exit> {
+    let url = connection.database_url.as_deref().unwrap_or_default();
+    if !url.starts_with("sqlite:") {
+        return options(connection).map(Database::Postgres);
+    }
+    if connection.schema.is_some() || connection.table != "checkpoints" {
+        return Err(fail(
+            "--table and --schema apply to PostgreSQL; a SQLite file has one checkpoints table",
+        ));
+    }
+    if connection.encryption_keys_file.is_some() {
+        return Err(fail(
+            "--encryption-keys-file applies to PostgreSQL; SQLite files are not encrypted",
+        ));
+    }
+    let options = SqliteOptions::new(url).map_err(explain)?;
+    Ok(Database::Sqlite(options.auto_migrate(false)))
+}
+
+/// Opens an existing SQLite file without changing its schema: a mistyped path is an error, not a
+/// new empty database.
+async fn open_sqlite(options: SqliteOptions) -> Result<SqliteStore, Exit> {
+    if let Some(path) = options.path() {
+        if !path.exists() {
+            return Err(fail(format!("no SQLite database at {}", path.display())));
+        }
+    }
+    SqliteStore::open(options).await.map_err(explain)
+}
+
+async fn store(connection: &Connection) -> Result<Arc<dyn CheckpointStore>, Exit> {
+    Ok(match database(connection)? {
+        Database::Postgres(options) => {
+            Arc::new(PostgresStore::connect(options).await.map_err(explain)?)
+        }
+        Database::Sqlite(options) => Arc::new(open_sqlite(options).await?),
+    })
 }
 
 fn time(t: OffsetDateTime) -> String {
@@ -232,17 +285,31 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
                 return Err(fail("say what to export: --execution <id> or --all"));
             }
             let store = store(&cli.connection).await?;
-            let written = transfer::export(&store, execution).await?;
+            let written = transfer::export(store.as_ref(), execution).await?;
             eprintln!("exported {written} checkpoints");
             Ok(())
         }
         Command::Reencrypt { batch_size, after } => {
-            let store = store(&cli.connection).await?;
+            let Database::Postgres(options) = database(&cli.connection)? else {
+                return Err(fail(
+                    "reencrypt applies to PostgreSQL stores; SQLite files are not encrypted",
+                ));
+            };
+            let store = PostgresStore::connect(options).await.map_err(explain)?;
             reencrypt(&store, batch_size, after, json).await
         }
         Command::Import { file, batch_size } => {
-            let store = store(&cli.connection).await?;
-            let imported = transfer::import(&store, &file, batch_size).await?;
+            // A SQLite file is created (and migrated) for an import: restoring a backup into a
+            // new file is the common case.
+            let store: Arc<dyn CheckpointStore> = match database(&cli.connection)? {
+                Database::Sqlite(options) => Arc::new(
+                    SqliteStore::open(options.auto_migrate(true))
+                        .await
+                        .map_err(explain)?,
+                ),
+                Database::Postgres(_) => store(&cli.connection).await?,
+            };
+            let imported = transfer::import(store.as_ref(), &file, batch_size).await?;
             for conflict in &imported.conflicts {
                 eprintln!("conflict: {conflict}");
             }
@@ -326,7 +393,10 @@ fn report(json: bool, value: Value, text: &str) {
 }
 
 async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(), Exit> {
-    let options = options(connection)?;
+    let options = match database(connection)? {
+        Database::Postgres(options) => options,
+        Database::Sqlite(options) => return migrate_sqlite(options, check, json).await,
+    };
     if check {
         let pool = DeadpoolPool::from_options(&options).map_err(explain)?;
         let store = PostgresStore::with_pool(pool, &options).await;
@@ -338,24 +408,7 @@ async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(),
                 _ => return Err(explain(err)),
             },
         };
-        let ok = current == SCHEMA_VERSION;
-        report(
-            json,
-            json!({"current": ok, "version": current, "expected": SCHEMA_VERSION}),
-            &if ok {
-                format!("the schema is current (version {current})")
-            } else {
-                format!("the schema is at version {current}, this release needs {SCHEMA_VERSION}")
-            },
-        );
-        return if ok {
-            Ok(())
-        } else {
-            Err(Exit {
-                code: 1,
-                message: String::new(),
-            })
-        };
+        return schema_check(i64::from(current), i64::from(SCHEMA_VERSION), json);
     }
     let store = PostgresStore::connect(options.auto_migrate(true))
         .await
@@ -386,8 +439,88 @@ async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(),
     Ok(())
 }
 
+/// Reports whether a schema check passed: exit code 1 when it is not current.
+fn schema_check(current: i64, expected: i64, json: bool) -> Result<(), Exit> {
+    let ok = current == expected;
+    report(
+        json,
+        json!({"current": ok, "version": current, "expected": expected}),
+        &if ok {
+            format!("the schema is current (version {current})")
+        } else {
+            format!("the schema is at version {current}, this release needs {expected}")
+        },
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(Exit {
+            code: 1,
+            message: String::new(),
+        })
+    }
+}
+
+async fn migrate_sqlite(options: SqliteOptions, check: bool, json: bool) -> Result<(), Exit> {
+    if check {
+        if let Some(path) = options.path().filter(|p| !p.exists()) {
+            return Err(fail(format!("no SQLite database at {}", path.display())));
+        }
+        let current = match SqliteStore::open(options).await {
+            Ok(_) => checkpoint_sqlite::SCHEMA_VERSION,
+            Err(err) => match SqliteError::of(&err) {
+                Some(SqliteError::SchemaOutdated { found, .. }) => *found,
+                Some(SqliteError::SchemaTooNew { found, .. }) => *found,
+                _ => return Err(explain(err)),
+            },
+        };
+        return schema_check(current, checkpoint_sqlite::SCHEMA_VERSION, json);
+    }
+    let store = SqliteStore::open(options.auto_migrate(true))
+        .await
+        .map_err(explain)?;
+    let version = store.stats().await.map_err(explain)?.schema_version;
+    let mut text = format!("the schema is at version {}", version.unwrap_or(0));
+    if !store.migrated().is_empty() {
+        text.push_str(&format!(" (applied {:?})", store.migrated()));
+    }
+    report(
+        json,
+        json!({"version": version, "applied": store.migrated()}),
+        &text,
+    );
+    Ok(())
+}
+
 async fn status(connection: &Connection, json: bool) -> Result<(), Exit> {
-    let options = options(connection)?;
+    let options = match database(connection)? {
+        Database::Postgres(options) => options,
+        Database::Sqlite(options) => {
+            let path = options
+                .path()
+                .map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
+            let store = open_sqlite(options).await?;
+            let stats = store.stats().await.map_err(explain)?;
+            listing(
+                json,
+                &[
+                    "database",
+                    "schema_version",
+                    "checkpoints",
+                    "executions",
+                    "bytes",
+                ],
+                vec![vec![
+                    json!(path),
+                    json!(stats.schema_version),
+                    json!(stats.checkpoints),
+                    json!(stats.executions),
+                    json!(stats.database_bytes),
+                ]],
+            );
+            return Ok(());
+        }
+    };
     let pool = DeadpoolPool::from_options(&options).map_err(explain)?;
     let store = PostgresStore::with_pool(pool.clone(), &options)
         .await
@@ -477,7 +610,9 @@ async fn prune(
         let cutoff = policy.cutoff(OffsetDateTime::now_utc());
         let executions = match &policy.execution_id {
             Some(execution) => vec![execution.clone()],
-            None => transfer::all_executions(&store).await.map_err(explain)?,
+            None => transfer::all_executions(store.as_ref())
+                .await
+                .map_err(explain)?,
         };
         if policy.keep_last.is_none() && policy.older_than.is_none() {
             return Err(fail(

@@ -1,4 +1,4 @@
-//! `checkpointctl`: look into a PostgreSQL checkpoint store without writing SQL.
+//! `checkpointctl`: look into a PostgreSQL or SQLite checkpoint store without writing SQL.
 //!
 //! ```sh
 //! export DATABASE_URL=postgres://app:secret@localhost/app
@@ -9,6 +9,7 @@
 //! checkpointctl prune --keep-last 10 --older-than 30d --dry-run
 //! checkpointctl export --all > backup.jsonl && checkpointctl --table restored import backup.jsonl
 //! CHECKPOINT_ENCRYPTION_KEYS="$(cat keys.txt)" checkpointctl reencrypt
+//! checkpointctl --database-url sqlite:///var/lib/app/checkpoints.db history order-42
 //! ```
 
 mod commands;
@@ -36,13 +37,15 @@ pub struct Cli {
 /// Where the checkpoints are.
 #[derive(Args, Debug, Clone)]
 pub struct Connection {
-    /// The database (`postgres://...` or `key=value` pairs).
+    /// The database: `postgres://...` or `key=value` pairs for PostgreSQL, `sqlite://PATH` for
+    /// a SQLite file (opened as it is: a missing file or schema is an error, except for
+    /// `migrate` and `import`, which create them).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
-    /// The checkpoint table.
+    /// The checkpoint table (PostgreSQL).
     #[arg(long, default_value = "checkpoints", global = true)]
     pub table: String,
-    /// The schema holding the table (default: the search path).
+    /// The schema holding the table (PostgreSQL; default: the search path).
     #[arg(long, global = true)]
     pub schema: Option<String>,
     /// A file of encryption keys, one `id:base64` per line, the write key first (for stores

@@ -4,7 +4,6 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
 use checkpoint_core::{Checkpoint, CheckpointStore, Error, ExecutionQuery};
-use checkpoint_postgres::PostgresStore;
 
 use crate::output::progress;
 use crate::Exit;
@@ -17,7 +16,7 @@ fn fail(message: impl Into<String>) -> Exit {
 }
 
 /// Every execution id, page by page.
-pub async fn all_executions(store: &PostgresStore) -> Result<Vec<String>, Error> {
+pub async fn all_executions(store: &dyn CheckpointStore) -> Result<Vec<String>, Error> {
     let mut ids = Vec::new();
     let mut query = ExecutionQuery::new(1000);
     loop {
@@ -31,7 +30,7 @@ pub async fn all_executions(store: &PostgresStore) -> Result<Vec<String>, Error>
 }
 
 /// Writes the checkpoints of `execution` (or of all executions) to standard output.
-pub async fn export(store: &PostgresStore, execution: Option<String>) -> Result<u64, Exit> {
+pub async fn export(store: &dyn CheckpointStore, execution: Option<String>) -> Result<u64, Exit> {
     let executions = match execution {
         Some(execution) => vec![execution],
         None => all_executions(store)
@@ -71,7 +70,7 @@ pub struct Imported {
 /// Reads `file` in batches of `batch_size`, each saved all or nothing. A batch that conflicts
 /// is reported and skipped; running the import again is safe (saves replace by id).
 pub async fn import(
-    store: &PostgresStore,
+    store: &dyn CheckpointStore,
     file: &Path,
     batch_size: usize,
 ) -> Result<Imported, Exit> {
@@ -116,7 +115,7 @@ pub async fn import(
 }
 
 async fn save(
-    store: &PostgresStore,
+    store: &dyn CheckpointStore,
     batch: &mut Vec<Checkpoint>,
     first: usize,
     last: usize,

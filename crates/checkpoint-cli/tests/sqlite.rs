@@ -1,0 +1,251 @@
+//! `checkpointctl --database-url sqlite://PATH`: every command a SQLite file supports, and the
+//! errors of those it does not, with no server.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use checkpoint_core::{Checkpoint, CheckpointStore};
+use checkpoint_sqlite::{SqliteOptions, SqliteStore};
+use serde_json::{json, Value};
+
+/// A file with two executions: `a` (3 checkpoints), `b` (2).
+struct Fixture {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+    store: SqliteStore,
+    a: Vec<Checkpoint>,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoints.db");
+    let store = SqliteStore::open(SqliteOptions::file(&path)).await.unwrap();
+    let mut a = Vec::new();
+    for (i, state) in [
+        json!({"n": 1, "items": ["x"]}),
+        json!({"n": 2, "items": ["x", "y"]}),
+        json!({"n": 3}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cp = Checkpoint::new("a", format!("step{i}"), state).with_metadata("i", i);
+        cp.version = store.save(&cp).await.unwrap();
+        a.push(cp);
+    }
+    for i in 0..2 {
+        store
+            .save(&Checkpoint::new("b", "n", json!(i)))
+            .await
+            .unwrap();
+    }
+    Fixture {
+        dir,
+        path,
+        store,
+        a,
+    }
+}
+
+fn url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// Runs `checkpointctl` on `path` and returns (exit code, stdout, stderr).
+fn run(path: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::cargo_bin("checkpointctl")
+        .unwrap()
+        .env("DATABASE_URL", url(path))
+        .env_remove("CHECKPOINT_ENCRYPTION_KEYS")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn json_of(path: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (code, out, err) = run(path, &all);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+fn assert_one_line_error(result: (i32, String, String), contains: &str) {
+    let (code, _, err) = result;
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("checkpointctl: "), "{err}");
+    assert!(err.contains(contains), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_listings_show_and_diff() {
+    let f = fixture().await;
+    let status = json_of(&f.path, &["status"]);
+    assert_eq!(status[0]["checkpoints"], 5);
+    assert_eq!(status[0]["executions"], 2);
+    assert_eq!(
+        status[0]["schema_version"],
+        checkpoint_sqlite::SCHEMA_VERSION
+    );
+    assert_eq!(status[0]["database"], f.path.display().to_string());
+    assert!(status[0]["bytes"].as_u64().unwrap() > 0);
+
+    let executions = json_of(&f.path, &["executions"]);
+    assert_eq!(executions[0]["execution"], "a");
+    assert_eq!(executions[0]["checkpoints"], 3);
+    assert_eq!(executions[1]["latest_version"], 2);
+    let page = json_of(&f.path, &["executions", "--after", "a"]);
+    assert_eq!(page.as_array().unwrap().len(), 1);
+
+    let history = json_of(&f.path, &["history", "a"]);
+    let nodes: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["step0", "step1", "step2"]);
+
+    let shown = json_of(&f.path, &["show", &f.a[1].id]);
+    let back: Checkpoint = serde_json::from_value(shown).unwrap();
+    assert_eq!(back, f.a[1]);
+
+    let diff = json_of(&f.path, &["diff", &f.a[0].id, &f.a[1].id]);
+    let paths: Vec<&str> = diff
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["path"].as_str())
+        .collect();
+    assert!(paths.iter().any(|p| p.contains("items")), "{diff}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_clear_delete_and_fork_change_the_file() {
+    let f = fixture().await;
+    let dry = json_of(&f.path, &["prune", "--keep-last", "1", "--dry-run"]);
+    assert_eq!(dry["would_remove"], 3);
+    assert_eq!(f.store.list("a").await.unwrap().len(), 3, "dry run");
+    let pruned = json_of(&f.path, &["prune", "--keep-last", "2", "--yes"]);
+    assert_eq!(pruned["removed"], 1);
+    assert_eq!(f.store.list("a").await.unwrap().len(), 2);
+
+    let fork = json_of(&f.path, &["fork", &f.a[2].id, "a-fork", "--yes"]);
+    assert_eq!(fork["version"], 1);
+    let forked = f.store.latest("a-fork").await.unwrap().unwrap();
+    assert_eq!(forked.state, f.a[2].state);
+
+    let deleted = json_of(&f.path, &["delete", &f.a[2].id, "--yes"]);
+    assert_eq!(deleted["removed"], 1);
+    assert_one_line_error(
+        run(&f.path, &["delete", &f.a[2].id, "--yes"]),
+        "no checkpoint with id",
+    );
+    let cleared = json_of(&f.path, &["clear", "b", "--yes"]);
+    assert_eq!(cleared["removed"], 2);
+    assert!(f.store.list("b").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_then_import_into_a_new_file_gives_equal_checkpoints() {
+    let f = fixture().await;
+    let (code, lines, err) = run(&f.path, &["export", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lines.lines().count(), 5);
+    let backup = f.dir.path().join("backup.jsonl");
+    std::fs::write(&backup, &lines).unwrap();
+
+    let restored = f.dir.path().join("restored.db");
+    let imported = json_of(&restored, &["import", backup.to_str().unwrap()]);
+    assert_eq!(imported["imported"], 5);
+    let copy = SqliteStore::open(SqliteOptions::file(&restored))
+        .await
+        .unwrap();
+    for execution in ["a", "b"] {
+        assert_eq!(
+            copy.list(execution).await.unwrap(),
+            f.store.list(execution).await.unwrap()
+        );
+    }
+    // Importing the same file again saves the same ids again: nothing changes.
+    let again = json_of(&restored, &["import", backup.to_str().unwrap()]);
+    assert_eq!(again["conflicts"], json!([]));
+    assert_eq!(
+        copy.list("a").await.unwrap(),
+        f.store.list("a").await.unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_creates_the_tables_and_check_reports_a_file_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE notes (body TEXT)")
+        .unwrap();
+    drop(conn);
+
+    let (code, out, _) = run(&path, &["migrate", "--check", "--json"]);
+    assert_eq!(code, 1);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["current"], false);
+    assert_eq!(report["version"], 0);
+    assert_one_line_error(run(&path, &["history", "a"]), "checkpointctl migrate");
+
+    let migrated = json_of(&path, &["migrate"]);
+    assert_eq!(
+        migrated["applied"],
+        json!([checkpoint_sqlite::SCHEMA_VERSION])
+    );
+    let (code, _, err) = run(&path, &["migrate", "--check"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_of(&path, &["status"])[0]["checkpoints"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_errors_are_one_clear_line_and_create_nothing() {
+    let f = fixture().await;
+    let missing = f.dir.path().join("typo.db");
+    assert_one_line_error(run(&missing, &["status"]), "no SQLite database at");
+    assert!(!missing.exists(), "a mistyped path creates no file");
+    assert_one_line_error(
+        run(&f.path, &["status", "--schema", "x"]),
+        "apply to PostgreSQL",
+    );
+    assert_one_line_error(
+        run(&f.path, &["status", "--table", "other"]),
+        "apply to PostgreSQL",
+    );
+    assert_one_line_error(run(&f.path, &["reencrypt"]), "not encrypted");
+    assert_one_line_error(
+        run(
+            &f.path,
+            &["status", "--encryption-keys-file", "/nonexistent/keys"],
+        ),
+        "not encrypted",
+    );
+    let bad_url = Command::cargo_bin("checkpointctl")
+        .unwrap()
+        .env("DATABASE_URL", "sqlite:x.db?synchronous=sometimes")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        (
+            bad_url.status.code().unwrap_or(-1),
+            String::new(),
+            String::from_utf8_lossy(&bad_url.stderr).into_owned(),
+        ),
+        "synchronous",
+    );
+    assert_one_line_error(
+        run(&f.path, &["show", "nope"]),
+        "no checkpoint with id nope",
+    );
+}
