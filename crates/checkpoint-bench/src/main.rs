@@ -8,6 +8,7 @@
 //! cargo run --release -p checkpoint-bench -- --only save       # save workloads and pgbench
 //! cargo run --release -p checkpoint-bench -- --only growth     # a growing state, each storage
 //! cargo run --release -p checkpoint-bench -- --only encryption # encryption at rest off and on
+//! cargo run --release -p checkpoint-bench -- --only sqlite     # SQLite, no server needed
 //! ```
 //!
 //! Prints a table and, last, one JSON line with every figure.
@@ -15,12 +16,14 @@
 mod encryption;
 mod growth;
 mod server;
+mod sqlite;
 mod stats;
 mod workloads;
 
 use std::time::Duration;
 
 use checkpoint_postgres::{Compression, GroupCommit, StateEncoding};
+use checkpoint_sqlite::Durability;
 use clap::{Parser, ValueEnum};
 use serde_json::{json, Map, Value};
 
@@ -72,6 +75,8 @@ enum Only {
     Growth,
     /// A sequential save and `latest` with encryption at rest off and on.
     Encryption,
+    /// `SqliteStore` on a temp file under each durability setting; needs no server.
+    Sqlite,
 }
 
 struct Report {
@@ -103,20 +108,30 @@ fn round(x: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut report = Report { json: Map::new() };
+    if args.only == Some(Only::Sqlite) {
+        header(&format!(
+            "SQLite {}, state {} bytes, {} s per workload",
+            checkpoint_sqlite::sqlite_version(),
+            args.state_bytes,
+            args.seconds
+        ));
+        sqlite(&args, &mut report).await?;
+        report
+            .json
+            .insert("state_bytes".into(), json!(args.state_bytes));
+        println!("{}", json!({ "checkpoint_bench": report.json }));
+        return Ok(());
+    }
     let server = Server::start(args.database_url.clone(), &args.image).await?;
     let client = server.client().await?;
     let fsync: String = client.query_one("SHOW fsync", &[]).await?.get(0);
     let version: String = client.query_one("SHOW server_version", &[]).await?.get(0);
     let bench = Bench::new(server, Duration::from_secs(args.seconds), args.state_bytes);
-    let mut report = Report { json: Map::new() };
-    println!(
+    header(&format!(
         "PostgreSQL {version}, fsync={fsync}, state {} bytes, {} s per workload",
         args.state_bytes, args.seconds
-    );
-    println!(
-        "{:<44} {:>12} {:>9} {:>9}",
-        "workload", "ops/s", "p50 ms", "p99 ms"
-    );
+    ));
 
     if args.only.is_none() || args.only == Some(Only::Save) {
         saves(&bench, &args, &mut report).await?;
@@ -129,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.only.is_none() {
         rest(&bench, &args, &mut report).await?;
+        sqlite(&args, &mut report).await?;
     }
 
     report.json.insert("fsync".into(), json!(fsync));
@@ -246,6 +262,73 @@ async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resul
         &relaxed_16,
     );
 
+    Ok(())
+}
+
+fn header(title: &str) {
+    println!("{title}");
+    println!(
+        "{:<44} {:>12} {:>9} {:>9}",
+        "workload", "ops/s", "p50 ms", "p99 ms"
+    );
+}
+
+/// The SQLite workloads under full durability (the default, and the baseline) and normal.
+async fn sqlite(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let seconds = Duration::from_secs(args.seconds);
+    let mut runs = Vec::new();
+    for durability in [Durability::Full, Durability::Normal] {
+        let f = sqlite::measure(durability, seconds, args.state_bytes).await?;
+        let d = f.durability;
+        report.row(
+            &format!("sqlite_{d}_save_1"),
+            &format!("sqlite {d}: save, 1 task"),
+            &f.save_1,
+        );
+        report.row(
+            &format!("sqlite_{d}_save_4"),
+            &format!("sqlite {d}: save, 4 tasks"),
+            &f.save_4,
+        );
+        report.row(
+            &format!("sqlite_{d}_save_batch_1000"),
+            &format!("sqlite {d}: save_batch of 1,000 (rows/s)"),
+            &f.batch_1000,
+        );
+        report.row(
+            &format!("sqlite_{d}_latest"),
+            &format!("sqlite {d}: latest"),
+            &f.latest,
+        );
+        report.row(
+            &format!("sqlite_{d}_load"),
+            &format!("sqlite {d}: load by id"),
+            &f.load,
+        );
+        report.value(
+            &format!("sqlite_{d}_bytes_per_checkpoint"),
+            &format!("sqlite {d}: file bytes per checkpoint"),
+            f.bytes_per_checkpoint,
+        );
+        report.value(
+            &format!("sqlite_{d}_state_bytes_per_checkpoint"),
+            &format!("sqlite {d}: stored state bytes per checkpoint"),
+            f.state_bytes_per_checkpoint,
+        );
+        runs.push(f);
+    }
+    if let [full, normal] = &runs[..] {
+        report.value(
+            "ratio_sqlite_save_1_normal_vs_full",
+            "ratio: sqlite save, 1 task, normal / full",
+            normal.save_1.per_second / full.save_1.per_second,
+        );
+        report.value(
+            "ratio_sqlite_save_4_vs_1_full",
+            "ratio: sqlite full save, 4 tasks / 1 task",
+            full.save_4.per_second / full.save_1.per_second,
+        );
+    }
     Ok(())
 }
 

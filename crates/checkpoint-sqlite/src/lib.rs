@@ -59,6 +59,11 @@ pub use schema::SCHEMA_VERSION;
 use crate::pool::Db;
 use crate::row::StoredRow;
 
+/// The version of the SQLite library linked in (bundled with this crate), such as `3.50.2`.
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
+
 /// A checkpoint store in one SQLite database. Cloning it shares the pool.
 #[derive(Clone)]
 pub struct SqliteStore {

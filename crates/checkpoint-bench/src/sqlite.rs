@@ -1,0 +1,146 @@
+//! The `sqlite` workloads: `SqliteStore` on a file in the system temp dir, no server, under each
+//! durability setting in the same run (`Full`, the default, is the baseline the others are
+//! compared with).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use checkpoint_core::{Checkpoint, CheckpointStore};
+use checkpoint_sqlite::{Durability, SqliteOptions, SqliteStore};
+use serde_json::Value;
+
+use crate::stats::{run_for, Figures, Samples};
+use crate::workloads::{payload, Picker};
+
+/// Executions the sequential saves rotate over, so reads meet histories of several rows.
+const EXECUTIONS: usize = 50;
+
+/// Every figure of one durability setting.
+pub struct SqliteFigures {
+    pub durability: Durability,
+    pub save_1: Figures,
+    pub save_4: Figures,
+    pub batch_1000: Figures,
+    pub latest: Figures,
+    pub load: Figures,
+    /// The database file (and its WAL) per stored checkpoint.
+    pub bytes_per_checkpoint: f64,
+    /// The stored (compressed) state per checkpoint.
+    pub state_bytes_per_checkpoint: f64,
+}
+
+fn file_bytes(path: &Path) -> u64 {
+    let wal = path.with_extension("db-wal");
+    [path, wal.as_path()]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+async fn save_tasks(
+    store: &SqliteStore,
+    tasks: usize,
+    seconds: Duration,
+    state: &Value,
+) -> anyhow::Result<Figures> {
+    let started = Instant::now();
+    let runs = (0..tasks).map(|t| {
+        let store = store.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            run_for(seconds, usize::MAX, |i| {
+                let execution = format!("e{}", (i * tasks + t) % EXECUTIONS);
+                let cp = Checkpoint::new(execution, "node", state.clone());
+                let store = &store;
+                async move {
+                    store.save(&cp).await?;
+                    Ok(())
+                }
+            })
+            .await
+        })
+    });
+    let mut all = Samples::new();
+    for run in futures::future::join_all(runs).await {
+        all.merge(run??);
+    }
+    all.set_elapsed(started.elapsed());
+    Ok(all.figures())
+}
+
+/// Runs every workload on a new file with `durability`, states of `state_bytes`, `seconds` per
+/// timed workload.
+pub async fn measure(
+    durability: Durability,
+    seconds: Duration,
+    state_bytes: usize,
+) -> anyhow::Result<SqliteFigures> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bench.db");
+    let store = SqliteStore::open(SqliteOptions::file(&path).durability(durability)).await?;
+    let state = payload(state_bytes);
+
+    let save_1 = save_tasks(&store, 1, seconds, &state).await?;
+    let save_4 = save_tasks(&store, 4, seconds, &state).await?;
+
+    let mut batches = Samples::with_units(1_000);
+    let started = Instant::now();
+    for b in 0..10 {
+        let items: Vec<Checkpoint> = (0..1_000)
+            .map(|_| Checkpoint::new(format!("batch-{b}"), "node", state.clone()))
+            .collect();
+        let t = Instant::now();
+        store.save_batch(&items).await?;
+        batches.record(t.elapsed());
+    }
+    batches.set_elapsed(started.elapsed());
+    let batch_1000 = batches.figures();
+
+    let mut picker = Picker::new(7);
+    let latest = run_for(seconds, usize::MAX, |_| {
+        let execution = format!("e{}", picker.below(EXECUTIONS));
+        let store = &store;
+        async move {
+            anyhow::ensure!(store.latest(&execution).await?.is_some());
+            Ok(())
+        }
+    })
+    .await?
+    .figures();
+
+    let ids: Vec<String> = store
+        .list("e0")
+        .await?
+        .into_iter()
+        .map(|cp| cp.id)
+        .collect();
+    anyhow::ensure!(!ids.is_empty(), "no checkpoints to load");
+    let mut picker = Picker::new(11);
+    let load = run_for(seconds, usize::MAX, |_| {
+        let id = ids[picker.below(ids.len())].clone();
+        let store = &store;
+        async move {
+            store.load(&id).await?;
+            Ok(())
+        }
+    })
+    .await?
+    .figures();
+
+    let stats = store.stats().await?;
+    let checkpoints = stats.checkpoints.max(1) as f64;
+    let bytes_per_checkpoint = file_bytes(&path) as f64 / checkpoints;
+    let state_bytes_per_checkpoint = stats.state_bytes as f64 / checkpoints;
+    store.close();
+    Ok(SqliteFigures {
+        durability,
+        save_1,
+        save_4,
+        batch_1000,
+        latest,
+        load,
+        bytes_per_checkpoint,
+        state_bytes_per_checkpoint,
+    })
+}
