@@ -21,7 +21,7 @@ use rusqlite::ErrorCode;
 ///     }
 /// }
 /// ```
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SqliteError {
     /// SQLite refused a statement; `code` is its primary result code, `extended_code` the
@@ -136,6 +136,35 @@ impl From<rusqlite::Error> for SqliteError {
     }
 }
 
+/// A copy of `err` for another caller: every save of a group that failed as a whole gets the
+/// same error, with its typed source when it has one.
+pub(crate) fn copy(err: &Error) -> Error {
+    let typed = || SqliteError::of(err).cloned();
+    match err {
+        Error::NotFound { id } => Error::NotFound { id: id.clone() },
+        Error::Conflict {
+            execution_id,
+            version,
+        } => Error::Conflict {
+            execution_id: execution_id.clone(),
+            version: *version,
+        },
+        Error::InvalidInput { field, reason } => Error::invalid(field.clone(), reason.clone()),
+        Error::Unavailable { message, .. } => Error::Unavailable {
+            message: message.clone(),
+            source: typed().map(|e| Box::new(e) as checkpoint_core::BoxError),
+        },
+        Error::Backend {
+            message, retryable, ..
+        } => Error::Backend {
+            message: message.clone(),
+            retryable: *retryable,
+            source: Box::new(typed().unwrap_or_else(|| SqliteError::Driver(message.clone()))),
+        },
+        other => SqliteError::Driver(other.to_string()).into_core(),
+    }
+}
+
 /// The core error for a driver error.
 pub(crate) fn driver(err: rusqlite::Error) -> Error {
     SqliteError::from(err).into_core()
@@ -247,6 +276,30 @@ mod tests {
         );
         assert!(!is_version_taken(&other));
         assert!(!is_version_taken(&rusqlite::Error::QueryReturnedNoRows));
+    }
+
+    #[test]
+    fn copies_keep_kind_retryability_and_typed_source() {
+        let originals = [
+            driver(failure(rusqlite::ffi::SQLITE_BUSY, "locked")),
+            driver(failure(rusqlite::ffi::SQLITE_FULL, "disk full")),
+            Error::Conflict {
+                execution_id: "e".into(),
+                version: 3,
+            },
+            Error::invalid("state", "too large"),
+            Error::NotFound { id: "x".into() },
+            SqliteError::Pool("closed".into()).into_core(),
+        ];
+        for original in &originals {
+            let copied = copy(original);
+            assert_eq!(copied.to_string(), original.to_string());
+            assert_eq!(copied.is_retryable(), original.is_retryable());
+            assert_eq!(
+                SqliteError::of(&copied).map(ToString::to_string),
+                SqliteError::of(original).map(ToString::to_string)
+            );
+        }
     }
 
     #[test]

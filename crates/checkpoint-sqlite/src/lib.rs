@@ -12,6 +12,9 @@
 //!   retryable [`Error::Unavailable`]; within one process they take turns on an async lock.
 //! - **Versioned migrations** are recorded in the file (`checkpoint_migrations`); a file from a
 //!   newer release is refused, not misread.
+//! - **Group commit**: saves made while another write is in flight share one transaction and
+//!   one sync to disk; each keeps its own outcome (a savepoint each) and is answered after the
+//!   commit.
 //! - States are stored as their JSON text, compressed with Zstandard when that is smaller.
 //!
 //! ```
@@ -35,6 +38,7 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod commit;
 mod error;
 mod options;
 mod pool;
@@ -52,6 +56,7 @@ use checkpoint_core::{
     Result, RetentionPolicy,
 };
 
+pub use commit::CommitStats;
 pub use error::SqliteError;
 pub use options::{Durability, Location, SqliteOptions, DEFAULT_BUSY_TIMEOUT, SQLITE_MAX_LENGTH};
 pub use schema::SCHEMA_VERSION;
@@ -158,6 +163,12 @@ impl SqliteStore {
         self.inner.db.read(|conn| read::stats(conn)).await
     }
 
+    /// How many saves went out in how many transactions: concurrent saves share one (group
+    /// commit).
+    pub fn commit_stats(&self) -> CommitStats {
+        self.inner.db.commit_stats()
+    }
+
     /// Closes the pool; every later call fails with [`Error::Unavailable`].
     pub fn close(&self) {
         self.inner.db.close();
@@ -181,7 +192,7 @@ impl CheckpointStore for SqliteStore {
     async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
         self.limits().check_checkpoint(checkpoint)?;
         let row = StoredRow::from_checkpoint(checkpoint)?;
-        self.inner.db.write(move |tx| write::save(tx, &row)).await
+        self.inner.db.save(row).await
     }
 
     async fn load(&self, id: &str) -> Result<Checkpoint> {

@@ -2,14 +2,17 @@
 //! durability and the busy timeout; and the one path every call takes to a connection.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_core::{Error, Result};
 use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use crate::commit::{self, CommitStats, Queue};
 use crate::error::{self, SqliteError};
 use crate::options::{Location, SqliteOptions};
+use crate::row::StoredRow;
 
 /// Statements kept prepared per connection: every statement the store runs, with room.
 const STATEMENT_CACHE: usize = 64;
@@ -20,6 +23,7 @@ pub(crate) struct Db {
     pool: Pool,
     write_turn: tokio::sync::Mutex<()>,
     busy_timeout: Duration,
+    saves: Arc<Queue>,
 }
 
 /// The path SQLite should open: relative paths that SQLite would read as something other than
@@ -114,6 +118,7 @@ impl Db {
             pool,
             write_turn: tokio::sync::Mutex::new(()),
             busy_timeout,
+            saves: Arc::default(),
         })
     }
 
@@ -127,6 +132,63 @@ impl Db {
         conn.interact(f).await.map_err(error::interact)?
     }
 
+    /// Stores `row` through group commit (see [`commit`]): queued, then written by whichever
+    /// save next holds the write turn, together with every save queued by then.
+    pub(crate) async fn save(&self, row: StoredRow) -> Result<i64> {
+        let (token, mut answer) = self.saves.push(row);
+        let deadline = tokio::time::Instant::now() + self.busy_timeout;
+        loop {
+            let turn = match tokio::time::timeout_at(deadline, self.write_turn.lock()).await {
+                Ok(turn) => turn,
+                Err(_) if self.saves.withdraw(token) => return Err(self.turn_timeout()),
+                // A group already carries it: its answer follows that group's commit.
+                Err(_) => return answer.await.unwrap_or_else(|_| Err(commit::lost())),
+            };
+            if let Ok(result) = answer.try_recv() {
+                return result;
+            }
+            let group = self.saves.take();
+            if group.is_empty() {
+                // Taken by a group whose leader stopped waiting: that group still answers.
+                drop(turn);
+                return answer.await.unwrap_or_else(|_| Err(commit::lost()));
+            }
+            let conn = match self.pool.get().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    let err = error::pool(e);
+                    commit::refuse(group, &err);
+                    continue;
+                }
+            };
+            let queue = Arc::clone(&self.saves);
+            // The blocking call answers every save of the group itself, so the answers arrive
+            // even if this future is dropped while it runs.
+            let ran = conn
+                .interact(move |c| commit::write_group(c, &queue, group))
+                .await;
+            drop(turn);
+            if let Err(e) = ran {
+                tracing::error!(error = %e, "a group commit call failed");
+            }
+        }
+    }
+
+    /// What group commit has done so far.
+    pub(crate) fn commit_stats(&self) -> CommitStats {
+        self.saves.stats()
+    }
+
+    fn turn_timeout(&self) -> Error {
+        Error::Unavailable {
+            message: format!(
+                "another write of this store held the database past the busy timeout of {:?}",
+                self.busy_timeout
+            ),
+            source: None,
+        }
+    }
+
     /// Runs `f` in an immediate transaction (the write lock taken at `BEGIN`, so a transaction
     /// never fails half-way for want of it) and commits when `f` succeeds; anything else rolls
     /// back and leaves the database as it was.
@@ -137,13 +199,7 @@ impl Db {
     {
         let _turn = tokio::time::timeout(self.busy_timeout, self.write_turn.lock())
             .await
-            .map_err(|_| Error::Unavailable {
-                message: format!(
-                    "another write of this store held the database past the busy timeout of {:?}",
-                    self.busy_timeout
-                ),
-                source: None,
-            })?;
+            .map_err(|_| self.turn_timeout())?;
         self.read(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)

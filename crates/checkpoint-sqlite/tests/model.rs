@@ -1,6 +1,6 @@
 //! Model-based test: proptest generates sequences of operations, applies each to `MemoryStore`
 //! (the model) and `SqliteStore` (on a file, closed and opened again now and then), and requires
-//! every observable result to be equal. Failing sequences are kept in
+//! every observable result to be equal. Bursts of concurrent saves go through group commit. Failing sequences are kept in
 //! `model.proptest-regressions` and replayed first on every run.
 
 use std::collections::{HashMap, HashSet};
@@ -34,6 +34,9 @@ struct SaveSpec {
 enum Op {
     Save(SaveSpec),
     Batch(Vec<SaveSpec>),
+    /// Saves made at once: in order on the model, concurrently on SQLite, where they queue in
+    /// arrival order and go out as groups (group commit).
+    Burst(Vec<SaveSpec>),
     /// Close the store and open the file again, as a restarted process would.
     Reopen,
     Delete(usize),
@@ -90,6 +93,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => save_spec().prop_map(Op::Save),
         2 => prop::collection::vec(save_spec(), 0..4).prop_map(Op::Batch),
         1 => Just(Op::Reopen),
+        3 => prop::collection::vec(save_spec(), 2..7).prop_map(Op::Burst),
         1 => (0..20usize).prop_map(Op::Delete),
         1 => (0..EXECUTIONS).prop_map(Op::Clear),
         1 => (prop::option::of(1..4u64), prop::option::of(1..5u64), prop::option::of(0..EXECUTIONS))
@@ -260,6 +264,26 @@ async fn check(ops: Vec<Op>) {
                 if rm.is_ok() {
                     for (m, p) in ms.iter().zip(&ps) {
                         ids.remember(&m.id, &p.id);
+                    }
+                }
+            }
+            Op::Burst(specs) => {
+                let (ms, ss): (Vec<_>, Vec<_>) = specs.iter().map(|s| ids.checkpoints(s)).unzip();
+                let mut rm = Vec::new();
+                for m in &ms {
+                    rm.push(memory.save(m).await);
+                }
+                let rs = futures::future::join_all(ss.iter().map(|s| sqlite.save(s))).await;
+                for (i, (m, s)) in rm.iter().zip(&rs).enumerate() {
+                    assert_eq!(
+                        m.as_ref().map_err(kind),
+                        s.as_ref().map_err(kind),
+                        "{context}, save {i}"
+                    );
+                }
+                for ((r, m), s) in rm.iter().zip(&ms).zip(&ss) {
+                    if r.is_ok() {
+                        ids.remember(&m.id, &s.id);
                     }
                 }
             }
@@ -446,6 +470,17 @@ async fn check(ops: Vec<Op>) {
                 assert_eq!(rm, rp, "{context}");
             }
         }
+    }
+    if ops
+        .iter()
+        .any(|op| matches!(op, Op::Burst(specs) if specs.len() >= 3))
+        && !ops.iter().any(|op| matches!(op, Op::Reopen))
+    {
+        assert!(
+            sqlite.commit_stats().largest >= 2,
+            "no group was formed: {:?}",
+            sqlite.commit_stats()
+        );
     }
     // Finally the whole content, execution by execution.
     for e in 0..EXECUTIONS + 2 {

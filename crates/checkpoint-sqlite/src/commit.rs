@@ -1,0 +1,183 @@
+//! Group commit: saves made while another write holds the write turn queue up, and the next
+//! save to get the turn writes every queued save in one transaction, so they share one commit
+//! and, under `Durability::Full`, one sync to disk.
+//!
+//! Each save keeps its own outcome: it runs inside a savepoint of its own, and one that fails
+//! is rolled back to that savepoint alone while the others commit. Each caller is answered only
+//! after the commit, from inside the blocking call that made it, so an answer reaches its caller
+//! even if the save that led the group stops waiting.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use checkpoint_core::{Error, Result};
+use rusqlite::TransactionBehavior;
+use tokio::sync::oneshot;
+
+use crate::error::{copy, driver};
+use crate::row::StoredRow;
+use crate::write;
+
+/// Most saves in one transaction: bounds how long the leader of a group holds the write lock.
+pub(crate) const MAX_GROUP_SAVES: usize = 256;
+
+/// Most encoded bytes in one transaction (a save larger than this goes alone).
+pub(crate) const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+/// One save waiting for a group.
+pub(crate) struct Pending {
+    token: u64,
+    row: StoredRow,
+    reply: oneshot::Sender<Result<i64>>,
+}
+
+impl Pending {
+    fn bytes(&self) -> usize {
+        self.row.state.len() + self.row.metadata.len()
+    }
+}
+
+/// How many saves went out and in how many transactions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitStats {
+    /// Saves written (stored or refused).
+    pub saves: u64,
+    /// Transactions they were written in.
+    pub groups: u64,
+    /// The most saves one transaction carried.
+    pub largest: u64,
+}
+
+impl CommitStats {
+    /// Saves per transaction on average (1.0 when nothing was grouped).
+    pub fn mean_group(&self) -> f64 {
+        if self.groups == 0 {
+            0.0
+        } else {
+            self.saves as f64 / self.groups as f64
+        }
+    }
+}
+
+/// The saves waiting for the write turn.
+#[derive(Default)]
+pub(crate) struct Queue {
+    waiting: Mutex<VecDeque<Pending>>,
+    next_token: AtomicU64,
+    saves: AtomicU64,
+    groups: AtomicU64,
+    largest: AtomicU64,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        // Every change to the queue is one push, pop or removal: a panic cannot leave it torn.
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `row`; returns its token and where its answer will come.
+    pub(crate) fn push(&self, row: StoredRow) -> (u64, oneshot::Receiver<Result<i64>>) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        self.lock().push_back(Pending { token, row, reply });
+        (token, answer)
+    }
+
+    /// Takes the save `token` back if no group has taken it yet.
+    pub(crate) fn withdraw(&self, token: u64) -> bool {
+        let mut waiting = self.lock();
+        match waiting.iter().position(|p| p.token == token) {
+            Some(at) => waiting.remove(at).is_some(),
+            None => false,
+        }
+    }
+
+    /// The next group: queued saves in arrival order, within the bounds (at least one).
+    pub(crate) fn take(&self) -> Vec<Pending> {
+        let mut waiting = self.lock();
+        let mut group: Vec<Pending> = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(next) = waiting.front() {
+            let size = next.bytes();
+            if !group.is_empty()
+                && (group.len() >= MAX_GROUP_SAVES || bytes.saturating_add(size) > MAX_GROUP_BYTES)
+            {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            group.extend(waiting.pop_front());
+        }
+        group
+    }
+
+    pub(crate) fn stats(&self) -> CommitStats {
+        CommitStats {
+            saves: self.saves.load(Ordering::Relaxed),
+            groups: self.groups.load(Ordering::Relaxed),
+            largest: self.largest.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count(&self, group: usize) {
+        let n = group as u64;
+        self.saves.fetch_add(n, Ordering::Relaxed);
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.largest.fetch_max(n, Ordering::Relaxed);
+    }
+}
+
+/// Answers every save of `group` with a copy of `err`.
+pub(crate) fn refuse(group: Vec<Pending>, err: &Error) {
+    for pending in group {
+        // A caller that stopped waiting has nobody to tell.
+        let _ = pending.reply.send(Err(copy(err)));
+    }
+}
+
+/// Writes `group` in one immediate transaction on `conn` and answers each save. Runs on a
+/// blocking thread.
+pub(crate) fn write_group(conn: &mut rusqlite::Connection, queue: &Queue, group: Vec<Pending>) {
+    queue.count(group.len());
+    let outcome = (|| -> Result<Vec<Result<i64>>> {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(driver)?;
+        let results = if let [lone] = &group[..] {
+            // Alone, a failed save rolls the whole transaction back: no savepoint needed.
+            vec![Ok(write::save(&tx, &lone.row)?)]
+        } else {
+            let mut results = Vec::with_capacity(group.len());
+            for pending in &group {
+                tx.execute_batch("SAVEPOINT grouped_save").map_err(driver)?;
+                let result = write::save(&tx, &pending.row);
+                if result.is_err() {
+                    tx.execute_batch("ROLLBACK TO grouped_save")
+                        .map_err(driver)?;
+                }
+                tx.execute_batch("RELEASE grouped_save").map_err(driver)?;
+                results.push(result);
+            }
+            results
+        };
+        tx.commit().map_err(driver)?;
+        Ok(results)
+    })();
+    match outcome {
+        Ok(results) => {
+            for (pending, result) in group.into_iter().zip(results) {
+                let _ = pending.reply.send(result);
+            }
+        }
+        Err(err) => refuse(group, &err),
+    }
+}
+
+/// The answer a save gets when its group was lost without answering (a panic in the blocking
+/// call): whether it committed is unknown, and saving it again is safe (a save of the same id
+/// replaces it, keeping its version).
+pub(crate) fn lost() -> Error {
+    crate::SqliteError::Panicked("the group carrying this save was lost; save it again".into())
+        .into_core()
+}

@@ -1,0 +1,123 @@
+//! Group commit on SQLite: concurrent saves share transactions, and each keeps the outcome it
+//! would have had alone.
+
+use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+use checkpoint_sqlite::{SqliteOptions, SqliteStore};
+use futures::future::join_all;
+use serde_json::json;
+
+async fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(SqliteOptions::file(dir.path().join("g.db")))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn a_lone_save_is_a_group_of_one() {
+    let (_dir, store) = store().await;
+    for i in 0..5 {
+        store
+            .save(&Checkpoint::new("e", "n", json!(i)))
+            .await
+            .unwrap();
+    }
+    let stats = store.commit_stats();
+    assert_eq!((stats.saves, stats.groups, stats.largest), (5, 5, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits_and_keep_versions_dense() {
+    let (_dir, store) = store().await;
+    let saves = (0..64).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let cp = Checkpoint::new(format!("e{}", i % 4), "n", json!(i));
+            let version = store.save(&cp).await.unwrap();
+            (cp.id, version)
+        })
+    });
+    let acked: Vec<(String, i64)> = join_all(saves)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let stats = store.commit_stats();
+    assert_eq!(stats.saves, 64);
+    assert!(stats.groups < 64, "some saves shared a commit: {stats:?}");
+    assert!(stats.largest >= 2, "{stats:?}");
+    for (id, version) in &acked {
+        assert_eq!(store.load(id).await.unwrap().version, *version);
+    }
+    for e in 0..4 {
+        let versions: Vec<i64> = store
+            .list(&format!("e{e}"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.version)
+            .collect();
+        assert_eq!(versions, (1..=16).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_save_in_a_group_fails_alone() {
+    let (_dir, store) = store().await;
+    let taken = Checkpoint::new("x", "n", json!("first")).with_version(1);
+    store.save(&taken).await.unwrap();
+    let elsewhere = Checkpoint::new("y", "n", json!("mine"));
+    store.save(&elsewhere).await.unwrap();
+
+    for round in 0..5 {
+        // Hold the write turn with a slow batch so the saves below queue into one group.
+        let blocker: Vec<Checkpoint> = (0..2_000)
+            .map(|i| Checkpoint::new(format!("block{round}"), "n", json!(i)))
+            .collect();
+        let batch = {
+            let store = store.clone();
+            tokio::spawn(async move { store.save_batch(&blocker).await })
+        };
+        tokio::task::yield_now().await;
+        let mut checkpoints: Vec<Checkpoint> = (0..14)
+            .map(|i| Checkpoint::new(format!("ok{round}"), "n", json!(i)))
+            .collect();
+        // A version another checkpoint holds, and an id that would move execution.
+        checkpoints.insert(
+            5,
+            Checkpoint::new("x", "n", json!("second")).with_version(1),
+        );
+        checkpoints.insert(
+            9,
+            Checkpoint::new("z", "n", json!("moved")).with_id(&elsewhere.id),
+        );
+        let results = join_all(checkpoints.iter().map(|cp| {
+            let store = store.clone();
+            let cp = cp.clone();
+            async move { store.save(&cp).await }
+        }))
+        .await;
+        batch.await.unwrap().unwrap();
+        for (i, result) in results.iter().enumerate() {
+            match i {
+                5 => assert!(
+                    matches!(result, Err(Error::Conflict { version: 1, .. })),
+                    "{result:?}"
+                ),
+                9 => assert!(
+                    matches!(result, Err(e) if e.is_invalid_field("execution_id")),
+                    "{result:?}"
+                ),
+                _ => assert!(result.is_ok(), "save {i}: {result:?}"),
+            }
+        }
+        let ok = store.list(&format!("ok{round}")).await.unwrap();
+        assert_eq!(ok.len(), 14);
+    }
+    assert_eq!(store.load(&taken.id).await.unwrap().state, json!("first"));
+    assert_eq!(store.load(&elsewhere.id).await.unwrap().execution_id, "y");
+    assert!(store.list("z").await.unwrap().is_empty());
+    let stats = store.commit_stats();
+    assert!(stats.largest >= 3, "the saves were grouped: {stats:?}");
+}
