@@ -290,6 +290,11 @@ async fn sqlite(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             &format!("sqlite {d}: save, 4 tasks"),
             &f.save_4,
         );
+        report.value(
+            &format!("sqlite_{d}_save_4_mean_group"),
+            &format!("sqlite {d}: saves per commit at 4 tasks"),
+            f.mean_group_4,
+        );
         report.row(
             &format!("sqlite_{d}_save_batch_1000"),
             &format!("sqlite {d}: save_batch of 1,000 (rows/s)"),

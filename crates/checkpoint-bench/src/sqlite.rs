@@ -20,6 +20,8 @@ pub struct SqliteFigures {
     pub durability: Durability,
     pub save_1: Figures,
     pub save_4: Figures,
+    /// Saves per transaction during the 4-task workload (group commit).
+    pub mean_group_4: f64,
     pub batch_1000: Figures,
     pub latest: Figures,
     pub load: Figures,
@@ -82,7 +84,11 @@ pub async fn measure(
     let state = payload(state_bytes);
 
     let save_1 = save_tasks(&store, 1, seconds, &state).await?;
+    let before = store.commit_stats();
     let save_4 = save_tasks(&store, 4, seconds, &state).await?;
+    let after = store.commit_stats();
+    let mean_group_4 =
+        (after.saves - before.saves) as f64 / (after.groups - before.groups).max(1) as f64;
 
     let mut batches = Samples::with_units(1_000);
     let started = Instant::now();
@@ -137,6 +143,7 @@ pub async fn measure(
         durability,
         save_1,
         save_4,
+        mean_group_4,
         batch_1000,
         latest,
         load,
