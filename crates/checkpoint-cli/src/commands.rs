@@ -100,14 +100,14 @@ fn encryption_keys(connection: &Connection) -> Result<Option<Encryption>, Exit> 
 
 /// Where the checkpoints are: a PostgreSQL database, or a SQLite file (`sqlite://path`).
 enum Database {
-    Postgres(PostgresOptions),
+    Postgres(Box<PostgresOptions>),
     Sqlite(SqliteOptions),
 }
 
 fn database(connection: &Connection) -> Result<Database, Exit> {
     let url = connection.database_url.as_deref().unwrap_or_default();
     if !url.starts_with("sqlite:") {
-        return options(connection).map(Database::Postgres);
+        return options(connection).map(|o| Database::Postgres(Box::new(o)));
     }
     if connection.schema.is_some() || connection.table != "checkpoints" {
         return Err(fail(
@@ -137,7 +137,7 @@ async fn open_sqlite(options: SqliteOptions) -> Result<SqliteStore, Exit> {
 async fn store(connection: &Connection) -> Result<Arc<dyn CheckpointStore>, Exit> {
     Ok(match database(connection)? {
         Database::Postgres(options) => {
-            Arc::new(PostgresStore::connect(options).await.map_err(explain)?)
+            Arc::new(PostgresStore::connect(*options).await.map_err(explain)?)
         }
         Database::Sqlite(options) => Arc::new(open_sqlite(options).await?),
     })
@@ -295,7 +295,7 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
                     "reencrypt applies to PostgreSQL stores; SQLite files are not encrypted",
                 ));
             };
-            let store = PostgresStore::connect(options).await.map_err(explain)?;
+            let store = PostgresStore::connect(*options).await.map_err(explain)?;
             reencrypt(&store, batch_size, after, json).await
         }
         Command::Import { file, batch_size } => {
@@ -394,7 +394,7 @@ fn report(json: bool, value: Value, text: &str) {
 
 async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(), Exit> {
     let options = match database(connection)? {
-        Database::Postgres(options) => options,
+        Database::Postgres(options) => *options,
         Database::Sqlite(options) => return migrate_sqlite(options, check, json).await,
     };
     if check {
@@ -494,7 +494,7 @@ async fn migrate_sqlite(options: SqliteOptions, check: bool, json: bool) -> Resu
 
 async fn status(connection: &Connection, json: bool) -> Result<(), Exit> {
     let options = match database(connection)? {
-        Database::Postgres(options) => options,
+        Database::Postgres(options) => *options,
         Database::Sqlite(options) => {
             let path = options
                 .path()
