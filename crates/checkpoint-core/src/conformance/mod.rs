@@ -27,6 +27,7 @@ pub mod concurrency;
 pub mod executions;
 pub mod fork;
 pub mod history;
+pub mod model;
 pub mod page;
 pub mod prune;
 pub mod read;
