@@ -353,10 +353,11 @@ pub async fn check(
                 older_than_days,
                 execution: e,
             } => {
-                let mut policy = RetentionPolicy::default();
-                policy.keep_last = *keep;
-                policy.older_than = older_than_days.map(|d| Duration::from_secs(d * 86_400));
-                policy.execution_id = e.map(execution);
+                let policy = RetentionPolicy {
+                    keep_last: *keep,
+                    older_than: older_than_days.map(|d| Duration::from_secs(d * 86_400)),
+                    execution_id: e.map(execution),
+                };
                 let (rm, rp) = (memory.prune(&policy).await, subject.prune(&policy).await);
                 assert_eq!(
                     rm.map_err(|e| kind(&e)),
