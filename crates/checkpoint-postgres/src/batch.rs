@@ -192,7 +192,7 @@ pub(crate) async fn save_planned(
         // An id of the batch was inserted meanwhile: the replay decides.
         Ok(_) => Ok(None),
         Err(e)
-            if e.is_unique_violation_of(&store.version_index)
+            if store.constraints.is_version_conflict(&e)
                 || e.code() == Some(&SqlState::NOT_NULL_VIOLATION) =>
         {
             Ok(None)

@@ -32,12 +32,14 @@ mod cache;
 mod chain;
 mod codec;
 mod conninfo;
+mod constraints;
 mod crypto;
 mod delta;
 mod encoding;
 mod error;
 mod group;
 mod group_commit;
+mod layout;
 mod options;
 mod pool;
 mod read;
@@ -65,6 +67,7 @@ pub use deadpool_postgres::RecyclingMethod;
 pub use encoding::StateEncoding;
 pub use error::{DbError, DbErrorKind};
 pub use group_commit::{GroupCommit, GroupCommitStats};
+pub use layout::{TableLayout, MAX_HASH_PARTITIONS};
 pub use options::PostgresOptions;
 pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
 pub use rekey::{ReencryptBatch, MAX_REENCRYPT_BATCH};
@@ -94,8 +97,7 @@ pub struct PostgresStore {
     pool: Arc<dyn DbPool>,
     table: TableName,
     sql: Arc<sql::Statements>,
-    version_index: Arc<str>,
-    base_key: Arc<str>,
+    constraints: Arc<constraints::Constraints>,
     limits: Limits,
     retry: RetryPolicy,
     encoder: encoding::Encoder,
@@ -160,8 +162,7 @@ impl PostgresStore {
         let store = PostgresStore {
             pool: Arc::new(pool),
             sql: Arc::new(sql::Statements::new(&table)),
-            version_index: table.version_index().into(),
-            base_key: table.base_key().into(),
+            constraints: Arc::new(constraints::Constraints::new(&table)),
             table,
             limits: options.input_limits(),
             retry: options.retry_policy(),
@@ -183,6 +184,12 @@ impl PostgresStore {
             store.migrated = Some(Arc::new(store.migrate().await?));
         } else {
             schema::verify(store.pool.as_ref(), &store.table).await?;
+        }
+        if store.table.layout() != TableLayout::Plain {
+            store
+                .constraints
+                .load_aliases(store.pool.as_ref(), &store.table)
+                .await?;
         }
         Ok(store)
     }
@@ -280,7 +287,7 @@ impl PostgresStore {
 
     /// Whether `err` is a unique violation of the version rule.
     fn is_version_conflict(&self, err: &Error) -> bool {
-        DbError::of(err).is_some_and(|db| db.is_unique_violation_of(&self.version_index))
+        DbError::of(err).is_some_and(|db| self.constraints.is_version_conflict(db))
     }
 
     /// `err` as a [`Error::Conflict`] when it broke the version rule, unchanged otherwise.

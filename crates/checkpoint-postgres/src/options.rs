@@ -16,6 +16,7 @@ use crate::conninfo::split_own_parameters;
 use crate::crypto::Encryption;
 use crate::encoding::StateEncoding;
 use crate::group_commit::GroupCommit;
+use crate::layout::TableLayout;
 use crate::retry::RetryPolicy;
 use crate::sql::TableName;
 use crate::tls::{parse_certificates, SslMode};
@@ -47,6 +48,7 @@ pub struct PostgresOptions {
     config: Config,
     table: String,
     schema: Option<String>,
+    layout: TableLayout,
     auto_migrate: bool,
     max_size: usize,
     min_idle: usize,
@@ -100,6 +102,7 @@ impl PostgresOptions {
         let mut options = PostgresOptions {
             config,
             table: Self::DEFAULT_TABLE.to_owned(),
+            layout: TableLayout::Plain,
             schema: None,
             auto_migrate: true,
             max_size: Self::DEFAULT_MAX_SIZE,
@@ -216,6 +219,14 @@ impl PostgresOptions {
     /// missing. Validated on connect.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.schema = Some(schema.into());
+        self
+    }
+
+    /// How the table is laid out when the migrations create it (default
+    /// [`TableLayout::Plain`]); a table made with another layout is refused
+    /// ([`SchemaError::Modified`](crate::SchemaError::Modified)).
+    pub fn table_layout(mut self, layout: TableLayout) -> Self {
+        self.layout = layout;
         self
     }
 
@@ -470,7 +481,7 @@ impl PostgresOptions {
     /// # Errors
     /// [`Error::InvalidInput`] naming `table` or `schema`.
     pub fn table_name(&self) -> Result<TableName> {
-        TableName::new(self.schema.as_deref(), &self.table)
+        Ok(TableName::new(self.schema.as_deref(), &self.table)?.with_layout(self.layout))
     }
 
     /// The driver configuration (pool parameters removed).

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
 use crate::error::DbError;
+use crate::layout::TableLayout;
 use crate::pool::{DbPool, DbTransaction, Sql};
 use crate::sql::TableName;
 
@@ -89,6 +90,80 @@ const MIGRATIONS: &[Migration] = &[
                WHERE c.id = r.id;",
     },
 ];
+
+/// The hash-partitioned layout ([`TableLayout::HashPartitioned`]): the table of schema 3 made
+/// in one step, partitioned by `execution_id`. Every unique index includes `execution_id`; an
+/// id stays unique across partitions through a trigger that serialises inserts of one id on an
+/// advisory lock and looks for it in every partition. The partitions themselves are created
+/// after this step, as many as the layout names.
+const HASH_MIGRATIONS: &[Migration] = &[Migration {
+    version: 3,
+    description: "checkpoint table hash-partitioned by execution_id (schema 3)",
+    sql: "CREATE TABLE {table} (
+            id TEXT NOT NULL,
+            execution_id TEXT COLLATE \"C\" NOT NULL,
+            node_name TEXT NOT NULL,
+            state JSONB,
+            metadata JSONB,
+            \"timestamp\" TIMESTAMPTZ NOT NULL,
+            version BIGINT NOT NULL,
+            parent_id TEXT,
+            payload BYTEA,
+            base_version BIGINT,
+            base_hash BIGINT,
+            state_hash BIGINT,
+            depth INTEGER,
+            CONSTRAINT {state_check} CHECK ((state IS NULL) <> (payload IS NULL)),
+            CONSTRAINT {delta_check} CHECK (base_version IS NULL OR (base_version < version
+                AND base_hash IS NOT NULL AND payload IS NOT NULL))
+          ) PARTITION BY HASH (execution_id);
+          ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
+          CREATE UNIQUE INDEX {index} ON {table} (execution_id, version);
+          CREATE UNIQUE INDEX {id_key} ON {table} (execution_id, id);
+          CREATE INDEX {id_index} ON {table} (id);
+          CREATE INDEX {base_index} ON {table} (execution_id, base_version)
+            WHERE base_version IS NOT NULL;
+          ALTER TABLE {table} ADD CONSTRAINT {base_key}
+            FOREIGN KEY (execution_id, base_version) REFERENCES {table} (execution_id, version);
+          CREATE FUNCTION {id_guard}() RETURNS trigger LANGUAGE plpgsql AS $guard$
+          BEGIN
+            PERFORM pg_advisory_xact_lock(hashtextextended(NEW.id, 0));
+            IF EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id
+                       AND execution_id <> NEW.execution_id) THEN
+              RAISE EXCEPTION 'checkpoint % belongs to another execution', NEW.id
+                USING ERRCODE = 'unique_violation', CONSTRAINT = '{id_key_name}';
+            END IF;
+            RETURN NEW;
+          END
+          $guard$;
+          CREATE TRIGGER {id_guard_trigger} BEFORE INSERT ON {table}
+            FOR EACH ROW EXECUTE FUNCTION {id_guard}();",
+}];
+
+/// The steps that make `layout`'s table.
+fn chain(layout: TableLayout) -> &'static [Migration] {
+    match layout {
+        TableLayout::Plain => MIGRATIONS,
+        TableLayout::HashPartitioned { .. } => HASH_MIGRATIONS,
+    }
+}
+
+/// The partitions of a partitioned layout, created with its table.
+fn partitions_ddl(table: &TableName) -> String {
+    match table.layout() {
+        TableLayout::Plain => String::new(),
+        TableLayout::HashPartitioned { partitions } => (0..partitions)
+            .map(|i| {
+                format!(
+                    "CREATE TABLE {} PARTITION OF {} FOR VALUES WITH (MODULUS {partitions}, \
+                     REMAINDER {i});",
+                    table.qualify(&table.derived(&format!("p{i}"))),
+                    table.quoted()
+                )
+            })
+            .collect(),
+    }
+}
 
 /// The execution that rows adopted without one (LangGraphGo's store writes `""` when its
 /// metadata names none) are moved to by migration 3, so that every API and `checkpointctl`
@@ -200,6 +275,14 @@ fn render(migration: &Migration, table: &TableName) -> String {
             &format!("\"{}\"", table.derived("delta_check")),
         )
         .replace("{no_execution}", ADOPTED_WITHOUT_EXECUTION)
+        .replace("{id_key_name}", &table.id_key())
+        .replace("{id_key}", &format!("\"{}\"", table.id_key()))
+        .replace("{id_index}", &format!("\"{}\"", table.derived("id_idx")))
+        .replace("{id_guard}", &table.qualify(&table.derived("id_guard")))
+        .replace(
+            "{id_guard_trigger}",
+            &format!("\"{}\"", table.derived("id_guard")),
+        )
         .replace(
             "{reference_index}",
             &table.qualify(&format!("idx_{}_execution_id", table.table())),
@@ -228,7 +311,7 @@ pub(crate) async fn migrate(
     let current = current_version(pool, table).await?;
     if current >= SCHEMA_VERSION {
         let applied = read_applied(pool, table).await?;
-        check_applied(&applied)?;
+        check_applied(&applied, table.layout())?;
         return Ok(MigrationReport {
             from_version: current,
             to_version: current,
@@ -285,7 +368,7 @@ async fn apply_pending(
 
     let applied = applied_migrations(tx, table).await?;
     let from_version = applied.iter().map(|(v, _)| *v).max().unwrap_or(0);
-    check_applied(&applied)?;
+    check_applied(&applied, table.layout())?;
 
     let adopted_reference_table = from_version == 0 && table_exists(tx, table).await?;
     let mut report = MigrationReport {
@@ -301,8 +384,17 @@ async fn apply_pending(
         ),
         &[Type::INT4, Type::TEXT, Type::TEXT],
     );
-    for migration in MIGRATIONS.iter().filter(|m| m.version > from_version) {
+    for migration in chain(table.layout())
+        .iter()
+        .filter(|m| m.version > from_version)
+    {
         tx.batch_execute(&render(migration, table)).await?;
+        if from_version == 0 && migration.version == SCHEMA_VERSION {
+            let partitions = partitions_ddl(table);
+            if !partitions.is_empty() {
+                tx.batch_execute(&partitions).await?;
+            }
+        }
         tx.execute(
             &record,
             &[
@@ -389,9 +481,9 @@ async fn applied_migrations(
 }
 
 /// Refuses a schema that is newer than this code or whose applied steps differ from ours.
-fn check_applied(applied: &[(i32, String)]) -> Result<(), SchemaError> {
+fn check_applied(applied: &[(i32, String)], layout: TableLayout) -> Result<(), SchemaError> {
     for (version, recorded) in applied {
-        match MIGRATIONS.iter().find(|m| m.version == *version) {
+        match chain(layout).iter().find(|m| m.version == *version) {
             None => {
                 return Err(SchemaError::TooNew {
                     found: applied.iter().map(|(v, _)| *v).max().unwrap_or(*version),
@@ -501,12 +593,12 @@ mod tests {
             .iter()
             .map(|m| (m.version, checksum(m)))
             .collect();
-        assert_eq!(check_applied(&ours), Ok(()));
+        assert_eq!(check_applied(&ours, TableLayout::Plain), Ok(()));
 
         let mut newer = ours.clone();
         newer.push((SCHEMA_VERSION + 1, "x".into()));
         assert_eq!(
-            check_applied(&newer),
+            check_applied(&newer, TableLayout::Plain),
             Err(SchemaError::TooNew {
                 found: SCHEMA_VERSION + 1,
                 supported: SCHEMA_VERSION
@@ -516,7 +608,7 @@ mod tests {
         let mut changed = ours;
         changed[0].1 = "edited".into();
         assert_eq!(
-            check_applied(&changed),
+            check_applied(&changed, TableLayout::Plain),
             Err(SchemaError::Modified { version: 1 })
         );
     }

@@ -8,6 +8,7 @@
 use checkpoint_core::{Error, Result};
 use tokio_postgres::types::Type;
 
+use crate::layout::TableLayout;
 use crate::pool::Sql;
 
 /// The longest identifier PostgreSQL keeps.
@@ -46,6 +47,7 @@ pub fn check_identifier(field: &str, name: &str) -> Result<()> {
 pub struct TableName {
     schema: Option<String>,
     table: String,
+    layout: TableLayout,
 }
 
 impl TableName {
@@ -72,7 +74,19 @@ impl TableName {
         Ok(TableName {
             schema: schema.map(str::to_owned),
             table: table.to_owned(),
+            layout: TableLayout::Plain,
         })
+    }
+
+    /// The same table, laid out as `layout`.
+    pub fn with_layout(mut self, layout: TableLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// How the table is laid out.
+    pub fn layout(&self) -> TableLayout {
+        self.layout
     }
 
     /// The schema, if one was given.
@@ -108,6 +122,12 @@ impl TableName {
     /// The unique index behind the version rule.
     pub fn version_index(&self) -> String {
         self.derived("execution_version_key")
+    }
+
+    /// The unique index of `(execution_id, id)` of a partitioned layout, and the name the
+    /// trigger keeping ids unique across partitions reports.
+    pub fn id_key(&self) -> String {
+        self.derived("execution_id_key")
     }
 
     /// The foreign key that keeps every delta's base row in place.
@@ -270,6 +290,7 @@ impl Statements {
     /// Builds the statements for `table`.
     pub fn new(table: &TableName) -> Self {
         let t = table.quoted();
+        let id_target = table.layout().id_conflict_target();
         let read = crate::chain::READ_COLUMNS;
         let next_version = format!(
             "CASE WHEN $7 = 0 THEN (SELECT COALESCE(MAX(version), 0) + 1 FROM {t} \
@@ -337,7 +358,7 @@ impl Statements {
                 format!(
                     "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) VALUES ($1, $2, $3, $4, \
                      $5, $6, {next_version}, $8, $9, NULL, NULL, $12, 0) \
-                     ON CONFLICT (id) DO NOTHING RETURNING version"
+                     ON CONFLICT {id_target} DO NOTHING RETURNING version"
                 ),
                 &save_types,
             ),
@@ -356,7 +377,7 @@ impl Statements {
                      SELECT $1, $2, $3, $4, $5, $6, {next_version}, $8, $9, $10, $11, $12, \
                      CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END \
                      WHERE $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
-                     ON CONFLICT (id) DO NOTHING RETURNING version"
+                     ON CONFLICT {id_target} DO NOTHING RETURNING version"
                 ),
                 &save_types,
             ),
@@ -366,7 +387,7 @@ impl Statements {
                 format!(
                     "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) VALUES ($1, $2, $3, $4, \
                      $5, $6, {next_version}, $8, $9, NULL, NULL, $10, 0) \
-                     ON CONFLICT (id) DO UPDATE SET node_name = EXCLUDED.node_name, \
+                     ON CONFLICT {id_target} DO UPDATE SET node_name = EXCLUDED.node_name, \
                      state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
                      \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
                      payload = EXCLUDED.payload, base_version = NULL, base_hash = NULL, \
@@ -466,7 +487,7 @@ impl Statements {
                      SELECT u.*, 0 FROM unnest($1::text[], \
                      $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], \
                      $7::int8[], $8::text[], $9::bytea[], $10::int8[]) AS u \
-                     ON CONFLICT (id) DO NOTHING"
+                     ON CONFLICT {id_target} DO NOTHING"
                 ),
                 &BATCH_TYPES,
             ),

@@ -88,10 +88,12 @@ impl<'a> SaveArgs<'a> {
 /// Whether `err` is the foreign key of a delta on its base: the base was removed or moved
 /// while the statement ran, or the statement would remove a base.
 pub(crate) fn is_base_violation(store: &PostgresStore, err: &Error) -> bool {
-    DbError::of(err).is_some_and(|db| {
-        db.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
-            && db.constraint() == Some(store.base_key.as_ref())
-    })
+    DbError::of(err).is_some_and(|db| store.constraints.is_base_violation(db))
+}
+
+/// Whether `err` is a partitioned layout's trigger refusing an id that another execution holds.
+fn is_id_elsewhere(store: &PostgresStore, err: &Error) -> bool {
+    DbError::of(err).is_some_and(|db| store.constraints.is_id_elsewhere(db))
 }
 
 /// Whether `err` is the server refusing `MAX(version) + 1` past `i64::MAX` (22003).
@@ -170,6 +172,9 @@ pub(crate) async fn save_encoded(
                 return careful_save(store, checkpoint).await
             }
             Err(e) if is_base_violation(store, &e) => return careful_save(store, checkpoint).await,
+            // A partitioned layout's guard: the id is stored in another execution, which the
+            // careful path reports.
+            Err(e) if is_id_elsewhere(store, &e) => return careful_save(store, checkpoint).await,
             Err(e) => {
                 return Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
             }
@@ -214,7 +219,7 @@ pub(crate) async fn save_in_tx(
     let Some(row) = existing.first() else {
         return match tx.query(&store.sql.save, &args.save_params()).await {
             Ok(rows) => Ok(rows.first().map(|r| r.int(0)).transpose()?),
-            Err(e) if checkpoint.version == 0 && e.is_unique_violation_of(&store.version_index) => {
+            Err(e) if checkpoint.version == 0 && store.constraints.is_version_conflict(&e) => {
                 Ok(None)
             }
             Err(e)
