@@ -211,7 +211,10 @@ pub enum SchemaError {
         detail: String,
     },
     /// An applied migration differs from the one this release carries.
-    #[error("migration {version} in the database differs from this release's (checksum mismatch)")]
+    #[error(
+        "migration {version} in the database differs from this release's (checksum mismatch: \
+         another migration, or a table made with another TableLayout)"
+    )]
     Modified {
         /// The migration that differs.
         version: i32,
@@ -484,6 +487,10 @@ async fn applied_migrations(
 fn check_applied(applied: &[(i32, String)], layout: TableLayout) -> Result<(), SchemaError> {
     for (version, recorded) in applied {
         match chain(layout).iter().find(|m| m.version == *version) {
+            // A step this release has, but for another layout: the table was made with it.
+            None if *version <= SCHEMA_VERSION => {
+                return Err(SchemaError::Modified { version: *version })
+            }
             None => {
                 return Err(SchemaError::TooNew {
                     found: applied.iter().map(|(v, _)| *v).max().unwrap_or(*version),

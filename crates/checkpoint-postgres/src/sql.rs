@@ -199,15 +199,23 @@ pub struct Statements {
 /// every base their states are rebuilt from, in one statement. Each step down a chain is one
 /// probe of the version index, and a base always has a lower version than its delta, so the
 /// walk ends.
-fn with_chains(t: &str, seed: &str, wanted: &str) -> String {
+fn with_chains(t: &str, seed: &str, wanted: &str, execution: Option<&str>) -> String {
+    // With the execution known, every read of the table names it, so a table partitioned by
+    // execution reads one partition (a join on `chain.execution_id` alone cannot be pruned).
+    let same = execution
+        .map(|e| format!(" AND b.execution_id = {e}"))
+        .unwrap_or_default();
+    let outer = execution
+        .map(|e| format!(" AND x.execution_id = {e}"))
+        .unwrap_or_default();
     format!(
         "WITH RECURSIVE seed AS MATERIALIZED ({seed}), \
          chain AS (SELECT execution_id, version, base_version FROM seed \
            UNION SELECT b.execution_id, b.version, b.base_version FROM chain c \
            JOIN {t} b ON b.execution_id = c.execution_id AND b.version = c.base_version \
-           AND b.version < c.version) \
+           AND b.version < c.version{same}) \
          SELECT {columns}, {wanted} FROM chain JOIN {t} x \
-           ON x.execution_id = chain.execution_id AND x.version = chain.version",
+           ON x.execution_id = chain.execution_id AND x.version = chain.version{outer}",
         columns = x_columns()
     )
 }
@@ -306,7 +314,12 @@ impl Statements {
                  ORDER BY version {direction} LIMIT $6"
             );
             Sql::new(
-                with_chains(&t, &seed, "x.version IN (SELECT version FROM seed)"),
+                with_chains(
+                    &t,
+                    &seed,
+                    "x.version IN (SELECT version FROM seed)",
+                    Some("$1"),
+                ),
                 &[
                     Type::TEXT,
                     Type::INT8,
@@ -425,6 +438,7 @@ impl Statements {
                         "SELECT execution_id, version, base_version FROM {t} WHERE id = ANY($1)"
                     ),
                     "x.id = ANY($1)",
+                    None,
                 ),
                 &[Type::TEXT_ARRAY],
             ),
@@ -443,6 +457,7 @@ impl Statements {
                     &t,
                     &format!("SELECT execution_id, version, base_version FROM {t} WHERE id = $1"),
                     "x.id = $1",
+                    None,
                 ),
                 &[Type::TEXT],
             ),
@@ -458,6 +473,7 @@ impl Statements {
                          WHERE execution_id = $1 ORDER BY version DESC LIMIT 1"
                     ),
                     "x.version IN (SELECT version FROM seed)",
+                    Some("$1"),
                 ),
                 &[Type::TEXT],
             ),

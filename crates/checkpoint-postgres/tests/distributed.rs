@@ -1,0 +1,203 @@
+//! The hash-partitioned layout (`TableLayout::HashPartitioned`), the local stand-in for a table
+//! distributed by `execution_id` in Citus: which statements touch one partition (and would be
+//! routed to one shard), and an id's uniqueness across partitions under racing saves.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+use checkpoint_postgres::{PostgresStore, Sql, TableLayout};
+use serde_json::json;
+
+const PARTITIONS: u16 = 8;
+
+async fn store() -> PostgresStore {
+    let options = support::options()
+        .await
+        .table_layout(TableLayout::hash_partitioned(PARTITIONS).unwrap());
+    PostgresStore::connect(options).await.expect("connect")
+}
+
+/// The partitions a plan reads, under a custom and under a generic plan.
+async fn partitions_read(
+    client: &tokio_postgres::Client,
+    table: &str,
+    name: &str,
+    sql: &Sql,
+    args: &str,
+) -> Vec<BTreeSet<String>> {
+    let types: Vec<&str> = sql.types.iter().map(|t| t.name()).collect();
+    client
+        .batch_execute(&format!(
+            "PREPARE {name} ({}) AS {}",
+            types.join(", "),
+            sql.text
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("prepare {name}: {e:?}"));
+    let mut out = Vec::new();
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        client
+            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+            .await
+            .unwrap();
+        // ANALYZE-free EXPLAIN of the generic plan lists every partition it may read; run-time
+        // pruning shows only at execution, so execute it (inside a transaction rolled back).
+        client.batch_execute("BEGIN").await.unwrap();
+        let rows = client
+            .query(
+                &format!(
+                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE {name}({args})"
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("explain {name}: {e}"));
+        client.batch_execute("ROLLBACK").await.unwrap();
+        if std::env::var("SHOW_PLANS").is_ok() {
+            for r in &rows {
+                println!("{name} {mode}: {}", r.get::<_, String>(0));
+            }
+        }
+        let prefix = format!("{table}_p");
+        let read: BTreeSet<String> = rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            // A partition that run-time pruning removed is never executed; a DELETE lists every
+            // partition as a possible target, but scans only those its Append keeps.
+            .filter(|line| {
+                let step = line.trim_start();
+                !line.contains("(never executed)")
+                    && !step.starts_with("Delete on ")
+                    && !step.starts_with("Update on ")
+            })
+            .flat_map(|line| {
+                line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| {
+                        w.strip_prefix(&prefix)
+                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    })
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.push(read);
+    }
+    out
+}
+
+#[tokio::test]
+async fn statements_keyed_by_an_execution_read_one_partition() {
+    let store = store().await;
+    let table = store.table().table().to_owned();
+    let client = support::client().await;
+    client
+        .batch_execute(&format!(
+            "SET search_path TO \"{schema}\";
+             INSERT INTO {quoted} (id, execution_id, node_name, state, metadata, timestamp, version)
+             SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
+                    now() - make_interval(secs => g), g % 100 + 1
+               FROM generate_series(0, 19999) AS g;
+             ANALYZE {quoted};",
+            schema = store.table().schema().unwrap(),
+            quoted = store.table().quoted(),
+        ))
+        .await
+        .unwrap();
+    let s = store.statements();
+    let keyed = [
+        ("latest", &s.latest, "'exec-5'"),
+        ("list", &s.list, "'exec-5'"),
+        (
+            "page_asc",
+            &s.page_ascending,
+            "'exec-5', 40, 9223372036854775807, NULL, NULL, 21",
+        ),
+        (
+            "page_desc",
+            &s.page_descending,
+            "'exec-5', -9223372036854775808, 60, 'n', '{\"k\": 1}', 21",
+        ),
+        ("clear", &s.clear, "'exec-5'"),
+        (
+            "prune_one",
+            &s.prune_execution,
+            "'exec-5', 10, now() - interval '1 day'",
+        ),
+    ];
+    for (name, sql, args) in keyed {
+        for (mode, read) in ["custom", "generic"]
+            .iter()
+            .zip(partitions_read(&client, &table, name, sql, args).await)
+        {
+            assert_eq!(read.len(), 1, "{name} ({mode} plan) reads {read:?}");
+        }
+    }
+    // By id alone, the partition is unknown: every one is probed (one index probe each).
+    for (name, sql, args) in [
+        ("load", &s.load, "'id-500'"),
+        ("delete", &s.delete, "'id-500'"),
+    ] {
+        let read = partitions_read(&client, &table, name, sql, args).await;
+        assert_eq!(read[0].len(), usize::from(PARTITIONS), "{name}: {read:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_id_raced_into_many_executions_is_stored_once() {
+    let store = store().await;
+    for round in 0..5 {
+        let id = format!("contested-{round}");
+        let saves = (0..16).map(|e| {
+            let store = store.clone();
+            let cp = Checkpoint::new(format!("exec-{round}-{e}"), "n", json!(e)).with_id(&id);
+            tokio::spawn(async move { store.save(&cp).await })
+        });
+        let results: Vec<_> = futures::future::join_all(saves)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let stored = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(stored, 1, "{results:?}");
+        for result in &results {
+            if let Err(e) = result {
+                assert!(
+                    matches!(e, Error::InvalidInput { .. }) && e.is_invalid_field("execution_id"),
+                    "{e:?}"
+                );
+            }
+        }
+        let holder = store.load(&id).await.unwrap();
+        let all: usize = {
+            let mut n = 0;
+            for e in 0..16 {
+                n += store
+                    .list(&format!("exec-{round}-{e}"))
+                    .await
+                    .unwrap()
+                    .len();
+            }
+            n
+        };
+        assert_eq!(all, 1, "{id} is stored once, in {}", holder.execution_id);
+    }
+}
+
+#[tokio::test]
+async fn a_table_made_with_one_layout_is_refused_with_the_other() {
+    let options = support::options().await;
+    PostgresStore::connect(options.clone()).await.unwrap();
+    let err =
+        PostgresStore::connect(options.table_layout(TableLayout::hash_partitioned(4).unwrap()))
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(
+            checkpoint_postgres::SchemaError::of(&err),
+            Some(checkpoint_postgres::SchemaError::Modified { .. })
+        ),
+        "{err:?}"
+    );
+}
