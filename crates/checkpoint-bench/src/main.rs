@@ -9,12 +9,14 @@
 //! cargo run --release -p checkpoint-bench -- --only growth     # a growing state, each storage
 //! cargo run --release -p checkpoint-bench -- --only encryption # encryption at rest off and on
 //! cargo run --release -p checkpoint-bench -- --only sqlite     # SQLite, no server needed
+//! cargo run --release -p checkpoint-bench -- --only layout     # plain vs hash-partitioned table
 //! ```
 //!
 //! Prints a table and, last, one JSON line with every figure.
 
 mod encryption;
 mod growth;
+mod layout;
 mod server;
 mod sqlite;
 mod stats;
@@ -77,6 +79,8 @@ enum Only {
     Encryption,
     /// `SqliteStore` on a temp file under each durability setting; needs no server.
     Sqlite,
+    /// The plain table against the hash-partitioned layout (16 partitions).
+    Layout,
 }
 
 struct Report {
@@ -141,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.only.is_none() || args.only == Some(Only::Encryption) {
         encrypted(&bench, &args, &mut report).await?;
+    }
+    if args.only.is_none() || args.only == Some(Only::Layout) {
+        layouts(&bench, &mut report).await?;
     }
     if args.only.is_none() {
         rest(&bench, &args, &mut report).await?;
@@ -262,6 +269,59 @@ async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resul
         &relaxed_16,
     );
 
+    Ok(())
+}
+
+/// The plain table, then the hash-partitioned layout, and their ratios.
+async fn layouts(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let plain = layout::measure(bench, checkpoint_postgres::TableLayout::Plain).await?;
+    let hashed = layout::measure(
+        bench,
+        checkpoint_postgres::TableLayout::hash_partitioned(16)?,
+    )
+    .await?;
+    for (name, f) in [("plain", &plain), ("hash16", &hashed)] {
+        report.row(
+            &format!("layout_{name}_save_1"),
+            &format!("{name}: save, 1 task"),
+            &f.save_1,
+        );
+        report.row(
+            &format!("layout_{name}_save_16"),
+            &format!("{name}: save, 16 tasks"),
+            &f.save_16,
+        );
+        report.row(
+            &format!("layout_{name}_latest"),
+            &format!("{name}: latest"),
+            &f.latest,
+        );
+        report.row(
+            &format!("layout_{name}_load"),
+            &format!("{name}: load by id"),
+            &f.load,
+        );
+    }
+    report.value(
+        "ratio_layout_save_1_hash_vs_plain",
+        "ratio: save 1 task, hash16 / plain",
+        hashed.save_1.per_second / plain.save_1.per_second,
+    );
+    report.value(
+        "ratio_layout_save_16_hash_vs_plain",
+        "ratio: save 16 tasks, hash16 / plain",
+        hashed.save_16.per_second / plain.save_16.per_second,
+    );
+    report.value(
+        "ratio_layout_latest_p50_hash_vs_plain",
+        "ratio: latest p50, hash16 / plain",
+        hashed.latest.p50_ms / plain.latest.p50_ms,
+    );
+    report.value(
+        "ratio_layout_load_p50_hash_vs_plain",
+        "ratio: load p50, hash16 / plain",
+        hashed.load.p50_ms / plain.load.p50_ms,
+    );
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use checkpoint_core::{Checkpoint, CheckpointStore, ListQuery, RetentionPolicy};
 use checkpoint_memory::MemoryStore;
 use checkpoint_postgres::{
-    GroupCommit, GroupCommitStats, PostgresOptions, PostgresStore, StateEncoding,
+    GroupCommit, GroupCommitStats, PostgresOptions, PostgresStore, StateEncoding, TableLayout,
 };
 use serde_json::{json, Value};
 
@@ -46,6 +46,7 @@ pub struct Setup {
     pub durable: bool,
     pub encoding: StateEncoding,
     pub group: GroupCommit,
+    pub layout: TableLayout,
 }
 
 impl Default for Setup {
@@ -54,6 +55,7 @@ impl Default for Setup {
             durable: true,
             encoding: StateEncoding::default(),
             group: GroupCommit::default(),
+            layout: TableLayout::Plain,
         }
     }
 }
@@ -108,7 +110,8 @@ impl Bench {
             .min_connections(pool)
             .synchronous_commit(setup.durable)
             .state_encoding(setup.encoding)
-            .group_commit(setup.group);
+            .group_commit(setup.group)
+            .table_layout(setup.layout);
         Ok(PostgresStore::connect(options).await?)
     }
 
