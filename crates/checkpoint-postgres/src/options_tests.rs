@@ -243,3 +243,25 @@ fn multi_host_connection_strings_reach_the_driver_whole() {
         assert_eq!(options.pool_max_size(), 4, "{s}");
     }
 }
+
+#[test]
+fn a_partitioned_layout_plans_generically_and_keeps_other_session_options() {
+    let options = PostgresOptions::new("postgres://u@h/db")
+        .unwrap()
+        .synchronous_commit(false)
+        .table_layout(crate::TableLayout::hash_partitioned(4).unwrap());
+    let set = options
+        .driver_config()
+        .get_options()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        set.contains("-cplan_cache_mode=force_generic_plan"),
+        "{set}"
+    );
+    assert!(set.contains("-csynchronous_commit=off"), "{set}");
+    let plain = options.table_layout(crate::TableLayout::Plain);
+    let set = plain.driver_config().get_options().unwrap_or("").to_owned();
+    assert!(!set.contains("plan_cache_mode"), "{set}");
+    assert!(set.contains("-csynchronous_commit=off"), "{set}");
+}
