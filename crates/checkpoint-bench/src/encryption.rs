@@ -5,7 +5,7 @@
 use checkpoint_core::{Checkpoint, CheckpointStore};
 use checkpoint_postgres::{Encryption, EncryptionKey, PostgresOptions, PostgresStore};
 
-use crate::stats::{run_for, Figures};
+use crate::stats::{run_for, time_latest, Figures};
 use serde_json::{json, Value};
 
 use crate::growth::{message, vocabulary};
@@ -65,17 +65,7 @@ pub async fn measure(bench: &Bench, state_bytes: usize, encrypted: bool) -> anyh
     })
     .await?
     .figures();
-    let mut picker = Picker::new(7);
-    let latest = run_for(bench.seconds, usize::MAX, |_| {
-        let execution = format!("e{}", picker.below(EXECUTIONS));
-        let store = &store;
-        async move {
-            anyhow::ensure!(store.latest(&execution).await?.is_some());
-            Ok(())
-        }
-    })
-    .await?
-    .figures();
+    let latest = time_latest(&store, bench.seconds, EXECUTIONS, 7).await?;
     store.close();
     Ok(Pair { save, latest })
 }

@@ -6,8 +6,8 @@
 use checkpoint_core::{Checkpoint, CheckpointStore};
 use checkpoint_postgres::TableLayout;
 
-use crate::stats::{run_for, Figures};
-use crate::workloads::{Bench, Picker, Setup};
+use crate::stats::{time_latest, time_load, Figures};
+use crate::workloads::{Bench, Setup};
 
 const EXECUTIONS: usize = 100;
 const EACH: usize = 20;
@@ -37,28 +37,8 @@ pub async fn measure(bench: &Bench, layout: TableLayout) -> anyhow::Result<Layou
         store.save_batch(&batch).await?;
         ids.extend(batch.into_iter().map(|cp| cp.id));
     }
-    let mut picker = Picker::new(3);
-    let latest = run_for(bench.seconds, usize::MAX, |_| {
-        let execution = format!("e{}", picker.below(EXECUTIONS));
-        let store = &store;
-        async move {
-            anyhow::ensure!(store.latest(&execution).await?.is_some());
-            Ok(())
-        }
-    })
-    .await?
-    .figures();
-    let mut picker = Picker::new(5);
-    let load = run_for(bench.seconds, usize::MAX, |_| {
-        let id = ids[picker.below(ids.len())].clone();
-        let store = &store;
-        async move {
-            store.load(&id).await?;
-            Ok(())
-        }
-    })
-    .await?
-    .figures();
+    let latest = time_latest(&store, bench.seconds, EXECUTIONS, 3).await?;
+    let load = time_load(&store, bench.seconds, &ids, 5).await?;
     store.close();
     Ok(LayoutFigures {
         save_1,

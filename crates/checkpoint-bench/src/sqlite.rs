@@ -9,8 +9,8 @@ use checkpoint_core::{Checkpoint, CheckpointStore};
 use checkpoint_sqlite::{Durability, SqliteOptions, SqliteStore};
 use serde_json::Value;
 
-use crate::stats::{run_for, Figures, Samples};
-use crate::workloads::{payload, Picker};
+use crate::stats::{run_for, time_latest, time_load, Figures, Samples};
+use crate::workloads::payload;
 
 /// Executions the sequential saves rotate over, so reads meet histories of several rows.
 const EXECUTIONS: usize = 50;
@@ -103,36 +103,14 @@ pub async fn measure(
     batches.set_elapsed(started.elapsed());
     let batch_1000 = batches.figures();
 
-    let mut picker = Picker::new(7);
-    let latest = run_for(seconds, usize::MAX, |_| {
-        let execution = format!("e{}", picker.below(EXECUTIONS));
-        let store = &store;
-        async move {
-            anyhow::ensure!(store.latest(&execution).await?.is_some());
-            Ok(())
-        }
-    })
-    .await?
-    .figures();
-
+    let latest = time_latest(&store, seconds, EXECUTIONS, 7).await?;
     let ids: Vec<String> = store
         .list("e0")
         .await?
         .into_iter()
         .map(|cp| cp.id)
         .collect();
-    anyhow::ensure!(!ids.is_empty(), "no checkpoints to load");
-    let mut picker = Picker::new(11);
-    let load = run_for(seconds, usize::MAX, |_| {
-        let id = ids[picker.below(ids.len())].clone();
-        let store = &store;
-        async move {
-            store.load(&id).await?;
-            Ok(())
-        }
-    })
-    .await?
-    .figures();
+    let load = time_load(&store, seconds, &ids, 11).await?;
 
     let stats = store.stats().await?;
     let checkpoints = stats.checkpoints.max(1) as f64;

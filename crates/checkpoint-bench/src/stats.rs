@@ -86,6 +86,46 @@ where
     Ok(samples)
 }
 
+/// `latest` of random executions among `e{0}`..`e{executions - 1}` (each must have a
+/// checkpoint), for `budget`.
+pub async fn time_latest(
+    store: &dyn checkpoint_core::CheckpointStore,
+    budget: Duration,
+    executions: usize,
+    seed: u64,
+) -> anyhow::Result<Figures> {
+    let mut picker = crate::workloads::Picker::new(seed);
+    Ok(run_for(budget, usize::MAX, |_| {
+        let execution = format!("e{}", picker.below(executions));
+        async move {
+            anyhow::ensure!(store.latest(&execution).await?.is_some());
+            Ok(())
+        }
+    })
+    .await?
+    .figures())
+}
+
+/// `load` of random ids among `ids`, for `budget`.
+pub async fn time_load(
+    store: &dyn checkpoint_core::CheckpointStore,
+    budget: Duration,
+    ids: &[String],
+    seed: u64,
+) -> anyhow::Result<Figures> {
+    anyhow::ensure!(!ids.is_empty(), "no checkpoints to load");
+    let mut picker = crate::workloads::Picker::new(seed);
+    Ok(run_for(budget, usize::MAX, |_| {
+        let id = ids[picker.below(ids.len())].clone();
+        async move {
+            store.load(&id).await?;
+            Ok(())
+        }
+    })
+    .await?
+    .figures())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -241,7 +241,7 @@ impl PostgresOptions {
         if layout != TableLayout::Plain {
             options.push("-cplan_cache_mode=force_generic_plan");
         }
-        self.config.options(&options.join(" "));
+        self.config.options(options.join(" "));
         self
     }
 
