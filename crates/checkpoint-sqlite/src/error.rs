@@ -2,7 +2,8 @@
 //! their source so callers can match on what went wrong.
 
 use checkpoint_core::Error;
-use deadpool_sqlite::{HookError, InteractError, PoolError};
+use deadpool::managed::PoolError;
+use deadpool_sync::InteractError;
 use rusqlite::ErrorCode;
 
 /// What failed inside the SQLite backend; found with [`SqliteError::of`] as the source of a
@@ -184,9 +185,9 @@ pub(crate) fn is_version_taken(err: &rusqlite::Error) -> bool {
     }
 }
 
-pub(crate) fn pool(err: PoolError) -> Error {
+pub(crate) fn pool(err: PoolError<SqliteError>) -> Error {
     match err {
-        PoolError::Backend(e) | PoolError::PostCreateHook(HookError::Backend(e)) => driver(e),
+        PoolError::Backend(e) => e.into_core(),
         PoolError::Timeout(_) => Error::Unavailable {
             message: "no pooled SQLite connection became free in time".into(),
             source: Some(Box::new(err)),

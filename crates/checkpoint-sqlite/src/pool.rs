@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpoint_core::{Error, Result};
-use deadpool_sqlite::{Config, Hook, HookError, Pool, Runtime};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+use deadpool::Runtime;
+use deadpool_sync::SyncWrapper;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::commit::{self, CommitStats, Queue};
@@ -16,6 +18,47 @@ use crate::row::StoredRow;
 
 /// Statements kept prepared per connection: every statement the store runs, with room.
 const STATEMENT_CACHE: usize = 64;
+
+/// Opens connections set up for this store. Unlike deadpool-sqlite's manager, it does not run a
+/// query on a blocking thread each time a pooled connection is handed out: a connection is
+/// only discarded when a call panicked while holding it.
+struct Manager {
+    path: PathBuf,
+    busy_timeout: Duration,
+    synchronous: &'static str,
+    memory: bool,
+}
+
+impl managed::Manager for Manager {
+    type Type = SyncWrapper<Connection>;
+    type Error = SqliteError;
+
+    async fn create(&self) -> Result<Self::Type, SqliteError> {
+        let (path, busy_timeout, synchronous, memory) = (
+            self.path.clone(),
+            self.busy_timeout,
+            self.synchronous,
+            self.memory,
+        );
+        SyncWrapper::new(Runtime::Tokio1, move || {
+            let mut conn = Connection::open(path)?;
+            set_up(&mut conn, busy_timeout, synchronous, memory)?;
+            Ok(conn)
+        })
+        .await
+    }
+
+    async fn recycle(&self, conn: &mut Self::Type, _: &Metrics) -> RecycleResult<SqliteError> {
+        if conn.is_mutex_poisoned() {
+            return Err(RecycleError::message(
+                "a call panicked while holding this connection",
+            ));
+        }
+        Ok(())
+    }
+}
+
+type Pool = managed::Pool<Manager>;
 
 /// A pool of connections to one database, and the lock that lets this process's writes take
 /// turns without spinning in SQLite's busy handler.
@@ -83,35 +126,17 @@ impl Db {
             Location::File(path) => (literal(path), false),
             Location::Memory => (PathBuf::from(":memory:"), true),
         };
+        let manager = Manager {
+            path,
+            busy_timeout: options.busy_timeout,
+            synchronous: options.durability.pragma(),
+            memory,
+        };
         let busy_timeout = options.busy_timeout;
-        let synchronous = options.durability.pragma();
-        let hook = Hook::async_fn(move |conn, _| {
-            Box::pin(async move {
-                conn.interact(move |c| set_up(c, busy_timeout, synchronous, memory))
-                    .await
-                    .map_err(|e| HookError::message(e.to_string()))?
-                    .map_err(|e| match e {
-                        SqliteError::Sqlite {
-                            code,
-                            extended_code,
-                            message,
-                        } => HookError::Backend(rusqlite::Error::SqliteFailure(
-                            rusqlite::ffi::Error {
-                                code,
-                                extended_code,
-                            },
-                            Some(message),
-                        )),
-                        other => HookError::message(other.to_string()),
-                    })
-            })
-        });
-        let pool = Config::new(path)
-            .builder(Runtime::Tokio1)
-            .map_err(|e| SqliteError::Pool(e.to_string()).into_core())?
+        let pool = Pool::builder(manager)
+            .runtime(Runtime::Tokio1)
             .max_size(options.max_connections)
             .wait_timeout(Some(busy_timeout))
-            .post_create(hook)
             .build()
             .map_err(|e| SqliteError::Pool(e.to_string()).into_core())?;
         Ok(Db {

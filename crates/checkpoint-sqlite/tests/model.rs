@@ -1,7 +1,7 @@
 //! Model-based test: proptest generates sequences of operations
 //! (`checkpoint_core::conformance::model`), applies each to `MemoryStore` (the model) and to
 //! `SqliteStore` on a file, closed and opened again now and then, and requires every observable
-//! result to be equal. Bursts of concurrent saves go through group commit. Failing sequences
+//! result to be equal. Bursts of concurrent saves go through group commit's queue. Failing sequences
 //! are kept in `model.proptest-regressions` and replayed first on every run.
 
 use std::path::{Path, PathBuf};
@@ -28,16 +28,14 @@ async fn check(ops: Vec<Op>) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path: PathBuf = dir.path().join("model.db");
     let store = open(&path).await;
-    let first = store.clone();
     let reopen: model::Reopen<'_> = Box::new(|| {
         let path = path.clone();
         Box::pin(async move { Arc::new(open(&path).await) as model::Store })
     });
+    // Bursts are compared with the model, not counted as groups: polled from one task, a save
+    // on SQLite can finish within its first poll, before the next one queues. That saves
+    // share commits under concurrency is asserted in group_commit.rs, with tasks of their own.
     model::check(&MemoryStore::new(), Arc::new(store), Some(reopen), &ops).await;
-    if model::has_burst(&ops) && !ops.iter().any(|op| matches!(op, Op::Reopen)) {
-        let groups = first.commit_stats();
-        assert!(groups.largest >= 2, "no group was formed: {groups:?}");
-    }
 }
 
 proptest! {
