@@ -1,4 +1,4 @@
-//! The connection pool (deadpool-sqlite), each connection set up for WAL, the chosen
+//! The connection pool (deadpool, with a manager of our own), each connection set up for WAL, the chosen
 //! durability and the busy timeout; and the one path every call takes to a connection.
 
 use std::path::{Component, Path, PathBuf};
