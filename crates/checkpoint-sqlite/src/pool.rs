@@ -1,5 +1,6 @@
-//! The connection pool (deadpool, with a manager of our own), each connection set up for WAL, the chosen
-//! durability and the busy timeout; and the one path every call takes to a connection.
+//! The connection pool (deadpool, with a manager of our own), each connection set up for WAL,
+//! the chosen durability and the busy timeout; and the one path every call takes to a
+//! connection.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
