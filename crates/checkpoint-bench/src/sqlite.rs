@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::{Checkpoint, CheckpointStore};
 use checkpoint_sqlite::{Durability, SqliteOptions, SqliteStore};
-use serde_json::Value;
 
-use crate::stats::{run_for, time_latest, time_load, Figures, Samples};
+use crate::stats::{save_from_tasks, time_latest, time_load, Figures, Samples};
 use crate::workloads::payload;
 
 /// Executions the sequential saves rotate over, so reads meet histories of several rows.
@@ -40,37 +39,6 @@ fn file_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-async fn save_tasks(
-    store: &SqliteStore,
-    tasks: usize,
-    seconds: Duration,
-    state: &Value,
-) -> anyhow::Result<Figures> {
-    let started = Instant::now();
-    let runs = (0..tasks).map(|t| {
-        let store = store.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            run_for(seconds, usize::MAX, |i| {
-                let execution = format!("e{}", (i * tasks + t) % EXECUTIONS);
-                let cp = Checkpoint::new(execution, "node", state.clone());
-                let store = &store;
-                async move {
-                    store.save(&cp).await?;
-                    Ok(())
-                }
-            })
-            .await
-        })
-    });
-    let mut all = Samples::new();
-    for run in futures::future::join_all(runs).await {
-        all.merge(run??);
-    }
-    all.set_elapsed(started.elapsed());
-    Ok(all.figures())
-}
-
 /// Runs every workload on a new file with `durability`, states of `state_bytes`, `seconds` per
 /// timed workload.
 pub async fn measure(
@@ -83,9 +51,16 @@ pub async fn measure(
     let store = SqliteStore::open(SqliteOptions::file(&path).durability(durability)).await?;
     let state = payload(state_bytes);
 
-    let save_1 = save_tasks(&store, 1, seconds, &state).await?;
+    let rotating = |tasks: usize| {
+        let state = state.clone();
+        move |t: usize, i: usize| {
+            let execution = format!("e{}", (i * tasks + t) % EXECUTIONS);
+            Checkpoint::new(execution, "node", state.clone())
+        }
+    };
+    let save_1 = save_from_tasks(&store, 1, seconds, rotating(1)).await?;
     let before = store.commit_stats();
-    let save_4 = save_tasks(&store, 4, seconds, &state).await?;
+    let save_4 = save_from_tasks(&store, 4, seconds, rotating(4)).await?;
     let after = store.commit_stats();
     let mean_group_4 =
         (after.saves - before.saves) as f64 / (after.groups - before.groups).max(1) as f64;

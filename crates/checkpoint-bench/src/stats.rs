@@ -126,6 +126,42 @@ pub async fn time_load(
     .figures())
 }
 
+/// `tasks` tasks saving for `budget`, each its own checkpoints: task `t`'s `i`-th save is
+/// `checkpoint(t, i)`. Every latency counts; the throughput is of all tasks together.
+pub async fn save_from_tasks<S, F>(
+    store: &S,
+    tasks: usize,
+    budget: Duration,
+    checkpoint: F,
+) -> anyhow::Result<Figures>
+where
+    S: checkpoint_core::CheckpointStore + Clone + 'static,
+    F: Fn(usize, usize) -> checkpoint_core::Checkpoint + Clone + Send + Sync + 'static,
+{
+    let started = Instant::now();
+    let runs = (0..tasks).map(|t| {
+        let store = store.clone();
+        let checkpoint = checkpoint.clone();
+        tokio::spawn(async move {
+            run_for(budget, usize::MAX, |i| {
+                let cp = checkpoint(t, i);
+                let store = &store;
+                async move {
+                    store.save(&cp).await?;
+                    Ok(())
+                }
+            })
+            .await
+        })
+    });
+    let mut all = Samples::new();
+    for run in futures::future::join_all(runs).await {
+        all.merge(run??);
+    }
+    all.set_elapsed(started.elapsed());
+    Ok(all.figures())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

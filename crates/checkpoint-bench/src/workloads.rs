@@ -12,7 +12,7 @@ use checkpoint_postgres::{
 use serde_json::{json, Value};
 
 use crate::server::Server;
-use crate::stats::{run_for, Figures, Samples};
+use crate::stats::{run_for, save_from_tasks, Figures, Samples};
 
 /// A JSON state of `bytes` bytes (compact text), varied so it does not compress to nothing.
 pub fn payload(bytes: usize) -> Value {
@@ -140,35 +140,17 @@ impl Bench {
             store.save(&self.checkpoint(&format!("exec-{t}"))).await?;
         }
         let groups_before = store.group_commit_stats();
-        let started = Instant::now();
-        let runs = (0..tasks).map(|t| {
-            let store = store.clone();
-            let payload = self.payload.clone();
-            let seconds = self.seconds;
-            tokio::spawn(async move {
-                let execution = format!("exec-{t}");
-                run_for(seconds, usize::MAX, |_| {
-                    let cp = Checkpoint::new(execution.as_str(), "node", payload.clone());
-                    let store = &store;
-                    async move {
-                        store.save(&cp).await?;
-                        Ok(())
-                    }
-                })
-                .await
-            })
-        });
-        let mut all = Samples::new();
-        for run in futures::future::join_all(runs).await {
-            all.merge(run??);
-        }
-        all.set_elapsed(started.elapsed());
+        let payload = self.payload.clone();
+        let figures = save_from_tasks(&store, tasks, self.seconds, move |t, _| {
+            Checkpoint::new(format!("exec-{t}"), "node", payload.clone())
+        })
+        .await?;
         let groups = store
             .group_commit_stats()
             .zip(groups_before)
             .map(|(after, before)| after.since(&before));
         store.close();
-        Ok((all.figures(), groups))
+        Ok((figures, groups))
     }
 
     /// pgbench running the store's own save statement, prepared, with the same payload as a
