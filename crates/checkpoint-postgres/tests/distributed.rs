@@ -27,43 +27,20 @@ async fn partitions_read(
     sql: &Sql,
     args: &str,
 ) -> Vec<BTreeSet<String>> {
-    let types: Vec<&str> = sql.types.iter().map(|t| t.name()).collect();
-    client
-        .batch_execute(&format!(
-            "PREPARE {name} ({}) AS {}",
-            types.join(", "),
-            sql.text
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("prepare {name}: {e:?}"));
+    // Run, not only planned: run-time pruning shows only at execution (rolled back).
+    let plans = support::prepared_plans(
+        client,
+        name,
+        sql,
+        args,
+        "ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF",
+    )
+    .await;
     let mut out = Vec::new();
-    for mode in ["force_custom_plan", "force_generic_plan"] {
-        client
-            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
-            .await
-            .unwrap();
-        // ANALYZE-free EXPLAIN of the generic plan lists every partition it may read; run-time
-        // pruning shows only at execution, so execute it (inside a transaction rolled back).
-        client.batch_execute("BEGIN").await.unwrap();
-        let rows = client
-            .query(
-                &format!(
-                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE {name}({args})"
-                ),
-                &[],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("explain {name}: {e}"));
-        client.batch_execute("ROLLBACK").await.unwrap();
-        if std::env::var("SHOW_PLANS").is_ok() {
-            for r in &rows {
-                println!("{name} {mode}: {}", r.get::<_, String>(0));
-            }
-        }
+    for (_, rows) in plans {
         let prefix = format!("{table}_p");
         let read: BTreeSet<String> = rows
             .iter()
-            .map(|r| r.get::<_, String>(0))
             // A partition that run-time pruning removed is never executed; a DELETE lists every
             // partition as a possible target, but scans only those its Append keeps.
             .filter(|line| {

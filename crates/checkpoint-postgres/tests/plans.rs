@@ -8,29 +8,11 @@ use checkpoint_postgres::{PostgresStore, Sql};
 
 /// `EXPLAIN EXECUTE` of `sql` with `args` (SQL literals), as a custom and a generic plan.
 async fn plans(client: &tokio_postgres::Client, name: &str, sql: &Sql, args: &str) -> Vec<String> {
-    let types: Vec<&str> = sql.types.iter().map(|t| t.name()).collect();
-    client
-        .batch_execute(&format!(
-            "PREPARE {name} ({}) AS {}",
-            types.join(", "),
-            sql.text
-        ))
+    support::prepared_plans(client, name, sql, args, "COSTS ON")
         .await
-        .unwrap_or_else(|e| panic!("prepare {name}: {e:?}"));
-    let mut out = Vec::new();
-    for mode in ["force_custom_plan", "force_generic_plan"] {
-        client
-            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
-            .await
-            .unwrap();
-        let rows = client
-            .query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
-            .await
-            .unwrap_or_else(|e| panic!("explain {name}: {e}"));
-        let plan: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
-        out.push(format!("{mode}:\n{}", plan.join("\n")));
-    }
-    out
+        .into_iter()
+        .map(|(mode, plan)| format!("{mode}:\n{}", plan.join("\n")))
+        .collect()
 }
 
 /// The arguments of a group of two saves (appends to two executions) for the group commit
@@ -98,9 +80,6 @@ async fn single_execution_statements_use_the_index_at_100k_rows() {
     ];
     for (name, sql, args) in cases {
         for plan in plans(&client, name, sql, args).await {
-            if std::env::var("SHOW_PLANS").is_ok() {
-                println!("{name} {plan}");
-            }
             assert!(
                 !plan.contains("Seq Scan"),
                 "{name} scans the table sequentially:\n{plan}"

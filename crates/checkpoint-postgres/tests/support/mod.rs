@@ -229,3 +229,42 @@ pub async fn client_to(url: &str) -> checkpoint_postgres::DeadpoolPool {
     let options = PostgresOptions::new(url).expect("a valid URL");
     checkpoint_postgres::DeadpoolPool::from_options(&options).expect("a pool")
 }
+
+/// The plans of `sql` run as a prepared statement `name` with `args` (SQL literals), under a
+/// custom and then a generic plan (the ones cached statements use), one line per plan step.
+/// `explain` is the EXPLAIN option list; with `ANALYZE` each run is rolled back.
+pub async fn prepared_plans(
+    client: &tokio_postgres::Client,
+    name: &str,
+    sql: &checkpoint_postgres::Sql,
+    args: &str,
+    explain: &str,
+) -> Vec<(&'static str, Vec<String>)> {
+    let types: Vec<&str> = sql.types.iter().map(|t| t.name()).collect();
+    client
+        .batch_execute(&format!(
+            "PREPARE {name} ({}) AS {}",
+            types.join(", "),
+            sql.text
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("prepare {name}: {e:?}"));
+    let mut out = Vec::new();
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        client
+            .batch_execute(&format!("SET plan_cache_mode = {mode}; BEGIN"))
+            .await
+            .unwrap();
+        let rows = client
+            .query(&format!("EXPLAIN ({explain}) EXECUTE {name}({args})"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("explain {name}: {e}"));
+        client.batch_execute("ROLLBACK").await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        if std::env::var("SHOW_PLANS").is_ok() {
+            println!("{name} {mode}:\n{}", plan.join("\n"));
+        }
+        out.push((mode, plan));
+    }
+    out
+}
