@@ -1,5 +1,6 @@
 //! `checkpointctl` against the test PostgreSQL: every command's output and exit code.
 
+mod seed;
 #[path = "../../checkpoint-postgres/tests/support/mod.rs"]
 mod support;
 
@@ -22,25 +23,7 @@ async fn fixture() -> Fixture {
     let store = PostgresStore::connect(PostgresOptions::new(&url).unwrap().schema(&schema))
         .await
         .unwrap();
-    let mut a = Vec::new();
-    for (i, state) in [
-        json!({"n": 1, "items": ["x"]}),
-        json!({"n": 2, "items": ["x", "y"]}),
-        json!({"n": 3}),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut cp = Checkpoint::new("a", format!("step{i}"), state).with_metadata("i", i);
-        cp.version = store.save(&cp).await.unwrap();
-        a.push(cp);
-    }
-    for i in 0..2 {
-        store
-            .save(&Checkpoint::new("b", "n", json!(i)))
-            .await
-            .unwrap();
-    }
+    let a = seed::two_executions(&store).await;
     Fixture {
         url,
         schema,

@@ -1,6 +1,8 @@
 //! `checkpointctl --database-url sqlite://PATH`: every command a SQLite file supports, and the
 //! errors of those it does not, with no server.
 
+mod seed;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -20,25 +22,7 @@ async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("checkpoints.db");
     let store = SqliteStore::open(SqliteOptions::file(&path)).await.unwrap();
-    let mut a = Vec::new();
-    for (i, state) in [
-        json!({"n": 1, "items": ["x"]}),
-        json!({"n": 2, "items": ["x", "y"]}),
-        json!({"n": 3}),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut cp = Checkpoint::new("a", format!("step{i}"), state).with_metadata("i", i);
-        cp.version = store.save(&cp).await.unwrap();
-        a.push(cp);
-    }
-    for i in 0..2 {
-        store
-            .save(&Checkpoint::new("b", "n", json!(i)))
-            .await
-            .unwrap();
-    }
+    let a = seed::two_executions(&store).await;
     Fixture {
         dir,
         path,
