@@ -320,3 +320,49 @@ async fn without_auto_migrate_a_file_that_is_not_current_is_refused_unchanged() 
         .unwrap();
     assert!(reopened.migrated().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_cannot_get_the_write_turn_in_time_is_withdrawn_unstored() {
+    let (_dir, path) = temp_db();
+    let store =
+        SqliteStore::open(SqliteOptions::file(&path).busy_timeout(Duration::from_millis(50)))
+            .await
+            .unwrap();
+    // A long batch holds this store's write turn, for far longer than the 50 ms a save waits.
+    let rows: Vec<Checkpoint> = (0..50_000)
+        .map(|i| Checkpoint::new("batch", "n", json!({"i": i, "pad": "x".repeat(64)})))
+        .collect();
+    let batch = {
+        let store = store.clone();
+        tokio::spawn(async move { store.save_batch(&rows).await })
+    };
+    // Saves meanwhile: those that wait out the 50 ms while the batch holds the turn fail; the
+    // batch encodes its rows before it takes the turn, and the last ones may find it free.
+    let mut refused = Vec::new();
+    while !batch.is_finished() {
+        let probe = Checkpoint::new("probe", "n", json!(refused.len()));
+        match store.save(&probe).await {
+            Ok(_) => {}
+            Err(err) => {
+                assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+                assert!(err.is_retryable());
+                assert!(
+                    err.to_string().contains("another write of this store"),
+                    "{err}"
+                );
+                refused.push(probe.id);
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(!refused.is_empty(), "a save met the batch holding the turn");
+    assert_eq!(batch.await.unwrap().unwrap().len(), 50_000);
+    for id in &refused {
+        assert!(
+            matches!(store.load(id).await, Err(Error::NotFound { .. })),
+            "a withdrawn save is never written"
+        );
+    }
+    let late = Checkpoint::new("late", "n", json!(1));
+    assert_eq!(store.save(&late).await.unwrap(), 1, "the retry succeeds");
+}
