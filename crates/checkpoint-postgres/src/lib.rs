@@ -47,6 +47,7 @@ mod rekey;
 mod retry;
 mod schema;
 mod sql;
+mod statements;
 mod tls;
 mod write;
 
@@ -73,7 +74,8 @@ pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
 pub use rekey::{ReencryptBatch, MAX_REENCRYPT_BATCH};
 pub use retry::{is_transient, RetryPolicy};
 pub use schema::{MigrationReport, SchemaError, ADOPTED_WITHOUT_EXECUTION, SCHEMA_VERSION};
-pub use sql::{check_identifier, Statements, TableName, MAX_TABLE_BYTES};
+pub use sql::{check_identifier, TableName, MAX_TABLE_BYTES};
+pub use statements::Statements;
 pub use tls::SslMode;
 /// The parameter types of [`Sql`], re-exported so a [`DbPool`] can be written without
 /// depending on tokio-postgres directly.
@@ -96,7 +98,7 @@ fn append_backoff(attempt: usize) -> std::time::Duration {
 pub struct PostgresStore {
     pool: Arc<dyn DbPool>,
     table: TableName,
-    sql: Arc<sql::Statements>,
+    sql: Arc<statements::Statements>,
     constraints: Arc<constraints::Constraints>,
     limits: Limits,
     retry: RetryPolicy,
@@ -161,7 +163,7 @@ impl PostgresStore {
         }
         let store = PostgresStore {
             pool: Arc::new(pool),
-            sql: Arc::new(sql::Statements::new(&table)),
+            sql: Arc::new(statements::Statements::new(&table)),
             constraints: Arc::new(constraints::Constraints::new(&table)),
             table,
             limits: options.input_limits(),

@@ -1,0 +1,563 @@
+//! The statements the store runs, built once per table.
+//!
+//! Every value is a bound parameter. Every statement that touches one execution is written so
+//! that the unique index on `(execution_id, version)` can serve it as an index range (both
+//! version bounds are always bound, inclusive, never optional), so its cost does not grow with
+//! the table.
+
+use tokio_postgres::types::Type;
+
+use crate::pool::Sql;
+use crate::sql::TableName;
+
+/// The columns in the order every read decodes them.
+pub const COLUMNS: &str =
+    "id, execution_id, node_name, state, metadata, \"timestamp\", version, parent_id";
+
+/// The columns a save writes beyond [`COLUMNS`]: how the state is stored.
+const STORAGE_COLUMNS: &str = "payload, base_version, base_hash, state_hash, depth";
+
+/// Every statement the store runs on one table, for inspection (`EXPLAIN`, benchmarks,
+/// reviews). See [`PostgresStore::statements`](crate::PostgresStore::statements).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub struct Statements {
+    pub save: Sql,
+    pub save_delta: Sql,
+    pub upsert: Sql,
+    pub lock_row: Sql,
+    pub dependents: Sql,
+    pub chains: Sql,
+    pub rewrite: Sql,
+    pub load: Sql,
+    pub list: Sql,
+    pub latest: Sql,
+    pub delete: Sql,
+    pub clear: Sql,
+    pub page_ascending: Sql,
+    pub page_descending: Sql,
+    pub batch_lookup: Sql,
+    pub batch_insert: Sql,
+    pub batch_append: Sql,
+    pub group_save: Sql,
+    pub group_save_delta: Sql,
+    pub reencrypt_read: Sql,
+    pub reencrypt_write: Sql,
+    pub reencrypt_bases: Sql,
+    pub executions: Sql,
+    pub prune_execution: Sql,
+    pub prune_all: Sql,
+    pub prune_survivors_execution: Sql,
+    pub prune_survivors_all: Sql,
+    pub fork: Sql,
+    pub fork_insert: Sql,
+    pub fork_source: Sql,
+}
+
+/// A read of the rows `seed` selects (it yields `execution_id, version, base_version`) and of
+/// every base their states are rebuilt from, in one statement. Each step down a chain is one
+/// probe of the version index, and a base always has a lower version than its delta, so the
+/// walk ends.
+fn with_chains(t: &str, seed: &str, wanted: &str, execution: Option<&str>) -> String {
+    // With the execution known, every read of the table names it, so a table partitioned by
+    // execution reads one partition (a join on `chain.execution_id` alone cannot be pruned).
+    let same = execution
+        .map(|e| format!(" AND b.execution_id = {e}"))
+        .unwrap_or_default();
+    let outer = execution
+        .map(|e| format!(" AND x.execution_id = {e}"))
+        .unwrap_or_default();
+    format!(
+        "WITH RECURSIVE seed AS MATERIALIZED ({seed}), \
+         chain AS (SELECT execution_id, version, base_version FROM seed \
+           UNION SELECT b.execution_id, b.version, b.base_version FROM chain c \
+           JOIN {t} b ON b.execution_id = c.execution_id AND b.version = c.base_version \
+           AND b.version < c.version{same}) \
+         SELECT {columns}, {wanted} FROM chain JOIN {t} x \
+           ON x.execution_id = chain.execution_id AND x.version = chain.version{outer}",
+        columns = x_columns()
+    )
+}
+
+/// [`READ_COLUMNS`](crate::chain::READ_COLUMNS) of the table aliased `x`.
+fn x_columns() -> String {
+    crate::chain::READ_COLUMNS
+        .split(", ")
+        .map(|c| format!("x.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The parameter types of an insert of column arrays: id, execution, node, state, metadata,
+/// timestamp, version, parent, payload, then a state hash (a batch) or the base version (a
+/// group, which binds three more).
+const BATCH_TYPES: [Type; 10] = [
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
+    Type::INT8_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::INT8_ARRAY,
+];
+
+/// The statement of a group commit: the saves of the group as one array per column, written
+/// in one statement that stores all or none. Appends (version 0) continue after their
+/// execution's highest version in arrival order, read once before any row is inserted;
+/// explicit versions are written as given. With `deltas`, a delta whose base row no longer
+/// holds the state it was computed against (same content hash, same depth) gets a NULL
+/// version, which fails the statement; `FOR SHARE` holds each base until commit, as in the
+/// single save.
+fn group_save(t: &str, deltas: bool) -> Sql {
+    let (check, version) = if deltas {
+        (
+            format!(
+                ", b AS (SELECT i.ord FROM i CROSS JOIN LATERAL (SELECT 1 FROM {t} x \
+                 WHERE x.execution_id = i.execution_id AND x.version = i.base_version \
+                 AND x.state_hash = i.base_hash AND COALESCE(x.depth, 0) = i.base_depth \
+                 FOR SHARE) l WHERE i.base_version IS NOT NULL)"
+            ),
+            "CASE WHEN n.base_version IS NOT NULL AND n.ord NOT IN (SELECT ord FROM b) \
+             THEN NULL ELSE n.v END",
+        )
+    } else {
+        (String::new(), "n.v")
+    };
+    Sql::new(
+        format!(
+            "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
+             $5::jsonb[], $6::timestamptz[], $7::int8[], $8::text[], $9::bytea[], $10::int8[], \
+             $11::int8[], $12::int8[], $13::int4[]) WITH ORDINALITY AS i(id, execution_id, \
+             node_name, state, metadata, ts, version, parent_id, payload, base_version, \
+             base_hash, state_hash, base_depth, ord)), \
+             top AS MATERIALIZED (SELECT e.execution_id, COALESCE((SELECT MAX(version) \
+             FROM {t} WHERE execution_id = e.execution_id), 0) AS version \
+             FROM (SELECT DISTINCT execution_id FROM i WHERE version = 0) e){check}, \
+             n AS (SELECT i.*, CASE WHEN i.version = 0 THEN top.version + row_number() OVER \
+             (PARTITION BY i.execution_id, i.version = 0 ORDER BY i.ord) ELSE i.version END AS v \
+             FROM i LEFT JOIN top ON top.execution_id = i.execution_id) \
+             INSERT INTO {t} ({COLUMNS}, {STORAGE_COLUMNS}) SELECT n.id, n.execution_id, \
+             n.node_name, n.state, n.metadata, n.ts, {version}, n.parent_id, n.payload, \
+             n.base_version, n.base_hash, n.state_hash, \
+             CASE WHEN n.base_version IS NULL THEN 0 ELSE n.base_depth + 1 END \
+             FROM n ORDER BY n.ord RETURNING id, version"
+        ),
+        &[
+            &BATCH_TYPES[..],
+            &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::INT4_ARRAY],
+        ]
+        .concat(),
+    )
+}
+
+impl Statements {
+    /// Builds the statements for `table`.
+    pub fn new(table: &TableName) -> Self {
+        let t = table.quoted();
+        let id_target = table.layout().id_conflict_target();
+        let read = crate::chain::READ_COLUMNS;
+        let next_version = format!(
+            "CASE WHEN $7 = 0 THEN (SELECT COALESCE(MAX(version), 0) + 1 FROM {t} \
+             WHERE execution_id = $2) ELSE $7 END"
+        );
+        let page = |direction: &str| {
+            let seed = format!(
+                "SELECT execution_id, version, base_version FROM {t} c WHERE execution_id = $1 \
+                 AND version >= $2 AND version <= $3 \
+                 AND ($4::text IS NULL OR node_name = $4) \
+                 AND ($5::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($5) f \
+                      WHERE c.metadata -> f.key IS DISTINCT FROM f.value)) \
+                 ORDER BY version {direction} LIMIT $6"
+            );
+            Sql::new(
+                with_chains(
+                    &t,
+                    &seed,
+                    "x.version IN (SELECT version FROM seed)",
+                    Some("$1"),
+                ),
+                &[
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::INT8,
+                ],
+            )
+        };
+        let doomed_in_execution = format!(
+            "SELECT version FROM {t} WHERE execution_id = $1 AND version <= \
+             (SELECT version FROM {t} WHERE execution_id = $1 \
+              ORDER BY version DESC OFFSET $2 LIMIT 1) \
+             AND \"timestamp\" < COALESCE($3::timestamptz, 'infinity')"
+        );
+        let doomed_anywhere = format!(
+            "SELECT execution_id, version FROM (SELECT execution_id, version, \"timestamp\", \
+             row_number() OVER (PARTITION BY execution_id ORDER BY version DESC) AS rank \
+             FROM {t}) r WHERE r.rank > $1 \
+             AND r.\"timestamp\" < COALESCE($2::timestamptz, 'infinity')"
+        );
+        // The save statements' parameters: the checkpoint, then how its state is stored
+        // (payload, base version, base hash, state hash, base depth).
+        let save_types = [
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::JSONB,
+            Type::JSONB,
+            Type::TIMESTAMPTZ,
+            Type::INT8,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT4,
+        ];
+        let [reencrypt_read, reencrypt_write, reencrypt_bases] = crate::rekey::statements(&t);
+        Statements {
+            reencrypt_read,
+            reencrypt_write,
+            reencrypt_bases,
+            // One statement, one round trip, for a state stored whole (a snapshot, or JSONB):
+            // an id that exists inserts nothing, and the careful path replaces it, rewriting
+            // the rows built on it first. $10, $11 and $13 (the base) are not used.
+            save: Sql::new(
+                format!(
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) VALUES ($1, $2, $3, $4, \
+                     $5, $6, {next_version}, $8, $9, NULL, NULL, $12, 0) \
+                     ON CONFLICT {id_target} DO NOTHING RETURNING version"
+                ),
+                &save_types,
+            ),
+            // The same for a delta. A delta is written only while its base row still
+            // holds the state it was computed against (same content hash, same chain depth);
+            // FOR SHARE keeps that row from being replaced or removed until this commits (a
+            // replacement or removal waits, then rewrites this row first). An id that exists
+            // inserts nothing: replacing a row goes through the careful path, which rewrites
+            // the rows built on it.
+            save_delta: Sql::new(
+                format!(
+                    "WITH b AS (SELECT 1 FROM {t} WHERE $10::int8 IS NOT NULL \
+                     AND execution_id = $2 AND version = $10 AND state_hash = $11 \
+                     AND COALESCE(depth, 0) = $13 FOR SHARE) \
+                     INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) \
+                     SELECT $1, $2, $3, $4, $5, $6, {next_version}, $8, $9, $10, $11, $12, \
+                     CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END \
+                     WHERE $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
+                     ON CONFLICT {id_target} DO NOTHING RETURNING version"
+                ),
+                &save_types,
+            ),
+            // The careful path's write, inside a transaction that holds the row and has
+            // rewritten the rows built on it: a whole state, replacing the row.
+            upsert: Sql::new(
+                format!(
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) VALUES ($1, $2, $3, $4, \
+                     $5, $6, {next_version}, $8, $9, NULL, NULL, $10, 0) \
+                     ON CONFLICT {id_target} DO UPDATE SET node_name = EXCLUDED.node_name, \
+                     state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
+                     \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
+                     payload = EXCLUDED.payload, base_version = NULL, base_hash = NULL, \
+                     state_hash = EXCLUDED.state_hash, depth = 0, \
+                     version = CASE WHEN $7 = 0 THEN c.version ELSE EXCLUDED.version END \
+                     WHERE c.execution_id = EXCLUDED.execution_id RETURNING version"
+                ),
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::JSONB,
+                    Type::TIMESTAMPTZ,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::BYTEA,
+                    Type::INT8,
+                ],
+            ),
+            lock_row: Sql::new(
+                format!("SELECT execution_id, version, state_hash FROM {t} WHERE id = $1 FOR UPDATE"),
+                &[Type::TEXT],
+            ),
+            dependents: Sql::new(
+                format!(
+                    "SELECT id FROM {t} WHERE execution_id = $1 AND base_version = $2 FOR UPDATE"
+                ),
+                &[Type::TEXT, Type::INT8],
+            ),
+            chains: Sql::new(
+                with_chains(
+                    &t,
+                    &format!(
+                        "SELECT execution_id, version, base_version FROM {t} WHERE id = ANY($1)"
+                    ),
+                    "x.id = ANY($1)",
+                    None,
+                ),
+                &[Type::TEXT_ARRAY],
+            ),
+            // A row whose base goes becomes a snapshot of the same state: its hash stays, so
+            // the rows built on it stay valid.
+            rewrite: Sql::new(
+                format!(
+                    "UPDATE {t} AS c SET state = NULL, payload = u.payload, base_version = NULL, \
+                     base_hash = NULL, depth = 0 \
+                     FROM unnest($1::text[], $2::bytea[]) AS u(id, payload) WHERE c.id = u.id"
+                ),
+                &[Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
+            ),
+            load: Sql::new(
+                with_chains(
+                    &t,
+                    &format!("SELECT execution_id, version, base_version FROM {t} WHERE id = $1"),
+                    "x.id = $1",
+                    None,
+                ),
+                &[Type::TEXT],
+            ),
+            list: Sql::new(
+                format!("SELECT {read}, true FROM {t} WHERE execution_id = $1 ORDER BY version"),
+                &[Type::TEXT],
+            ),
+            latest: Sql::new(
+                with_chains(
+                    &t,
+                    &format!(
+                        "SELECT execution_id, version, base_version FROM {t} \
+                         WHERE execution_id = $1 ORDER BY version DESC LIMIT 1"
+                    ),
+                    "x.version IN (SELECT version FROM seed)",
+                    Some("$1"),
+                ),
+                &[Type::TEXT],
+            ),
+            delete: Sql::new(format!("DELETE FROM {t} WHERE id = $1"), &[Type::TEXT]),
+            clear: Sql::new(
+                format!("DELETE FROM {t} WHERE execution_id = $1"),
+                &[Type::TEXT],
+            ),
+            page_ascending: page("ASC"),
+            page_descending: page("DESC"),
+            // Existing rows of the batch's ids, then each execution's highest version (one
+            // backward index probe per execution).
+            batch_lookup: Sql::new(
+                format!(
+                    "SELECT id, execution_id, version FROM {t} WHERE id = ANY($1) \
+                     UNION ALL \
+                     SELECT NULL, e.id, (SELECT MAX(version) FROM {t} WHERE execution_id = e.id) \
+                     FROM unnest($2::text[]) AS e(id)"
+                ),
+                &[Type::TEXT_ARRAY, Type::TEXT_ARRAY],
+            ),
+            // New rows only: a batch that replaces rows goes through the replay, which
+            // rewrites the rows built on them first.
+            batch_insert: Sql::new(
+                format!(
+                    "INSERT INTO {t} AS c ({COLUMNS}, payload, state_hash, depth) \
+                     SELECT u.*, 0 FROM unnest($1::text[], \
+                     $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], \
+                     $7::int8[], $8::text[], $9::bytea[], $10::int8[]) AS u \
+                     ON CONFLICT {id_target} DO NOTHING"
+                ),
+                &BATCH_TYPES,
+            ),
+            // A batch of new checkpoints that all append (version 0), in one statement: each
+            // execution's versions continue after its highest in input order. Each highest
+            // version is read once, below the window's sort, so before the first row is
+            // inserted (read beside the insert, every probe would step over the rows the
+            // statement has just added). A plain insert, without ON CONFLICT's speculative
+            // insertion: an id that exists violates the primary key and fails the statement,
+            // so the planned path (which keeps that id's version) takes over; so does a race
+            // lost to another appender. It returns each execution's highest version before the
+            // batch, from which the client numbers the items exactly as the server did.
+            batch_append: Sql::new(
+                format!(
+                    "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
+                     $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::bytea[], \
+                     $9::int8[]) WITH ORDINALITY AS i(id, execution_id, node_name, state, \
+                     metadata, ts, parent_id, payload, state_hash, ord)), \
+                     top AS MATERIALIZED (SELECT e.execution_id, COALESCE((SELECT MAX(version) FROM {t} \
+                     WHERE execution_id = e.execution_id), 0) AS version \
+                     FROM (SELECT DISTINCT execution_id FROM i) e), \
+                     ins AS (INSERT INTO {t} AS c ({COLUMNS}, payload, state_hash, depth) \
+                     SELECT i.id, i.execution_id, \
+                     i.node_name, i.state, i.metadata, i.ts, top.version + row_number() OVER \
+                     (PARTITION BY i.execution_id ORDER BY i.ord), i.parent_id, i.payload, \
+                     i.state_hash, 0 \
+                     FROM i JOIN top ON top.execution_id = i.execution_id RETURNING 1) \
+                     SELECT top.execution_id, top.version, (SELECT count(*) FROM ins) FROM top"
+                ),
+                &[
+                    Type::TEXT_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::JSONB_ARRAY,
+                    Type::JSONB_ARRAY,
+                    Type::TIMESTAMPTZ_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::BYTEA_ARRAY,
+                    Type::INT8_ARRAY,
+                ],
+            ),
+            group_save: group_save(&t, false),
+            group_save_delta: group_save(&t, true),
+            executions: Sql::new(
+                format!(
+                    "SELECT execution_id, count(*), MAX(version), MAX(\"timestamp\") FROM {t} \
+                     WHERE execution_id > $1 GROUP BY execution_id ORDER BY execution_id LIMIT $2"
+                ),
+                &[Type::TEXT, Type::INT8],
+            ),
+            // Everything at or below the (keep + 1)-th newest version goes: one index range
+            // over the execution, and nothing when it has no more than `keep` checkpoints.
+            prune_execution: Sql::new(
+                format!(
+                    "DELETE FROM {t} WHERE execution_id = $1 AND version <= \
+                     (SELECT version FROM {t} WHERE execution_id = $1 \
+                      ORDER BY version DESC OFFSET $2 LIMIT 1) \
+                     AND \"timestamp\" < COALESCE($3::timestamptz, 'infinity')"
+                ),
+                &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            prune_all: Sql::new(
+                format!(
+                    "DELETE FROM {t} WHERE id IN (SELECT id FROM (SELECT id, \"timestamp\", \
+                     row_number() OVER (PARTITION BY execution_id ORDER BY version DESC) AS rank \
+                     FROM {t}) r WHERE r.rank > $1 \
+                     AND r.\"timestamp\" < COALESCE($2::timestamptz, 'infinity'))"
+                ),
+                &[Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            // The rows a prune keeps whose base it removes: they become snapshots first.
+            prune_survivors_execution: Sql::new(
+                format!(
+                    "WITH doomed AS MATERIALIZED ({doomed_in_execution}) \
+                     SELECT d.id FROM {t} d WHERE d.execution_id = $1 \
+                     AND d.base_version IN (SELECT version FROM doomed) \
+                     AND d.version NOT IN (SELECT version FROM doomed) FOR UPDATE OF d"
+                ),
+                &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            prune_survivors_all: Sql::new(
+                format!(
+                    "WITH doomed AS MATERIALIZED ({doomed_anywhere}) \
+                     SELECT d.id FROM {t} d JOIN doomed b ON b.execution_id = d.execution_id \
+                     AND b.version = d.base_version WHERE NOT EXISTS (SELECT 1 FROM doomed x \
+                     WHERE x.execution_id = d.execution_id AND x.version = d.version) \
+                     FOR UPDATE OF d"
+                ),
+                &[Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            // The same copy as Checkpoint::forked_into, made by the server in one statement
+            // when the source holds its whole state; it inserts nothing when the source is
+            // missing or a delta, or the target has checkpoints.
+            fork: Sql::new(
+                format!(
+                    "INSERT INTO {t} ({COLUMNS}, payload, state_hash, depth) SELECT $2, $3, \
+                     s.node_name, s.state, \
+                     COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object('source', 'fork', \
+                     'forked_from', jsonb_build_object('checkpoint_id', s.id, \
+                     'execution_id', s.execution_id, 'version', s.version)), $4, 1, s.id, \
+                     s.payload, s.state_hash, 0 \
+                     FROM {t} s WHERE s.id = $1 AND s.base_version IS NULL \
+                     AND NOT EXISTS (SELECT 1 FROM {t} WHERE execution_id = $3) \
+                     RETURNING {read}, true"
+                ),
+                &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ],
+            ),
+            // A fork of a delta: the client rebuilt the state and sends it whole.
+            fork_insert: Sql::new(
+                format!(
+                    "INSERT INTO {t} ({COLUMNS}, {STORAGE_COLUMNS}) SELECT $1, $2, $3, $4, $5, \
+                     $6, 1, $7, $8, NULL, NULL, $9, 0 \
+                     WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE execution_id = $2) \
+                     RETURNING version"
+                ),
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::JSONB,
+                    Type::TIMESTAMPTZ,
+                    Type::TEXT,
+                    Type::BYTEA,
+                    Type::INT8,
+                ],
+            ),
+            fork_source: Sql::new(
+                format!("SELECT base_version IS NOT NULL FROM {t} WHERE id = $1"),
+                &[Type::TEXT],
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::TableName;
+
+    #[test]
+    fn page_statements_bind_every_cursor_and_never_offset() {
+        let s = Statements::new(&TableName::new(None, "cp").unwrap());
+        for sql in [&s.page_ascending, &s.page_descending] {
+            assert!(!sql.text.to_uppercase().contains("OFFSET"), "{}", sql.text);
+            assert!(
+                sql.text.contains("version >= $2 AND version <= $3"),
+                "{}",
+                sql.text
+            );
+            assert_eq!(sql.types.len(), 6);
+        }
+        assert!(s.page_descending.text.contains("ORDER BY version DESC"));
+    }
+
+    #[test]
+    fn placeholders_match_declared_types() {
+        let s = Statements::new(&TableName::new(Some("s"), "cp").unwrap());
+        for sql in [
+            &s.save_delta,
+            &s.upsert,
+            &s.lock_row,
+            &s.dependents,
+            &s.chains,
+            &s.rewrite,
+            &s.load,
+            &s.list,
+            &s.latest,
+            &s.delete,
+            &s.clear,
+            &s.page_ascending,
+            &s.page_descending,
+            &s.batch_lookup,
+            &s.batch_insert,
+            &s.group_save,
+            &s.group_save_delta,
+            &s.reencrypt_read,
+            &s.reencrypt_write,
+            &s.reencrypt_bases,
+            &s.executions,
+            &s.prune_execution,
+            &s.prune_all,
+            &s.prune_survivors_execution,
+            &s.prune_survivors_all,
+            &s.fork,
+            &s.fork_insert,
+            &s.fork_source,
+        ] {
+            let highest = (1..=20)
+                .rev()
+                .find(|n| sql.text.contains(&format!("${n}")))
+                .unwrap_or(0);
+            assert_eq!(highest, sql.types.len(), "{}", sql.text);
+            assert!(sql.text.contains("\"s\".\"cp\""));
+        }
+    }
+}
