@@ -17,6 +17,7 @@ pub(crate) struct Constraints {
     version_index: String,
     base_key: String,
     id_key: String,
+    table: TableName,
     /// A partition's index or constraint → the table's own it was made from.
     aliases: OnceLock<HashMap<String, String>>,
 }
@@ -27,6 +28,7 @@ impl Constraints {
             version_index: table.version_index(),
             base_key: table.base_key(),
             id_key: table.id_key(),
+            table: table.clone(),
             aliases: OnceLock::new(),
         }
     }
@@ -59,10 +61,20 @@ impl Constraints {
     }
 
     fn canonical<'a>(&'a self, name: &'a str) -> &'a str {
-        self.aliases
-            .get()
-            .and_then(|aliases| aliases.get(name))
-            .map_or(name, String::as_str)
+        if let Some(own) = self.aliases.get().and_then(|aliases| aliases.get(name)) {
+            return own;
+        }
+        // A time-partitioned table gains partitions while the store runs; the store names
+        // their unique indexes itself, so they are told by name.
+        if self.table.layout().period().is_none() {
+            name
+        } else if crate::partitions::is_partition_index(&self.table, name, 'v') {
+            &self.version_index
+        } else if crate::partitions::is_partition_index(&self.table, name, 'k') {
+            &self.id_key
+        } else {
+            name
+        }
     }
 
     fn violates(&self, db: &DbError, code: &SqlState, own: &str) -> bool {
@@ -108,5 +120,25 @@ mod tests {
         assert!(names.is_version_conflict(&child));
         assert!(!names.is_base_violation(&child));
         assert!(!names.is_id_elsewhere(&child));
+    }
+
+    #[test]
+    fn a_time_partition_index_counts_by_its_name() {
+        let plain = Constraints::new(&TableName::new(None, "cp").unwrap());
+        let table =
+            TableName::new(None, "cp")
+                .unwrap()
+                .with_layout(crate::TableLayout::time_partitioned(
+                    crate::PartitionPeriod::Day,
+                ));
+        let names = Constraints::new(&table);
+        let version = DbError::server(SqlState::UNIQUE_VIOLATION, Some("cp_v20261125"), "dup");
+        let id = DbError::server(SqlState::UNIQUE_VIOLATION, Some("cp_k20261125"), "dup");
+        let other = DbError::server(SqlState::UNIQUE_VIOLATION, Some("cp_v2026112"), "dup");
+        assert!(names.is_version_conflict(&version));
+        assert!(!names.is_id_elsewhere(&version));
+        assert!(names.is_id_elsewhere(&id));
+        assert!(!names.is_version_conflict(&other));
+        assert!(!plain.is_version_conflict(&version));
     }
 }

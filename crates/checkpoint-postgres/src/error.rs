@@ -197,6 +197,21 @@ impl DbError {
                 message: self.to_string(),
                 source: Some(Box::new(self)),
             },
+            // A time-partitioned table without the partition of an execution's start.
+            (DbErrorKind::Server, Some(code))
+                if *code == SqlState::CHECK_VIOLATION
+                    && self.message.contains("no partition of relation") =>
+            {
+                Error::Backend {
+                    message: format!(
+                        "{self}: no partition holds this execution's start; make the \
+                         partitions with PostgresStore::ensure_partitions or `checkpointctl \
+                         partitions ensure` as the table's owner"
+                    ),
+                    retryable: false,
+                    source: Box::new(self),
+                }
+            }
             (_, code) => Error::Backend {
                 message: self.to_string(),
                 retryable: code.as_ref().is_some_and(retryable_state),
@@ -272,6 +287,22 @@ mod tests {
 
     fn code_of(err: &Error) -> Option<SqlState> {
         DbError::of(err)?.code().cloned()
+    }
+
+    #[test]
+    fn a_missing_partition_says_how_to_make_it() {
+        let err = DbError::server(
+            SqlState::CHECK_VIOLATION,
+            None,
+            "no partition of relation \"cp\" found for row",
+        )
+        .into_core();
+        assert!(err.to_string().contains("ensure_partitions"), "{err}");
+        assert_eq!(code_of(&err), Some(SqlState::CHECK_VIOLATION));
+        assert!(!err.is_retryable());
+        let other =
+            DbError::server(SqlState::CHECK_VIOLATION, Some("cp_state_check"), "check").into_core();
+        assert!(!other.to_string().contains("ensure_partitions"), "{other}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! How the checkpoint table is laid out: one plain table, or one hash-partitioned by
+//! How the checkpoint table is laid out: one plain table; one hash-partitioned by
 //! `execution_id` so that every unique index includes it, as Citus requires of a table
-//! distributed by that column.
+//! distributed by that column; or one range-partitioned by the execution's start, so that
+//! retention drops whole partitions.
 
 use checkpoint_core::{Error, Result};
 
@@ -31,6 +32,61 @@ pub enum TableLayout {
         /// How many partitions (1 to [`MAX_HASH_PARTITIONS`]).
         partitions: u16,
     },
+    /// `PARTITION BY RANGE (execution_start)`, one partition per `period`. Every checkpoint
+    /// carries its execution's start, fixed by the first save of the execution in the
+    /// unpartitioned `<table>_executions`, so an execution's checkpoints all live in one
+    /// partition and the unique indexes on `(execution_id, version, execution_start)` and
+    /// `(execution_id, id, execution_start)` keep the version rule exactly. An id's uniqueness
+    /// across executions is kept by a trigger, as in [`HashPartitioned`](Self::HashPartitioned).
+    ///
+    /// Retention drops whole partitions
+    /// ([`PostgresStore::drop_partitions_before`](crate::PostgresStore::drop_partitions_before)):
+    /// an execution goes, whole, with the partition of its start. The store creates
+    /// partitions ahead of time (see
+    /// [`PostgresOptions::partitions_ahead`](crate::PostgresOptions::partitions_ahead)).
+    TimePartitioned {
+        /// The span of one partition.
+        period: PartitionPeriod,
+    },
+}
+
+/// The span of one partition of [`TableLayout::TimePartitioned`], in UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PartitionPeriod {
+    /// One calendar day.
+    Day,
+    /// One ISO week, from Monday.
+    Week,
+    /// One calendar month.
+    Month,
+}
+
+impl PartitionPeriod {
+    /// The name used in the schema's record and in `checkpointctl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartitionPeriod::Day => "day",
+            PartitionPeriod::Week => "week",
+            PartitionPeriod::Month => "month",
+        }
+    }
+}
+
+impl std::str::FromStr for PartitionPeriod {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "day" => Ok(PartitionPeriod::Day),
+            "week" => Ok(PartitionPeriod::Week),
+            "month" => Ok(PartitionPeriod::Month),
+            _ => Err(Error::invalid(
+                "table_layout",
+                format!("{s:?} is not a partition period (day, week or month)"),
+            )),
+        }
+    }
 }
 
 impl TableLayout {
@@ -49,12 +105,34 @@ impl TableLayout {
         Ok(TableLayout::HashPartitioned { partitions })
     }
 
+    /// A table range-partitioned by each execution's start, one partition per `period`.
+    ///
+    /// ```
+    /// use checkpoint_postgres::{PartitionPeriod, PostgresOptions, TableLayout};
+    ///
+    /// let options = PostgresOptions::new("postgres://app@localhost/app")?
+    ///     .table_layout(TableLayout::time_partitioned(PartitionPeriod::Month));
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
+    pub fn time_partitioned(period: PartitionPeriod) -> TableLayout {
+        TableLayout::TimePartitioned { period }
+    }
+
+    /// The partition period, for a time-partitioned layout.
+    pub fn period(self) -> Option<PartitionPeriod> {
+        match self {
+            TableLayout::TimePartitioned { period } => Some(period),
+            _ => None,
+        }
+    }
+
     /// The columns `ON CONFLICT` names to find the row of an id: a unique index on `id` alone
     /// cannot exist on a table partitioned by anything else.
     pub(crate) fn id_conflict_target(self) -> &'static str {
         match self {
             TableLayout::Plain => "(id)",
             TableLayout::HashPartitioned { .. } => "(execution_id, id)",
+            TableLayout::TimePartitioned { .. } => "(execution_id, id, execution_start)",
         }
     }
 }
@@ -71,6 +149,17 @@ mod tests {
             prop_assert_eq!(layout.is_ok(), (1..=MAX_HASH_PARTITIONS).contains(&n));
             if let Err(e) = layout {
                 prop_assert!(e.is_invalid_field("table_layout"));
+            }
+        }
+
+        #[test]
+        fn periods_parse_from_their_names_only(name in "[A-Za-z]{0,8}") {
+            let parsed = name.parse::<PartitionPeriod>();
+            match name.to_ascii_lowercase().as_str() {
+                "day" | "week" | "month" => {
+                    prop_assert_eq!(parsed.unwrap().as_str(), name.to_ascii_lowercase());
+                }
+                _ => prop_assert!(parsed.unwrap_err().is_invalid_field("table_layout")),
             }
         }
     }

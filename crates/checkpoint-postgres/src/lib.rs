@@ -41,6 +41,7 @@ mod group;
 mod group_commit;
 mod layout;
 mod options;
+mod partitions;
 mod pool;
 mod read;
 mod rekey;
@@ -68,8 +69,11 @@ pub use deadpool_postgres::RecyclingMethod;
 pub use encoding::StateEncoding;
 pub use error::{DbError, DbErrorKind};
 pub use group_commit::{GroupCommit, GroupCommitStats};
-pub use layout::{TableLayout, MAX_HASH_PARTITIONS};
+pub use layout::{PartitionPeriod, TableLayout, MAX_HASH_PARTITIONS};
 pub use options::PostgresOptions;
+pub use partitions::{
+    DroppedPartitions, PartitionInfo, MAX_PARTITIONS_AHEAD, MAX_PARTITIONS_PER_CALL,
+};
 pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
 pub use rekey::{ReencryptBatch, MAX_REENCRYPT_BATCH};
 pub use retry::{is_transient, RetryPolicy};
@@ -104,6 +108,7 @@ pub struct PostgresStore {
     retry: RetryPolicy,
     encoder: encoding::Encoder,
     group: Option<Arc<group::Committer>>,
+    upkeep: Option<Arc<partitions::Upkeep>>,
     migrated: Option<Arc<MigrationReport>>,
 }
 
@@ -161,6 +166,19 @@ impl PostgresStore {
                  (StateEncoding::delta(1) stores every checkpoint whole, encrypted)",
             ));
         }
+        let upkeep = match table.layout().period() {
+            Some(period) => {
+                let ahead = options.partitions_ahead_periods();
+                if !(1..=MAX_PARTITIONS_AHEAD).contains(&ahead) {
+                    return Err(Error::invalid(
+                        "partitions_ahead",
+                        format!("{ahead} periods is outside 1..={MAX_PARTITIONS_AHEAD}"),
+                    ));
+                }
+                Some(Arc::new(partitions::Upkeep::new(period, ahead)))
+            }
+            None => None,
+        };
         let store = PostgresStore {
             pool: Arc::new(pool),
             sql: Arc::new(statements::Statements::new(&table)),
@@ -178,6 +196,7 @@ impl PostgresStore {
             group: group_commit
                 .is_enabled()
                 .then(|| Arc::new(group::Committer::new(group_commit))),
+            upkeep,
             migrated: None,
         };
         let mut store = store;
@@ -193,6 +212,8 @@ impl PostgresStore {
                 .load_aliases(store.pool.as_ref(), &store.table)
                 .await?;
         }
+        // A time-partitioned table needs the partition of now before the first save.
+        partitions::upkeep(&store).await;
         Ok(store)
     }
 
@@ -282,6 +303,94 @@ impl PostgresStore {
             .saturating_mul(4)
     }
 
+    /// Makes the partitions of a time-partitioned table from the current period through
+    /// [`partitions_ahead`](PostgresOptions::partitions_ahead) periods after it, where none
+    /// covers them yet, under an advisory lock shared by every instance. The store does this
+    /// itself when it connects and, before a write, once an hour; call it (or `checkpointctl
+    /// partitions ensure`) from a scheduled job when the store's role may not create tables.
+    /// Returns the names of the partitions made.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `table_layout`) when the table is not time-partitioned;
+    /// the server's error otherwise (for example, a role that does not own the table).
+    pub async fn ensure_partitions(&self) -> Result<Vec<String>> {
+        let period = partitions::period_of(&self.table)?;
+        let ahead = self
+            .upkeep
+            .as_ref()
+            .map_or(PostgresOptions::DEFAULT_PARTITIONS_AHEAD, |u| u.ahead());
+        partitions::create(self, period, partitions::Span::Ahead(ahead)).await
+    }
+
+    /// Makes the partitions of a time-partitioned table for every period that overlaps
+    /// `[from, to)`, where none covers it yet: for rows copied in with past starts, such as a
+    /// move from the plain layout. Returns the names of the partitions made.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `table_layout`) when the table is not time-partitioned,
+    /// (field `to`) for an empty range or one of more than [`MAX_PARTITIONS_PER_CALL`]
+    /// periods; the server's error otherwise.
+    pub async fn create_partitions(
+        &self,
+        from: time::OffsetDateTime,
+        to: time::OffsetDateTime,
+    ) -> Result<Vec<String>> {
+        let period = partitions::period_of(&self.table)?;
+        partitions::create(self, period, partitions::Span::Between(from, to)).await
+    }
+
+    /// The partitions of a time-partitioned table, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `table_layout`) when the table is not time-partitioned.
+    pub async fn partitions(&self) -> Result<Vec<PartitionInfo>> {
+        partitions::list(self).await
+    }
+
+    /// Retention for a time-partitioned table: drops every partition whose range ends at or
+    /// before `cutoff`, and forgets the starts of the executions in them, in one transaction.
+    /// Every checkpoint of an execution that started before the dropped partitions' end goes,
+    /// however recent; nothing else is touched. It takes the table's exclusive lock for the
+    /// moment of the drop (waiting at most 5 s for it), so no save writes to a partition that
+    /// is going.
+    ///
+    /// ```no_run
+    /// # async fn run(store: checkpoint_postgres::PostgresStore) -> checkpoint_core::Result<()> {
+    /// let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(90);
+    /// let dropped = store.drop_partitions_before(cutoff).await?;
+    /// println!("dropped {} partitions", dropped.partitions.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::InvalidInput`] (field `table_layout`) when the table is not
+    ///   time-partitioned, or (field `cutoff`) for a cutoff after the server's current time;
+    /// - the server's error (nothing is dropped then), for example a lock not granted within
+    ///   5 s.
+    pub async fn drop_partitions_before(
+        &self,
+        cutoff: time::OffsetDateTime,
+    ) -> Result<DroppedPartitions> {
+        partitions::drop_before(self, cutoff).await
+    }
+
+    /// Gathers the planner's statistics of the table (`ANALYZE`). A partitioned table's parent
+    /// is never analysed by autovacuum, so run this after large loads or drops (`checkpointctl
+    /// partitions maintain` does).
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn analyze(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let analyzed = tx
+            .batch_execute(&format!("ANALYZE {}", self.table.quoted()))
+            .await;
+        write::finish(tx, analyzed.map(Some).map_err(Error::from))
+            .await
+            .map(|_| ())
+    }
+
     /// The statements this store runs, for `EXPLAIN`, benchmarks and reviews.
     pub fn statements(&self) -> &Statements {
         &self.sql
@@ -366,6 +475,7 @@ impl CheckpointStore for PostgresStore {
     #[instrument(level = "debug", skip_all, fields(id = %checkpoint.id, execution_id = %checkpoint.execution_id))]
     async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
         self.limits.check_checkpoint(checkpoint)?;
+        partitions::upkeep(self).await;
         write::save(self, checkpoint).await
     }
 
@@ -411,6 +521,7 @@ impl CheckpointStore for PostgresStore {
         if checkpoints.is_empty() {
             return Ok(Vec::new());
         }
+        partitions::upkeep(self).await;
         let all_append = checkpoints.iter().all(|cp| cp.version == 0);
         for attempt in 0..MAX_APPEND_ATTEMPTS {
             if attempt > 0 {
@@ -475,6 +586,7 @@ impl CheckpointStore for PostgresStore {
     async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
         check_id("id", checkpoint_id)?;
         check_id("execution_id", new_execution_id)?;
+        partitions::upkeep(self).await;
         read::fork(self, checkpoint_id, new_execution_id).await
     }
 }

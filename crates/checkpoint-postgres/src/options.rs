@@ -49,6 +49,7 @@ pub struct PostgresOptions {
     table: String,
     schema: Option<String>,
     layout: TableLayout,
+    partitions_ahead: u16,
     auto_migrate: bool,
     max_size: usize,
     min_idle: usize,
@@ -79,6 +80,8 @@ impl PostgresOptions {
     pub const DEFAULT_MIN_DELTA_BYTES: usize = 2048;
     /// Default table name.
     pub const DEFAULT_TABLE: &'static str = "checkpoints";
+    /// The default of [`partitions_ahead`](Self::partitions_ahead).
+    pub const DEFAULT_PARTITIONS_AHEAD: u16 = 2;
     /// Default pool size.
     pub const DEFAULT_MAX_SIZE: usize = 16;
     /// Default for the wait, create and recycle timeouts.
@@ -103,6 +106,7 @@ impl PostgresOptions {
             config,
             table: Self::DEFAULT_TABLE.to_owned(),
             layout: TableLayout::Plain,
+            partitions_ahead: Self::DEFAULT_PARTITIONS_AHEAD,
             schema: None,
             auto_migrate: true,
             max_size: Self::DEFAULT_MAX_SIZE,
@@ -243,6 +247,21 @@ impl PostgresOptions {
         }
         self.config.options(options.join(" "));
         self
+    }
+
+    /// How many periods past the current one a time-partitioned table
+    /// ([`TableLayout::TimePartitioned`]) has partitions for (default 2, at least 1, at most
+    /// [`MAX_PARTITIONS_AHEAD`](crate::MAX_PARTITIONS_AHEAD)). The store makes them when it
+    /// connects and checks again, before a write, once an hour; a save whose execution's start
+    /// has no partition fails. Checked by `connect`.
+    pub fn partitions_ahead(mut self, periods: u16) -> Self {
+        self.partitions_ahead = periods;
+        self
+    }
+
+    /// The periods of partitions made ahead; see [`partitions_ahead`](Self::partitions_ahead).
+    pub fn partitions_ahead_periods(&self) -> u16 {
+        self.partitions_ahead
     }
 
     /// Whether `connect` applies pending migrations (default true). When off, `connect`

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::types::Type;
 
 use crate::error::DbError;
-use crate::layout::TableLayout;
+use crate::layout::{PartitionPeriod, TableLayout};
 use crate::pool::{DbPool, DbTransaction, Sql};
 use crate::sql::TableName;
 
@@ -140,18 +140,128 @@ const HASH_MIGRATIONS: &[Migration] = &[Migration {
             FOR EACH ROW EXECUTE FUNCTION {id_guard}();",
 }];
 
+/// The time-partitioned layout's one step, for each period: the table of schema 3, partitioned
+/// by `execution_start`, and the registry that fixes each execution's start.
+///
+/// - `{start}(execution_id)` is what every insert writes as `execution_start`: the start on
+///   record, or now, recorded by the first save (`ON CONFLICT DO NOTHING` makes a racing first
+///   save wait for the other and take its start). It is volatile, so it runs per row.
+/// - `{started}(execution_id)` is what every per-execution read names beside `execution_id`:
+///   `STABLE`, so the server prunes to one partition when the statement starts, under generic
+///   plans too.
+/// - The trigger refuses a row whose start is not its execution's (a writer that bypasses
+///   `{start}`) and, as in the hash layout, an id that another execution holds.
+/// - The delta foreign key is made on each partition, referencing the partition itself (all of
+///   an execution's rows share it), so that a partition can be dropped whole.
+macro_rules! time_partitioned_sql {
+    ($period:literal) => {
+        concat!(
+            "CREATE TABLE {executions} (
+            execution_id TEXT COLLATE \"C\" PRIMARY KEY,
+            started TIMESTAMPTZ NOT NULL
+          );
+          CREATE INDEX {executions_started} ON {executions} (started);
+          CREATE TABLE {table} (
+            id TEXT NOT NULL,
+            execution_id TEXT COLLATE \"C\" NOT NULL,
+            node_name TEXT NOT NULL,
+            state JSONB,
+            metadata JSONB,
+            \"timestamp\" TIMESTAMPTZ NOT NULL,
+            version BIGINT NOT NULL,
+            parent_id TEXT,
+            payload BYTEA,
+            base_version BIGINT,
+            base_hash BIGINT,
+            state_hash BIGINT,
+            depth INTEGER,
+            execution_start TIMESTAMPTZ NOT NULL,
+            CONSTRAINT {state_check} CHECK ((state IS NULL) <> (payload IS NULL)),
+            CONSTRAINT {delta_check} CHECK (base_version IS NULL OR (base_version < version
+                AND base_hash IS NOT NULL AND payload IS NOT NULL))
+          ) PARTITION BY RANGE (execution_start);
+          ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
+          COMMENT ON TABLE {table} IS 'checkpoints, one partition per ",
+            $period,
+            " of execution_start';
+          CREATE UNIQUE INDEX {index} ON {table} (execution_id, version, execution_start);
+          CREATE UNIQUE INDEX {id_key} ON {table} (execution_id, id, execution_start);
+          CREATE INDEX {id_index} ON {table} (id);
+          CREATE INDEX {base_index} ON {table} (execution_id, base_version)
+            WHERE base_version IS NOT NULL;
+          CREATE FUNCTION {start}(e TEXT) RETURNS TIMESTAMPTZ LANGUAGE plpgsql VOLATILE
+          AS $start$
+          DECLARE s TIMESTAMPTZ;
+          BEGIN
+            SELECT started INTO s FROM {executions} WHERE execution_id = e;
+            IF FOUND THEN RETURN s; END IF;
+            INSERT INTO {executions} (execution_id, started) VALUES (e, now())
+              ON CONFLICT (execution_id) DO NOTHING RETURNING started INTO s;
+            IF FOUND THEN RETURN s; END IF;
+            SELECT started INTO s FROM {executions} WHERE execution_id = e;
+            RETURN s;
+          END
+          $start$;
+          CREATE FUNCTION {started}(e TEXT) RETURNS TIMESTAMPTZ LANGUAGE sql STABLE
+          AS $started$ SELECT started FROM {executions} WHERE execution_id = e $started$;
+          CREATE FUNCTION {id_guard}() RETURNS trigger LANGUAGE plpgsql AS $guard$
+          BEGIN
+            IF NEW.execution_start IS DISTINCT FROM (SELECT started FROM {executions}
+                                                      WHERE execution_id = NEW.execution_id) THEN
+              RAISE EXCEPTION 'checkpoint % names a start other than its execution''s', NEW.id
+                USING ERRCODE = 'check_violation';
+            END IF;
+            PERFORM pg_advisory_xact_lock(hashtextextended(NEW.id, 0));
+            IF EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id
+                       AND execution_id <> NEW.execution_id) THEN
+              RAISE EXCEPTION 'checkpoint % belongs to another execution', NEW.id
+                USING ERRCODE = 'unique_violation', CONSTRAINT = '{id_key_name}';
+            END IF;
+            RETURN NEW;
+          END
+          $guard$;
+          CREATE TRIGGER {id_guard_trigger} BEFORE INSERT ON {table}
+            FOR EACH ROW EXECUTE FUNCTION {id_guard}();"
+        )
+    };
+}
+
+const TIME_MIGRATIONS_DAY: &[Migration] = &[Migration {
+    version: 3,
+    description: "checkpoint table partitioned by execution_start, by day (schema 3)",
+    sql: time_partitioned_sql!("day"),
+}];
+
+const TIME_MIGRATIONS_WEEK: &[Migration] = &[Migration {
+    version: 3,
+    description: "checkpoint table partitioned by execution_start, by week (schema 3)",
+    sql: time_partitioned_sql!("week"),
+}];
+
+const TIME_MIGRATIONS_MONTH: &[Migration] = &[Migration {
+    version: 3,
+    description: "checkpoint table partitioned by execution_start, by month (schema 3)",
+    sql: time_partitioned_sql!("month"),
+}];
+
 /// The steps that make `layout`'s table.
 fn chain(layout: TableLayout) -> &'static [Migration] {
     match layout {
         TableLayout::Plain => MIGRATIONS,
         TableLayout::HashPartitioned { .. } => HASH_MIGRATIONS,
+        TableLayout::TimePartitioned { period } => match period {
+            PartitionPeriod::Day => TIME_MIGRATIONS_DAY,
+            PartitionPeriod::Week => TIME_MIGRATIONS_WEEK,
+            PartitionPeriod::Month => TIME_MIGRATIONS_MONTH,
+        },
     }
 }
 
-/// The partitions of a partitioned layout, created with its table.
+/// The partitions of a hash-partitioned layout, created with its table (a time-partitioned
+/// layout's are made by [`crate::partitions`], for the current time and ahead).
 fn partitions_ddl(table: &TableName) -> String {
     match table.layout() {
-        TableLayout::Plain => String::new(),
+        TableLayout::Plain | TableLayout::TimePartitioned { .. } => String::new(),
         TableLayout::HashPartitioned { partitions } => (0..partitions)
             .map(|i| {
                 format!(
@@ -282,6 +392,13 @@ fn render(migration: &Migration, table: &TableName) -> String {
         .replace("{id_key}", &format!("\"{}\"", table.id_key()))
         .replace("{id_index}", &format!("\"{}\"", table.derived("id_idx")))
         .replace("{id_guard}", &table.qualify(&table.derived("id_guard")))
+        .replace("{executions}", &table.qualify(&table.executions_table()))
+        .replace(
+            "{executions_started}",
+            &format!("\"{}\"", table.derived("started_idx")),
+        )
+        .replace("{start}", &table.start_function())
+        .replace("{started}", &table.started_function())
         .replace(
             "{id_guard_trigger}",
             &format!("\"{}\"", table.derived("id_guard")),

@@ -128,6 +128,23 @@ impl TableName {
         self.derived("base_fkey")
     }
 
+    /// The registry of each execution's start, of a time-partitioned layout.
+    pub fn executions_table(&self) -> String {
+        self.derived("executions")
+    }
+
+    /// The quoted, qualified function an insert calls for its execution's start (recording it
+    /// on the execution's first save), of a time-partitioned layout.
+    pub fn start_function(&self) -> String {
+        self.qualify(&self.derived("start"))
+    }
+
+    /// The quoted, qualified `STABLE` function a read calls for its execution's start, of a
+    /// time-partitioned layout.
+    pub fn started_function(&self) -> String {
+        self.qualify(&self.derived("started"))
+    }
+
     /// The table recording applied migrations.
     pub fn migrations_table(&self) -> String {
         self.derived("migrations")
@@ -205,6 +222,10 @@ mod tests {
                         table.derived("state_check"),
                         table.derived("delta_check"),
                         format!("{name}_pkey"),
+                        table.executions_table(),
+                        table.derived("start"),
+                        table.derived("started"),
+                        table.derived("started_idx"),
                     ];
                     assert!(
                         names.iter().all(|n| n.len() <= MAX_IDENTIFIER_BYTES),
@@ -213,7 +234,7 @@ mod tests {
                     assert_eq!(table.migrations_table(), format!("{name}_migrations"));
                     names.sort();
                     names.dedup();
-                    assert_eq!(names.len(), 8, "derived names collide at {len}: {names:?}");
+                    assert_eq!(names.len(), 12, "derived names collide at {len}: {names:?}");
                 }
                 Err(err) => {
                     assert!(len > MAX_TABLE_BYTES, "{len}: {err}");

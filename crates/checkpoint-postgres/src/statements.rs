@@ -7,6 +7,7 @@
 
 use tokio_postgres::types::Type;
 
+use crate::layout::TableLayout;
 use crate::pool::Sql;
 use crate::sql::TableName;
 
@@ -55,19 +56,78 @@ pub struct Statements {
     pub fork_source: Sql,
 }
 
+/// What a time-partitioned layout adds to statements: the start every insert writes, and the
+/// start every per-execution read names so that the server reads one partition. Empty for the
+/// other layouts.
+struct Start {
+    /// The volatile function that records an execution's start on its first save.
+    record: Option<String>,
+    /// The `STABLE` function that reads it.
+    read: Option<String>,
+}
+
+impl Start {
+    fn of(table: &TableName) -> Self {
+        match table.layout() {
+            TableLayout::TimePartitioned { .. } => Start {
+                record: Some(table.start_function()),
+                read: Some(table.started_function()),
+            },
+            TableLayout::Plain | TableLayout::HashPartitioned { .. } => Start {
+                record: None,
+                read: None,
+            },
+        }
+    }
+
+    /// ` AND <alias>execution_start = started(<execution>)`.
+    fn key(&self, alias: &str, execution: &str) -> String {
+        self.read
+            .as_ref()
+            .map(|f| format!(" AND {alias}execution_start = {f}({execution})"))
+            .unwrap_or_default()
+    }
+
+    /// The column an insert adds.
+    fn column(&self) -> &'static str {
+        if self.record.is_some() {
+            ", execution_start"
+        } else {
+            ""
+        }
+    }
+
+    /// The value an insert adds: `, start(<execution>)`.
+    fn value(&self, execution: &str) -> String {
+        self.record
+            .as_ref()
+            .map(|f| format!(", {f}({execution})"))
+            .unwrap_or_default()
+    }
+}
+
 /// A read of the rows `seed` selects (it yields `execution_id, version, base_version`) and of
 /// every base their states are rebuilt from, in one statement. Each step down a chain is one
 /// probe of the version index, and a base always has a lower version than its delta, so the
 /// walk ends.
-fn with_chains(t: &str, seed: &str, wanted: &str, execution: Option<&str>) -> String {
+fn with_chains(
+    t: &str,
+    start: &Start,
+    seed: &str,
+    wanted: &str,
+    execution: Option<&str>,
+) -> String {
     // With the execution known, every read of the table names it, so a table partitioned by
     // execution reads one partition (a join on `chain.execution_id` alone cannot be pruned).
-    let same = execution
-        .map(|e| format!(" AND b.execution_id = {e}"))
-        .unwrap_or_default();
-    let outer = execution
-        .map(|e| format!(" AND x.execution_id = {e}"))
-        .unwrap_or_default();
+    // A table partitioned by start names the start of each row's execution.
+    let same = match execution {
+        Some(e) => format!(" AND b.execution_id = {e}{}", start.key("b.", e)),
+        None => start.key("b.", "c.execution_id"),
+    };
+    let outer = match execution {
+        Some(e) => format!(" AND x.execution_id = {e}{}", start.key("x.", e)),
+        None => start.key("x.", "chain.execution_id"),
+    };
     format!(
         "WITH RECURSIVE seed AS MATERIALIZED ({seed}), \
          chain AS (SELECT execution_id, version, base_version FROM seed \
@@ -112,14 +172,15 @@ const BATCH_TYPES: [Type; 10] = [
 /// holds the state it was computed against (same content hash, same depth) gets a NULL
 /// version, which fails the statement; `FOR SHARE` holds each base until commit, as in the
 /// single save.
-fn group_save(t: &str, deltas: bool) -> Sql {
+fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
     let (check, version) = if deltas {
         (
             format!(
                 ", b AS (SELECT i.ord FROM i CROSS JOIN LATERAL (SELECT 1 FROM {t} x \
-                 WHERE x.execution_id = i.execution_id AND x.version = i.base_version \
+                 WHERE x.execution_id = i.execution_id AND x.version = i.base_version{} \
                  AND x.state_hash = i.base_hash AND COALESCE(x.depth, 0) = i.base_depth \
-                 FOR SHARE) l WHERE i.base_version IS NOT NULL)"
+                 FOR SHARE) l WHERE i.base_version IS NOT NULL)",
+                start.key("x.", "i.execution_id")
             ),
             "CASE WHEN n.base_version IS NOT NULL AND n.ord NOT IN (SELECT ord FROM b) \
              THEN NULL ELSE n.v END",
@@ -135,16 +196,19 @@ fn group_save(t: &str, deltas: bool) -> Sql {
              node_name, state, metadata, ts, version, parent_id, payload, base_version, \
              base_hash, state_hash, base_depth, ord)), \
              top AS MATERIALIZED (SELECT e.execution_id, COALESCE((SELECT MAX(version) \
-             FROM {t} WHERE execution_id = e.execution_id), 0) AS version \
+             FROM {t} WHERE execution_id = e.execution_id{top_key}), 0) AS version \
              FROM (SELECT DISTINCT execution_id FROM i WHERE version = 0) e){check}, \
              n AS (SELECT i.*, CASE WHEN i.version = 0 THEN top.version + row_number() OVER \
              (PARTITION BY i.execution_id, i.version = 0 ORDER BY i.ord) ELSE i.version END AS v \
              FROM i LEFT JOIN top ON top.execution_id = i.execution_id) \
-             INSERT INTO {t} ({COLUMNS}, {STORAGE_COLUMNS}) SELECT n.id, n.execution_id, \
-             n.node_name, n.state, n.metadata, n.ts, {version}, n.parent_id, n.payload, \
-             n.base_version, n.base_hash, n.state_hash, \
-             CASE WHEN n.base_version IS NULL THEN 0 ELSE n.base_depth + 1 END \
-             FROM n ORDER BY n.ord RETURNING id, version"
+             INSERT INTO {t} ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT n.id, \
+             n.execution_id, n.node_name, n.state, n.metadata, n.ts, {version}, n.parent_id, \
+             n.payload, n.base_version, n.base_hash, n.state_hash, \
+             CASE WHEN n.base_version IS NULL THEN 0 ELSE n.base_depth + 1 END{value} \
+             FROM n ORDER BY n.ord RETURNING id, version",
+            top_key = start.key("", "e.execution_id"),
+            column = start.column(),
+            value = start.value("n.execution_id"),
         ),
         &[
             &BATCH_TYPES[..],
@@ -158,24 +222,29 @@ impl Statements {
     /// Builds the statements for `table`.
     pub fn new(table: &TableName) -> Self {
         let t = table.quoted();
+        let start = Start::of(table);
+        let column = start.column();
         let id_target = table.layout().id_conflict_target();
         let read = crate::chain::READ_COLUMNS;
         let next_version = format!(
             "CASE WHEN $7 = 0 THEN (SELECT COALESCE(MAX(version), 0) + 1 FROM {t} \
-             WHERE execution_id = $2) ELSE $7 END"
+             WHERE execution_id = $2{}) ELSE $7 END",
+            start.key("", "$2")
         );
         let page = |direction: &str| {
             let seed = format!(
-                "SELECT execution_id, version, base_version FROM {t} c WHERE execution_id = $1 \
+                "SELECT execution_id, version, base_version FROM {t} c WHERE execution_id = $1{} \
                  AND version >= $2 AND version <= $3 \
                  AND ($4::text IS NULL OR node_name = $4) \
                  AND ($5::jsonb IS NULL OR NOT EXISTS (SELECT 1 FROM jsonb_each($5) f \
                       WHERE c.metadata -> f.key IS DISTINCT FROM f.value)) \
-                 ORDER BY version {direction} LIMIT $6"
+                 ORDER BY version {direction} LIMIT $6",
+                start.key("c.", "$1")
             );
             Sql::new(
                 with_chains(
                     &t,
+                    &start,
                     &seed,
                     "x.version IN (SELECT version FROM seed)",
                     Some("$1"),
@@ -190,9 +259,10 @@ impl Statements {
                 ],
             )
         };
+        let in_execution = start.key("", "$1");
         let doomed_in_execution = format!(
-            "SELECT version FROM {t} WHERE execution_id = $1 AND version <= \
-             (SELECT version FROM {t} WHERE execution_id = $1 \
+            "SELECT version FROM {t} WHERE execution_id = $1{in_execution} AND version <= \
+             (SELECT version FROM {t} WHERE execution_id = $1{in_execution} \
               ORDER BY version DESC OFFSET $2 LIMIT 1) \
              AND \"timestamp\" < COALESCE($3::timestamptz, 'infinity')"
         );
@@ -229,9 +299,10 @@ impl Statements {
             // the rows built on it first. $10, $11 and $13 (the base) are not used.
             save: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) VALUES ($1, $2, $3, $4, \
-                     $5, $6, {next_version}, $8, $9, NULL, NULL, $12, 0) \
-                     ON CONFLICT {id_target} DO NOTHING RETURNING version"
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) VALUES ($1, $2, \
+                     $3, $4, $5, $6, {next_version}, $8, $9, NULL, NULL, $12, 0{}) \
+                     ON CONFLICT {id_target} DO NOTHING RETURNING version",
+                    start.value("$2")
                 ),
                 &save_types,
             ),
@@ -244,13 +315,15 @@ impl Statements {
             save_delta: Sql::new(
                 format!(
                     "WITH b AS (SELECT 1 FROM {t} WHERE $10::int8 IS NOT NULL \
-                     AND execution_id = $2 AND version = $10 AND state_hash = $11 \
+                     AND execution_id = $2{} AND version = $10 AND state_hash = $11 \
                      AND COALESCE(depth, 0) = $13 FOR SHARE) \
-                     INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) \
+                     INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) \
                      SELECT $1, $2, $3, $4, $5, $6, {next_version}, $8, $9, $10, $11, $12, \
-                     CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END \
+                     CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END{} \
                      WHERE $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
-                     ON CONFLICT {id_target} DO NOTHING RETURNING version"
+                     ON CONFLICT {id_target} DO NOTHING RETURNING version",
+                    start.key("", "$2"),
+                    start.value("$2")
                 ),
                 &save_types,
             ),
@@ -258,15 +331,16 @@ impl Statements {
             // rewritten the rows built on it: a whole state, replacing the row.
             upsert: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) VALUES ($1, $2, $3, $4, \
-                     $5, $6, {next_version}, $8, $9, NULL, NULL, $10, 0) \
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) VALUES ($1, $2, \
+                     $3, $4, $5, $6, {next_version}, $8, $9, NULL, NULL, $10, 0{}) \
                      ON CONFLICT {id_target} DO UPDATE SET node_name = EXCLUDED.node_name, \
                      state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
                      \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
                      payload = EXCLUDED.payload, base_version = NULL, base_hash = NULL, \
                      state_hash = EXCLUDED.state_hash, depth = 0, \
                      version = CASE WHEN $7 = 0 THEN c.version ELSE EXCLUDED.version END \
-                     WHERE c.execution_id = EXCLUDED.execution_id RETURNING version"
+                     WHERE c.execution_id = EXCLUDED.execution_id RETURNING version",
+                    start.value("$2")
                 ),
                 &[
                     Type::TEXT,
@@ -287,13 +361,15 @@ impl Statements {
             ),
             dependents: Sql::new(
                 format!(
-                    "SELECT id FROM {t} WHERE execution_id = $1 AND base_version = $2 FOR UPDATE"
+                    "SELECT id FROM {t} WHERE execution_id = $1{in_execution} \
+                     AND base_version = $2 FOR UPDATE"
                 ),
                 &[Type::TEXT, Type::INT8],
             ),
             chains: Sql::new(
                 with_chains(
                     &t,
+                    &start,
                     &format!(
                         "SELECT execution_id, version, base_version FROM {t} WHERE id = ANY($1)"
                     ),
@@ -315,6 +391,7 @@ impl Statements {
             load: Sql::new(
                 with_chains(
                     &t,
+                    &start,
                     &format!("SELECT execution_id, version, base_version FROM {t} WHERE id = $1"),
                     "x.id = $1",
                     None,
@@ -322,15 +399,19 @@ impl Statements {
                 &[Type::TEXT],
             ),
             list: Sql::new(
-                format!("SELECT {read}, true FROM {t} WHERE execution_id = $1 ORDER BY version"),
+                format!(
+                    "SELECT {read}, true FROM {t} WHERE execution_id = $1{in_execution} \
+                     ORDER BY version"
+                ),
                 &[Type::TEXT],
             ),
             latest: Sql::new(
                 with_chains(
                     &t,
+                    &start,
                     &format!(
                         "SELECT execution_id, version, base_version FROM {t} \
-                         WHERE execution_id = $1 ORDER BY version DESC LIMIT 1"
+                         WHERE execution_id = $1{in_execution} ORDER BY version DESC LIMIT 1"
                     ),
                     "x.version IN (SELECT version FROM seed)",
                     Some("$1"),
@@ -339,7 +420,7 @@ impl Statements {
             ),
             delete: Sql::new(format!("DELETE FROM {t} WHERE id = $1"), &[Type::TEXT]),
             clear: Sql::new(
-                format!("DELETE FROM {t} WHERE execution_id = $1"),
+                format!("DELETE FROM {t} WHERE execution_id = $1{in_execution}"),
                 &[Type::TEXT],
             ),
             page_ascending: page("ASC"),
@@ -350,8 +431,9 @@ impl Statements {
                 format!(
                     "SELECT id, execution_id, version FROM {t} WHERE id = ANY($1) \
                      UNION ALL \
-                     SELECT NULL, e.id, (SELECT MAX(version) FROM {t} WHERE execution_id = e.id) \
-                     FROM unnest($2::text[]) AS e(id)"
+                     SELECT NULL, e.id, (SELECT MAX(version) FROM {t} WHERE execution_id = e.id{}) \
+                     FROM unnest($2::text[]) AS e(id)",
+                    start.key("", "e.id")
                 ),
                 &[Type::TEXT_ARRAY, Type::TEXT_ARRAY],
             ),
@@ -359,11 +441,13 @@ impl Statements {
             // rewrites the rows built on them first.
             batch_insert: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}, payload, state_hash, depth) \
-                     SELECT u.*, 0 FROM unnest($1::text[], \
+                    "INSERT INTO {t} AS c ({COLUMNS}, payload, state_hash, depth{column}) \
+                     SELECT u.*, 0{} FROM unnest($1::text[], \
                      $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], \
-                     $7::int8[], $8::text[], $9::bytea[], $10::int8[]) AS u \
-                     ON CONFLICT {id_target} DO NOTHING"
+                     $7::int8[], $8::text[], $9::bytea[], $10::int8[]) AS u(id, execution_id, \
+                     node_name, state, metadata, ts, version, parent_id, payload, state_hash) \
+                     ON CONFLICT {id_target} DO NOTHING",
+                    start.value("u.execution_id")
                 ),
                 &BATCH_TYPES,
             ),
@@ -383,15 +467,17 @@ impl Statements {
                      $9::int8[]) WITH ORDINALITY AS i(id, execution_id, node_name, state, \
                      metadata, ts, parent_id, payload, state_hash, ord)), \
                      top AS MATERIALIZED (SELECT e.execution_id, COALESCE((SELECT MAX(version) FROM {t} \
-                     WHERE execution_id = e.execution_id), 0) AS version \
+                     WHERE execution_id = e.execution_id{}), 0) AS version \
                      FROM (SELECT DISTINCT execution_id FROM i) e), \
-                     ins AS (INSERT INTO {t} AS c ({COLUMNS}, payload, state_hash, depth) \
+                     ins AS (INSERT INTO {t} AS c ({COLUMNS}, payload, state_hash, depth{column}) \
                      SELECT i.id, i.execution_id, \
                      i.node_name, i.state, i.metadata, i.ts, top.version + row_number() OVER \
                      (PARTITION BY i.execution_id ORDER BY i.ord), i.parent_id, i.payload, \
-                     i.state_hash, 0 \
+                     i.state_hash, 0{} \
                      FROM i JOIN top ON top.execution_id = i.execution_id RETURNING 1) \
-                     SELECT top.execution_id, top.version, (SELECT count(*) FROM ins) FROM top"
+                     SELECT top.execution_id, top.version, (SELECT count(*) FROM ins) FROM top",
+                    start.key("", "e.execution_id"),
+                    start.value("i.execution_id")
                 ),
                 &[
                     Type::TEXT_ARRAY,
@@ -405,8 +491,8 @@ impl Statements {
                     Type::INT8_ARRAY,
                 ],
             ),
-            group_save: group_save(&t, false),
-            group_save_delta: group_save(&t, true),
+            group_save: group_save(&t, &start, false),
+            group_save_delta: group_save(&t, &start, true),
             executions: Sql::new(
                 format!(
                     "SELECT execution_id, count(*), MAX(version), MAX(\"timestamp\") FROM {t} \
@@ -418,8 +504,8 @@ impl Statements {
             // over the execution, and nothing when it has no more than `keep` checkpoints.
             prune_execution: Sql::new(
                 format!(
-                    "DELETE FROM {t} WHERE execution_id = $1 AND version <= \
-                     (SELECT version FROM {t} WHERE execution_id = $1 \
+                    "DELETE FROM {t} WHERE execution_id = $1{in_execution} AND version <= \
+                     (SELECT version FROM {t} WHERE execution_id = $1{in_execution} \
                       ORDER BY version DESC OFFSET $2 LIMIT 1) \
                      AND \"timestamp\" < COALESCE($3::timestamptz, 'infinity')"
                 ),
@@ -438,9 +524,10 @@ impl Statements {
             prune_survivors_execution: Sql::new(
                 format!(
                     "WITH doomed AS MATERIALIZED ({doomed_in_execution}) \
-                     SELECT d.id FROM {t} d WHERE d.execution_id = $1 \
+                     SELECT d.id FROM {t} d WHERE d.execution_id = $1{} \
                      AND d.base_version IN (SELECT version FROM doomed) \
-                     AND d.version NOT IN (SELECT version FROM doomed) FOR UPDATE OF d"
+                     AND d.version NOT IN (SELECT version FROM doomed) FOR UPDATE OF d",
+                    start.key("d.", "$1")
                 ),
                 &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
             ),
@@ -459,25 +546,29 @@ impl Statements {
             // missing or a delta, or the target has checkpoints.
             fork: Sql::new(
                 format!(
-                    "INSERT INTO {t} ({COLUMNS}, payload, state_hash, depth) SELECT $2, $3, \
+                    "INSERT INTO {t} ({COLUMNS}, payload, state_hash, depth{column}) SELECT $2, $3, \
                      s.node_name, s.state, \
                      COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object('source', 'fork', \
                      'forked_from', jsonb_build_object('checkpoint_id', s.id, \
                      'execution_id', s.execution_id, 'version', s.version)), $4, 1, s.id, \
-                     s.payload, s.state_hash, 0 \
+                     s.payload, s.state_hash, 0{} \
                      FROM {t} s WHERE s.id = $1 AND s.base_version IS NULL \
-                     AND NOT EXISTS (SELECT 1 FROM {t} WHERE execution_id = $3) \
-                     RETURNING {read}, true"
+                     AND NOT EXISTS (SELECT 1 FROM {t} WHERE execution_id = $3{}) \
+                     RETURNING {read}, true",
+                    start.value("$3"),
+                    start.key("", "$3")
                 ),
                 &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TIMESTAMPTZ],
             ),
             // A fork of a delta: the client rebuilt the state and sends it whole.
             fork_insert: Sql::new(
                 format!(
-                    "INSERT INTO {t} ({COLUMNS}, {STORAGE_COLUMNS}) SELECT $1, $2, $3, $4, $5, \
-                     $6, 1, $7, $8, NULL, NULL, $9, 0 \
-                     WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE execution_id = $2) \
-                     RETURNING version"
+                    "INSERT INTO {t} ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT $1, $2, $3, \
+                     $4, $5, $6, 1, $7, $8, NULL, NULL, $9, 0{} \
+                     WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE execution_id = $2{}) \
+                     RETURNING version",
+                    start.value("$2"),
+                    start.key("", "$2")
                 ),
                 &[
                     Type::TEXT,
