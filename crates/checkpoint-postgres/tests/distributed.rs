@@ -4,11 +4,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-
-use checkpoint_core::{Checkpoint, CheckpointStore, Error};
-use checkpoint_postgres::{PostgresStore, Sql, TableLayout};
-use serde_json::json;
+use checkpoint_postgres::{PostgresStore, TableLayout};
 
 const PARTITIONS: u16 = 8;
 
@@ -17,51 +13,6 @@ async fn store() -> PostgresStore {
         .await
         .table_layout(TableLayout::hash_partitioned(PARTITIONS).unwrap());
     PostgresStore::connect(options).await.expect("connect")
-}
-
-/// The partitions a plan reads, under a custom and under a generic plan.
-async fn partitions_read(
-    client: &tokio_postgres::Client,
-    table: &str,
-    name: &str,
-    sql: &Sql,
-    args: &str,
-) -> Vec<BTreeSet<String>> {
-    // Run, not only planned: run-time pruning shows only at execution (rolled back).
-    let plans = support::prepared_plans(
-        client,
-        name,
-        sql,
-        args,
-        "ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF",
-    )
-    .await;
-    let mut out = Vec::new();
-    for (_, rows) in plans {
-        let prefix = format!("{table}_p");
-        let read: BTreeSet<String> = rows
-            .iter()
-            // A partition that run-time pruning removed is never executed; a DELETE lists every
-            // partition as a possible target, but scans only those its Append keeps.
-            .filter(|line| {
-                let step = line.trim_start();
-                !line.contains("(never executed)")
-                    && !step.starts_with("Delete on ")
-                    && !step.starts_with("Update on ")
-            })
-            .flat_map(|line| {
-                line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .filter(|w| {
-                        w.strip_prefix(&prefix)
-                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                    })
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        out.push(read);
-    }
-    out
 }
 
 #[tokio::test]
@@ -106,7 +57,7 @@ async fn statements_keyed_by_an_execution_read_one_partition() {
     for (name, sql, args) in keyed {
         for (mode, read) in ["custom", "generic"]
             .iter()
-            .zip(partitions_read(&client, &table, name, sql, args).await)
+            .zip(support::partitions_read(&client, &table, name, sql, args).await)
         {
             assert_eq!(read.len(), 1, "{name} ({mode} plan) reads {read:?}");
         }
@@ -116,50 +67,14 @@ async fn statements_keyed_by_an_execution_read_one_partition() {
         ("load", &s.load, "'id-500'"),
         ("delete", &s.delete, "'id-500'"),
     ] {
-        let read = partitions_read(&client, &table, name, sql, args).await;
+        let read = support::partitions_read(&client, &table, name, sql, args).await;
         assert_eq!(read[0].len(), usize::from(PARTITIONS), "{name}: {read:?}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_id_raced_into_many_executions_is_stored_once() {
-    let store = store().await;
-    for round in 0..5 {
-        let id = format!("contested-{round}");
-        let saves = (0..16).map(|e| {
-            let store = store.clone();
-            let cp = Checkpoint::new(format!("exec-{round}-{e}"), "n", json!(e)).with_id(&id);
-            tokio::spawn(async move { store.save(&cp).await })
-        });
-        let results: Vec<_> = futures::future::join_all(saves)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
-        let stored = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(stored, 1, "{results:?}");
-        for result in &results {
-            if let Err(e) = result {
-                assert!(
-                    matches!(e, Error::InvalidInput { .. }) && e.is_invalid_field("execution_id"),
-                    "{e:?}"
-                );
-            }
-        }
-        let holder = store.load(&id).await.unwrap();
-        let all: usize = {
-            let mut n = 0;
-            for e in 0..16 {
-                n += store
-                    .list(&format!("exec-{round}-{e}"))
-                    .await
-                    .unwrap()
-                    .len();
-            }
-            n
-        };
-        assert_eq!(all, 1, "{id} is stored once, in {}", holder.execution_id);
-    }
+    support::race_one_id_into_many_executions(&store().await).await;
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::{Checkpoint, CheckpointStore, Error};
 use checkpoint_postgres::{
-    DbPool, DeadpoolPool, GroupCommit, PostgresOptions, PostgresStore, RetryPolicy,
+    DbPool, DeadpoolPool, GroupCommit, PartitionPeriod, PostgresOptions, PostgresStore,
+    RetryPolicy, TableLayout,
 };
 use serde_json::json;
 
@@ -80,9 +81,21 @@ async fn first_success(store: &PostgresStore, within: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_acknowledged_save_is_lost_across_restarts_and_kills() {
+    restarts_and_kills_lose_nothing(TableLayout::Plain).await;
+}
+
+/// The same on a table partitioned by each execution's start: its registry of starts and its
+/// partitions come through a crash with every acknowledged save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_save_is_lost_across_restarts_and_kills_when_partitioned_by_start() {
+    restarts_and_kills_lose_nothing(TableLayout::time_partitioned(PartitionPeriod::Day)).await;
+}
+
+async fn restarts_and_kills_lose_nothing(layout: TableLayout) {
     let server = support::DedicatedServer::start().await;
     let options = PostgresOptions::new(&server.url)
         .unwrap()
+        .table_layout(layout)
         .max_connections(16)
         .wait_timeout(Duration::from_secs(2))
         .create_timeout(Duration::from_secs(2))
@@ -133,8 +146,8 @@ async fn no_acknowledged_save_is_lost_across_restarts_and_kills() {
         }
     }
     println!(
-        "saves acknowledged: {acknowledged}, failed (typed, retryable): {errors}, lost: {lost}, \
-         recovery: {recoveries:?}"
+        "{layout:?}: saves acknowledged: {acknowledged}, failed (typed, retryable): {errors}, \
+         lost: {lost}, recovery: {recoveries:?}"
     );
     let groups = store.group_commit_stats().expect("group commit is on");
     println!(

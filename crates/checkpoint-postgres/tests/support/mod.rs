@@ -268,3 +268,92 @@ pub async fn prepared_plans(
     }
     out
 }
+
+/// The partitions (`<table>_p<digits>`) a plan reads when run, under a custom and under a
+/// generic plan.
+pub async fn partitions_read(
+    client: &tokio_postgres::Client,
+    table: &str,
+    name: &str,
+    sql: &checkpoint_postgres::Sql,
+    args: &str,
+) -> Vec<std::collections::BTreeSet<String>> {
+    // Run, not only planned: run-time pruning shows only at execution (rolled back).
+    let plans = prepared_plans(
+        client,
+        name,
+        sql,
+        args,
+        "ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF",
+    )
+    .await;
+    let mut out = Vec::new();
+    for (_, rows) in plans {
+        let prefix = format!("{table}_p");
+        let read: std::collections::BTreeSet<String> = rows
+            .iter()
+            // A partition that run-time pruning removed is never executed; a DELETE lists every
+            // partition as a possible target, but scans only those its Append keeps.
+            .filter(|line| {
+                let step = line.trim_start();
+                !line.contains("(never executed)")
+                    && !step.starts_with("Delete on ")
+                    && !step.starts_with("Update on ")
+            })
+            .flat_map(|line| {
+                line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| {
+                        w.strip_prefix(&prefix)
+                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    })
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.push(read);
+    }
+    out
+}
+
+/// Saves one id into 16 executions at once, five times: each time exactly one save is stored
+/// and the others are refused as `InvalidInput` naming `execution_id`.
+pub async fn race_one_id_into_many_executions(store: &PostgresStore) {
+    use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+    for round in 0..5 {
+        let id = format!("contested-{round}");
+        let saves = (0..16).map(|e| {
+            let store = store.clone();
+            let cp = Checkpoint::new(format!("exec-{round}-{e}"), "n", serde_json::json!(e))
+                .with_id(&id);
+            tokio::spawn(async move { store.save(&cp).await })
+        });
+        let results: Vec<_> = futures::future::join_all(saves)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let stored = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(stored, 1, "{results:?}");
+        for result in &results {
+            if let Err(e) = result {
+                assert!(
+                    matches!(e, Error::InvalidInput { .. }) && e.is_invalid_field("execution_id"),
+                    "{e:?}"
+                );
+            }
+        }
+        let holder = store.load(&id).await.unwrap();
+        let all: usize = {
+            let mut n = 0;
+            for e in 0..16 {
+                n += store
+                    .list(&format!("exec-{round}-{e}"))
+                    .await
+                    .unwrap()
+                    .len();
+            }
+            n
+        };
+        assert_eq!(all, 1, "{id} is stored once, in {}", holder.execution_id);
+    }
+}

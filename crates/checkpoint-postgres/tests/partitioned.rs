@@ -1,0 +1,425 @@
+//! The time-partitioned layout (`TableLayout::TimePartitioned`): which statements touch one
+//! partition, partitions made ahead, retention by dropping partitions (alone and beside live
+//! saves), and the refusals of its maintenance calls. The whole contract is checked by
+//! `conformance_partitioned.rs`.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+use checkpoint_postgres::{
+    PartitionPeriod, PostgresOptions, PostgresStore, SchemaError, TableLayout,
+    MAX_PARTITIONS_AHEAD, MAX_PARTITIONS_PER_CALL,
+};
+use proptest::prelude::*;
+use serde_json::json;
+use time::{Duration as Span, OffsetDateTime};
+
+fn by_day() -> TableLayout {
+    TableLayout::time_partitioned(PartitionPeriod::Day)
+}
+
+async fn store_on(options: PostgresOptions) -> PostgresStore {
+    PostgresStore::connect(options.table_layout(by_day()))
+        .await
+        .expect("connect")
+}
+
+async fn store() -> PostgresStore {
+    store_on(support::options().await).await
+}
+
+/// Midnight UTC of today, by the server's clock.
+async fn today(client: &tokio_postgres::Client) -> OffsetDateTime {
+    client
+        .query_one(
+            "SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// 200 executions of 100 checkpoints (`exec-0` … `exec-199`, ids `id-0` … `id-19999`), whose
+/// starts are spread over today and the five days before it (`exec-k` started `k % 6` days
+/// ago, at 01:00), with their partitions: the rows a table holds after a week of work.
+async fn seed(store: &PostgresStore, client: &tokio_postgres::Client) -> OffsetDateTime {
+    let today = today(client).await;
+    store
+        .create_partitions(today - Span::days(5), today)
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {executions} (execution_id, started)
+             SELECT 'exec-' || k, {today} - make_interval(days => k % 6) + interval '1 hour'
+               FROM generate_series(0, 199) AS k;
+             INSERT INTO {table} (id, execution_id, node_name, state, metadata, timestamp,
+                                  version, execution_start)
+             SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
+                    now() - make_interval(secs => g), g % 100 + 1,
+                    {today} - make_interval(days => (g / 100) % 6) + interval '1 hour'
+               FROM generate_series(0, 19999) AS g;
+             ANALYZE {table};",
+            executions = store
+                .table()
+                .qualify(&format!("{}_executions", store.table().table())),
+            table = store.table().quoted(),
+            today = format_args!("'{today}'::timestamptz"),
+        ))
+        .await
+        .unwrap();
+    today
+}
+
+#[tokio::test]
+async fn statements_keyed_by_an_execution_read_one_partition() {
+    let store = store().await;
+    let client = support::client().await;
+    seed(&store, &client).await;
+    let table = store.table().table().to_owned();
+    client
+        .batch_execute(&format!(
+            "SET search_path TO \"{}\"",
+            store.table().schema().unwrap()
+        ))
+        .await
+        .unwrap();
+    let s = store.statements();
+    let keyed = [
+        ("latest", &s.latest, "'exec-5'"),
+        ("list", &s.list, "'exec-5'"),
+        (
+            "page_asc",
+            &s.page_ascending,
+            "'exec-5', 40, 9223372036854775807, NULL, NULL, 21",
+        ),
+        (
+            "page_desc",
+            &s.page_descending,
+            "'exec-5', -9223372036854775808, 60, 'n', '{\"k\": 1}', 21",
+        ),
+        ("clear", &s.clear, "'exec-5'"),
+        (
+            "prune_one",
+            &s.prune_execution,
+            "'exec-5', 10, now() - interval '1 day'",
+        ),
+        ("dependents", &s.dependents, "'exec-5', 3"),
+        // The append reads its execution's highest version in one partition, and writes there.
+        (
+            "save",
+            &s.save,
+            "'new-id', 'exec-5', 'n', '{}', '{}', now(), 0, NULL, NULL, NULL, NULL, 7, 0",
+        ),
+    ];
+    for (name, sql, args) in keyed {
+        for (mode, read) in ["custom", "generic"]
+            .iter()
+            .zip(support::partitions_read(&client, &table, name, sql, args).await)
+        {
+            assert_eq!(read.len(), 1, "{name} ({mode} plan) reads {read:?}");
+        }
+    }
+    // By id alone, the partition is unknown: every one is probed (one index probe each).
+    let partitions = store.partitions().await.unwrap().len();
+    assert_eq!(partitions, 6 + 2, "five days back, today, and two ahead");
+    for (name, sql, args) in [
+        ("load", &s.load, "'id-500'"),
+        ("delete", &s.delete, "'id-500'"),
+    ] {
+        let read = support::partitions_read(&client, &table, name, sql, args).await;
+        assert_eq!(read[0].len(), partitions, "{name}: {read:?}");
+    }
+}
+
+#[tokio::test]
+async fn retention_drops_whole_partitions_with_their_executions_and_nothing_else() {
+    let store = store().await;
+    let client = support::client().await;
+    let today = seed(&store, &client).await;
+    let current = Checkpoint::new("exec-now", "n", json!({"kept": true}));
+    store.save(&current).await.unwrap();
+
+    // Everything that started more than two days before today goes: days -5 to -3.
+    let dropped = store
+        .drop_partitions_before(today - Span::days(2))
+        .await
+        .unwrap();
+    let names: Vec<_> = dropped.partitions.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(dropped
+        .partitions
+        .iter()
+        .all(|p| p.to <= today - Span::days(2)));
+    assert!(dropped.partitions.windows(2).all(|w| w[0].to <= w[1].from));
+    // Executions 3, 4, 5, 9, 10, 11, … : a third of 200.
+    assert_eq!(dropped.executions, 99);
+
+    for k in 0..200 {
+        let days_ago = k % 6;
+        let history = store.list(&format!("exec-{k}")).await.unwrap();
+        if days_ago >= 3 {
+            assert!(history.is_empty(), "exec-{k} started {days_ago} days ago");
+            assert_eq!(store.latest(&format!("exec-{k}")).await.unwrap(), None);
+        } else {
+            assert_eq!(history.len(), 100, "exec-{k} started {days_ago} days ago");
+        }
+    }
+    assert_eq!(
+        store.load(&current.id).await.unwrap(),
+        current.clone().with_version(1)
+    );
+    assert!(matches!(
+        store.load("id-300").await,
+        Err(Error::NotFound { .. })
+    ));
+    // An id of a dropped execution is free again, and a dropped execution starts afresh,
+    // at version 1, in today's partition.
+    let again = Checkpoint::new("exec-3", "n", json!(1)).with_id("id-300");
+    assert_eq!(store.save(&again).await.unwrap(), 1);
+    assert_eq!(
+        store.list("exec-3").await.unwrap(),
+        vec![again.with_version(1)]
+    );
+
+    // Nothing is left to drop before the same cutoff.
+    let none = store
+        .drop_partitions_before(today - Span::days(2))
+        .await
+        .unwrap();
+    assert!(
+        none.partitions.is_empty() && none.executions == 0,
+        "{none:?}"
+    );
+    let left: Vec<_> = store.partitions().await.unwrap();
+    assert_eq!(left.len(), 3 + 2, "{left:?}");
+    assert!(left.iter().all(|p| p.from >= today - Span::days(2)));
+    store.analyze().await.unwrap();
+}
+
+#[tokio::test]
+async fn maintenance_refuses_bad_requests_and_changes_nothing() {
+    let store = store().await;
+    let client = support::client().await;
+    let today = today(&client).await;
+    let before = store.partitions().await.unwrap();
+    assert_eq!(before.len(), 3, "today and two ahead: {before:?}");
+
+    let err = store
+        .drop_partitions_before(OffsetDateTime::now_utc() + Span::days(1))
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_field("cutoff"), "{err}");
+    let err = store.create_partitions(today, today).await.unwrap_err();
+    assert!(err.is_invalid_field("to"), "{err}");
+    let too_many = i64::try_from(MAX_PARTITIONS_PER_CALL).unwrap() + 1;
+    let err = store
+        .create_partitions(today - Span::days(too_many), today)
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_field("to"), "{err}");
+    assert_eq!(store.partitions().await.unwrap(), before);
+
+    // Idempotent: what exists is not made again.
+    assert!(store.ensure_partitions().await.unwrap().is_empty());
+
+    let plain = support::store().await;
+    for err in [
+        plain.partitions().await.unwrap_err(),
+        plain.ensure_partitions().await.unwrap_err(),
+        plain
+            .create_partitions(today, today + Span::days(1))
+            .await
+            .unwrap_err(),
+        plain.drop_partitions_before(today).await.unwrap_err(),
+    ] {
+        assert!(err.is_invalid_field("table_layout"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_at_once_make_each_partition_once() {
+    let options = support::options()
+        .await
+        .table_layout(TableLayout::time_partitioned(PartitionPeriod::Week))
+        .partitions_ahead(5);
+    let stores =
+        futures::future::join_all((0..6).map(|_| PostgresStore::connect(options.clone()))).await;
+    let stores: Vec<_> = stores.into_iter().map(|s| s.expect("connect")).collect();
+    let partitions = stores[0].partitions().await.unwrap();
+    assert_eq!(partitions.len(), 6, "{partitions:?}");
+    assert!(partitions.windows(2).all(|w| w[0].to == w[1].from));
+    assert!(partitions
+        .iter()
+        .all(|p| p.from.weekday() == time::Weekday::Monday && p.to - p.from == Span::days(7)));
+}
+
+#[tokio::test]
+async fn a_save_without_its_partition_fails_clearly_until_the_partition_is_made() {
+    let store = store().await;
+    let client = support::client().await;
+    let today = today(&client).await;
+    let name = store
+        .partitions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.from == today)
+        .unwrap()
+        .name;
+    client
+        .batch_execute(&format!("DROP TABLE {}", store.table().qualify(&name)))
+        .await
+        .unwrap();
+    let cp = Checkpoint::new("exec", "n", json!(1));
+    let err = store.save(&cp).await.unwrap_err();
+    assert!(err.to_string().contains("ensure_partitions"), "{err}");
+    assert_eq!(store.ensure_partitions().await.unwrap(), vec![name]);
+    assert_eq!(store.save(&cp).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_row_written_around_the_store_with_another_start_is_refused() {
+    let store = store().await;
+    store
+        .save(&Checkpoint::new("exec", "n", json!(1)).with_id("a"))
+        .await
+        .unwrap();
+    let client = support::client().await;
+    let err = client
+        .batch_execute(&format!(
+            "INSERT INTO {} (id, execution_id, node_name, state, timestamp, version,
+                             execution_start)
+             VALUES ('b', 'exec', 'n', '1', now(), 2, now() + interval '1 day')",
+            store.table().quoted()
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION),
+        "{err:?}"
+    );
+    assert_eq!(store.list("exec").await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_id_raced_into_many_executions_is_stored_once() {
+    support::race_one_id_into_many_executions(&store().await).await;
+}
+
+#[tokio::test]
+async fn a_table_made_with_one_period_is_refused_with_another_or_another_layout() {
+    let options = support::options().await;
+    store_on(options.clone()).await;
+    for layout in [
+        TableLayout::time_partitioned(PartitionPeriod::Month),
+        TableLayout::Plain,
+        TableLayout::hash_partitioned(4).unwrap(),
+    ] {
+        let err = PostgresStore::connect(options.clone().table_layout(layout))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(SchemaError::of(&err), Some(SchemaError::Modified { .. })),
+            "{layout:?}: {err:?}"
+        );
+    }
+}
+
+/// Saves go on while old partitions are dropped: the drop waits for the saves in flight and
+/// they wait for it, so every acknowledged save of a current execution is kept, and a save to
+/// an execution being dropped either lands before (and goes with it) or starts it afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_beside_live_saves_keeps_every_acknowledged_current_save() {
+    let store = store().await;
+    let client = support::client().await;
+    let today = seed(&store, &client).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    // Writer 0 appends to an execution whose partition is being dropped.
+                    let execution = if w == 0 {
+                        "exec-5".to_owned()
+                    } else {
+                        format!("live-{w}")
+                    };
+                    let cp = Checkpoint::new(execution, "n", json!({"w": w, "i": i}));
+                    let version = store.save(&cp).await.expect("a save beside retention");
+                    acknowledged.push((cp, version));
+                    i += 1;
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dropped = store
+        .drop_partitions_before(today - Span::days(2))
+        .await
+        .unwrap();
+    assert_eq!(dropped.partitions.len(), 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut results = Vec::new();
+    for writer in writers {
+        results.push(writer.await.unwrap());
+    }
+    for (w, acknowledged) in results.iter().enumerate() {
+        assert!(!acknowledged.is_empty(), "writer {w} made progress");
+        if w == 0 {
+            // What survives of exec-5 is the fresh start: versions 1, 2, … of the saves made
+            // after the drop, in one partition.
+            let history = store.list("exec-5").await.unwrap();
+            let versions: Vec<i64> = history.iter().map(|c| c.version).collect();
+            assert_eq!(versions, (1..=history.len() as i64).collect::<Vec<_>>());
+            let after: Vec<_> = acknowledged
+                .iter()
+                .skip_while(|(_, v)| *v > 100)
+                .map(|(cp, v)| cp.clone().with_version(*v))
+                .collect();
+            assert_eq!(history, after);
+        } else {
+            for (cp, version) in acknowledged {
+                let stored = store.load(&cp.id).await.unwrap();
+                assert_eq!(stored.version, *version);
+                assert_eq!(stored.state, cp.state);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn partitions_ahead_is_checked_at_connect(ahead in any::<u16>()) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Refused before any connection is made: nothing listens on this port.
+        let options = PostgresOptions::new("postgres://nobody@127.0.0.1:1/none")
+            .unwrap()
+            .create_timeout(Duration::from_millis(200))
+            .table_layout(by_day())
+            .partitions_ahead(ahead);
+        let err = runtime.block_on(PostgresStore::connect(options)).unwrap_err();
+        let in_range = (1..=MAX_PARTITIONS_AHEAD).contains(&ahead);
+        prop_assert_eq!(!err.is_invalid_field("partitions_ahead"), in_range, "{}", err);
+        if in_range {
+            prop_assert!(matches!(err, Error::Unavailable { .. }), "{:?}", err);
+        }
+    }
+}
