@@ -18,7 +18,7 @@ use crate::diff::diff;
 use crate::output::{confirm, listing, pretty, progress};
 use crate::{transfer, Cli, Command, Connection, Exit};
 
-fn fail(message: impl Into<String>) -> Exit {
+pub fn fail(message: impl Into<String>) -> Exit {
     Exit {
         code: 2,
         message: message.into(),
@@ -26,7 +26,7 @@ fn fail(message: impl Into<String>) -> Exit {
 }
 
 /// One clear line for a store error, with the next step where there is one.
-fn explain(err: Error) -> Exit {
+pub fn explain(err: Error) -> Exit {
     if let Some(SqliteError::SchemaOutdated { found, expected }) = SqliteError::of(&err) {
         return fail(if *found == 0 {
             "the SQLite file holds no checkpoint tables: check --database-url, or run \
@@ -66,7 +66,9 @@ fn options(connection: &Connection) -> Result<PostgresOptions, Exit> {
         .map_err(explain)?
         .table(connection.table.clone())
         .max_connections(4)
-        .auto_migrate(false);
+        .auto_migrate(false)
+        // An inspection changes nothing: only `partitions ensure|maintain` make partitions.
+        .partition_upkeep(false);
     if let Some(schema) = &connection.schema {
         options = options.schema(schema.clone());
     }
@@ -137,20 +139,22 @@ async fn open_sqlite(options: SqliteOptions) -> Result<SqliteStore, Exit> {
 async fn store(connection: &Connection) -> Result<Arc<dyn CheckpointStore>, Exit> {
     Ok(match database(connection)? {
         Database::Postgres(options) => {
-            Arc::new(PostgresStore::connect(*options).await.map_err(explain)?)
+            let options = crate::partitions::detected(*options).await?;
+            Arc::new(PostgresStore::connect(options).await.map_err(explain)?)
         }
         Database::Sqlite(options) => Arc::new(open_sqlite(options).await?),
     })
 }
 
-fn time(t: OffsetDateTime) -> String {
+pub fn time(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
-fn parse_age(text: &str) -> Result<Duration, Exit> {
+/// `text` as an age, for the option `flag` (named in the error).
+pub fn parse_age(flag: &str, text: &str) -> Result<Duration, Exit> {
     humantime::parse_duration(text).map_err(|e| {
         fail(format!(
-            "--older-than {text:?} is not a duration (30d, 12h, 1w): {e}"
+            "{flag} {text:?} is not a duration (30d, 12h, 1w): {e}"
         ))
     })
 }
@@ -158,7 +162,15 @@ fn parse_age(text: &str) -> Result<Duration, Exit> {
 pub async fn run(cli: Cli) -> Result<(), Exit> {
     let json = cli.json;
     match cli.command {
-        Command::Migrate { check } => migrate(&cli.connection, check, json).await,
+        Command::Migrate { check, layout } => migrate(&cli.connection, check, layout, json).await,
+        Command::Partitions { action } => {
+            let Database::Postgres(options) = database(&cli.connection)? else {
+                return Err(fail(
+                    "partitions apply to PostgreSQL tables; a SQLite file has none",
+                ));
+            };
+            crate::partitions::run(*options, action, json).await
+        }
         Command::Status => status(&cli.connection, json).await,
         Command::Executions { limit, after } => {
             let store = store(&cli.connection).await?;
@@ -235,7 +247,10 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
         } => {
             let mut policy = RetentionPolicy::default();
             policy.keep_last = keep_last;
-            policy.older_than = older_than.as_deref().map(parse_age).transpose()?;
+            policy.older_than = older_than
+                .as_deref()
+                .map(|t| parse_age("--older-than", t))
+                .transpose()?;
             policy.execution_id = execution;
             prune(&cli.connection, policy, dry_run, yes, json).await
         }
@@ -295,7 +310,8 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
                     "reencrypt applies to PostgreSQL stores; SQLite files are not encrypted",
                 ));
             };
-            let store = PostgresStore::connect(*options).await.map_err(explain)?;
+            let options = crate::partitions::detected(*options).await?;
+            let store = PostgresStore::connect(options).await.map_err(explain)?;
             reencrypt(&store, batch_size, after, json).await
         }
         Command::Import { file, batch_size } => {
@@ -384,7 +400,7 @@ async fn reencrypt(
     Ok(())
 }
 
-fn report(json: bool, value: Value, text: &str) {
+pub fn report(json: bool, value: Value, text: &str) {
     if json {
         println!("{value}");
     } else {
@@ -392,10 +408,27 @@ fn report(json: bool, value: Value, text: &str) {
     }
 }
 
-async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(), Exit> {
+async fn migrate(
+    connection: &Connection,
+    check: bool,
+    layout: Option<String>,
+    json: bool,
+) -> Result<(), Exit> {
     let options = match database(connection)? {
         Database::Postgres(options) => *options,
+        Database::Sqlite(_) if layout.is_some() => {
+            return Err(fail("--layout applies to PostgreSQL tables"))
+        }
         Database::Sqlite(options) => return migrate_sqlite(options, check, json).await,
+    };
+    // A table that exists keeps its layout; a new one is made with --layout's.
+    let requested = layout
+        .as_deref()
+        .map(crate::partitions::parse_layout)
+        .transpose()?;
+    let options = match requested {
+        Some(layout) => options.table_layout(layout),
+        None => crate::partitions::detected(options).await?,
     };
     if check {
         let pool = DeadpoolPool::from_options(&options).map_err(explain)?;
@@ -416,6 +449,12 @@ async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(),
     let version = store.schema_version().await.map_err(explain)?;
     let migrated = store.migration_report().cloned().unwrap_or_default();
     let mut text = format!("the schema is at version {version}");
+    // A table partitioned by start is usable once the partition of now exists.
+    let mut partitions = Vec::new();
+    if store.table().layout().period().is_some() {
+        partitions = store.ensure_partitions().await.map_err(explain)?;
+        text.push_str(&format!("; made partitions {partitions:?}"));
+    }
     if !migrated.applied.is_empty() {
         text.push_str(&format!(" (applied {:?})", migrated.applied));
     }
@@ -433,6 +472,7 @@ async fn migrate(connection: &Connection, check: bool, json: bool) -> Result<(),
             "version": version,
             "applied": migrated.applied,
             "adopted_reference_table": migrated.adopted_reference_table,
+            "partitions_made": partitions,
         }),
         &text,
     );
@@ -521,15 +561,18 @@ async fn status(connection: &Connection, json: bool) -> Result<(), Exit> {
             return Ok(());
         }
     };
+    let options = crate::partitions::detected(options).await?;
     let pool = DeadpoolPool::from_options(&options).map_err(explain)?;
     let store = PostgresStore::with_pool(pool.clone(), &options)
         .await
         .map_err(explain)?;
     let table = store.table().quoted();
+    // A partitioned table's size is its partitions'.
     let sql = Sql::new(
         format!(
             "SELECT count(*), count(DISTINCT execution_id), pg_total_relation_size($1::regclass) \
-             FROM {table}"
+             + (SELECT COALESCE(sum(pg_total_relation_size(inhrelid)), 0)::int8 FROM pg_inherits \
+                WHERE inhparent = $1::regclass) FROM {table}"
         ),
         &[checkpoint_postgres::Type::TEXT],
     );

@@ -7,6 +7,7 @@
 //! checkpointctl history order-42
 //! checkpointctl diff <id> <id>
 //! checkpointctl prune --keep-last 10 --older-than 30d --dry-run
+//! checkpointctl partitions maintain --ahead 2 --retain 90d
 //! checkpointctl export --all > backup.jsonl && checkpointctl --table restored import backup.jsonl
 //! CHECKPOINT_ENCRYPTION_KEYS="$(cat keys.txt)" checkpointctl reencrypt
 //! checkpointctl --database-url sqlite:///var/lib/app/checkpoints.db history order-42
@@ -15,6 +16,7 @@
 mod commands;
 mod diff;
 mod output;
+mod partitions;
 mod transfer;
 
 use std::process::ExitCode;
@@ -62,6 +64,12 @@ pub enum Command {
         /// Only check: exit code 1 when the schema is not current.
         #[arg(long)]
         check: bool,
+        /// How a new table is laid out (PostgreSQL): `plain` (the default), `hash:N` (hash
+        /// partitions by execution), or `day`, `week`, `month` (partitions by each
+        /// execution's start, for retention by `partitions drop`). An existing table keeps its
+        /// own.
+        #[arg(long)]
+        layout: Option<String>,
     },
     /// Schema version, checkpoint and execution counts, table size.
     Status,
@@ -141,12 +149,55 @@ pub enum Command {
         #[arg(long)]
         after: Option<String>,
     },
+    /// The partitions of a table partitioned by each execution's start (PostgreSQL, made with
+    /// `migrate --layout day|week|month`).
+    Partitions {
+        #[command(subcommand)]
+        action: PartitionAction,
+    },
     /// Read checkpoints from a JSON Lines file, in atomic batches.
     Import {
         file: std::path::PathBuf,
         /// Checkpoints per batch (each batch is all or nothing).
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+    },
+}
+
+/// What to do with the partitions.
+#[derive(Subcommand, Debug)]
+pub enum PartitionAction {
+    /// Each partition with its range of execution starts and estimated rows.
+    List,
+    /// Make the partitions of the current period and of --ahead periods after it.
+    Ensure {
+        /// Periods after the current one.
+        #[arg(long, default_value_t = 2)]
+        ahead: u16,
+    },
+    /// Drop the partitions of executions that started more than --older-than ago: every
+    /// checkpoint of those executions goes, however recent.
+    Drop {
+        /// Drop partitions that ended more than this long ago (`90d`, `12w`).
+        #[arg(long)]
+        older_than: String,
+        /// List what would be dropped; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// For a scheduled job: make partitions ahead, drop those past --retain (if given), and
+    /// refresh the planner's statistics of the partitioned table (which autovacuum never
+    /// does).
+    Maintain {
+        /// Periods after the current one.
+        #[arg(long, default_value_t = 2)]
+        ahead: u16,
+        /// Drop the partitions that ended more than this long ago (`90d`).
+        #[arg(long)]
+        retain: Option<String>,
     },
 }
 

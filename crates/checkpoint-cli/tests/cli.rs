@@ -428,3 +428,112 @@ async fn encrypted_stores_are_read_with_keys_from_the_environment_or_a_file_and_
     assert_one_line_error(code, &err, 2, "cannot read the key file");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs `checkpointctl` on `schema` and returns (exit code, stdout, stderr).
+fn run_at(url: &str, schema: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::cargo_bin("checkpointctl")
+        .unwrap()
+        .env("DATABASE_URL", url)
+        .args(["--schema", schema])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_partitioned_by_start_is_made_opened_maintained_and_dropped() {
+    use checkpoint_postgres::{PartitionPeriod, TableLayout};
+    let url = support::server().await.url.clone();
+    let schema = support::unique_schema("cli");
+    let (code, _, err) = run_at(&url, &schema, &["migrate", "--layout", "hash:0"]);
+    assert_one_line_error(code, &err, 2, "--layout");
+    let (code, out, err) = run_at(&url, &schema, &["migrate", "--layout", "day", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let migrated: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        migrated["partitions_made"].as_array().unwrap().len(),
+        3,
+        "{out}"
+    );
+
+    let options = PostgresOptions::new(&url).unwrap().schema(&schema);
+    let layout = PostgresStore::table_layout_of(&options).await.unwrap();
+    assert_eq!(
+        layout,
+        Some(TableLayout::time_partitioned(PartitionPeriod::Day))
+    );
+    let store = PostgresStore::connect(options.table_layout(layout.unwrap()))
+        .await
+        .unwrap();
+    let current = Checkpoint::new("current", "n", json!(1));
+    store.save(&current).await.unwrap();
+    // An execution that started ten days ago, in a partition made for it.
+    let today = time::OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
+    store
+        .create_partitions(
+            today - time::Duration::days(10),
+            today - time::Duration::days(5),
+        )
+        .await
+        .unwrap();
+    let client = support::client().await;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".checkpoints_executions VALUES ('old', now() - interval '10 days');
+             INSERT INTO \"{schema}\".checkpoints (id, execution_id, node_name, state, timestamp,
+                                                  version, execution_start)
+             SELECT 'old-1', 'old', 'n', '1', now(), 1, started
+               FROM \"{schema}\".checkpoints_executions WHERE execution_id = 'old'"
+        ))
+        .await
+        .unwrap();
+
+    let run = |args: &[&str]| run_at(&url, &schema, args);
+    let json_of = |args: &[&str]| -> Vec<Value> {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let (code, out, err) = run(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let listed = json_of(&["partitions", "list"]);
+    assert_eq!(listed[0].as_array().unwrap().len(), 5 + 3, "{listed:?}");
+    let status = json_of(&["status"]);
+    assert_eq!(status[0][0]["checkpoints"], 2);
+    assert!(status[0][0]["bytes"].as_i64().unwrap() > 0, "{status:?}");
+    assert_eq!(json_of(&["history", "old"])[0].as_array().unwrap().len(), 1);
+
+    let dry = json_of(&["partitions", "drop", "--older-than", "3d", "--dry-run"]);
+    assert_eq!(dry[0]["would_drop"].as_array().unwrap().len(), 5, "{dry:?}");
+    assert_eq!(json_of(&["history", "old"])[0].as_array().unwrap().len(), 1);
+
+    let done = json_of(&["partitions", "maintain", "--ahead", "4", "--retain", "3d"]);
+    assert_eq!(done[0]["created"].as_array().unwrap().len(), 2, "{done:?}");
+    assert_eq!(done[1]["dropped"].as_array().unwrap().len(), 5, "{done:?}");
+    assert_eq!(done[1]["executions"], 1);
+    assert_eq!(done[2]["analyzed"], true);
+    assert!(json_of(&["history", "old"])[0]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        json_of(&["history", "current"])[0]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (code, _, err) = run(&["partitions", "drop", "--older-than", "soon", "--yes"]);
+    assert_one_line_error(code, &err, 2, "not a duration");
+    let plain = fixture().await;
+    let (code, _, err) = plain.run(&["partitions", "list"]);
+    assert_one_line_error(code, &err, 2, "not partitioned");
+}

@@ -109,6 +109,7 @@ pub struct PostgresStore {
     encoder: encoding::Encoder,
     group: Option<Arc<group::Committer>>,
     upkeep: Option<Arc<partitions::Upkeep>>,
+    partitions_ahead: u16,
     migrated: Option<Arc<MigrationReport>>,
 }
 
@@ -166,16 +167,18 @@ impl PostgresStore {
                  (StateEncoding::delta(1) stores every checkpoint whole, encrypted)",
             ));
         }
+        let partitions_ahead = options.partitions_ahead_periods();
         let upkeep = match table.layout().period() {
             Some(period) => {
-                let ahead = options.partitions_ahead_periods();
-                if !(1..=MAX_PARTITIONS_AHEAD).contains(&ahead) {
+                if !(1..=MAX_PARTITIONS_AHEAD).contains(&partitions_ahead) {
                     return Err(Error::invalid(
                         "partitions_ahead",
-                        format!("{ahead} periods is outside 1..={MAX_PARTITIONS_AHEAD}"),
+                        format!("{partitions_ahead} periods is outside 1..={MAX_PARTITIONS_AHEAD}"),
                     ));
                 }
-                Some(Arc::new(partitions::Upkeep::new(period, ahead)))
+                options
+                    .is_partition_upkeep()
+                    .then(|| Arc::new(partitions::Upkeep::new(period, partitions_ahead)))
             }
             None => None,
         };
@@ -197,6 +200,7 @@ impl PostgresStore {
                 .is_enabled()
                 .then(|| Arc::new(group::Committer::new(group_commit))),
             upkeep,
+            partitions_ahead,
             migrated: None,
         };
         let mut store = store;
@@ -215,6 +219,33 @@ impl PostgresStore {
         // A time-partitioned table needs the partition of now before the first save.
         partitions::upkeep(&store).await;
         Ok(store)
+    }
+
+    /// The layout of the table `options` name, as it was made (`None` when it has no schema
+    /// yet), so that a tool can open a table without knowing how it was laid out:
+    /// `options.table_layout(layout)`. It opens one connection of its own.
+    ///
+    /// ```no_run
+    /// # async fn run() -> checkpoint_core::Result<()> {
+    /// use checkpoint_postgres::{PostgresOptions, PostgresStore};
+    ///
+    /// let mut options = PostgresOptions::new("postgres://app@localhost/app")?;
+    /// if let Some(layout) = PostgresStore::table_layout_of(&options).await? {
+    ///     options = options.table_layout(layout);
+    /// }
+    /// let store = PostgresStore::connect(options).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), for the connection.
+    pub async fn table_layout_of(options: &PostgresOptions) -> Result<Option<TableLayout>> {
+        let table = options.table_name()?;
+        let pool = DeadpoolPool::from_options(&options.clone().max_connections(1))?;
+        let layout = schema::detect_layout(&pool, &table).await;
+        pool.close();
+        layout
     }
 
     /// Checks that the server answers.
@@ -315,11 +346,7 @@ impl PostgresStore {
     /// the server's error otherwise (for example, a role that does not own the table).
     pub async fn ensure_partitions(&self) -> Result<Vec<String>> {
         let period = partitions::period_of(&self.table)?;
-        let ahead = self
-            .upkeep
-            .as_ref()
-            .map_or(PostgresOptions::DEFAULT_PARTITIONS_AHEAD, |u| u.ahead());
-        partitions::create(self, period, partitions::Span::Ahead(ahead)).await
+        partitions::create(self, period, partitions::Span::Ahead(self.partitions_ahead)).await
     }
 
     /// Makes the partitions of a time-partitioned table for every period that overlaps

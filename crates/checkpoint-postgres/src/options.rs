@@ -50,6 +50,7 @@ pub struct PostgresOptions {
     schema: Option<String>,
     layout: TableLayout,
     partitions_ahead: u16,
+    partition_upkeep: bool,
     auto_migrate: bool,
     max_size: usize,
     min_idle: usize,
@@ -107,6 +108,7 @@ impl PostgresOptions {
             table: Self::DEFAULT_TABLE.to_owned(),
             layout: TableLayout::Plain,
             partitions_ahead: Self::DEFAULT_PARTITIONS_AHEAD,
+            partition_upkeep: true,
             schema: None,
             auto_migrate: true,
             max_size: Self::DEFAULT_MAX_SIZE,
@@ -262,6 +264,22 @@ impl PostgresOptions {
     /// The periods of partitions made ahead; see [`partitions_ahead`](Self::partitions_ahead).
     pub fn partitions_ahead_periods(&self) -> u16 {
         self.partitions_ahead
+    }
+
+    /// Whether the store makes a time-partitioned table's partitions itself (default true):
+    /// when it connects, and before a write once an hour. Turn it off when a scheduled job
+    /// does it (`checkpointctl partitions maintain`) or the store's role may not create
+    /// tables; [`PostgresStore::ensure_partitions`](crate::PostgresStore::ensure_partitions)
+    /// still works.
+    pub fn partition_upkeep(mut self, on: bool) -> Self {
+        self.partition_upkeep = on;
+        self
+    }
+
+    /// Whether the store makes partitions itself; see
+    /// [`partition_upkeep`](Self::partition_upkeep).
+    pub fn is_partition_upkeep(&self) -> bool {
+        self.partition_upkeep
     }
 
     /// Whether `connect` applies pending migrations (default true). When off, `connect`

@@ -202,10 +202,6 @@ impl Upkeep {
         }
     }
 
-    pub(crate) fn ahead(&self) -> u16 {
-        self.ahead
-    }
-
     fn is_due(&self) -> bool {
         let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
         due.is_none_or(|at| Instant::now() >= at)

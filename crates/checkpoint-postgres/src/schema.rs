@@ -656,6 +656,52 @@ pub(crate) async fn current_version(
         .map_or(0, |v| i32::try_from(v).unwrap_or(i32::MAX)))
 }
 
+/// The layout `table` was made with, read from its recorded migrations and partitions; `None`
+/// when it has no schema yet. The layout's own options (a time-partitioned table's
+/// [`partitions_ahead`](crate::PostgresOptions::partitions_ahead)) are not recorded.
+pub(crate) async fn detect_layout(
+    pool: &dyn DbPool,
+    table: &TableName,
+) -> Result<Option<TableLayout>, checkpoint_core::Error> {
+    if current_version(pool, table).await? == 0 {
+        return Ok(None);
+    }
+    let applied = read_applied(pool, table).await?;
+    let made_by = |migrations: &[Migration]| {
+        migrations.iter().all(|m| {
+            applied
+                .iter()
+                .any(|(v, sum)| *v == m.version && *sum == checksum(m))
+        })
+    };
+    for period in [
+        PartitionPeriod::Day,
+        PartitionPeriod::Week,
+        PartitionPeriod::Month,
+    ] {
+        let layout = TableLayout::TimePartitioned { period };
+        if made_by(chain(layout)) {
+            return Ok(Some(layout));
+        }
+    }
+    if made_by(HASH_MIGRATIONS) {
+        let count = Sql::new(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass($1)",
+            &[Type::TEXT],
+        );
+        let rows = pool.query(&count, &[&table.quoted()]).await?;
+        let partitions = rows.first().map(|r| r.int(0)).transpose()?.unwrap_or(0);
+        let partitions = u16::try_from(partitions).map_err(|_| {
+            checkpoint_core::Error::invalid(
+                "table_layout",
+                format!("the table has {partitions} hash partitions, more than a layout allows"),
+            )
+        })?;
+        return TableLayout::hash_partitioned(partitions).map(Some);
+    }
+    Ok(Some(TableLayout::Plain))
+}
+
 /// Checks, without changing anything, that `table` is at exactly [`SCHEMA_VERSION`].
 pub(crate) async fn verify(
     pool: &dyn DbPool,

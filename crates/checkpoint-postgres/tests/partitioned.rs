@@ -423,3 +423,42 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn without_upkeep_the_store_makes_no_partition_until_asked() {
+    let options = support::options()
+        .await
+        .table_layout(by_day())
+        .partition_upkeep(false);
+    let store = PostgresStore::connect(options).await.unwrap();
+    assert!(store.partitions().await.unwrap().is_empty());
+    let cp = Checkpoint::new("exec", "n", json!(1));
+    let err = store.save(&cp).await.unwrap_err();
+    assert!(err.to_string().contains("ensure_partitions"), "{err}");
+    assert_eq!(store.ensure_partitions().await.unwrap().len(), 3);
+    assert_eq!(store.save(&cp).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_layout_a_table_was_made_with_is_read_back() {
+    let base = support::options().await;
+    assert_eq!(PostgresStore::table_layout_of(&base).await.unwrap(), None);
+    for layout in [
+        TableLayout::Plain,
+        TableLayout::hash_partitioned(3).unwrap(),
+        TableLayout::time_partitioned(PartitionPeriod::Day),
+        TableLayout::time_partitioned(PartitionPeriod::Week),
+        TableLayout::time_partitioned(PartitionPeriod::Month),
+    ] {
+        let options = support::options().await;
+        PostgresStore::connect(options.clone().table_layout(layout))
+            .await
+            .unwrap();
+        // Asked with any layout, the answer is the table's.
+        let asked = options.table_layout(TableLayout::Plain);
+        assert_eq!(
+            PostgresStore::table_layout_of(&asked).await.unwrap(),
+            Some(layout)
+        );
+    }
+}

@@ -327,11 +327,11 @@ pub async fn race_one_id_into_many_executions(store: &PostgresStore) {
                 .with_id(&id);
             tokio::spawn(async move { store.save(&cp).await })
         });
-        let results: Vec<_> = futures::future::join_all(saves)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
+        let handles: Vec<_> = saves.collect();
+        let mut results = Vec::with_capacity(handles.len());
+        for handle in handles {
+            results.push(handle.await.unwrap());
+        }
         let stored = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(stored, 1, "{results:?}");
         for result in &results {
