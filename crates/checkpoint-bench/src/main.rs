@@ -10,6 +10,7 @@
 //! cargo run --release -p checkpoint-bench -- --only encryption # encryption at rest off and on
 //! cargo run --release -p checkpoint-bench -- --only sqlite     # SQLite, no server needed
 //! cargo run --release -p checkpoint-bench -- --only layout     # plain vs hash-partitioned table
+//! cargo run --release -p checkpoint-bench -- --only retention  # prune's DELETE vs dropping partitions
 //! ```
 //!
 //! Prints a table and, last, one JSON line with every figure.
@@ -17,6 +18,7 @@
 mod encryption;
 mod growth;
 mod layout;
+mod retention;
 mod server;
 mod sqlite;
 mod stats;
@@ -63,6 +65,9 @@ struct Args {
     /// Groups in flight at once for the grouped save workloads (default: the store's).
     #[arg(long)]
     group_in_flight: Option<usize>,
+    /// Old checkpoints the retention workload removes (from each of two tables).
+    #[arg(long, default_value_t = 1_000_000)]
+    retention_rows: usize,
     /// Steps of the growth workload.
     #[arg(long, default_value_t = 500)]
     growth_steps: usize,
@@ -81,6 +86,10 @@ enum Only {
     Sqlite,
     /// The plain table against the hash-partitioned layout (16 partitions).
     Layout,
+    /// Removing the same old checkpoints with `prune` (plain table) and by dropping
+    /// partitions (time-partitioned table); not part of the default run (it loads two tables
+    /// of 1,100,000 rows).
+    Retention,
 }
 
 struct Report {
@@ -148,6 +157,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.only.is_none() || args.only == Some(Only::Layout) {
         layouts(&bench, &mut report).await?;
+    }
+    if args.only == Some(Only::Retention) {
+        retention_by_drop(&bench, &args, &mut report).await?;
     }
     if args.only.is_none() {
         rest(&bench, &args, &mut report).await?;
@@ -273,6 +285,65 @@ async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resul
 }
 
 /// The plain table, then the hash-partitioned layout, and their ratios.
+/// Retention of `--retention-rows` old checkpoints: `prune`'s DELETE on the plain table
+/// against dropping partitions of the time-partitioned one.
+async fn retention_by_drop(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let f = retention::measure(bench, args.retention_rows).await?;
+    for (name, r) in [("delete", &f.delete), ("drop", &f.drop)] {
+        report.value(
+            &format!("retention_{name}_seconds"),
+            &format!("retention by {name}: seconds"),
+            r.seconds,
+        );
+        report.value(
+            &format!("retention_{name}_vacuum_seconds"),
+            &format!("retention by {name}: VACUUM after, seconds"),
+            r.vacuum_seconds,
+        );
+        report.value(
+            &format!("retention_{name}_rows_removed"),
+            &format!("retention by {name}: rows removed"),
+            r.rows_removed as f64,
+        );
+        report.value(
+            &format!("retention_{name}_wal_mb"),
+            &format!("retention by {name}: WAL written, MB"),
+            r.wal_bytes as f64 / 1e6,
+        );
+        report.value(
+            &format!("retention_{name}_rows_left"),
+            &format!("retention by {name}: rows left"),
+            r.rows_left as f64,
+        );
+        report.value(
+            &format!("retention_{name}_mb_left"),
+            &format!("retention by {name}: table MB after VACUUM"),
+            r.bytes_left as f64 / 1e6,
+        );
+    }
+    report.value(
+        "retention_partitions_dropped",
+        "retention by drop: partitions dropped",
+        f.partitions_dropped as f64,
+    );
+    report.value(
+        "ratio_retention_delete_vs_drop",
+        "ratio: time, DELETE / drop",
+        f.delete.seconds / f.drop.seconds,
+    );
+    report.value(
+        "ratio_retention_delete_vacuum_vs_drop_vacuum",
+        "ratio: time with VACUUM, DELETE / drop",
+        (f.delete.seconds + f.delete.vacuum_seconds) / (f.drop.seconds + f.drop.vacuum_seconds),
+    );
+    report.value(
+        "ratio_retention_wal_delete_vs_drop",
+        "ratio: WAL, DELETE / drop",
+        f.delete.wal_bytes as f64 / (f.drop.wal_bytes.max(1)) as f64,
+    );
+    Ok(())
+}
+
 async fn layouts(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let plain = layout::measure(bench, checkpoint_postgres::TableLayout::Plain).await?;
     let hashed = layout::measure(
