@@ -1,7 +1,8 @@
 //! The `layout` workloads: the plain table against the hash-partitioned layout (the stand-in for
-//! a table distributed by `execution_id`), in the same run: saves at 1 and 16 tasks (each save
-//! on the partitioned layout also runs its id guard, which probes every partition), and reads
-//! by execution (`latest`, one partition) and by id alone (`load`, every partition).
+//! a table distributed by `execution_id`) and the time-partitioned one, in the same run: saves
+//! at 1 and 16 tasks (each save on a partitioned layout also runs its id guard, which probes
+//! every partition), and reads by execution (`latest`, one partition) and by id alone (`load`,
+//! every partition).
 
 use checkpoint_core::{Checkpoint, CheckpointStore};
 use checkpoint_postgres::TableLayout;

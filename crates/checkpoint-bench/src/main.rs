@@ -9,7 +9,7 @@
 //! cargo run --release -p checkpoint-bench -- --only growth     # a growing state, each storage
 //! cargo run --release -p checkpoint-bench -- --only encryption # encryption at rest off and on
 //! cargo run --release -p checkpoint-bench -- --only sqlite     # SQLite, no server needed
-//! cargo run --release -p checkpoint-bench -- --only layout     # plain vs hash-partitioned table
+//! cargo run --release -p checkpoint-bench -- --only layout     # plain vs hash- and time-partitioned
 //! cargo run --release -p checkpoint-bench -- --only retention  # prune's DELETE vs dropping partitions
 //! ```
 //!
@@ -84,7 +84,8 @@ enum Only {
     Encryption,
     /// `SqliteStore` on a temp file under each durability setting; needs no server.
     Sqlite,
-    /// The plain table against the hash-partitioned layout (16 partitions).
+    /// The plain table against the hash-partitioned layout (16 partitions) and the
+    /// time-partitioned one (33 daily partitions).
     Layout,
     /// Removing the same old checkpoints with `prune` (plain table) and by dropping
     /// partitions (time-partitioned table); not part of the default run (it loads two tables
@@ -345,13 +346,12 @@ async fn retention_by_drop(bench: &Bench, args: &Args, report: &mut Report) -> a
 }
 
 async fn layouts(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
-    let plain = layout::measure(bench, checkpoint_postgres::TableLayout::Plain).await?;
-    let hashed = layout::measure(
-        bench,
-        checkpoint_postgres::TableLayout::hash_partitioned(16)?,
-    )
-    .await?;
-    for (name, f) in [("plain", &plain), ("hash16", &hashed)] {
+    use checkpoint_postgres::{PartitionPeriod, TableLayout};
+    let plain = layout::measure(bench, TableLayout::Plain).await?;
+    let hashed = layout::measure(bench, TableLayout::hash_partitioned(16)?).await?;
+    // Daily partitions for the past 30 days, today and two ahead (see Bench::store_with).
+    let timed = layout::measure(bench, TableLayout::time_partitioned(PartitionPeriod::Day)).await?;
+    for (name, f) in [("plain", &plain), ("hash16", &hashed), ("day33", &timed)] {
         report.row(
             &format!("layout_{name}_save_1"),
             &format!("{name}: save, 1 task"),
@@ -373,26 +373,28 @@ async fn layouts(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             &f.load,
         );
     }
-    report.value(
-        "ratio_layout_save_1_hash_vs_plain",
-        "ratio: save 1 task, hash16 / plain",
-        hashed.save_1.per_second / plain.save_1.per_second,
-    );
-    report.value(
-        "ratio_layout_save_16_hash_vs_plain",
-        "ratio: save 16 tasks, hash16 / plain",
-        hashed.save_16.per_second / plain.save_16.per_second,
-    );
-    report.value(
-        "ratio_layout_latest_p50_hash_vs_plain",
-        "ratio: latest p50, hash16 / plain",
-        hashed.latest.p50_ms / plain.latest.p50_ms,
-    );
-    report.value(
-        "ratio_layout_load_p50_hash_vs_plain",
-        "ratio: load p50, hash16 / plain",
-        hashed.load.p50_ms / plain.load.p50_ms,
-    );
+    for (name, f) in [("hash", &hashed), ("day33", &timed)] {
+        report.value(
+            &format!("ratio_layout_save_1_{name}_vs_plain"),
+            &format!("ratio: save 1 task, {name} / plain"),
+            f.save_1.per_second / plain.save_1.per_second,
+        );
+        report.value(
+            &format!("ratio_layout_save_16_{name}_vs_plain"),
+            &format!("ratio: save 16 tasks, {name} / plain"),
+            f.save_16.per_second / plain.save_16.per_second,
+        );
+        report.value(
+            &format!("ratio_layout_latest_p50_{name}_vs_plain"),
+            &format!("ratio: latest p50, {name} / plain"),
+            f.latest.p50_ms / plain.latest.p50_ms,
+        );
+        report.value(
+            &format!("ratio_layout_load_p50_{name}_vs_plain"),
+            &format!("ratio: load p50, {name} / plain"),
+            f.load.p50_ms / plain.load.p50_ms,
+        );
+    }
     Ok(())
 }
 
