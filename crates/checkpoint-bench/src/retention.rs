@@ -73,7 +73,9 @@ const COLUMNS: &str = "id, execution_id, node_name, state, metadata, \"timestamp
                        parent_id, payload, base_version, base_hash, state_hash, depth";
 
 pub async fn measure(bench: &Bench, old: usize) -> anyhow::Result<RetentionFigures> {
-    let plain = bench.store_with("retention_plain", 4, Setup::default()).await?;
+    let plain = bench
+        .store_with("retention_plain", 4, Setup::default())
+        .await?;
     let partitioned = bench
         .store_with(
             "retention_partitioned",

@@ -15,6 +15,7 @@
 
 mod commands;
 mod diff;
+mod migrate;
 mod output;
 mod partitions;
 mod transfer;

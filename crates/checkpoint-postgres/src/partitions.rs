@@ -470,6 +470,93 @@ pub(crate) async fn drop_before(
     }
 }
 
+/// Partition maintenance of a time-partitioned table ([`TableLayout::TimePartitioned`]).
+impl PostgresStore {
+    /// Makes the partitions of a time-partitioned table from the current period through
+    /// [`partitions_ahead`](PostgresOptions::partitions_ahead) periods after it, where none
+    /// covers them yet, under an advisory lock shared by every instance. The store does this
+    /// itself when it connects and, before a write, once an hour; call it (or `checkpointctl
+    /// partitions ensure`) from a scheduled job when the store's role may not create tables.
+    /// Returns the names of the partitions made.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `table_layout`) when the table is not time-partitioned;
+    /// the server's error otherwise (for example, a role that does not own the table).
+    pub async fn ensure_partitions(&self) -> Result<Vec<String>> {
+        let period = period_of(&self.table)?;
+        create(self, period, Span::Ahead(self.partitions_ahead)).await
+    }
+
+    /// Makes the partitions of a time-partitioned table for every period that overlaps
+    /// `[from, to)`, where none covers it yet: for rows copied in with past starts, such as a
+    /// move from the plain layout. Returns the names of the partitions made.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `table_layout`) when the table is not time-partitioned,
+    /// (field `to`) for an empty range or one of more than [`MAX_PARTITIONS_PER_CALL`]
+    /// periods; the server's error otherwise.
+    pub async fn create_partitions(
+        &self,
+        from: time::OffsetDateTime,
+        to: time::OffsetDateTime,
+    ) -> Result<Vec<String>> {
+        let period = period_of(&self.table)?;
+        create(self, period, Span::Between(from, to)).await
+    }
+
+    /// The partitions of a time-partitioned table, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `table_layout`) when the table is not time-partitioned.
+    pub async fn partitions(&self) -> Result<Vec<PartitionInfo>> {
+        list(self).await
+    }
+
+    /// Retention for a time-partitioned table: drops every partition whose range ends at or
+    /// before `cutoff`, and forgets the starts of the executions in them, in one transaction.
+    /// Every checkpoint of an execution that started before the dropped partitions' end goes,
+    /// however recent; nothing else is touched. It takes the table's exclusive lock for the
+    /// moment of the drop (waiting at most 5 s for it), so no save writes to a partition that
+    /// is going.
+    ///
+    /// ```no_run
+    /// # async fn run(store: checkpoint_postgres::PostgresStore) -> checkpoint_core::Result<()> {
+    /// let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(90);
+    /// let dropped = store.drop_partitions_before(cutoff).await?;
+    /// println!("dropped {} partitions", dropped.partitions.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::InvalidInput`] (field `table_layout`) when the table is not
+    ///   time-partitioned, or (field `cutoff`) for a cutoff after the server's current time;
+    /// - the server's error (nothing is dropped then), for example a lock not granted within
+    ///   5 s.
+    pub async fn drop_partitions_before(
+        &self,
+        cutoff: time::OffsetDateTime,
+    ) -> Result<DroppedPartitions> {
+        drop_before(self, cutoff).await
+    }
+
+    /// Gathers the planner's statistics of the table (`ANALYZE`). A partitioned table's parent
+    /// is never analysed by autovacuum, so run this after large loads or drops (`checkpointctl
+    /// partitions maintain` does).
+    ///
+    /// # Errors
+    /// The server's error.
+    pub async fn analyze(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let analyzed = tx
+            .batch_execute(&format!("ANALYZE {}", self.table.quoted()))
+            .await;
+        crate::write::finish(tx, analyzed.map(Some).map_err(Error::from))
+            .await
+            .map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,324 @@
+//! The schema steps of each table layout, embedded and checksummed.
+//!
+//! Step 1 is the reference schema (LangGraphGo's `PostgresCheckpointStore`), so a table that
+//! store created is adopted in place; step 2 renumbers such a table's versions per execution in
+//! timestamp order and only then adds the version rule; step 3 adds the delta storage columns
+//! (old rows stay whole states). A partitioned layout makes the table of step 3 in one step.
+
+use sha2::{Digest, Sha256};
+
+use crate::layout::{PartitionPeriod, TableLayout};
+use crate::schema::ADOPTED_WITHOUT_EXECUTION;
+use crate::sql::TableName;
+
+/// One schema step. `{table}`, `{index}`, `{reference_index}` are replaced by quoted names.
+pub(crate) struct Migration {
+    pub(crate) version: i32,
+    pub(crate) description: &'static str,
+    pub(crate) sql: &'static str,
+}
+
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "checkpoint table (reference schema)",
+        sql: "CREATE TABLE IF NOT EXISTS {table} (
+                id TEXT PRIMARY KEY,
+                execution_id TEXT NOT NULL,
+                node_name TEXT NOT NULL,
+                state JSONB NOT NULL,
+                metadata JSONB,
+                \"timestamp\" TIMESTAMPTZ NOT NULL,
+                version INTEGER NOT NULL
+              );",
+    },
+    Migration {
+        version: 2,
+        description: "lineage, 64-bit versions renumbered per execution, the version rule",
+        sql: "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS parent_id TEXT;
+              DROP INDEX IF EXISTS {reference_index};
+              ALTER TABLE {table}
+                ALTER COLUMN version TYPE BIGINT,
+                ALTER COLUMN execution_id TYPE TEXT COLLATE \"C\";
+              UPDATE {table} AS c SET version = r.rank
+                FROM (SELECT id, row_number() OVER (PARTITION BY execution_id
+                                                    ORDER BY \"timestamp\", version, id) AS rank
+                        FROM {table}
+                       WHERE execution_id IN (SELECT execution_id FROM {table}
+                                               GROUP BY execution_id
+                                              HAVING count(*) <> count(DISTINCT version))) r
+               WHERE c.id = r.id;
+              CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} (execution_id, version);",
+    },
+    Migration {
+        version: 3,
+        description: "state storage: compressed payloads, deltas against a base version",
+        // Online on a table of any size: new nullable columns and NOT VALID constraints change
+        // only the catalog (existing rows stay valid as whole states in `state`); the partial
+        // index is empty on existing rows, so building it is one scan of the table.
+        sql: "ALTER TABLE {table}
+                ADD COLUMN IF NOT EXISTS payload BYTEA,
+                ADD COLUMN IF NOT EXISTS base_version BIGINT,
+                ADD COLUMN IF NOT EXISTS base_hash BIGINT,
+                ADD COLUMN IF NOT EXISTS state_hash BIGINT,
+                ADD COLUMN IF NOT EXISTS depth INTEGER,
+                ALTER COLUMN state DROP NOT NULL;
+              ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
+              ALTER TABLE {table} ADD CONSTRAINT {state_check}
+                CHECK ((state IS NULL) <> (payload IS NULL)) NOT VALID;
+              ALTER TABLE {table} ADD CONSTRAINT {delta_check}
+                CHECK (base_version IS NULL OR (base_version < version AND base_hash IS NOT NULL
+                       AND payload IS NOT NULL)) NOT VALID;
+              CREATE INDEX IF NOT EXISTS {base_index} ON {table} (execution_id, base_version)
+                WHERE base_version IS NOT NULL;
+              ALTER TABLE {table} ADD CONSTRAINT {base_key}
+                FOREIGN KEY (execution_id, base_version) REFERENCES {table} (execution_id, version)
+                NOT VALID;
+              UPDATE {table} AS c SET execution_id = '{no_execution}',
+                  metadata = COALESCE(c.metadata, '{}'::jsonb)
+                             || jsonb_build_object('adopted_execution_id', ''),
+                  version = r.version + COALESCE((SELECT MAX(version) FROM {table}
+                                                   WHERE execution_id = '{no_execution}'), 0)
+                FROM (SELECT id, version FROM {table} WHERE execution_id = '') r
+               WHERE c.id = r.id;",
+    },
+];
+
+/// The hash-partitioned layout ([`TableLayout::HashPartitioned`]): the table of schema 3 made
+/// in one step, partitioned by `execution_id`. Every unique index includes `execution_id`; an
+/// id stays unique across partitions through a trigger that serialises inserts of one id on an
+/// advisory lock and looks for it in every partition. The partitions themselves are created
+/// after this step, as many as the layout names.
+pub(crate) const HASH_MIGRATIONS: &[Migration] = &[Migration {
+    version: 3,
+    description: "checkpoint table hash-partitioned by execution_id (schema 3)",
+    sql: "CREATE TABLE {table} (
+            id TEXT NOT NULL,
+            execution_id TEXT COLLATE \"C\" NOT NULL,
+            node_name TEXT NOT NULL,
+            state JSONB,
+            metadata JSONB,
+            \"timestamp\" TIMESTAMPTZ NOT NULL,
+            version BIGINT NOT NULL,
+            parent_id TEXT,
+            payload BYTEA,
+            base_version BIGINT,
+            base_hash BIGINT,
+            state_hash BIGINT,
+            depth INTEGER,
+            CONSTRAINT {state_check} CHECK ((state IS NULL) <> (payload IS NULL)),
+            CONSTRAINT {delta_check} CHECK (base_version IS NULL OR (base_version < version
+                AND base_hash IS NOT NULL AND payload IS NOT NULL))
+          ) PARTITION BY HASH (execution_id);
+          ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
+          CREATE UNIQUE INDEX {index} ON {table} (execution_id, version);
+          CREATE UNIQUE INDEX {id_key} ON {table} (execution_id, id);
+          CREATE INDEX {id_index} ON {table} (id);
+          CREATE INDEX {base_index} ON {table} (execution_id, base_version)
+            WHERE base_version IS NOT NULL;
+          ALTER TABLE {table} ADD CONSTRAINT {base_key}
+            FOREIGN KEY (execution_id, base_version) REFERENCES {table} (execution_id, version);
+          CREATE FUNCTION {id_guard}() RETURNS trigger LANGUAGE plpgsql AS $guard$
+          BEGIN
+            PERFORM pg_advisory_xact_lock(hashtextextended(NEW.id, 0));
+            IF EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id
+                       AND execution_id <> NEW.execution_id) THEN
+              RAISE EXCEPTION 'checkpoint % belongs to another execution', NEW.id
+                USING ERRCODE = 'unique_violation', CONSTRAINT = '{id_key_name}';
+            END IF;
+            RETURN NEW;
+          END
+          $guard$;
+          CREATE TRIGGER {id_guard_trigger} BEFORE INSERT ON {table}
+            FOR EACH ROW EXECUTE FUNCTION {id_guard}();",
+}];
+
+/// The time-partitioned layout's one step, for each period: the table of schema 3, partitioned
+/// by `execution_start`, and the registry that fixes each execution's start.
+///
+/// - `{start}(execution_id)` is what every insert writes as `execution_start`: the start on
+///   record, or now, recorded by the first save (`ON CONFLICT DO NOTHING` makes a racing first
+///   save wait for the other and take its start). It is volatile, so it runs per row.
+/// - `{started}(execution_id)` is what every per-execution read names beside `execution_id`:
+///   `STABLE`, so the server prunes to one partition when the statement starts, under generic
+///   plans too, before it opens any partition. It is PL/pgSQL because PL/pgSQL keeps the plan
+///   of its lookup for the session, where a SQL function plans it again in every statement
+///   (measured: `latest` about a quarter faster). A scalar subquery instead would prune only
+///   after every partition was opened, which costs more as partitions accumulate.
+/// - The trigger refuses a row whose start is not its execution's (a writer that bypasses
+///   `{start}`) and, as in the hash layout, an id that another execution holds.
+/// - The delta foreign key is made on each partition, referencing the partition itself (all of
+///   an execution's rows share it), so that a partition can be dropped whole.
+macro_rules! time_partitioned_sql {
+    ($period:literal) => {
+        concat!(
+            "CREATE TABLE {executions} (
+            execution_id TEXT COLLATE \"C\" PRIMARY KEY,
+            started TIMESTAMPTZ NOT NULL
+          );
+          CREATE INDEX {executions_started} ON {executions} (started);
+          CREATE TABLE {table} (
+            id TEXT NOT NULL,
+            execution_id TEXT COLLATE \"C\" NOT NULL,
+            node_name TEXT NOT NULL,
+            state JSONB,
+            metadata JSONB,
+            \"timestamp\" TIMESTAMPTZ NOT NULL,
+            version BIGINT NOT NULL,
+            parent_id TEXT,
+            payload BYTEA,
+            base_version BIGINT,
+            base_hash BIGINT,
+            state_hash BIGINT,
+            depth INTEGER,
+            execution_start TIMESTAMPTZ NOT NULL,
+            CONSTRAINT {state_check} CHECK ((state IS NULL) <> (payload IS NULL)),
+            CONSTRAINT {delta_check} CHECK (base_version IS NULL OR (base_version < version
+                AND base_hash IS NOT NULL AND payload IS NOT NULL))
+          ) PARTITION BY RANGE (execution_start);
+          ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
+          COMMENT ON TABLE {table} IS 'checkpoints, one partition per ",
+            $period,
+            " of execution_start';
+          CREATE UNIQUE INDEX {index} ON {table} (execution_id, version, execution_start);
+          CREATE UNIQUE INDEX {id_key} ON {table} (execution_id, id, execution_start);
+          CREATE INDEX {id_index} ON {table} (id);
+          CREATE INDEX {base_index} ON {table} (execution_id, base_version)
+            WHERE base_version IS NOT NULL;
+          CREATE FUNCTION {start}(e TEXT) RETURNS TIMESTAMPTZ LANGUAGE plpgsql VOLATILE
+          AS $start$
+          DECLARE s TIMESTAMPTZ;
+          BEGIN
+            SELECT started INTO s FROM {executions} WHERE execution_id = e;
+            IF FOUND THEN RETURN s; END IF;
+            INSERT INTO {executions} (execution_id, started) VALUES (e, now())
+              ON CONFLICT (execution_id) DO NOTHING RETURNING started INTO s;
+            IF FOUND THEN RETURN s; END IF;
+            SELECT started INTO s FROM {executions} WHERE execution_id = e;
+            RETURN s;
+          END
+          $start$;
+          CREATE FUNCTION {started}(e TEXT) RETURNS TIMESTAMPTZ LANGUAGE plpgsql STABLE
+          AS $started$
+          BEGIN
+            RETURN (SELECT started FROM {executions} WHERE execution_id = e);
+          END
+          $started$;
+          CREATE FUNCTION {id_guard}() RETURNS trigger LANGUAGE plpgsql AS $guard$
+          BEGIN
+            IF NEW.execution_start IS DISTINCT FROM (SELECT started FROM {executions}
+                                                      WHERE execution_id = NEW.execution_id) THEN
+              RAISE EXCEPTION 'checkpoint % names a start other than its execution''s', NEW.id
+                USING ERRCODE = 'check_violation';
+            END IF;
+            PERFORM pg_advisory_xact_lock(hashtextextended(NEW.id, 0));
+            IF EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id
+                       AND execution_id <> NEW.execution_id) THEN
+              RAISE EXCEPTION 'checkpoint % belongs to another execution', NEW.id
+                USING ERRCODE = 'unique_violation', CONSTRAINT = '{id_key_name}';
+            END IF;
+            RETURN NEW;
+          END
+          $guard$;
+          CREATE TRIGGER {id_guard_trigger} BEFORE INSERT ON {table}
+            FOR EACH ROW EXECUTE FUNCTION {id_guard}();"
+        )
+    };
+}
+
+const TIME_MIGRATIONS_DAY: &[Migration] = &[Migration {
+    version: 3,
+    description: "checkpoint table partitioned by execution_start, by day (schema 3)",
+    sql: time_partitioned_sql!("day"),
+}];
+
+const TIME_MIGRATIONS_WEEK: &[Migration] = &[Migration {
+    version: 3,
+    description: "checkpoint table partitioned by execution_start, by week (schema 3)",
+    sql: time_partitioned_sql!("week"),
+}];
+
+const TIME_MIGRATIONS_MONTH: &[Migration] = &[Migration {
+    version: 3,
+    description: "checkpoint table partitioned by execution_start, by month (schema 3)",
+    sql: time_partitioned_sql!("month"),
+}];
+
+/// The steps that make `layout`'s table.
+pub(crate) fn chain(layout: TableLayout) -> &'static [Migration] {
+    match layout {
+        TableLayout::Plain => MIGRATIONS,
+        TableLayout::HashPartitioned { .. } => HASH_MIGRATIONS,
+        TableLayout::TimePartitioned { period } => match period {
+            PartitionPeriod::Day => TIME_MIGRATIONS_DAY,
+            PartitionPeriod::Week => TIME_MIGRATIONS_WEEK,
+            PartitionPeriod::Month => TIME_MIGRATIONS_MONTH,
+        },
+    }
+}
+
+/// The partitions of a hash-partitioned layout, created with its table (a time-partitioned
+/// layout's are made by [`crate::partitions`], for the current time and ahead).
+pub(crate) fn partitions_ddl(table: &TableName) -> String {
+    match table.layout() {
+        TableLayout::Plain | TableLayout::TimePartitioned { .. } => String::new(),
+        TableLayout::HashPartitioned { partitions } => (0..partitions)
+            .map(|i| {
+                format!(
+                    "CREATE TABLE {} PARTITION OF {} FOR VALUES WITH (MODULUS {partitions}, \
+                     REMAINDER {i});",
+                    table.qualify(&table.derived(&format!("p{i}"))),
+                    table.quoted()
+                )
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn checksum(migration: &Migration) -> String {
+    Sha256::digest(migration.sql.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The step's SQL with every name quoted.
+pub(crate) fn render(migration: &Migration, table: &TableName) -> String {
+    migration
+        .sql
+        .replace("{table}", &table.quoted())
+        .replace("{index}", &format!("\"{}\"", table.version_index()))
+        .replace(
+            "{base_index}",
+            &format!("\"{}\"", table.derived("base_version_idx")),
+        )
+        .replace("{base_key}", &format!("\"{}\"", table.base_key()))
+        .replace(
+            "{state_check}",
+            &format!("\"{}\"", table.derived("state_check")),
+        )
+        .replace(
+            "{delta_check}",
+            &format!("\"{}\"", table.derived("delta_check")),
+        )
+        .replace("{no_execution}", ADOPTED_WITHOUT_EXECUTION)
+        .replace("{id_key_name}", &table.id_key())
+        .replace("{id_key}", &format!("\"{}\"", table.id_key()))
+        .replace("{id_index}", &format!("\"{}\"", table.derived("id_idx")))
+        .replace("{id_guard}", &table.qualify(&table.derived("id_guard")))
+        .replace("{executions}", &table.qualify(&table.executions_table()))
+        .replace(
+            "{executions_started}",
+            &format!("\"{}\"", table.derived("started_idx")),
+        )
+        .replace("{start}", &table.start_function())
+        .replace("{started}", &table.started_function())
+        .replace(
+            "{id_guard_trigger}",
+            &format!("\"{}\"", table.derived("id_guard")),
+        )
+        .replace(
+            "{reference_index}",
+            &table.qualify(&format!("idx_{}_execution_id", table.table())),
+        )
+}
