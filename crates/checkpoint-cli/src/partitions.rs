@@ -94,14 +94,7 @@ pub async fn run(
             Ok(())
         }
         PartitionAction::Ensure { ahead } => {
-            let store = partitioned_store(options, ahead).await?;
-            let created = store.ensure_partitions().await.map_err(explain)?;
-            report(
-                json,
-                json!({ "created": created }),
-                &format!("created {} partitions {created:?}", created.len()),
-            );
-            Ok(())
+            ensure_and_report(&partitioned_store(options, ahead).await?, json).await
         }
         PartitionAction::Drop {
             older_than,
@@ -143,12 +136,7 @@ pub async fn run(
                 .map(|age| cutoff("--retain", age))
                 .transpose()?;
             let store = partitioned_store(options, ahead).await?;
-            let created = store.ensure_partitions().await.map_err(explain)?;
-            report(
-                json,
-                json!({ "created": created }),
-                &format!("created {} partitions {created:?}", created.len()),
-            );
+            ensure_and_report(&store, json).await?;
             if let Some(cutoff) = cutoff {
                 drop_and_report(&store, cutoff, json).await?;
             }
@@ -157,6 +145,16 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+async fn ensure_and_report(store: &PostgresStore, json: bool) -> Result<(), Exit> {
+    let created = store.ensure_partitions().await.map_err(explain)?;
+    report(
+        json,
+        json!({ "created": created }),
+        &format!("created {} partitions {created:?}", created.len()),
+    );
+    Ok(())
 }
 
 async fn drop_and_report(

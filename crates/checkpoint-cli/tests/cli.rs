@@ -44,12 +44,7 @@ impl Fixture {
 
     /// Runs and returns (exit code, stdout, stderr).
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let output = self.ctl(args).output().unwrap();
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        run_at(&self.url, &self.schema, args)
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -431,18 +426,7 @@ async fn encrypted_stores_are_read_with_keys_from_the_environment_or_a_file_and_
 
 /// Runs `checkpointctl` on `schema` and returns (exit code, stdout, stderr).
 fn run_at(url: &str, schema: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::cargo_bin("checkpointctl")
-        .unwrap()
-        .env("DATABASE_URL", url)
-        .args(["--schema", schema])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    seed::run_ctl(url, &["--schema", schema], args)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -37,18 +37,7 @@ fn url(path: &Path) -> String {
 
 /// Runs `checkpointctl` on `path` and returns (exit code, stdout, stderr).
 fn run(path: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::cargo_bin("checkpointctl")
-        .unwrap()
-        .env("DATABASE_URL", url(path))
-        .env_remove("CHECKPOINT_ENCRYPTION_KEYS")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    seed::run_ctl(&url(path), &[], args)
 }
 
 fn json_of(path: &Path, args: &[&str]) -> Value {

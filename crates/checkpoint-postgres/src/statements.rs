@@ -342,18 +342,8 @@ impl Statements {
                      WHERE c.execution_id = EXCLUDED.execution_id RETURNING version",
                     start.value("$2")
                 ),
-                &[
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::JSONB,
-                    Type::JSONB,
-                    Type::TIMESTAMPTZ,
-                    Type::INT8,
-                    Type::TEXT,
-                    Type::BYTEA,
-                    Type::INT8,
-                ],
+                // The checkpoint, the payload, and the state hash in the place of the base.
+                &save_types[..10],
             ),
             lock_row: Sql::new(
                 format!("SELECT execution_id, version, state_hash FROM {t} WHERE id = $1 FOR UPDATE"),

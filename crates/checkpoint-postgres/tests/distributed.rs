@@ -34,26 +34,7 @@ async fn statements_keyed_by_an_execution_read_one_partition() {
         .await
         .unwrap();
     let s = store.statements();
-    let keyed = [
-        ("latest", &s.latest, "'exec-5'"),
-        ("list", &s.list, "'exec-5'"),
-        (
-            "page_asc",
-            &s.page_ascending,
-            "'exec-5', 40, 9223372036854775807, NULL, NULL, 21",
-        ),
-        (
-            "page_desc",
-            &s.page_descending,
-            "'exec-5', -9223372036854775808, 60, 'n', '{\"k\": 1}', 21",
-        ),
-        ("clear", &s.clear, "'exec-5'"),
-        (
-            "prune_one",
-            &s.prune_execution,
-            "'exec-5', 10, now() - interval '1 day'",
-        ),
-    ];
+    let keyed = support::execution_keyed(s);
     for (name, sql, args) in keyed {
         for (mode, read) in ["custom", "generic"]
             .iter()

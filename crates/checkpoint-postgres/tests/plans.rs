@@ -46,40 +46,28 @@ async fn single_execution_statements_use_the_index_at_100k_rows() {
         .unwrap();
 
     let s = store.statements();
-    let cases = [
-        ("load", &s.load, "'id-500'"),
-        ("latest", &s.latest, "'exec-5'"),
-        ("list", &s.list, "'exec-5'"),
-        (
-            "page_asc",
-            &s.page_ascending,
-            "'exec-5', 40, 9223372036854775807, NULL, NULL, 21",
-        ),
-        (
-            "page_desc",
-            &s.page_descending,
-            "'exec-5', -9223372036854775808, 60, 'n', '{\"k\": 1}', 21",
-        ),
-        ("clear", &s.clear, "'exec-5'"),
-        (
-            "prune_one",
-            &s.prune_execution,
-            "'exec-5', 10, now() - interval '1 day'",
-        ),
-        ("delete", &s.delete, "'id-500'"),
+    let mut cases: Vec<(&str, &checkpoint_postgres::Sql, String)> =
+        vec![("load", &s.load, "'id-500'".to_owned())];
+    cases.extend(
+        support::execution_keyed(s)
+            .into_iter()
+            .map(|(name, sql, args)| (name, sql, args.to_owned())),
+    );
+    cases.extend([
+        ("delete", &s.delete, "'id-500'".to_owned()),
         (
             "group_save",
             &s.group_save,
-            &group_args("NULL, NULL", "NULL, NULL"),
+            group_args("NULL, NULL", "NULL, NULL"),
         ),
         (
             "group_delta",
             &s.group_save_delta,
-            &group_args("3, NULL", "0, NULL"),
+            group_args("3, NULL", "0, NULL"),
         ),
-    ];
+    ]);
     for (name, sql, args) in cases {
-        for plan in plans(&client, name, sql, args).await {
+        for plan in plans(&client, name, sql, &args).await {
             assert!(
                 !plan.contains("Seq Scan"),
                 "{name} scans the table sequentially:\n{plan}"

@@ -1,4 +1,5 @@
-//! The checkpoints every CLI test starts from, on any store.
+//! The checkpoints every CLI test starts from, on any store, and how the tests run
+//! `checkpointctl`.
 
 use checkpoint_core::{Checkpoint, CheckpointStore};
 use serde_json::json;
@@ -25,4 +26,23 @@ pub async fn two_executions(store: &dyn CheckpointStore) -> Vec<Checkpoint> {
             .unwrap();
     }
     a
+}
+
+/// Runs `checkpointctl` on `database_url` with `leading` arguments (such as `--schema s`)
+/// before `args`, without encryption keys from the environment, and returns (exit code,
+/// stdout, stderr).
+pub fn run_ctl(database_url: &str, leading: &[&str], args: &[&str]) -> (i32, String, String) {
+    let output = assert_cmd::Command::cargo_bin("checkpointctl")
+        .unwrap()
+        .env("DATABASE_URL", database_url)
+        .env_remove("CHECKPOINT_ENCRYPTION_KEYS")
+        .args(leading)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

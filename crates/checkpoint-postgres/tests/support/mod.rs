@@ -357,3 +357,31 @@ pub async fn race_one_id_into_many_executions(store: &PostgresStore) {
         assert_eq!(all, 1, "{id} is stored once, in {}", holder.execution_id);
     }
 }
+
+/// The statements keyed by one execution (`exec-5` of a seeded table), with SQL literals for
+/// their parameters, as the plan guards run them: each should read one partition of a table
+/// partitioned by execution.
+pub fn execution_keyed(
+    s: &checkpoint_postgres::Statements,
+) -> Vec<(&'static str, &checkpoint_postgres::Sql, &'static str)> {
+    vec![
+        ("latest", &s.latest, "'exec-5'"),
+        ("list", &s.list, "'exec-5'"),
+        (
+            "page_asc",
+            &s.page_ascending,
+            "'exec-5', 40, 9223372036854775807, NULL, NULL, 21",
+        ),
+        (
+            "page_desc",
+            &s.page_descending,
+            "'exec-5', -9223372036854775808, 60, 'n', '{\"k\": 1}', 21",
+        ),
+        ("clear", &s.clear, "'exec-5'"),
+        (
+            "prune_one",
+            &s.prune_execution,
+            "'exec-5', 10, now() - interval '1 day'",
+        ),
+    ]
+}
