@@ -196,6 +196,11 @@ async fn sqlite_errors_are_one_clear_line_and_create_nothing() {
         "apply to PostgreSQL",
     );
     assert_one_line_error(run(&f.path, &["reencrypt"]), "not encrypted");
+    assert_one_line_error(run(&f.path, &["partitions", "list"]), "apply to PostgreSQL");
+    assert_one_line_error(
+        run(&f.path, &["migrate", "--layout", "day"]),
+        "applies to PostgreSQL",
+    );
     assert_one_line_error(
         run(
             &f.path,

@@ -281,6 +281,21 @@ async fn begin(store: &PostgresStore) -> Result<Box<dyn DbTransaction>> {
     }
 }
 
+/// Ends a maintenance transaction: commits what succeeded, rolls back what failed.
+async fn settle<T>(tx: Box<dyn DbTransaction>, outcome: Result<T>) -> Result<T> {
+    match outcome {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            // Best effort: a failed rollback closes the connection, and the server rolls back.
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
+}
+
 /// The server's clock: partitions follow the `now()` that inserts record as starts.
 async fn server_now(tx: &mut dyn DbTransaction) -> Result<OffsetDateTime> {
     let rows = tx.query(&Sql::new("SELECT now()", &[]), &[]).await?;
@@ -381,16 +396,7 @@ pub(crate) async fn create(
         Ok(created)
     }
     .await;
-    match outcome {
-        Ok(created) => {
-            tx.commit().await?;
-            Ok(created)
-        }
-        Err(err) => {
-            let _ = tx.rollback().await;
-            Err(err)
-        }
-    }
+    settle(tx, outcome).await
 }
 
 /// The partitions of the table, oldest first.
@@ -458,16 +464,7 @@ pub(crate) async fn drop_before(
         })
     }
     .await;
-    match outcome {
-        Ok(dropped) => {
-            tx.commit().await?;
-            Ok(dropped)
-        }
-        Err(err) => {
-            let _ = tx.rollback().await;
-            Err(err)
-        }
-    }
+    settle(tx, outcome).await
 }
 
 /// Partition maintenance of a time-partitioned table ([`TableLayout::TimePartitioned`]).

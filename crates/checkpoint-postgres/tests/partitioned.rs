@@ -445,3 +445,39 @@ async fn the_layout_a_table_was_made_with_is_read_back() {
         );
     }
 }
+
+/// Retention waits a bounded time for the table's lock, so a long transaction never queues
+/// every reader and writer behind it; it then fails retryably-typed, with nothing dropped.
+#[tokio::test]
+async fn retention_behind_a_long_transaction_gives_up_and_drops_nothing() {
+    let store = store().await;
+    let client = support::client().await;
+    let today = seed(&store, &client).await;
+    let before = store.partitions().await.unwrap();
+    // A reader that keeps its transaction open holds a lock the drop must wait for.
+    let reader = support::client().await;
+    reader
+        .batch_execute(&format!(
+            "BEGIN; SELECT count(*) FROM {};",
+            store.table().quoted()
+        ))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = store
+        .drop_partitions_before(today - Span::days(2))
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(30), "gave up after {waited:?}");
+    assert!(err.to_string().contains("lock"), "{err}");
+    assert_eq!(store.partitions().await.unwrap(), before);
+    assert_eq!(store.list("exec-5").await.unwrap().len(), 100);
+    reader.batch_execute("COMMIT").await.unwrap();
+    // Once the reader is done, the same call goes through.
+    let dropped = store
+        .drop_partitions_before(today - Span::days(2))
+        .await
+        .unwrap();
+    assert_eq!(dropped.partitions.len(), 3);
+}
