@@ -447,7 +447,8 @@ async fn the_layout_a_table_was_made_with_is_read_back() {
 }
 
 /// Retention waits a bounded time for the table's lock, so a long transaction never queues
-/// every reader and writer behind it; it then fails retryably-typed, with nothing dropped.
+/// every reader and writer behind it; it then fails with the server's lock error (SQLSTATE
+/// 55P03), with nothing dropped, and can be run again.
 #[tokio::test]
 async fn retention_behind_a_long_transaction_gives_up_and_drops_nothing() {
     let store = store().await;
@@ -471,6 +472,11 @@ async fn retention_behind_a_long_transaction_gives_up_and_drops_nothing() {
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(30), "gave up after {waited:?}");
     assert!(err.to_string().contains("lock"), "{err}");
+    assert_eq!(
+        checkpoint_postgres::DbError::of(&err).and_then(|db| db.code()),
+        Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+        "{err:?}"
+    );
     assert_eq!(store.partitions().await.unwrap(), before);
     assert_eq!(store.list("exec-5").await.unwrap().len(), 100);
     reader.batch_execute("COMMIT").await.unwrap();
