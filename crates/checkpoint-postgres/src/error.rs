@@ -183,8 +183,12 @@ impl DbError {
     /// Maps into the core error: connection trouble is `Unavailable`, transient server states
     /// are retryable `Backend` errors, everything else a plain `Backend` error.
     pub fn into_core(self) -> Error {
+        // A lock not granted within `lock_timeout` (partition maintenance sets one) is as
+        // transient as a deadlock: the same call can succeed once the holder is done.
         let retryable_state = |code: &SqlState| {
-            *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
+            *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::LOCK_NOT_AVAILABLE
         };
         match (&self.kind, &self.code) {
             (DbErrorKind::Connection | DbErrorKind::Timeout | DbErrorKind::Closed, _) => {
@@ -323,10 +327,11 @@ mod tests {
     }
 
     #[test]
-    fn serialization_failures_and_deadlocks_are_retryable_backend_errors() {
+    fn serialization_failures_deadlocks_and_lock_timeouts_are_retryable_backend_errors() {
         for code in [
             SqlState::T_R_SERIALIZATION_FAILURE,
             SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
         ] {
             let core = DbError::server(code.clone(), None, "retry").into_core();
             assert!(

@@ -4,8 +4,8 @@
 //! `delete`, `clear`, `prune`), and only on failures that another attempt can fix: a lost or
 //! refused connection (SQLSTATE class 08), a server shutting down or starting (57P01, 57P02,
 //! 57P03), a server that is no longer writable (25006: a primary demoted by a failover, whose
-//! connection is then dropped), too many connections (53300), and serialization failures or
-//! deadlocks (40001, 40P01). A pool that stays exhausted for its wait timeout is not retried:
+//! connection is then dropped), too many connections (53300), serialization failures or
+//! deadlocks (40001, 40P01), and locks not granted within a `lock_timeout` (55P03). A pool that stays exhausted for its wait timeout is not retried:
 //! the caller asked to wait that long and no longer.
 
 use std::future::Future;
@@ -132,6 +132,7 @@ pub fn is_transient(err: &Error) -> bool {
                 || crate::pool::is_shared_connection(db)
                 || *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::LOCK_NOT_AVAILABLE
         }
         _ => false,
     }
@@ -158,6 +159,7 @@ mod tests {
             DbError::server(SqlState::CONNECTION_FAILURE, None, "08006"),
             DbError::server(SqlState::T_R_SERIALIZATION_FAILURE, None, "40001"),
             DbError::server(SqlState::T_R_DEADLOCK_DETECTED, None, "40P01"),
+            DbError::server(SqlState::LOCK_NOT_AVAILABLE, None, "55P03"),
             // A primary demoted by a failover, still answering read-only.
             DbError::server(SqlState::READ_ONLY_SQL_TRANSACTION, None, "25006"),
             // A named statement refused behind a transaction-mode pooler: the pool has turned
