@@ -529,7 +529,7 @@ impl PostgresStore {
     /// - [`Error::InvalidInput`] (field `table_layout`) when the table is not
     ///   time-partitioned, or (field `cutoff`) for a cutoff after the server's current time;
     /// - the server's error (nothing is dropped then), for example a lock not granted within
-    ///   5 s.
+    ///   5 s (SQLSTATE 55P03, retryable).
     pub async fn drop_partitions_before(
         &self,
         cutoff: time::OffsetDateTime,
