@@ -58,12 +58,17 @@ async fn partitioned_store(options: PostgresOptions, ahead: u16) -> Result<Postg
 }
 
 /// The cutoff `age` (given to `flag`) before now.
-fn cutoff(flag: &str, age: &str) -> Result<OffsetDateTime, Exit> {
-    let age = parse_age(flag, age)?;
-    let age = time::Duration::try_from(age).map_err(|e| fail(format!("{age:?}: {e}")))?;
+fn cutoff(flag: &str, text: &str) -> Result<OffsetDateTime, Exit> {
+    let age = parse_age(flag, text)?;
+    let too_old = || {
+        fail(format!(
+            "{flag} {text:?} reaches before the first representable time"
+        ))
+    };
+    let age = time::Duration::try_from(age).map_err(|_| too_old())?;
     OffsetDateTime::now_utc()
         .checked_sub(age)
-        .ok_or_else(|| fail("the age reaches before the first representable time"))
+        .ok_or_else(too_old)
 }
 
 pub async fn run(

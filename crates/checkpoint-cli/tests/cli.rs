@@ -517,6 +517,8 @@ async fn a_table_partitioned_by_start_is_made_opened_maintained_and_dropped() {
 
     let (code, _, err) = run(&["partitions", "drop", "--older-than", "soon", "--yes"]);
     assert_one_line_error(code, &err, 2, "not a duration");
+    let (code, _, err) = run(&["partitions", "maintain", "--retain", "20000y"]);
+    assert_one_line_error(code, &err, 2, "--retain \"20000y\" reaches before");
     let plain = fixture().await;
     let (code, _, err) = plain.run(&["partitions", "list"]);
     assert_one_line_error(code, &err, 2, "not partitioned");

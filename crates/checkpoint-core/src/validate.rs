@@ -461,8 +461,17 @@ impl io::Write for ByteCounter {
     }
 }
 
+/// The conformance suite's generated JSON, for the unit tests: its module when the
+/// `conformance` feature builds it, its file otherwise.
+#[cfg(all(test, not(feature = "conformance")))]
+#[path = "conformance/strategies.rs"]
+mod generated;
+#[cfg(all(test, feature = "conformance"))]
+use crate::conformance::strategies as generated;
+
 #[cfg(test)]
 mod tests {
+    use super::generated;
     use super::*;
     use serde_json::json;
 
@@ -532,36 +541,12 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn the_measured_size_matches_serde_json(value in any_json()) {
+        fn the_measured_size_matches_serde_json(value in generated::json_value()) {
             proptest::prop_assert_eq!(
                 check_shape("state", &value, 100).unwrap(),
                 serde_json::to_vec(&value).unwrap().len()
             );
         }
-    }
-
-    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
-        use proptest::prelude::*;
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(Value::from),
-            "[\\x01-\\x7f]{0,8}".prop_map(Value::from),
-            any::<String>()
-                .prop_map(|s| s.replace('\0', ""))
-                .prop_map(Value::from),
-        ];
-        leaf.prop_recursive(4, 40, 5, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
-                prop::collection::btree_map("[^\\x00]{0,4}", inner, 0..5)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
     }
 
     #[test]

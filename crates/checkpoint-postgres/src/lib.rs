@@ -170,7 +170,7 @@ impl PostgresStore {
         }
         let partitions_ahead = options.partitions_ahead_periods();
         let upkeep = match table.layout().period() {
-            Some(period) => {
+            Some(_) => {
                 if !(1..=MAX_PARTITIONS_AHEAD).contains(&partitions_ahead) {
                     return Err(Error::invalid(
                         "partitions_ahead",
@@ -179,7 +179,7 @@ impl PostgresStore {
                 }
                 options
                     .is_partition_upkeep()
-                    .then(|| Arc::new(partitions::Upkeep::new(period, partitions_ahead)))
+                    .then(|| Arc::new(partitions::Upkeep::default()))
             }
             None => None,
         };

@@ -177,9 +177,8 @@ pub(crate) fn is_partition_index(table: &TableName, name: &str, kind: char) -> b
 }
 
 /// When the store next makes sure its partitions exist, ahead of a write.
+#[derive(Default)]
 pub(crate) struct Upkeep {
-    period: PartitionPeriod,
-    ahead: u16,
     due: Mutex<Option<Instant>>,
     running: tokio::sync::Mutex<()>,
 }
@@ -193,15 +192,6 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(3600);
 const UPKEEP_RETRY: Duration = Duration::from_secs(60);
 
 impl Upkeep {
-    pub(crate) fn new(period: PartitionPeriod, ahead: u16) -> Self {
-        Upkeep {
-            period,
-            ahead,
-            due: Mutex::new(None),
-            running: tokio::sync::Mutex::new(()),
-        }
-    }
-
     fn is_due(&self) -> bool {
         let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
         due.is_none_or(|at| Instant::now() >= at)
@@ -226,7 +216,7 @@ pub(crate) async fn upkeep(store: &PostgresStore) {
     if !upkeep.is_due() {
         return;
     }
-    match create(store, upkeep.period, Span::Ahead(upkeep.ahead)).await {
+    match store.ensure_partitions().await {
         Ok(created) => {
             if !created.is_empty() {
                 tracing::info!(table = store.table.table(), ?created, "created partitions");

@@ -469,17 +469,8 @@ impl Statements {
                     start.key("", "e.execution_id"),
                     start.value("i.execution_id")
                 ),
-                &[
-                    Type::TEXT_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::JSONB_ARRAY,
-                    Type::JSONB_ARRAY,
-                    Type::TIMESTAMPTZ_ARRAY,
-                    Type::TEXT_ARRAY,
-                    Type::BYTEA_ARRAY,
-                    Type::INT8_ARRAY,
-                ],
+                // A batch's arrays without the versions, which the statement numbers.
+                &[&BATCH_TYPES[..6], &BATCH_TYPES[7..]].concat(),
             ),
             group_save: group_save(&t, &start, false),
             group_save_delta: group_save(&t, &start, true),

@@ -240,3 +240,49 @@ async fn encryption_keys_appear_in_no_debug_display_error_or_trace() {
         "Debug names the key ids"
     );
 }
+
+/// A role that may write checkpoints but not create tables runs a time-partitioned store: its
+/// upkeep fails (logged, not returned), its saves land in the partitions the owner made, and
+/// asking it to make partitions is refused by the server, with nothing made.
+#[tokio::test]
+async fn a_role_that_may_not_make_partitions_still_saves_into_the_existing_ones() {
+    let by_day = checkpoint_postgres::TableLayout::time_partitioned(
+        checkpoint_postgres::PartitionPeriod::Day,
+    );
+    let admin_options = support::options().await.table_layout(by_day);
+    let schema = admin_options
+        .table_name()
+        .unwrap()
+        .schema()
+        .unwrap()
+        .to_owned();
+    let admin = PostgresStore::connect(admin_options).await.unwrap();
+    let made = admin.partitions().await.unwrap();
+    let role = format!("app_{}", support::unique_schema("r").to_lowercase());
+    support::client()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'app-secret';
+             GRANT USAGE ON SCHEMA \"{schema}\" TO {role};
+             GRANT SELECT ON \"{schema}\".checkpoints_migrations TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON \"{schema}\".checkpoints,
+                   \"{schema}\".checkpoints_executions TO {role};"
+        ))
+        .await
+        .unwrap();
+    // More partitions ahead than the owner made: the upkeep at connect tries, and fails.
+    let options = PostgresOptions::new(&url_as(&role, "app-secret").await)
+        .unwrap()
+        .schema(&schema)
+        .table_layout(by_day)
+        .partitions_ahead(5);
+    let store = PostgresStore::connect(options)
+        .await
+        .expect("a failed upkeep does not fail connect");
+    let cp = Checkpoint::new("limited", "n", json!({"ok": true}));
+    assert_eq!(store.save(&cp).await.unwrap(), 1);
+    assert_eq!(store.latest("limited").await.unwrap().unwrap().id, cp.id);
+    let err = store.ensure_partitions().await.unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    assert_eq!(admin.partitions().await.unwrap(), made);
+}

@@ -237,6 +237,19 @@ fn state(n: i64) -> Value {
     })
 }
 
+/// Asserts that the model and the subject gave the same value, or failed the same way.
+fn same_outcome<T: PartialEq + std::fmt::Debug>(
+    model: &crate::Result<T>,
+    subject: &crate::Result<T>,
+    context: &str,
+) {
+    assert_eq!(
+        model.as_ref().map_err(kind),
+        subject.as_ref().map_err(kind),
+        "{context}"
+    );
+}
+
 fn kind(err: &Error) -> String {
     match err {
         Error::NotFound { id } => format!("NotFound({id})"),
@@ -278,11 +291,7 @@ pub async fn check(
             Op::Save(spec) => {
                 let (m, p) = ids.checkpoints(spec);
                 let (rm, rp) = (memory.save(&m).await, subject.save(&p).await);
-                assert_eq!(
-                    rm.as_ref().map_err(kind),
-                    rp.as_ref().map_err(kind),
-                    "{context}"
-                );
+                same_outcome(&rm, &rp, &context);
                 if rm.is_ok() {
                     ids.remember(&m.id, &p.id);
                 }
@@ -290,11 +299,7 @@ pub async fn check(
             Op::Batch(specs) => {
                 let (ms, ps): (Vec<_>, Vec<_>) = specs.iter().map(|s| ids.checkpoints(s)).unzip();
                 let (rm, rp) = (memory.save_batch(&ms).await, subject.save_batch(&ps).await);
-                assert_eq!(
-                    rm.as_ref().map_err(kind),
-                    rp.as_ref().map_err(kind),
-                    "{context}"
-                );
+                same_outcome(&rm, &rp, &context);
                 if rm.is_ok() {
                     for (m, p) in ms.iter().zip(&ps) {
                         ids.remember(&m.id, &p.id);
@@ -309,11 +314,7 @@ pub async fn check(
                 }
                 let rs = futures::future::join_all(ss.iter().map(|s| subject.save(s))).await;
                 for (i, (m, s)) in rm.iter().zip(&rs).enumerate() {
-                    assert_eq!(
-                        m.as_ref().map_err(kind),
-                        s.as_ref().map_err(kind),
-                        "{context}, save {i}"
-                    );
+                    same_outcome(m, s, &format!("{context}, save {i}"));
                 }
                 for ((r, m), s) in rm.iter().zip(&ms).zip(&ss) {
                     if r.is_ok() {
