@@ -157,6 +157,10 @@ impl Checkpoint {
 
     /// Sets the timestamp, converted to UTC and truncated to whole microseconds so that it
     /// round-trips exactly through every backend.
+    ///
+    /// Never panics: an instant that has no UTC form `time` can hold (past the year 9999 or
+    /// before -9999 once shifted to UTC) keeps its offset, and a save refuses it with
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming `timestamp`.
     pub fn with_timestamp(mut self, timestamp: OffsetDateTime) -> Self {
         self.timestamp = normalize_timestamp(timestamp);
         self
@@ -164,8 +168,13 @@ impl Checkpoint {
 }
 
 /// `timestamp` in UTC, truncated to whole microseconds (the precision PostgreSQL keeps).
+///
+/// An instant with no UTC form `time` can hold keeps its own offset (truncated all the same):
+/// the input rules refuse it, and this function never panics.
 pub fn normalize_timestamp(timestamp: OffsetDateTime) -> OffsetDateTime {
-    let utc = timestamp.to_offset(time::UtcOffset::UTC);
+    let utc = timestamp
+        .checked_to_offset(time::UtcOffset::UTC)
+        .unwrap_or(timestamp);
     let micros = utc.nanosecond() / 1_000 * 1_000;
     // Replacing the nanosecond with a value below 1e9 cannot fail.
     utc.replace_nanosecond(micros).unwrap_or(utc)

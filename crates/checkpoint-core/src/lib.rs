@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod checkpoint;
+pub mod equal;
 mod error;
 pub mod meta;
 mod store;

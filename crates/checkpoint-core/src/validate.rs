@@ -241,8 +241,9 @@ pub fn no_version_after(execution_id: &str) -> Error {
 /// Refuses numbers that PostgreSQL's `jsonb` would not give back as they were: a float with a
 /// whole value of 1e16 or more that fits a 64-bit integer is written with an exponent
 /// (`1e16`), stored by `jsonb` as the decimal `10000000000000000`, and read back as an
-/// integer. Every other finite `f64` (up to `f64::MAX` and down to the smallest subnormal) and
-/// every `i64`/`u64` comes back equal.
+/// integer. `-0.0` comes back as `0.0` (a `numeric` has no negative zero). Every other finite
+/// `f64` (up to `f64::MAX` and down to the smallest subnormal) and every `i64`/`u64` comes back
+/// exactly.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] naming `field`.
@@ -253,6 +254,8 @@ pub fn no_version_after(execution_id: &str) -> Error {
 ///
 /// assert!(check_jsonb_numbers("metadata", &json!({"n": 1e15, "big": 1e300, "i": 10_000_000_000_000_000u64})).is_ok());
 /// assert!(check_jsonb_numbers("metadata", &json!({"n": 1e16})).is_err());
+/// assert!(check_jsonb_numbers("metadata", &json!({"n": [-0.0]})).is_err());
+/// assert!(check_jsonb_numbers("metadata", &json!({"n": 0.0, "i": 0})).is_ok());
 /// ```
 pub fn check_jsonb_numbers(field: &str, value: &Value) -> Result<()> {
     let mut stack = vec![value];
@@ -263,6 +266,13 @@ pub fn check_jsonb_numbers(field: &str, value: &Value) -> Result<()> {
                 // 2^64 and -2^63: the integer range serde_json reads a plain number into.
                 let fits_an_integer =
                     (-9_223_372_036_854_775_808.0..18_446_744_073_709_551_616.0).contains(&f);
+                if f == 0.0 && f.is_sign_negative() {
+                    return Err(Error::invalid(
+                        field,
+                        "holds -0.0, which PostgreSQL's jsonb returns as 0.0 (its numbers \
+                         have no negative zero); write 0.0, or the sign as its own value",
+                    ));
+                }
                 if f.fract() == 0.0 && f.abs() >= 1e16 && fits_an_integer {
                     return Err(Error::invalid(
                         field,
@@ -322,12 +332,24 @@ fn check_timestamp(timestamp: &OffsetDateTime) -> Result<()> {
             "has sub-microsecond precision (use Checkpoint::with_timestamp to truncate it)",
         ));
     }
-    let year = timestamp.to_offset(time::UtcOffset::UTC).year();
-    if !(1..=9999).contains(&year) {
-        return Err(Error::invalid(
+    let outside = |year: String| {
+        Error::invalid(
             "timestamp",
-            format!("year {year} is outside 1..=9999"),
-        ));
+            format!("{timestamp} falls in year {year} in UTC, outside 1..=9999"),
+        )
+    };
+    // `to_offset` would panic where the UTC date passes what `time` holds (9999-12-31T12:00
+    // at -12:00 is 10000-01-01 in UTC).
+    let Some(utc) = timestamp.checked_to_offset(time::UtcOffset::UTC) else {
+        let year = if timestamp.year() > 0 {
+            "10000"
+        } else {
+            "-10000"
+        };
+        return Err(outside(year.into()));
+    };
+    if !(1..=9999).contains(&utc.year()) {
+        return Err(outside(utc.year().to_string()));
     }
     Ok(())
 }
@@ -465,9 +487,9 @@ impl io::Write for ByteCounter {
 /// `conformance` feature builds it, its file otherwise.
 #[cfg(all(test, not(feature = "conformance")))]
 #[path = "conformance/strategies.rs"]
-mod generated;
+pub(crate) mod generated;
 #[cfg(all(test, feature = "conformance"))]
-use crate::conformance::strategies as generated;
+pub(crate) use crate::conformance::strategies as generated;
 
 #[cfg(test)]
 mod tests {
@@ -571,7 +593,8 @@ mod tests {
             json!(f64::MAX),
             json!(f64::MIN),
             json!(5e-324),
-            json!(-0.0),
+            json!(-5e-324),
+            json!(0.0),
             json!(u64::MAX),
             json!(i64::MIN),
         ] {
@@ -608,5 +631,56 @@ mod tests {
         assert!(check_timestamp(&datetime!(2024-01-01 00:00:00.000001 UTC)).is_ok());
         assert!(check_timestamp(&datetime!(2024-01-01 00:00:00.0000001 UTC)).is_err());
         assert!(check_timestamp(&datetime!(0000-12-31 00:00:00 UTC)).is_err());
+    }
+
+    #[test]
+    fn negative_zero_is_refused_where_jsonb_keeps_it() {
+        for bad in [json!(-0.0), json!({"a": [1, {"t": -0.0}]})] {
+            let err = check_jsonb_numbers("metadata", &bad).unwrap_err();
+            assert!(err.is_invalid_field("metadata"), "{bad}: {err}");
+            assert!(err.to_string().contains("-0.0"), "{err}");
+        }
+    }
+
+    #[test]
+    fn instants_past_year_9999_in_utc_are_refused_not_a_panic() {
+        use time::macros::datetime;
+        for (at, year) in [
+            (datetime!(9999-12-31 12:00:00 -12:00), "10000"),
+            (datetime!(-9999-01-01 00:00:00 +01:00), "-10000"),
+            (datetime!(9999-12-31 23:59:59.999999 -00:00:01), "10000"),
+        ] {
+            let err = check_timestamp(&at).unwrap_err();
+            assert!(err.is_invalid_field("timestamp"), "{at}: {err}");
+            assert!(err.to_string().contains(year), "{at}: {err}");
+        }
+        assert!(check_timestamp(&datetime!(9999-12-31 23:59:59.999999 UTC)).is_ok());
+        assert!(check_timestamp(&datetime!(0001-01-01 01:00:00 +01:00)).is_ok());
+        assert!(check_timestamp(&datetime!(0001-01-01 00:59:59 +01:00)).is_err());
+    }
+
+    proptest::proptest! {
+        /// Every instant `time` can hold, at any offset: accepted exactly when its UTC form is in
+        /// years 1 to 9999 with whole microseconds, refused as `timestamp` otherwise, and the
+        /// builder never panics (its result passes exactly when the input's instant is in range).
+        #[test]
+        fn every_instant_is_accepted_or_refused_by_its_utc_year(at in generated::timestamp()) {
+            let utc = at.checked_to_offset(time::UtcOffset::UTC);
+            let in_range = utc.is_some_and(|u| (1..=9999).contains(&u.year()));
+            let whole = at.nanosecond() % 1_000 == 0;
+            match check_timestamp(&at) {
+                Ok(()) => proptest::prop_assert!(in_range && whole, "{at}"),
+                Err(err) => {
+                    proptest::prop_assert!(!(in_range && whole), "{at}: {err}");
+                    proptest::prop_assert!(err.is_invalid_field("timestamp"));
+                }
+            }
+            let cp = crate::Checkpoint::new("e", "n", json!(1)).with_timestamp(at);
+            proptest::prop_assert_eq!(check_timestamp(&cp.timestamp).is_ok(), in_range);
+            if let Some(utc) = utc {
+                proptest::prop_assert_eq!(cp.timestamp.offset(), time::UtcOffset::UTC);
+                proptest::prop_assert_eq!(cp.timestamp, utc.replace_nanosecond(utc.nanosecond() / 1_000 * 1_000).unwrap());
+            }
+        }
     }
 }

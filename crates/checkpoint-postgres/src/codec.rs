@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io::Read;
 
+use checkpoint_core::equal::ExactNumber;
 use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -267,8 +268,9 @@ fn too_large(size: usize, limit: usize) -> DbError {
 }
 
 /// A content hash of a state that does not depend on how it is laid out in memory or text:
-/// object keys in sorted order, numbers by kind and value. Two states are equal (`==`) exactly
-/// when their hashes are, up to 64-bit collisions.
+/// object keys in sorted order, numbers by kind and exact value. Two states are the same
+/// ([`checkpoint_core::equal::same_state`], which tells `-0.0` from `0.0`) exactly when their
+/// hashes are, up to 64-bit collisions.
 pub(crate) fn state_hash(value: &Value) -> i64 {
     fingerprint(value).hash
 }
@@ -305,18 +307,22 @@ fn feed(hasher: &mut Xxh3, size: &mut usize, value: &Value) {
     match value {
         Value::Null => hasher.update(b"n"),
         Value::Bool(b) => hasher.update(if *b { b"t" } else { b"f" }),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
+        // The number's identity as `equal` defines it (kind and exact bits), in the bytes
+        // stored hashes have always been made of.
+        Value::Number(n) => match ExactNumber::of(n) {
+            ExactNumber::Unsigned(u) => {
                 hasher.update(b"u");
                 hasher.update(&u.to_le_bytes());
-            } else if let Some(i) = n.as_i64() {
+            }
+            ExactNumber::Negative(i) => {
                 hasher.update(b"i");
                 hasher.update(&i.to_le_bytes());
-            } else {
-                hasher.update(b"d");
-                hasher.update(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
             }
-        }
+            ExactNumber::Float(bits) => {
+                hasher.update(b"d");
+                hasher.update(&bits.to_le_bytes());
+            }
+        },
         Value::String(s) => {
             hasher.update(b"s");
             hasher.update(&(s.len() as u64).to_le_bytes());
@@ -418,5 +424,22 @@ mod tests {
             state_hash(&json!(["a", "bc"]))
         );
         assert_ne!(state_hash(&json!(-1)), state_hash(&json!(u64::MAX)));
+    }
+
+    proptest::proptest! {
+        /// The hash and the one definition of equal states agree, on generated documents and on
+        /// states that differ by one edge number (`0.0` and `-0.0` among them).
+        #[test]
+        fn the_hash_follows_same_state(
+            a in checkpoint_core::conformance::strategies::json_value(),
+            b in checkpoint_core::conformance::strategies::json_value(),
+            n in checkpoint_core::conformance::strategies::edge_number(),
+            m in checkpoint_core::conformance::strategies::edge_number(),
+        ) {
+            use checkpoint_core::equal::same_state;
+            proptest::prop_assert_eq!(state_hash(&a) == state_hash(&b), same_state(&a, &b));
+            let (x, y) = (json!({"t": n, "a": a.clone()}), json!({"t": m, "a": a}));
+            proptest::prop_assert_eq!(state_hash(&x) == state_hash(&y), same_state(&x, &y));
+        }
     }
 }

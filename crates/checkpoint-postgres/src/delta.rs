@@ -6,10 +6,13 @@
 //! workload it is made for (an agent conversation gaining a message per step) becomes one
 //! `Append` per step, whatever the length of the history.
 //!
-//! `apply(base, diff(base, target)) == target` for every pair of states (a property test below
-//! checks it on generated documents); the store also verifies every rebuilt state against the
-//! content hash recorded when it was saved.
+//! `apply(base, diff(base, target))` is the same state as `target` by the one definition of
+//! equal states ([`same_state`]: numbers by kind and exact bits, so `-0.0` is a change from
+//! `0.0`), for every pair of states; a property test below checks it on generated documents,
+//! comparing exactly. The encoder also proves each delta before writing it, and reads verify
+//! every rebuilt state against the content hash recorded when it was saved.
 
+use checkpoint_core::equal::same_state;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -51,7 +54,8 @@ pub(crate) fn diff(base: &Value, target: &Value) -> Vec<Op> {
 }
 
 fn diff_into(base: &Value, target: &Value, path: &mut Vec<Step>, ops: &mut Vec<Op>) {
-    if base == target {
+    // Not serde_json's `==`, which holds `0.0` and `-0.0` equal and would drop the change.
+    if same_state(base, target) {
         return;
     }
     match (base, target) {
@@ -205,6 +209,19 @@ mod tests {
     }
 
     #[test]
+    fn the_sign_of_zero_is_a_change() {
+        let pad = "p".repeat(3_000);
+        let base = json!({"pad": pad, "t": 0.0, "i": 0});
+        let target = json!({"pad": pad, "t": -0.0, "i": 1});
+        let ops = diff(&base, &target);
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        let rebuilt = round_trip(&base, &target);
+        assert!(same_state(&rebuilt, &target), "{rebuilt}");
+        assert!(rebuilt["t"].as_f64().is_some_and(f64::is_sign_negative));
+        assert!(diff(&json!([-0.0]), &json!([0.0])).len() == 1);
+    }
+
+    #[test]
     fn a_delta_on_the_wrong_base_is_an_error_not_a_guess() {
         let ops = diff(&json!({"a": [1, 2, 3]}), &json!({"a": [1, 2]}));
         let mut other = json!({"a": 5});
@@ -224,10 +241,12 @@ mod tests {
         assert!(err.to_string().contains("wrong kind"), "{err}");
     }
 
-    /// JSON documents of every shape, with keys that look like numbers and values of every kind.
+    /// JSON documents of every shape, with keys that look like numbers and values of every kind,
+    /// numbers at their edges among them.
     pub(crate) fn document() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
+            checkpoint_core::conformance::strategies::edge_number(),
             any::<bool>().prop_map(Value::from),
             any::<i64>().prop_map(Value::from),
             any::<u64>().prop_map(Value::from),
@@ -279,15 +298,62 @@ mod tests {
         }
     }
 
+    /// A document and a copy of it in which one number was swapped for an edge number (the
+    /// states an execution writes when only a float's sign or kind changes).
+    fn one_number_apart() -> impl Strategy<Value = (Value, Value)> {
+        (
+            document(),
+            checkpoint_core::conformance::strategies::edge_number(),
+            checkpoint_core::conformance::strategies::edge_number(),
+            any::<u64>(),
+        )
+            .prop_map(|(doc, from, to, seed)| {
+                let mut base = doc.clone();
+                graft_into(&mut base, from, seed);
+                let mut target = base.clone();
+                if let Some(slot) = first_number(&mut target) {
+                    *slot = to;
+                } else {
+                    graft_into(&mut target, to, seed);
+                }
+                (base, target)
+            })
+    }
+
+    fn first_number(value: &mut Value) -> Option<&mut Value> {
+        match value {
+            Value::Number(_) => Some(value),
+            Value::Array(items) => items.iter_mut().find_map(first_number),
+            Value::Object(map) => map.values_mut().find_map(first_number),
+            _ => None,
+        }
+    }
+
+    /// Exactly the same state, and the same text.
+    fn assert_exactly(rebuilt: &Value, target: &Value) -> Result<(), TestCaseError> {
+        prop_assert!(same_state(rebuilt, target), "{rebuilt} is not {target}");
+        prop_assert_eq!(
+            serde_json::to_string(rebuilt).unwrap(),
+            serde_json::to_string(target).unwrap()
+        );
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn applying_the_diff_rebuilds_the_target((base, target) in pair()) {
-            prop_assert_eq!(round_trip(&base, &target), target);
+            assert_exactly(&round_trip(&base, &target), &target)?;
         }
 
         #[test]
         fn unrelated_documents_round_trip_too(base in document(), target in document()) {
-            prop_assert_eq!(round_trip(&base, &target), target);
+            assert_exactly(&round_trip(&base, &target), &target)?;
+        }
+
+        #[test]
+        fn a_state_one_number_apart_round_trips((base, target) in one_number_apart()) {
+            assert_exactly(&round_trip(&base, &target), &target)?;
+            prop_assert_eq!(diff(&base, &target).is_empty(), same_state(&base, &target));
         }
     }
 }

@@ -103,6 +103,31 @@ impl Encoded<'_> {
     }
 }
 
+/// Whether the stored delta `text` rebuilds, on `base`, the state whose content hash is `hash`:
+/// what every reader will do, done before the delta is written, so that no save is acknowledged
+/// that cannot be read back. When it does not (a defect in the diff), the save stores a
+/// snapshot instead and says so in the log.
+fn proves(base: &Value, text: &[u8], hash: i64, id: &str) -> bool {
+    let rebuilt = serde_json::from_slice::<Vec<delta::Op>>(text)
+        .map_err(|e| e.to_string())
+        .and_then(|ops| {
+            let mut state = base.clone();
+            delta::apply(&mut state, ops).map_err(|e| e.to_string())?;
+            Ok(state)
+        });
+    let proven = rebuilt
+        .as_ref()
+        .is_ok_and(|state| codec::state_hash(state) == hash);
+    if !proven {
+        tracing::warn!(
+            checkpoint = id,
+            error = rebuilt.err().unwrap_or_default(),
+            "a delta did not rebuild its state; storing a snapshot instead"
+        );
+    }
+    proven
+}
+
 /// The encoding settings of one store.
 #[derive(Clone)]
 pub(crate) struct Encoder {
@@ -146,7 +171,9 @@ impl Encoder {
                 let text = serde_json::to_vec(&ops)?;
                 // A delta that is not clearly smaller than the state buys nothing and makes
                 // every later read longer.
-                if text.len() <= 64 || text.len() <= fingerprint.size / 2 {
+                if (text.len() <= 64 || text.len() <= fingerprint.size / 2)
+                    && proves(&base.state, &text, fingerprint.hash, &checkpoint.id)
+                {
                     let (payload, fingerprint) = self.payload(&text, fingerprint)?;
                     return Ok(Encoded {
                         state: None,
@@ -396,6 +423,46 @@ mod tests {
         let cp = Checkpoint::new("e", "n", json!({"a": 1}));
         let stored = enc.encode(&cp, false).unwrap();
         assert!(stored.state.is_some() && stored.payload.is_none() && stored.fingerprint.is_none());
+    }
+
+    #[test]
+    fn a_state_differing_only_by_the_sign_of_zero_is_a_proven_delta() {
+        let enc = encoder(64);
+        let pad = "p".repeat(3_000);
+        let first = Checkpoint::new("e", "n", json!({"pad": pad, "t": 0.0, "i": 0}));
+        let stored = enc.encode(&first, false).unwrap();
+        enc.remember(&first, 1, &stored);
+        let second = Checkpoint::new("e", "n", json!({"pad": pad, "t": -0.0, "i": 1}));
+        let delta = enc.encode(&second, false).unwrap();
+        assert!(delta.base.is_some(), "a small delta, proven");
+        assert_eq!(
+            delta.fingerprint.map(|f| f.hash),
+            Some(codec::state_hash(&second.state))
+        );
+        // What a reader does with it gives the state back, sign included.
+        let text = codec::decode(delta.payload.as_ref().unwrap(), 1 << 20).unwrap();
+        let mut rebuilt = first.state.clone();
+        delta::apply(&mut rebuilt, serde_json::from_slice(&text).unwrap()).unwrap();
+        assert!(checkpoint_core::equal::same_state(&rebuilt, &second.state));
+    }
+
+    #[test]
+    fn a_delta_that_does_not_rebuild_its_state_is_not_proven() {
+        let base = json!({"t": 0.0, "i": 0});
+        let target = json!({"t": -0.0, "i": 1});
+        let hash = codec::state_hash(&target);
+        // The delta an equality blind to the sign of zero would make: `i` alone.
+        let blind = serde_json::to_vec(&vec![delta::Op::Set {
+            path: vec![delta::Step::Key("i".into())],
+            value: json!(1),
+        }])
+        .unwrap();
+        assert!(!proves(&base, &blind, hash, "c"));
+        let right = serde_json::to_vec(&delta::diff(&base, &target)).unwrap();
+        assert!(proves(&base, &right, hash, "c"));
+        for broken in [&b"not json"[..], b"[{\"remove\":{\"path\":[\"gone\"]}}]"] {
+            assert!(!proves(&base, broken, hash, "c"));
+        }
     }
 
     #[test]

@@ -73,6 +73,39 @@ async fn growing_states_are_stored_as_deltas_with_bounded_chains() {
     }
 }
 
+/// The defect of issue 21: a state that differs from its base only by the sign of a zero was
+/// acknowledged as a delta that recorded no change and could not be read back. Now the delta
+/// holds the change, the row is a delta (not a fallback snapshot), and the writer and a fresh
+/// instance read it back exactly, with chains of 64 and of 5.
+#[tokio::test]
+async fn a_state_differing_by_the_sign_of_zero_is_a_delta_every_instance_reads_exactly() {
+    let pad = "p".repeat(3_000);
+    for every in [64, 5] {
+        let schema = support::unique_schema("negzero");
+        let writer = connect(&schema, StateEncoding::delta(every).unwrap()).await;
+        let mut saved = Vec::new();
+        for (i, t) in [0.0, -0.0, -0.0, 0.0].into_iter().enumerate() {
+            let mut cp = Checkpoint::new("e", "n", json!({"pad": pad, "t": t, "i": i / 2}));
+            cp.version = writer.save(&cp).await.unwrap();
+            saved.push(cp);
+        }
+        let rows = layout(&schema, "e").await;
+        assert!(
+            rows[1..].iter().all(|r| r.1),
+            "deltas after the first: {rows:?}"
+        );
+        let fresh = connect(&schema, StateEncoding::delta(every).unwrap()).await;
+        for store in [&writer, &fresh] {
+            checkpoint_core::conformance::history::assert_history(
+                &(std::sync::Arc::new(store.clone()) as checkpoint_core::conformance::Store),
+                "e",
+                &saved,
+            )
+            .await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn two_instances_appending_alternately_each_read_the_other_whole() {
     let schema = support::unique_schema("pair");

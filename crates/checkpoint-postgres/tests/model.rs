@@ -1,7 +1,8 @@
 //! Model-based test: proptest generates sequences of operations
 //! (`checkpoint_core::conformance::model`), applies each to `MemoryStore` (the model) and
-//! `PostgresStore` (delta storage, short chains, group commit on, every other sequence
-//! encrypted), and requires every observable result to be equal. Bursts of concurrent saves go
+//! `PostgresStore` in each state encoding (delta storage with short chains, every other sequence
+//! encrypted; and the JSONB column), group commit on, and requires every observable result to
+//! be exactly equal (numbers by kind and bits, `-0.0` included). Bursts of concurrent saves go
 //! through group commit. Failing sequences are kept in `model.proptest-regressions` and replayed
 //! first on every run.
 
@@ -23,13 +24,15 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// nearly every operation meets a delta.
 /// Every other sequence runs with encryption at rest on, so sealed payloads meet the same
 /// generated operations.
-async fn pg_store() -> checkpoint_postgres::PostgresStore {
+async fn pg_store(jsonb: bool) -> checkpoint_postgres::PostgresStore {
     static SEQUENCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut options = support::options()
         .await
         .state_encoding(checkpoint_postgres::StateEncoding::delta(3).expect("valid"))
         .min_delta_bytes(0);
-    if SEQUENCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 {
+    if jsonb {
+        options = options.state_encoding(checkpoint_postgres::StateEncoding::Jsonb);
+    } else if SEQUENCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 {
         let key = checkpoint_postgres::EncryptionKey::new("model", &[5u8; 32]).expect("a key");
         options = options.encryption(checkpoint_postgres::Encryption::new(key));
     }
@@ -38,11 +41,24 @@ async fn pg_store() -> checkpoint_postgres::PostgresStore {
         .expect("connect to the test server")
 }
 
-async fn check(ops: Vec<Op>) {
-    let pg = pg_store().await;
-    model::check(&MemoryStore::new(), Arc::new(pg.clone()), None, &ops).await;
+async fn check(ops: Vec<Op>, jsonb: bool) {
+    let pg = pg_store(jsonb).await;
+    // The JSONB column refuses the numbers it would change; payloads keep every number.
+    let numbers = if jsonb {
+        model::StateNumbers::Jsonb
+    } else {
+        model::StateNumbers::Exact
+    };
+    model::check(
+        &MemoryStore::new(),
+        Arc::new(pg.clone()),
+        None,
+        numbers,
+        &ops,
+    )
+    .await;
     // A burst of three or more saves sends at least two of them in one group.
-    if model::has_burst(&ops) {
+    if model::has_burst(&ops, numbers) {
         let groups = pg.group_commit_stats().expect("group commit is on");
         assert!(groups.largest() >= 2, "no group was formed: {groups:?}");
     }
@@ -60,6 +76,11 @@ proptest! {
 
     #[test]
     fn memory_and_postgres_agree_on_every_sequence(ops in model::ops(false)) {
-        runtime().block_on(check(ops));
+        runtime().block_on(check(ops, false));
+    }
+
+    #[test]
+    fn memory_and_postgres_jsonb_agree_on_every_sequence(ops in model::ops(false)) {
+        runtime().block_on(check(ops, true));
     }
 }

@@ -35,7 +35,14 @@ async fn check(ops: Vec<Op>) {
     // Bursts are compared with the model, not counted as groups: polled from one task, a save
     // on SQLite can finish within its first poll, before the next one queues. That saves
     // share commits under concurrency is asserted in group_commit.rs, with tasks of their own.
-    model::check(&MemoryStore::new(), Arc::new(store), Some(reopen), &ops).await;
+    model::check(
+        &MemoryStore::new(),
+        Arc::new(store),
+        Some(reopen),
+        model::StateNumbers::Exact,
+        &ops,
+    )
+    .await;
 }
 
 proptest! {

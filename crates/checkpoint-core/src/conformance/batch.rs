@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{assert_conflict, assert_invalid, checkpoint, fill, versions, Store};
+use super::{assert_conflict, assert_exact, assert_invalid, checkpoint, fill, versions, Store};
 use crate::Checkpoint;
 
 fn batch(execution: &str, count: usize) -> Vec<Checkpoint> {
@@ -69,7 +69,7 @@ pub async fn batch_conflict_stores_nothing(store: Store) {
         checkpoint("e1", "late", json!(3)).with_version(2),
     ];
     assert_conflict(store.save_batch(&items).await, "e1", 2);
-    assert_eq!(store.list("e1").await.unwrap(), before);
+    assert_exact(&store.list("e1").await.unwrap(), &before, "list");
     assert!(store.list("e2").await.unwrap().is_empty());
 }
 
@@ -113,7 +113,7 @@ pub async fn batch_moving_id_stores_nothing(store: Store) {
     moved.execution_id = "e2".into();
     let items = vec![checkpoint("e2", "n", json!(1)), moved];
     assert_invalid(store.save_batch(&items).await, "execution_id");
-    assert_eq!(store.list("e1").await.unwrap(), saved);
+    assert_exact(&store.list("e1").await.unwrap(), &saved, "list");
     assert!(store.list("e2").await.unwrap().is_empty());
 }
 
@@ -127,7 +127,7 @@ pub async fn batch_items_round_trip(store: Store) {
     let stored = store.save_batch(&items).await.unwrap();
     for (cp, version) in items.iter_mut().zip(stored) {
         cp.version = version;
-        assert_eq!(&store.load(&cp.id).await.unwrap(), cp);
+        assert_exact(&store.load(&cp.id).await.unwrap(), cp, "load");
     }
 }
 
@@ -145,8 +145,8 @@ pub async fn batch_reports_the_first_failure_in_order(store: Store) {
         moved,
     ];
     assert_conflict(store.save_batch(&items).await, "e1", 1);
-    assert_eq!(store.list("e1").await.unwrap(), stored);
-    assert_eq!(store.list("e2").await.unwrap(), elsewhere);
+    assert_exact(&store.list("e1").await.unwrap(), &stored, "list");
+    assert_exact(&store.list("e2").await.unwrap(), &elsewhere, "list");
 }
 
 /// When an item moves the execution's highest version down, later appends in the same batch

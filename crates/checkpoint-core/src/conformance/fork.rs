@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{assert_conflict, assert_invalid, checkpoint, fill, versions, Store};
+use super::{assert_conflict, assert_exact, assert_invalid, checkpoint, fill, versions, Store};
 use crate::Error;
 
 /// The fork is version 1 of the new execution with the source's node, state and metadata, a
@@ -25,8 +25,8 @@ pub async fn fork_copies_state_and_records_lineage(store: Store) {
         fork.metadata["forked_from"],
         json!({"checkpoint_id": source.id, "execution_id": "a", "version": 4})
     );
-    assert_eq!(store.load(&fork.id).await.unwrap(), fork);
-    assert_eq!(store.list("b").await.unwrap(), vec![fork]);
+    assert_exact(&store.load(&fork.id).await.unwrap(), &fork, "load");
+    assert_exact(&store.list("b").await.unwrap(), &vec![fork], "list");
     assert_eq!(
         store.list("a").await.unwrap().len(),
         saved.len() + 1,
@@ -63,8 +63,8 @@ pub async fn fork_into_existing_execution_conflicts(store: Store) {
     let b = fill(&store, "b", 1).await;
     assert_conflict(store.fork(&a[0].id, "b").await, "b", 1);
     assert_conflict(store.fork(&a[0].id, "a").await, "a", 1);
-    assert_eq!(store.list("b").await.unwrap(), b);
-    assert_eq!(store.list("a").await.unwrap(), a);
+    assert_exact(&store.list("b").await.unwrap(), &b, "list");
+    assert_exact(&store.list("a").await.unwrap(), &a, "list");
 }
 
 /// Bad ids are refused before anything is read.

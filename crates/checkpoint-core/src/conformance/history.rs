@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{checkpoint, days_ago, versions, Store};
+use super::{assert_exact, checkpoint, days_ago, versions, Store};
 use crate::{Checkpoint, ListQuery, RetentionPolicy};
 
 /// How long the histories are: longer than a backend's snapshot distance in the tests that
@@ -44,22 +44,19 @@ pub async fn grow(store: &Store, execution: &str, steps: usize) -> Vec<Checkpoin
     saved
 }
 
-/// Every checkpoint of `expected` loads, lists and pages back exactly as given.
-async fn assert_history(store: &Store, execution: &str, expected: &[Checkpoint]) {
+/// Every checkpoint of `expected` loads, lists and pages back exactly as given ([`Exact`]).
+pub async fn assert_history(store: &Store, execution: &str, expected: &[Checkpoint]) {
     for cp in expected {
-        assert_eq!(
-            &store.load(&cp.id).await.expect("load"),
-            cp,
-            "version {}",
-            cp.version
-        );
+        let loaded = store.load(&cp.id).await.expect("load");
+        assert_exact(&loaded, cp, &format!("load of version {}", cp.version));
     }
     let mut sorted = expected.to_vec();
     sorted.sort_by_key(|cp| cp.version);
-    assert_eq!(store.list(execution).await.expect("list"), sorted);
-    assert_eq!(
-        store.latest(execution).await.expect("latest"),
-        sorted.last().cloned()
+    assert_exact(&store.list(execution).await.expect("list"), &sorted, "list");
+    assert_exact(
+        &store.latest(execution).await.expect("latest"),
+        &sorted.last().cloned(),
+        "latest",
     );
     let mut paged = Vec::new();
     let mut query = Some(ListQuery::new(execution).limit(7).descending());
@@ -69,7 +66,55 @@ async fn assert_history(store: &Store, execution: &str, expected: &[Checkpoint])
         query = q.next(&page);
     }
     paged.reverse();
-    assert_eq!(paged, sorted, "descending pages");
+    assert_exact(&paged, &sorted, "descending pages");
+}
+
+/// States that differ from their predecessor only by one number at its edge (`0.0` and `-0.0`,
+/// `1` and `1.0`, subnormals, extremes), beside a few KB of unchanged text so that a store
+/// that saves deltas writes one: each save either reads back exactly, by id, list, latest
+/// and page, or is refused as `InvalidInput` on `state` with nothing stored (a store whose
+/// column cannot hold that number). No save is acknowledged that cannot be read back.
+pub async fn history_states_differing_by_one_edge_number_read_back_exactly(store: Store) {
+    let pad = "a long unchanged text beside the number. ".repeat(80);
+    let mut saved = Vec::new();
+    let numbers = super::strategies::EDGE_NUMBERS;
+    // Every number after every other one, so each pair meets as base and target.
+    let sequence = numbers
+        .iter()
+        .flat_map(|a| numbers.iter().map(move |b| (*a, *b)))
+        .flat_map(|(a, b)| [a, b]);
+    for (i, number) in sequence.enumerate() {
+        // Half of the states differ by the number alone, half by a counter too.
+        let state = if i % 4 < 2 {
+            json!({"pad": pad, "t": number.value()})
+        } else {
+            json!({"pad": pad, "t": number.value(), "i": i})
+        };
+        let mut cp = checkpoint("e1", "n", state);
+        match store.save(&cp).await {
+            Ok(version) => {
+                cp.version = version;
+                let loaded = store
+                    .load(&cp.id)
+                    .await
+                    .expect("an acknowledged save loads");
+                assert_exact(&loaded, &cp, &format!("save {i} ({number:?})"));
+                saved.push(cp);
+            }
+            Err(err) => {
+                assert!(
+                    err.is_invalid_field("state"),
+                    "save {i} ({number:?}): {err}"
+                );
+                assert!(
+                    matches!(store.load(&cp.id).await, Err(crate::Error::NotFound { .. })),
+                    "a refused save stored nothing"
+                );
+            }
+        }
+    }
+    assert!(!saved.is_empty(), "every save was refused");
+    assert_history(&store, "e1", &saved).await;
 }
 
 /// A long history of growing states reads back whole, by id, list, latest and page.
@@ -170,7 +215,7 @@ pub async fn history_fork_from_the_middle_then_both_go_on(store: Store) {
     let source = saved[STEPS / 2].clone();
     let fork = store.fork(&source.id, "branch").await.unwrap();
     assert_eq!(fork.state, source.state);
-    assert_eq!(store.load(&fork.id).await.unwrap(), fork);
+    assert_exact(&store.load(&fork.id).await.unwrap(), &fork, "load");
     let mut branch = vec![fork];
     for step in 0..5 {
         let mut state = source.state.clone();

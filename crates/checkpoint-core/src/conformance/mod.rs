@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
             save::save_append_after_the_highest_version_is_refused,
             save::save_round_trips_numbers_of_every_magnitude,
             save::save_numbers_a_jsonb_column_would_change_are_kept_or_refused,
+            save::save_negative_zero_is_kept_exactly_or_refused,
             validation::save_rejects_empty_ids,
             validation::save_rejects_overlong_ids,
             validation::save_rejects_nul_in_identifiers,
@@ -78,6 +79,7 @@ macro_rules! conformance_tests {
             validation::save_rejects_state_over_size_limit,
             validation::save_rejects_deeply_nested_state,
             validation::save_rejects_sub_microsecond_timestamp,
+            validation::save_rejects_timestamp_outside_years_1_to_9999_in_utc,
             validation::reads_reject_invalid_ids,
             validation::refused_save_stores_nothing,
             read::load_missing_is_not_found,
@@ -161,6 +163,7 @@ macro_rules! conformance_tests {
             history::history_batches_keep_every_checkpoint,
             history::history_clear_then_grow_again,
             history::history_racing_appenders_read_back_whole,
+            history::history_states_differing_by_one_edge_number_read_back_exactly,
         }
     };
 }
@@ -224,6 +227,80 @@ pub fn assert_conflict<T: std::fmt::Debug>(result: Result<T>, execution: &str, v
         }) if execution_id == execution && v == version => {}
         other => panic!("expected Conflict at {execution} v{version}, got {other:?}"),
     }
+}
+
+/// Values the suite compares exactly: checkpoints by every field, their states and metadata by
+/// [`same_state`](crate::equal::same_state) (so `-0.0` is not `0.0` and `1.0` is not `1`),
+/// and whatever holds them element by element.
+pub trait Exact: std::fmt::Debug {
+    /// Whether `self` and `other` are the same, exactly.
+    fn exact(&self, other: &Self) -> bool;
+}
+
+impl Exact for Checkpoint {
+    fn exact(&self, other: &Self) -> bool {
+        crate::equal::same_checkpoint(self, other)
+    }
+}
+
+impl Exact for Value {
+    fn exact(&self, other: &Self) -> bool {
+        crate::equal::same_state(self, other)
+    }
+}
+
+impl Exact for crate::Page {
+    fn exact(&self, other: &Self) -> bool {
+        self.next_cursor == other.next_cursor && self.items.exact(&other.items)
+    }
+}
+
+impl Exact for crate::ExecutionSummary {
+    fn exact(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+impl<T: Exact> Exact for [T] {
+    fn exact(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().zip(other).all(|(a, b)| a.exact(b))
+    }
+}
+
+impl<T: Exact> Exact for Vec<T> {
+    fn exact(&self, other: &Self) -> bool {
+        self.as_slice().exact(other.as_slice())
+    }
+}
+
+impl<T: Exact> Exact for Option<T> {
+    fn exact(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Some(a), Some(b)) => a.exact(b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl<T: Exact, E: PartialEq + std::fmt::Debug> Exact for std::result::Result<T, E> {
+    fn exact(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Ok(a), Ok(b)) => a.exact(b),
+            (Err(a), Err(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// Panics unless `have` is exactly `want` ([`Exact`]); the message shows both (their `Debug`
+/// forms spell every number as stored, `-0.0` included).
+#[track_caller]
+pub fn assert_exact<T: Exact + ?Sized>(have: &T, want: &T, context: &str) {
+    assert!(
+        have.exact(want),
+        "{context}: not the same\n have: {have:?}\n want: {want:?}"
+    );
 }
 
 /// The versions of a list of checkpoints.

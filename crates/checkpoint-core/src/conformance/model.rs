@@ -9,7 +9,8 @@
 //!     fn memory_and_mine_agree(ops in model::ops(false)) {
 //!         runtime().block_on(async {
 //!             let mine = std::sync::Arc::new(my_backend::MyStore::new_empty().await);
-//!             model::check(&checkpoint_memory::MemoryStore::new(), mine, None, &ops).await;
+//!             let exact = model::StateNumbers::Exact;
+//!             model::check(&checkpoint_memory::MemoryStore::new(), mine, None, exact, &ops).await;
 //!         });
 //!     }
 //! }
@@ -27,6 +28,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use super::assert_exact;
 pub use super::Store;
 use crate::{Checkpoint, CheckpointStore, Error, ExecutionQuery, ListQuery, Page, RetentionPolicy};
 
@@ -45,6 +47,29 @@ pub struct SaveSpec {
     version: i64,
     tag: Option<u8>,
     age_days: i64,
+    /// An edge number ([`EDGE_NUMBERS`](super::strategies::EDGE_NUMBERS), by index) the state
+    /// carries, so that successive states differ by such a number alone.
+    number: Option<usize>,
+    /// Whether the state carries a few KB of unchanged text (a store's delta threshold).
+    pad: bool,
+}
+
+/// What the subject promises about numbers in states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateNumbers {
+    /// Every number reads back exactly (memory, SQLite, PostgreSQL payloads).
+    Exact,
+    /// Numbers a JSONB column would change are refused, as
+    /// [`check_jsonb_numbers`](crate::validate::check_jsonb_numbers) says, with `InvalidInput`
+    /// on `state` (PostgreSQL's `StateEncoding::Jsonb`); every other number reads back exactly.
+    Jsonb,
+}
+
+impl StateNumbers {
+    fn refuses(self, state: &Value) -> bool {
+        self == StateNumbers::Jsonb && crate::validate::check_jsonb_numbers("state", state).is_err()
+    }
 }
 
 /// One generated operation.
@@ -93,9 +118,11 @@ fn save_spec() -> impl Strategy<Value = SaveSpec> {
         prop_oneof![3 => Just(0i64), 1 => 1..8i64],
         prop::option::of(0..3u8),
         0..6i64,
+        prop::option::weighted(0.5, 0..super::strategies::EDGE_NUMBERS.len()),
+        prop::bool::weighted(0.2),
     )
         .prop_map(
-            |(execution, node, state, existing, version, tag, age_days)| SaveSpec {
+            |(execution, node, state, existing, version, tag, age_days, number, pad)| SaveSpec {
                 execution,
                 node,
                 state,
@@ -103,6 +130,8 @@ fn save_spec() -> impl Strategy<Value = SaveSpec> {
                 version,
                 tag,
                 age_days,
+                number,
+                pad,
             },
         )
 }
@@ -182,7 +211,7 @@ impl Ids {
         let mut cp = Checkpoint::new(
             execution(spec.execution),
             format!("n{}", spec.node),
-            state(spec.state),
+            state(spec),
         )
         .with_id(&memory_id)
         .with_version(spec.version)
@@ -226,15 +255,42 @@ impl Ids {
     }
 }
 
-/// An error as the contract names it.
-/// A state that grows and changes with `n`.
-fn state(n: i64) -> Value {
+/// A state that grows and changes with `spec.state`, with the spec's edge number and padding.
+fn state(spec: &SaveSpec) -> Value {
+    let n = spec.state;
     let len = n.rem_euclid(6) as usize;
-    json!({
+    let mut state = json!({
         "n": n,
         "log": (0..len).map(|i| format!("entry {i}")).collect::<Vec<_>>(),
         "extra": if n % 2 == 0 { json!({"even": true}) } else { Value::Null },
-    })
+    });
+    if let Some(i) = spec.number {
+        let edges = super::strategies::EDGE_NUMBERS;
+        state["x"] = edges[i % edges.len()].value();
+    }
+    if spec.pad {
+        state["pad"] = json!("unchanged text of a long state ".repeat(100));
+    }
+    state
+}
+
+/// The refusal a subject promising `numbers` gives for `checkpoints` (saved as one batch when
+/// there are several), when it refuses them where the model would not.
+fn refusal(numbers: StateNumbers, checkpoints: &[Checkpoint]) -> Option<Error> {
+    if !checkpoints.iter().any(|cp| numbers.refuses(&cp.state)) {
+        return None;
+    }
+    // The input rules come first: a batch that breaks them fails with their error.
+    let rules = crate::Limits::default();
+    let checked = match checkpoints {
+        [one] => rules.check_checkpoint(one),
+        many => rules.check_batch(many),
+    };
+    Some(
+        checked
+            .err()
+            .unwrap_or_else(|| Error::invalid("state", "refused")),
+    )
 }
 
 /// Asserts that the model and the subject gave the same value, or failed the same way.
@@ -265,21 +321,27 @@ fn kind(err: &Error) -> String {
 /// Opens the subject again on the same data, as a restarted process would.
 pub type Reopen<'a> = Box<dyn FnMut() -> BoxFuture<'a, Store> + Send + 'a>;
 
-/// Whether `ops` has a burst of at least three saves, so a store that groups concurrent saves
-/// must have formed a group.
-pub fn has_burst(ops: &[Op]) -> bool {
-    ops.iter()
-        .any(|op| matches!(op, Op::Burst(specs) if specs.len() >= 3))
+/// Whether `ops` has a burst of at least three saves that a subject promising `numbers`
+/// accepts, so a store that groups concurrent saves must have formed a group.
+pub fn has_burst(ops: &[Op], numbers: StateNumbers) -> bool {
+    ops.iter().any(|op| {
+        matches!(op, Op::Burst(specs)
+            if specs.iter().filter(|s| !numbers.refuses(&state(s))).count() >= 3)
+    })
 }
 
 /// Applies `ops` to `model` (an empty `MemoryStore`, say) and to the empty `subject`, and
 /// panics at the first observable difference: results, errors (by kind), pages, listings and,
-/// at the end, every execution's whole content. `reopen`, when given, replaces the subject on
-/// `Op::Reopen` (the old one is dropped first); without it, `Op::Reopen` changes nothing.
+/// at the end, every execution's whole content, every checkpoint compared exactly
+/// ([`Exact`](super::Exact)). `reopen`, when given, replaces the subject on `Op::Reopen` (the
+/// old one is dropped first); without it, `Op::Reopen` changes nothing. `numbers` is what the
+/// subject promises about numbers in states: a save it refuses by that promise is expected to
+/// fail with `InvalidInput` and is not made on the model.
 pub async fn check(
     model: &dyn CheckpointStore,
     subject: Store,
     mut reopen: Option<Reopen<'_>>,
+    numbers: StateNumbers,
     ops: &[Op],
 ) {
     let memory = model;
@@ -290,7 +352,11 @@ pub async fn check(
         match op {
             Op::Save(spec) => {
                 let (m, p) = ids.checkpoints(spec);
-                let (rm, rp) = (memory.save(&m).await, subject.save(&p).await);
+                let rm = match refusal(numbers, std::slice::from_ref(&m)) {
+                    Some(err) => Err(err),
+                    None => memory.save(&m).await,
+                };
+                let rp = subject.save(&p).await;
                 same_outcome(&rm, &rp, &context);
                 if rm.is_ok() {
                     ids.remember(&m.id, &p.id);
@@ -298,7 +364,11 @@ pub async fn check(
             }
             Op::Batch(specs) => {
                 let (ms, ps): (Vec<_>, Vec<_>) = specs.iter().map(|s| ids.checkpoints(s)).unzip();
-                let (rm, rp) = (memory.save_batch(&ms).await, subject.save_batch(&ps).await);
+                let rm = match refusal(numbers, &ms) {
+                    Some(err) => Err(err),
+                    None => memory.save_batch(&ms).await,
+                };
+                let rp = subject.save_batch(&ps).await;
                 same_outcome(&rm, &rp, &context);
                 if rm.is_ok() {
                     for (m, p) in ms.iter().zip(&ps) {
@@ -310,7 +380,10 @@ pub async fn check(
                 let (ms, ss): (Vec<_>, Vec<_>) = specs.iter().map(|s| ids.checkpoints(s)).unzip();
                 let mut rm = Vec::new();
                 for m in &ms {
-                    rm.push(memory.save(m).await);
+                    rm.push(match refusal(numbers, std::slice::from_ref(m)) {
+                        Some(err) => Err(err),
+                        None => memory.save(m).await,
+                    });
                 }
                 let rs = futures::future::join_all(ss.iter().map(|s| subject.save(s))).await;
                 for (i, (m, s)) in rm.iter().zip(&rs).enumerate() {
@@ -377,7 +450,7 @@ pub async fn check(
                         (Ok(fm), Ok(fp)) => {
                             ids.remember(&fm.id, &fp.id);
                             ids.forked.insert(fm.id.clone());
-                            assert_eq!(ids.normalize(fm), ids.normalize_subject(fp), "{context}");
+                            assert_exact(&ids.normalize_subject(fp), &ids.normalize(fm), &context);
                         }
                         (rm, rp) => {
                             // The same absence, named by each store's own id.
@@ -441,10 +514,10 @@ pub async fn check(
                     .list_page(&query)
                     .await
                     .map(|p| normalize_page(p, true));
-                assert_eq!(
-                    rm.map_err(|e| kind(&e)),
-                    rp.map_err(|e| kind(&e)),
-                    "{context}"
+                assert_exact(
+                    &rp.map_err(|e| kind(&e)),
+                    &rm.map_err(|e| kind(&e)),
+                    &context,
                 );
             }
             Op::Latest(e) => {
@@ -458,7 +531,7 @@ pub async fn check(
                     .await
                     .unwrap()
                     .map(|c| ids.normalize_subject(c));
-                assert_eq!(rm, rp, "{context}");
+                assert_exact(&rp, &rm, &context);
             }
             Op::Load(i) => {
                 if let Some((m, p)) = ids.pick(*i) {
@@ -469,10 +542,10 @@ pub async fn check(
                         Error::NotFound { .. } => Error::NotFound { id: m.clone() },
                         other => other,
                     });
-                    assert_eq!(
-                        rm.map_err(|e| kind(&e)),
-                        rp.map_err(|e| kind(&e)),
-                        "{context}"
+                    assert_exact(
+                        &rp.map_err(|e| kind(&e)),
+                        &rm.map_err(|e| kind(&e)),
+                        &context,
                     );
                 }
             }
@@ -491,7 +564,7 @@ pub async fn check(
                     .into_iter()
                     .map(|c| ids.normalize_subject(c))
                     .collect();
-                assert_eq!(rm, rp, "{context}");
+                assert_exact(&rp, &rm, &context);
             }
             Op::Executions(limit) => {
                 let query = ExecutionQuery::new(*limit);
@@ -504,7 +577,7 @@ pub async fn check(
                 };
                 let rm = strip(memory.list_executions(&query).await.unwrap());
                 let rp = strip(subject.list_executions(&query).await.unwrap());
-                assert_eq!(rm, rp, "{context}");
+                assert_exact(&rp, &rm, &context);
             }
         }
     }
@@ -524,6 +597,6 @@ pub async fn check(
             .into_iter()
             .map(|c| ids.normalize_subject(c))
             .collect();
-        assert_eq!(rm, rp, "final content of {}", execution(e));
+        assert_exact(&rp, &rm, &format!("final content of {}", execution(e)));
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{assert_invalid, checkpoint, days_ago, fill, versions, Store};
+use super::{assert_exact, assert_invalid, checkpoint, days_ago, fill, versions, Store};
 use crate::RetentionPolicy;
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -38,7 +38,7 @@ pub async fn prune_keep_last_for_one_execution(store: Store) {
     let policy = RetentionPolicy::keep_last(1).for_execution("a");
     assert_eq!(store.prune(&policy).await.unwrap(), 4);
     assert_eq!(versions(&store.list("a").await.unwrap()), vec![5]);
-    assert_eq!(store.list("b").await.unwrap(), b);
+    assert_exact(&store.list("b").await.unwrap(), &b, "list");
 }
 
 /// `older_than` alone removes every checkpoint older than the cutoff, latest included.
@@ -67,7 +67,7 @@ pub async fn prune_both_rules_keep_newest_and_recent(store: Store) {
 pub async fn prune_without_rule_is_refused(store: Store) {
     let kept = fill(&store, "a", 2).await;
     assert_invalid(store.prune(&RetentionPolicy::default()).await, "retention");
-    assert_eq!(store.list("a").await.unwrap(), kept);
+    assert_exact(&store.list("a").await.unwrap(), &kept, "list");
 }
 
 /// Keeping 0 checkpoints is refused (that is `clear`).
@@ -83,7 +83,7 @@ pub async fn prune_keep_zero_is_refused(store: Store) {
             .await,
         "execution_id",
     );
-    assert_eq!(store.list("a").await.unwrap(), kept);
+    assert_exact(&store.list("a").await.unwrap(), &kept, "list");
 }
 
 /// Nothing to remove returns 0 and changes nothing.
@@ -107,7 +107,7 @@ pub async fn prune_with_nothing_to_remove_returns_zero(store: Store) {
             .unwrap(),
         0
     );
-    assert_eq!(store.list("a").await.unwrap(), kept);
+    assert_exact(&store.list("a").await.unwrap(), &kept, "list");
 }
 
 /// Pruning old versions does not make appends reuse a version.

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{checkpoint, fill, versions, Store};
+use super::{assert_exact, checkpoint, fill, versions, Store};
 use crate::Error;
 
 /// Loading an absent id is `NotFound` carrying that id.
@@ -50,15 +50,19 @@ pub async fn list_of_unknown_execution_is_empty(store: Store) {
 pub async fn list_isolates_executions(store: Store) {
     let a = fill(&store, "a", 3).await;
     let b = fill(&store, "b", 2).await;
-    assert_eq!(store.list("a").await.unwrap(), a);
-    assert_eq!(store.list("b").await.unwrap(), b);
+    assert_exact(&store.list("a").await.unwrap(), &a, "list");
+    assert_exact(&store.list("b").await.unwrap(), &b, "list");
     assert_eq!(versions(&b), vec![1, 2]);
 }
 
 /// `latest` is the checkpoint with the highest version.
 pub async fn latest_returns_highest_version(store: Store) {
     let saved = fill(&store, "e1", 4).await;
-    assert_eq!(store.latest("e1").await.unwrap(), Some(saved[3].clone()));
+    assert_exact(
+        &store.latest("e1").await.unwrap(),
+        &Some(saved[3].clone()),
+        "latest",
+    );
 }
 
 /// `latest` of an execution without checkpoints is `None`.

@@ -1,6 +1,6 @@
 //! `delete` and `clear`.
 
-use super::{fill, versions, Store};
+use super::{assert_exact, fill, versions, Store};
 use crate::Error;
 
 /// Deleting a stored checkpoint returns true and it is gone.
@@ -32,7 +32,7 @@ pub async fn delete_keeps_other_checkpoints(store: Store) {
     let other = fill(&store, "e2", 1).await;
     store.delete(&saved[1].id).await.unwrap();
     assert_eq!(versions(&store.list("e1").await.unwrap()), vec![1, 3]);
-    assert_eq!(store.list("e2").await.unwrap(), other);
+    assert_exact(&store.list("e2").await.unwrap(), &other, "list");
 }
 
 /// `clear` returns how many checkpoints it removed and leaves none.
@@ -53,7 +53,7 @@ pub async fn clear_keeps_other_executions(store: Store) {
     fill(&store, "e1", 2).await;
     let other = fill(&store, "e2", 2).await;
     store.clear("e1").await.unwrap();
-    assert_eq!(store.list("e2").await.unwrap(), other);
+    assert_exact(&store.list("e2").await.unwrap(), &other, "list");
 }
 
 /// After `clear`, the next append starts again at version 1.

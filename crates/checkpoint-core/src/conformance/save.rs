@@ -3,7 +3,7 @@
 use serde_json::json;
 use time::macros::datetime;
 
-use super::{assert_conflict, assert_invalid, checkpoint, fill, versions, Store};
+use super::{assert_conflict, assert_exact, assert_invalid, checkpoint, fill, versions, Store};
 use crate::Checkpoint;
 
 /// The first append to an execution is version 1, and the stored checkpoint says so.
@@ -44,7 +44,7 @@ pub async fn save_round_trips_every_field(store: Store) {
         .with_timestamp(datetime!(2024-02-29 23:59:59.999999 UTC))
         .with_version(2);
     assert_eq!(store.save(&cp).await.unwrap(), 2);
-    assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+    assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
 }
 
 /// Unicode in every string field and in JSON keys and values survives.
@@ -58,7 +58,7 @@ pub async fn save_round_trips_unicode(store: Store) {
     .with_id("id-ü-漢字")
     .with_parent("parent-🙂");
     cp.version = store.save(&cp).await.unwrap();
-    assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+    assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
 }
 
 /// Nested objects and arrays, numbers of every kind, null and booleans survive.
@@ -72,7 +72,7 @@ pub async fn save_round_trips_nested_json(store: Store) {
     });
     let mut cp = checkpoint("e1", "n", state);
     cp.version = store.save(&cp).await.unwrap();
-    assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+    assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
 }
 
 /// A 1 MiB state survives byte for byte.
@@ -82,7 +82,7 @@ pub async fn save_round_trips_large_state(store: Store) {
         .collect();
     let mut cp = checkpoint("e1", "n", json!({ "blob": blob }));
     cp.version = store.save(&cp).await.unwrap();
-    assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+    assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
 }
 
 /// Timestamps keep their microseconds, including at the edges of the supported range.
@@ -100,7 +100,7 @@ pub async fn save_round_trips_microsecond_timestamps(store: Store) {
         cp.version = store.save(&cp).await.unwrap();
         let loaded = store.load(&cp.id).await.unwrap();
         assert_eq!(loaded.timestamp, ts);
-        assert_eq!(loaded, cp);
+        assert_exact(&loaded, &cp, "load");
     }
 }
 
@@ -115,7 +115,7 @@ pub async fn save_round_trips_json_scalars_as_state(store: Store) {
     ] {
         let mut cp = checkpoint("e1", "n", state);
         cp.version = store.save(&cp).await.unwrap();
-        assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+        assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
     }
 }
 
@@ -126,7 +126,7 @@ pub async fn save_round_trips_id_of_maximum_length(store: Store) {
         .with_id(long.clone())
         .with_parent(long.clone());
     cp.version = store.save(&cp).await.unwrap();
-    assert_eq!(store.load(&long).await.unwrap(), cp);
+    assert_exact(&store.load(&long).await.unwrap(), &cp, "load");
     assert_eq!(store.list(&long).await.unwrap().len(), 1);
 }
 
@@ -172,8 +172,12 @@ pub async fn save_conflict_leaves_stored_checkpoint_untouched(store: Store) {
     let before = store.list("e1").await.unwrap();
     let rival = checkpoint("e1", "late", json!("lost")).with_version(2);
     assert_conflict(store.save(&rival).await, "e1", 2);
-    assert_eq!(store.list("e1").await.unwrap(), before);
-    assert_eq!(store.load(&winner[1].id).await.unwrap(), winner[1]);
+    assert_exact(&store.list("e1").await.unwrap(), &before, "list");
+    assert_exact(
+        &store.load(&winner[1].id).await.unwrap(),
+        &winner[1],
+        "load",
+    );
 }
 
 /// An id never moves to another execution; the stored row is unchanged.
@@ -184,7 +188,7 @@ pub async fn save_moving_id_to_other_execution_is_refused(store: Store) {
     moved.execution_id = "e2".into();
     moved.version = 0;
     assert_invalid(store.save(&moved).await, "execution_id");
-    assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+    assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
     assert!(store.list("e2").await.unwrap().is_empty());
 }
 
@@ -220,7 +224,7 @@ pub async fn loaded_checkpoint_is_an_independent_copy(store: Store) {
     let mut loaded = store.load(&cp.id).await.unwrap();
     loaded.state["list"] = json!([]);
     loaded.metadata.insert("x".into(), json!(1));
-    assert_eq!(store.load(&cp.id).await.unwrap(), original);
+    assert_exact(&store.load(&cp.id).await.unwrap(), &original, "load");
 }
 
 /// An execution that holds `i64::MAX` (an explicit version may go up to there) takes no
@@ -262,13 +266,13 @@ pub async fn save_round_trips_numbers_of_every_magnitude(store: Store) {
     });
     let mut cp = checkpoint("e1", "n", state);
     cp.version = store.save(&cp).await.unwrap();
-    assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+    assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
     let mut batch = checkpoint("e1", "b", cp.state.clone());
     batch.version = store
         .save_batch(std::slice::from_ref(&batch))
         .await
         .unwrap()[0];
-    assert_eq!(store.load(&batch.id).await.unwrap(), batch);
+    assert_exact(&store.load(&batch.id).await.unwrap(), &batch, "load");
 }
 
 /// Whole floats of 1e16 and more that fit a 64-bit integer are written with an exponent,
@@ -281,7 +285,7 @@ pub async fn save_numbers_a_jsonb_column_would_change_are_kept_or_refused(store:
     match store.save(&cp).await {
         Ok(version) => {
             assert_eq!(version, 1);
-            assert_eq!(store.load(&cp.id).await.unwrap(), cp);
+            assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
         }
         Err(err) => {
             assert!(err.is_invalid_field("state"), "{err}");
@@ -291,5 +295,41 @@ pub async fn save_numbers_a_jsonb_column_would_change_are_kept_or_refused(store:
     let tagged = checkpoint("e2", "n", json!(1)).with_metadata("n", 1e16);
     assert_invalid(store.save(&tagged).await, "metadata");
     assert_invalid(store.save_batch(&[tagged]).await, "metadata");
+    assert!(store.list("e2").await.unwrap().is_empty());
+}
+
+/// `-0.0` is a number of its own. In a state a store either reads it back exactly (with its
+/// sign, by every read) or refuses it (`InvalidInput` on `state`, nothing stored); in metadata,
+/// which every backend may keep in a JSONB column for filters (where `-0.0` becomes `0.0`), it
+/// is refused everywhere. `0.0` and `-0.0` in one execution are two states, never one.
+pub async fn save_negative_zero_is_kept_exactly_or_refused(store: Store) {
+    let pad = "x".repeat(3_000);
+    let first = checkpoint("e1", "n", json!({"pad": pad, "t": 0.0, "i": 0}));
+    let second = checkpoint("e1", "n", json!({"pad": pad, "t": -0.0, "i": 1}));
+    let third = checkpoint(
+        "e1",
+        "n",
+        json!({"pad": pad, "t": -0.0, "i": 1, "z": [0.0, -0.0]}),
+    );
+    let mut kept = Vec::new();
+    for mut cp in [first, second, third] {
+        match store.save(&cp).await {
+            Ok(version) => {
+                cp.version = version;
+                kept.push(cp);
+            }
+            Err(err) => {
+                assert!(err.is_invalid_field("state"), "{err}");
+                assert!(cp.state["t"].as_f64().is_some_and(|t| t.is_sign_negative()));
+            }
+        }
+    }
+    super::history::assert_history(&store, "e1", &kept).await;
+
+    let tagged = checkpoint("e2", "n", json!(1)).with_metadata("t", -0.0);
+    assert_invalid(store.save(&tagged).await, "metadata");
+    assert_invalid(store.save_batch(&[tagged]).await, "metadata");
+    let nested = checkpoint("e2", "n", json!(1)).with_metadata("t", json!({"a": [-0.0]}));
+    assert_invalid(store.save(&nested).await, "metadata");
     assert!(store.list("e2").await.unwrap().is_empty());
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{assert_invalid, checkpoint, fill, Store};
+use super::{assert_exact, assert_invalid, checkpoint, fill, Store};
 use crate::validate::MAX_ID_BYTES;
 use crate::{Checkpoint, ExecutionQuery, ListQuery};
 
@@ -159,7 +159,7 @@ pub async fn save_rejects_deeply_nested_state(store: Store) {
 
     let mut ok = checkpoint("e1", "n", nested(max));
     ok.version = store.save(&ok).await.unwrap();
-    assert_eq!(store.load(&ok.id).await.unwrap(), ok);
+    assert_exact(&store.load(&ok.id).await.unwrap(), &ok, "load");
 }
 
 /// A timestamp finer than a microsecond is refused rather than silently rounded.
@@ -167,6 +167,39 @@ pub async fn save_rejects_sub_microsecond_timestamp(store: Store) {
     let mut cp = checkpoint("e1", "n", json!(1));
     cp.timestamp = time::macros::datetime!(2024-01-01 00:00:00.000000001 UTC);
     assert_invalid(store.save(&cp).await, "timestamp");
+}
+
+/// An instant whose UTC date falls outside years 1 to 9999 is refused as `timestamp`, however
+/// it was built (the builder keeps such an instant as given rather than panic), on `save` and
+/// in a batch, and nothing is stored.
+pub async fn save_rejects_timestamp_outside_years_1_to_9999_in_utc(store: Store) {
+    use time::macros::datetime;
+    for at in [
+        datetime!(9999-12-31 12:00:00 -12:00),
+        datetime!(9999-12-31 23:59:59 -00:00:01),
+        datetime!(0001-01-01 00:30:00 +01:00),
+        datetime!(-9999-01-01 00:00:00 +14:00),
+    ] {
+        let built = checkpoint("e1", "n", json!(1)).with_timestamp(at);
+        assert_invalid(store.save(&built).await, "timestamp");
+        let mut raw = checkpoint("e1", "n", json!(1));
+        raw.timestamp = at;
+        assert_invalid(store.save(&raw).await, "timestamp");
+        let ok = checkpoint("e1", "ok", json!(2));
+        assert_invalid(store.save_batch(&[ok, built]).await, "timestamp");
+    }
+    assert!(store.list("e1").await.unwrap().is_empty());
+    // The last representable instants on either side are kept exactly.
+    for at in [
+        datetime!(9999-12-31 23:59:59.999999 UTC),
+        datetime!(9999-12-31 11:59:59 -12:00),
+        datetime!(0001-01-01 00:00:00 UTC),
+    ] {
+        let mut cp = checkpoint("e2", "n", json!(1)).with_timestamp(at);
+        cp.version = store.save(&cp).await.unwrap();
+        assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
+        assert_eq!(cp.timestamp, at);
+    }
 }
 
 /// Reads and removals apply the same id rules as saves.
@@ -205,5 +238,5 @@ pub async fn refused_save_stores_nothing(store: Store) {
     for cp in &refused {
         assert!(store.save(cp).await.is_err(), "{cp:?} was accepted");
     }
-    assert_eq!(store.list("e1").await.unwrap(), before);
+    assert_exact(&store.list("e1").await.unwrap(), &before, "list");
 }
