@@ -127,7 +127,7 @@ pub fn database(connection: &Connection) -> Result<Database, Exit> {
 
 /// Opens an existing SQLite file without changing its schema: a mistyped path is an error, not a
 /// new empty database.
-async fn open_sqlite(options: SqliteOptions) -> Result<SqliteStore, Exit> {
+pub async fn open_sqlite(options: SqliteOptions) -> Result<SqliteStore, Exit> {
     if let Some(path) = options.path() {
         if !path.exists() {
             return Err(fail(format!("no SQLite database at {}", path.display())));
@@ -305,6 +305,9 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             let written = transfer::export(store.as_ref(), execution).await?;
             eprintln!("exported {written} checkpoints");
             Ok(())
+        }
+        Command::Verify { execution } => {
+            crate::verify::run(&cli.connection, execution.as_deref(), json).await
         }
         Command::Reencrypt { batch_size, after } => {
             let Database::Postgres(options) = database(&cli.connection)? else {

@@ -19,6 +19,7 @@ mod migrate;
 mod output;
 mod partitions;
 mod transfer;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -155,6 +156,14 @@ pub enum Command {
     Partitions {
         #[command(subcommand)]
         action: PartitionAction,
+    },
+    /// Check that every checkpoint reads back as it was saved: rebuild each on its own, check
+    /// every delta's link and every content hash, and list each damaged checkpoint (id,
+    /// execution, version, why). Exit code 1 when anything is damaged. Changes nothing.
+    Verify {
+        /// Only this execution.
+        #[arg(long)]
+        execution: Option<String>,
     },
     /// Read checkpoints from a JSON Lines file, in atomic batches.
     Import {

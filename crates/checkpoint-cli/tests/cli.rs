@@ -351,6 +351,139 @@ async fn delta_stored_histories_read_whole_through_every_command() {
     assert_eq!(f.store.list("long").await.unwrap(), saved[7..]);
 }
 
+/// `verify` on a delta-stored table: intact, it says so and exits 0; with rows damaged on
+/// purpose (a payload garbled, a recorded hash changed, a base deleted behind the chain's
+/// back), it lists each damaged checkpoint with its execution, version and reason, the deltas
+/// built on a damaged row among them, and exits 1, in text and JSON, whole table or one
+/// execution.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reports_every_damaged_checkpoint_and_exits_non_zero() {
+    let url = support::server().await.url.clone();
+    let schema = support::unique_schema("cli_verify");
+    let store = PostgresStore::connect(
+        PostgresOptions::new(&url)
+            .unwrap()
+            .schema(&schema)
+            .state_encoding(checkpoint_postgres::StateEncoding::delta(4).unwrap())
+            .min_delta_bytes(0),
+    )
+    .await
+    .unwrap();
+    for execution in ["garbled", "rehashed", "orphaned", "intact"] {
+        for step in 1..=6 {
+            let state =
+                json!({"messages": (0..step).map(|i| format!("message {i}")).collect::<Vec<_>>()});
+            store
+                .save(&Checkpoint::new(execution, "n", state))
+                .await
+                .unwrap();
+        }
+    }
+    let f = Fixture {
+        url,
+        schema,
+        store,
+        a: Vec::new(),
+    };
+    let (code, out, err) = f.run(&["verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("checked 24 checkpoints of 4 executions: all read back"),
+        "{out}"
+    );
+
+    let table = format!("\"{}\".checkpoints", f.schema);
+    let client = support::client().await;
+    // Versions 2.. of each are deltas (chains of 4: 1 snapshot, 2-4 deltas, 5 snapshot, 6 delta).
+    client
+        .execute(
+            &format!("UPDATE {table} SET payload = '\\x0102ffff' WHERE execution_id = 'garbled' AND version = 3"),
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            &format!("UPDATE {table} SET state_hash = state_hash + 1 WHERE execution_id = 'rehashed' AND version = 6"),
+            &[],
+        )
+        .await
+        .unwrap();
+    // A base removed behind the store's back (the foreign key would refuse it: drop it first).
+    client
+        .execute(&format!("ALTER TABLE {table} DISABLE TRIGGER ALL"), &[])
+        .await
+        .unwrap();
+    client
+        .execute(
+            &format!("DELETE FROM {table} WHERE execution_id = 'orphaned' AND version = 1"),
+            &[],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(&format!("ALTER TABLE {table} ENABLE TRIGGER ALL"), &[])
+        .await
+        .unwrap();
+
+    let (code, out, err) = f.run(&["verify"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("6 damaged"), "{out}");
+    let found = f.run(&["verify", "--json"]);
+    assert_eq!(found.0, 1, "{}", found.2);
+    let found: Value = serde_json::from_str(&found.1).unwrap();
+    assert_eq!(found["checkpoints"], 23, "{found}");
+    let damaged: Vec<(String, i64, String)> = found["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["execution_id"].as_str().unwrap().to_owned(),
+                d["version"].as_i64().unwrap(),
+                d["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let at = |e: &str| -> Vec<i64> { damaged.iter().filter(|d| d.0 == e).map(|d| d.1).collect() };
+    assert_eq!(at("garbled"), vec![3, 4], "{damaged:?}");
+    assert_eq!(at("rehashed"), vec![6], "{damaged:?}");
+    assert_eq!(at("orphaned"), vec![2, 3, 4], "{damaged:?}");
+    assert!(at("intact").is_empty());
+    let reason = |e: &str, v: i64| {
+        damaged
+            .iter()
+            .find(|d| d.0 == e && d.1 == v)
+            .unwrap()
+            .2
+            .clone()
+    };
+    assert!(
+        reason("garbled", 4).contains("version 3, which is damaged"),
+        "{damaged:?}"
+    );
+    assert!(reason("rehashed", 6).contains("differs"), "{damaged:?}");
+    assert!(
+        reason("orphaned", 2).contains("version 1, which is not there"),
+        "{damaged:?}"
+    );
+    // One execution alone.
+    let (code, out, _) = f.run(&["verify", "--execution", "intact"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("checked 6 checkpoints of 1 executions"),
+        "{out}"
+    );
+    let (code, out, _) = f.run(&["verify", "--execution", "rehashed"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rehashed") && out.contains("1 damaged"),
+        "{out}"
+    );
+    let (code, _, err) = f.run(&["verify", "--execution", ""]);
+    assert_one_line_error(code, &err, 2, "execution_id");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn encrypted_stores_are_read_with_keys_from_the_environment_or_a_file_and_reencrypted() {
     use checkpoint_postgres::{Encryption, EncryptionKey};

@@ -227,3 +227,68 @@ async fn sqlite_errors_are_one_clear_line_and_create_nothing() {
         "no checkpoint with id nope",
     );
 }
+
+/// `verify` on a SQLite file: intact, exit 0; with rows damaged on purpose (a state that is not
+/// a Zstandard frame, metadata that is not JSON, an impossible timestamp), each is listed with
+/// its execution, version and reason and the exit code is 1; the other rows still read.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_lists_each_damaged_row_and_exits_non_zero() {
+    let f = fixture().await;
+    let (code, out, err) = run(&f.path, &["verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("checked 5 checkpoints of 2 executions: all read back"),
+        "{out}"
+    );
+    {
+        let conn = rusqlite::Connection::open(&f.path).unwrap();
+        conn.execute(
+            "UPDATE checkpoints SET state = x'01ffff' WHERE execution_id = 'a' AND version = 1",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE checkpoints SET metadata = 'not json' WHERE execution_id = 'a' AND version = 3",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE checkpoints SET timestamp_us = 9223372036854775807 WHERE execution_id = 'b' AND version = 2",
+            [],
+        )
+        .unwrap();
+    }
+    let (code, out, err) = run(&f.path, &["verify", "--json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let found: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (found["executions"].as_i64(), found["checkpoints"].as_i64()),
+        (Some(2), Some(5))
+    );
+    let damaged: Vec<(String, i64, String)> = found["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["execution_id"].as_str().unwrap().to_owned(),
+                d["version"].as_i64().unwrap(),
+                d["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let where_: Vec<(&str, i64)> = damaged.iter().map(|d| (d.0.as_str(), d.1)).collect();
+    assert_eq!(where_, vec![("a", 1), ("a", 3), ("b", 2)], "{damaged:?}");
+    assert!(damaged[0].2.contains("state"), "{damaged:?}");
+    assert!(damaged[1].2.contains("metadata"), "{damaged:?}");
+    assert!(damaged[2].2.contains("timestamp"), "{damaged:?}");
+    assert_eq!(damaged[0].0, f.a[0].execution_id);
+    let (code, out, _) = run(&f.path, &["verify", "--execution", "b"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("checked 2 checkpoints of 1 executions: 1 damaged"),
+        "{out}"
+    );
+    // The intact rows still read.
+    assert_eq!(f.store.load(&f.a[1].id).await.unwrap(), f.a[1]);
+}

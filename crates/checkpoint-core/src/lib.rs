@@ -35,6 +35,7 @@ mod error;
 pub mod meta;
 mod store;
 pub mod validate;
+mod verification;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -46,3 +47,4 @@ pub use store::{
     RetentionPolicy,
 };
 pub use validate::Limits;
+pub use verification::{Damage, Verification};

@@ -6,9 +6,9 @@
 //! state rebuilt from a payload is checked against the content hash recorded when it was
 //! saved: a damaged or mismatched chain is an error, never a wrong state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use checkpoint_core::{Checkpoint, Error, Result};
+use checkpoint_core::{Checkpoint, Damage, Error, Result};
 use serde_json::{Map, Value};
 
 use crate::codec::{self, Fingerprint};
@@ -239,6 +239,122 @@ pub(crate) fn rebuild(
     Ok(out)
 }
 
+/// Every row of one execution checked on its own, for `verify`: the [`Damage`] of each row
+/// that cannot be read back as it was saved, ascending by version. Unlike [`rebuild`] it goes
+/// on past a damaged row; a delta on a damaged base is damaged too, and says which base. States
+/// are kept only until their last dependent is rebuilt.
+pub(crate) fn damage(
+    mut rows: Vec<Stored>,
+    limit: usize,
+    keys: Option<&Encryption>,
+) -> Vec<Damage> {
+    rows.sort_by_key(|r| r.checkpoint.version);
+    let mut dependents: HashMap<i64, usize> = HashMap::new();
+    for row in &rows {
+        if let Some((version, _)) = row.base {
+            *dependents.entry(version).or_default() += 1;
+        }
+    }
+    let recorded: HashMap<i64, Option<i64>> = rows
+        .iter()
+        .map(|r| (r.checkpoint.version, r.state_hash))
+        .collect();
+    let mut states: HashMap<i64, Value> = HashMap::new();
+    let mut damaged: HashSet<i64> = HashSet::new();
+    let mut found = Vec::new();
+    for row in rows {
+        let version = row.checkpoint.version;
+        let outcome = check_one(
+            &row,
+            &recorded,
+            &damaged,
+            &mut states,
+            &dependents,
+            limit,
+            keys,
+        );
+        if let Some((base, _)) = row.base {
+            if let Some(left) = dependents.get_mut(&base) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    states.remove(&base);
+                }
+            }
+        }
+        match outcome {
+            Ok(state) => {
+                if dependents.get(&version).is_some_and(|n| *n > 0) {
+                    states.insert(version, state);
+                }
+            }
+            Err(reason) => {
+                damaged.insert(version);
+                found.push(Damage {
+                    id: row.checkpoint.id,
+                    execution_id: row.checkpoint.execution_id,
+                    version,
+                    reason,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// The state of one row, rebuilt on its base's (held in `states`), checked against its link
+/// and its content hash; or why it cannot be read.
+fn check_one(
+    row: &Stored,
+    recorded: &HashMap<i64, Option<i64>>,
+    damaged: &HashSet<i64>,
+    states: &mut HashMap<i64, Value>,
+    dependents: &HashMap<i64, usize>,
+    limit: usize,
+    keys: Option<&Encryption>,
+) -> std::result::Result<Value, String> {
+    let payload = match &row.body {
+        Body::Json(state) => return Ok(state.clone()),
+        Body::Payload(payload) => payload,
+    };
+    let opened = codec::open(payload, limit, keys).map_err(|e| e.to_string())?;
+    let state = match row.base {
+        None => serde_json::from_slice(&opened.text)
+            .map_err(|e| format!("its stored snapshot is not JSON: {e}"))?,
+        Some((version, hash)) => {
+            let base_hash = recorded
+                .get(&version)
+                .filter(|_| version < row.checkpoint.version)
+                .ok_or_else(|| format!("it is a delta on version {version}, which is not there"))?;
+            if *base_hash != Some(hash) {
+                return Err(format!(
+                    "it is a delta on version {version}, which now holds another state"
+                ));
+            }
+            if damaged.contains(&version) {
+                return Err(format!(
+                    "it is a delta on version {version}, which is damaged"
+                ));
+            }
+            let mut state = if dependents.get(&version) == Some(&1) {
+                states.remove(&version)
+            } else {
+                states.get(&version).cloned()
+            }
+            .ok_or_else(|| format!("its base, version {version}, was not rebuilt"))?;
+            let ops: Vec<delta::Op> = serde_json::from_slice(&opened.text)
+                .map_err(|e| format!("its stored delta is not readable: {e}"))?;
+            delta::apply(&mut state, ops).map_err(|e| e.to_string())?;
+            state
+        }
+    };
+    if let Some(recorded) = row.state_hash {
+        if codec::state_hash(&state) != opened.content_hash.unwrap_or(recorded) {
+            return Err("the state rebuilt from its row differs from the one saved".into());
+        }
+    }
+    Ok(state)
+}
+
 #[cfg(test)]
 mod tests_support {
     use super::*;
@@ -345,6 +461,64 @@ mod tests {
         let (_, mut rows) = history();
         rows[1].0[9] = Cell::Int(3);
         assert!(rebuild(stored(rows, &[2]), 1 << 20, None).is_err());
+    }
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::pool::Cell;
+
+    fn damaged(rows: Vec<Row>) -> Vec<(i64, String)> {
+        damage(stored(rows, &[]), 1 << 20, None)
+            .into_iter()
+            .map(|d| (d.version, d.reason))
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_history_has_no_damage() {
+        let (_, rows) = history();
+        assert!(damaged(rows).is_empty());
+    }
+
+    #[test]
+    fn a_changed_hash_damages_that_row_and_the_deltas_on_it() {
+        let (_, mut rows) = history();
+        rows[2].0[11] = Cell::Int(99);
+        let found = damaged(rows);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, 3);
+        assert!(found[0].1.contains("differs"), "{found:?}");
+        assert_eq!(found[1].0, 4);
+        assert!(found[1].1.contains("another state"), "{found:?}");
+    }
+
+    #[test]
+    fn a_garbled_payload_damages_its_row_and_every_row_built_on_it() {
+        let (_, mut rows) = history();
+        rows[1].0[8] = Cell::Bytes(vec![1, 2, 0xff, 0xfe]);
+        let found = damaged(rows);
+        let versions: Vec<i64> = found.iter().map(|d| d.0).collect();
+        assert_eq!(versions, vec![2, 3, 4], "{found:?}");
+        assert!(
+            found[1].1.contains("version 2, which is damaged"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_base_is_named_and_the_rest_is_checked_in_any_order() {
+        let (_, mut rows) = history();
+        rows.remove(0);
+        rows.reverse();
+        let found = damaged(rows);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found[0].1.contains("version 1, which is not there"),
+            "{found:?}"
+        );
     }
 }
 

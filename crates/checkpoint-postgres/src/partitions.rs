@@ -66,7 +66,8 @@ pub(crate) fn period_bounds(
     period: PartitionPeriod,
     at: OffsetDateTime,
 ) -> Option<(OffsetDateTime, OffsetDateTime)> {
-    let day = at.to_offset(time::UtcOffset::UTC).date();
+    // A caller's instant whose UTC date `time` cannot hold has no period (no panic).
+    let day = at.checked_to_offset(time::UtcOffset::UTC)?.date();
     let (first, next) = match period {
         PartitionPeriod::Day => (day, day.next_day()?),
         PartitionPeriod::Week => {

@@ -53,7 +53,7 @@ use async_trait::async_trait;
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
     Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Page,
-    Result, RetentionPolicy,
+    Result, RetentionPolicy, Verification,
 };
 
 pub use commit::CommitStats;
@@ -161,6 +161,23 @@ impl SqliteStore {
     /// As any read.
     pub async fn stats(&self) -> Result<SqliteStats> {
         self.inner.db.read(|conn| read::stats(conn)).await
+    }
+
+    /// Checks that every checkpoint of `execution_id` (or, with `None`, of the whole file)
+    /// reads back: each row's state, metadata and timestamp are decoded on their own, and each
+    /// row that does not decode is reported with the reason, rather than stopping at the first.
+    /// Nothing is written; writers go on meanwhile (the check reads one snapshot of the file).
+    ///
+    /// # Errors
+    /// [`checkpoint_core::Error::InvalidInput`] for a bad execution id; as any read otherwise.
+    /// Damage is reported in the result, never as an error.
+    pub async fn verify(&self, execution_id: Option<&str>) -> Result<Verification> {
+        if let Some(id) = execution_id {
+            check_id("execution_id", id)?;
+        }
+        let execution_id = execution_id.map(str::to_owned);
+        self.read(move |conn| read::verify(conn, execution_id.as_deref()))
+            .await
     }
 
     /// How many saves went out in how many transactions: concurrent saves share one (group

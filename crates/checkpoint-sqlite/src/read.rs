@@ -2,7 +2,8 @@
 //! by the primary key, so its cost follows the rows it returns, not the table's size.
 
 use checkpoint_core::{
-    Checkpoint, Error, ExecutionQuery, ExecutionSummary, ListQuery, Order, Page, Result,
+    Checkpoint, Damage, Error, ExecutionQuery, ExecutionSummary, ListQuery, Order, Page, Result,
+    Verification,
 };
 use rusqlite::{Connection, OptionalExtension};
 use time::OffsetDateTime;
@@ -179,4 +180,41 @@ pub(crate) fn stats(conn: &Connection) -> Result<crate::SqliteStats> {
         database_bytes: u64::try_from(pages.saturating_mul(page_size)).unwrap_or(0),
         state_bytes: state_bytes.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
     })
+}
+
+/// Every row of `execution_id` (or of the whole table), decoded on its own, in index order:
+/// the counts, and each row that does not read back (state, metadata or timestamp that does
+/// not decode) with the reason.
+pub(crate) fn verify(conn: &Connection, execution_id: Option<&str>) -> Result<Verification> {
+    let sql = match execution_id {
+        Some(_) => format!(
+            "SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1 ORDER BY execution_id, version"
+        ),
+        None => format!("SELECT {COLUMNS} FROM checkpoints ORDER BY execution_id, version"),
+    };
+    let mut statement = conn.prepare_cached(&sql).map_err(driver)?;
+    let mut rows = match execution_id {
+        Some(e) => statement.query([e]),
+        None => statement.query([]),
+    }
+    .map_err(driver)?;
+    let mut report = Verification::default();
+    let mut last_execution: Option<String> = None;
+    while let Some(found) = rows.next().map_err(driver)? {
+        let execution: String = found.get(1).map_err(driver)?;
+        if last_execution.as_deref() != Some(execution.as_str()) {
+            report.executions = report.executions.saturating_add(1);
+            last_execution = Some(execution.clone());
+        }
+        report.checkpoints = report.checkpoints.saturating_add(1);
+        if let Err(err) = row::read(found) {
+            report.damaged.push(Damage {
+                id: found.get(0).map_err(driver)?,
+                execution_id: execution,
+                version: found.get(2).map_err(driver)?,
+                reason: err.to_string(),
+            });
+        }
+    }
+    Ok(report)
 }
