@@ -21,8 +21,8 @@ use tokio_postgres::types::{Json, ToSql, Type};
 use tokio_postgres::NoTls;
 
 use crate::error::DbError;
+use crate::options::tls;
 use crate::options::PostgresOptions;
-use crate::tls;
 
 /// A bound argument.
 pub type Param<'a> = &'a (dyn ToSql + Sync);

@@ -1,5 +1,8 @@
 //! [`PostgresOptions`]: the connection string, the table, the pool and statement settings.
 
+pub(crate) mod conninfo;
+pub(crate) mod tls;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,15 +14,15 @@ use tokio_postgres::Config;
 
 use rustls::pki_types::CertificateDer;
 
-use crate::codec::Compression;
-use crate::conninfo::split_own_parameters;
-use crate::crypto::Encryption;
-use crate::encoding::StateEncoding;
-use crate::group_commit::GroupCommit;
-use crate::layout::TableLayout;
+use crate::options::conninfo::split_own_parameters;
+use crate::options::tls::{parse_certificates, SslMode};
 use crate::retry::RetryPolicy;
-use crate::sql::TableName;
-use crate::tls::{parse_certificates, SslMode};
+use crate::schema::layout::TableLayout;
+use crate::schema::table::TableName;
+use crate::state::encoding::StateEncoding;
+use crate::state::encryption::Encryption;
+use crate::state::payload::Compression;
+use crate::store::group::settings::GroupCommit;
 
 /// How to reach PostgreSQL and how the store uses it.
 ///
@@ -631,5 +634,4 @@ impl fmt::Debug for PostgresOptions {
 }
 
 #[cfg(test)]
-#[path = "options_tests.rs"]
 mod tests;

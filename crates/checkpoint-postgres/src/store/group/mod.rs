@@ -19,6 +19,8 @@
 //!   short; a group lost anyway (its runtime shut down) sends its saves back to their callers,
 //!   who make them alone: by id, so a group that did commit is found, not written twice.
 
+pub(crate) mod settings;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -28,11 +30,12 @@ use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 use tokio_postgres::types::Json;
 
-use crate::encoding::Encoded;
 use crate::error::{DbError, DbErrorKind};
-use crate::group_commit::{GroupCommit, GroupCommitStats};
 use crate::pool::Param;
-use crate::{append_backoff, PostgresStore};
+use crate::state::encoding::Encoded;
+use crate::store::append_backoff;
+use crate::store::group::settings::{GroupCommit, GroupCommitStats};
+use crate::PostgresStore;
 
 /// How often a group of appends that lost the race for its versions to another writer is sent
 /// again before its saves are made one by one.
@@ -467,7 +470,7 @@ pub(crate) async fn save(
     let encoded = store.encoder.encode(checkpoint, false)?;
     if !committer.settings.lone_saves_grouped && committer.try_lead() {
         let _lead = Lead { committer, store };
-        let outcome = crate::write::save_encoded(store, checkpoint, encoded).await;
+        let outcome = crate::store::write::save_encoded(store, checkpoint, encoded).await;
         lock(&committer.stats).record(1, 0, false);
         return outcome;
     }
@@ -480,7 +483,7 @@ pub(crate) async fn save(
         + encoded.payload.as_ref().map_or(0, Vec::len)
         + metadata.0.get().len();
     if bytes > committer.settings.max_bytes {
-        return crate::write::save_encoded(store, checkpoint, encoded).await;
+        return crate::store::write::save_encoded(store, checkpoint, encoded).await;
     }
     let Encoded {
         payload,
@@ -527,16 +530,15 @@ pub(crate) async fn save(
                 // caller gave up waiting).
                 while before.changed().await.is_ok() {}
             }
-            let outcome = crate::write::save_alone(store, checkpoint).await;
+            let outcome = crate::store::write::save_alone(store, checkpoint).await;
             drop(turn);
             outcome
         }
         // The group was lost before it answered (its runtime shut down): saving alone finds
         // the row by id if the group did commit.
-        Err(_) => crate::write::save_alone(store, checkpoint).await,
+        Err(_) => crate::store::write::save_alone(store, checkpoint).await,
     }
 }
 
 #[cfg(test)]
-#[path = "group_tests.rs"]
 mod tests;

@@ -7,11 +7,11 @@
 use checkpoint_core::{Error, Result};
 use tokio_postgres::types::Type;
 
-use crate::codec;
-use crate::crypto::{Encryption, SEALED};
 use crate::error::DbError;
 use crate::pool::{DbTransaction, Row, Sql};
-use crate::write::finish;
+use crate::state::encryption::{Encryption, SEALED};
+use crate::state::payload;
+use crate::store::write::finish;
 use crate::PostgresStore;
 
 /// The most rows one batch may examine.
@@ -89,10 +89,10 @@ fn reseal(store: &PostgresStore, keys: &Encryption, row: &mut Row) -> Result<Opt
         (_, Some(payload)) => match recorded {
             Some(hash) => (hash, payload),
             None if !is_delta => {
-                let text = codec::decode(&payload, store.payload_limit())?;
+                let text = payload::decode(&payload, store.payload_limit())?;
                 let state: serde_json::Value = serde_json::from_slice(&text)
                     .map_err(|_| broken("its snapshot is not JSON"))?;
-                (codec::state_hash(&state), payload)
+                (payload::state_hash(&state), payload)
             }
             None => return Err(broken("a delta without a recorded state hash")),
         },
@@ -100,15 +100,15 @@ fn reseal(store: &PostgresStore, keys: &Encryption, row: &mut Row) -> Result<Opt
         (Some(state), None) => {
             let text = serde_json::to_vec(&state)?;
             (
-                codec::state_hash(&state),
-                codec::encode(&text, store.encoder.compression)?,
+                payload::state_hash(&state),
+                payload::encode(&text, store.encoder.compression)?,
             )
         }
         (None, None) => return Err(broken("it holds no state")),
     };
     let payload = keys.seal(content_hash, &plain)?;
     Ok(Some(Resealed {
-        tag: codec::payload_tag(&payload),
+        tag: payload::payload_tag(&payload),
         execution_id: row.text(1)?,
         version: row.int(2)?,
         payload,

@@ -10,7 +10,7 @@ use tokio_postgres::types::Type;
 
 use crate::error::DbError;
 use crate::pool::{DbPool, Sql};
-use crate::sql::TableName;
+use crate::schema::table::TableName;
 
 /// The table's constraints the store tells apart.
 pub(crate) struct Constraints {
@@ -68,9 +68,9 @@ impl Constraints {
         // their unique indexes itself, so they are told by name.
         if self.table.layout().period().is_none() {
             name
-        } else if crate::partitions::is_partition_index(&self.table, name, 'v') {
+        } else if crate::store::partitions::is_partition_index(&self.table, name, 'v') {
             &self.version_index
-        } else if crate::partitions::is_partition_index(&self.table, name, 'k') {
+        } else if crate::store::partitions::is_partition_index(&self.table, name, 'k') {
             &self.id_key
         } else {
             name

@@ -3,7 +3,7 @@
 
 use checkpoint_core::{Error, Result};
 
-/// How [`PostgresStore`] coalesces concurrent saves (see `docs/performance.md`, "Group commit").
+/// How [`PostgresStore`](crate::PostgresStore) coalesces concurrent saves (see `docs/performance.md`, "Group commit").
 ///
 /// On by default. A save waits for nothing when no other save of the store is being written;
 /// while one is, the saves that arrive are sent together as soon as it ends, in one statement and

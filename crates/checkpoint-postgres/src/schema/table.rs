@@ -2,7 +2,7 @@
 
 use checkpoint_core::{Error, Result};
 
-use crate::layout::TableLayout;
+use crate::schema::layout::TableLayout;
 
 /// The longest identifier PostgreSQL keeps.
 const MAX_IDENTIFIER_BYTES: usize = 63;

@@ -3,7 +3,7 @@
 
 use checkpoint_core::{Damage, ExecutionQuery, Result, Verification};
 
-use crate::chain::{self, Stored};
+use crate::state::chain::{self, Stored};
 use crate::PostgresStore;
 
 /// How many executions one listing step reads while verifying a whole table.
@@ -20,7 +20,7 @@ pub(crate) async fn verify(
     let mut all = Verification::default();
     let mut query = ExecutionQuery::new(EXECUTIONS_PER_STEP);
     loop {
-        let page = crate::CheckpointStore::list_executions(store, &query).await?;
+        let page = checkpoint_core::CheckpointStore::list_executions(store, &query).await?;
         for summary in &page {
             all.absorb(execution(store, &summary.execution_id).await?);
         }

@@ -7,9 +7,9 @@
 
 use tokio_postgres::types::Type;
 
-use crate::layout::TableLayout;
 use crate::pool::Sql;
-use crate::sql::TableName;
+use crate::schema::layout::TableLayout;
+use crate::schema::table::TableName;
 
 /// The columns in the order every read decodes them.
 pub const COLUMNS: &str =
@@ -140,9 +140,9 @@ fn with_chains(
     )
 }
 
-/// [`READ_COLUMNS`](crate::chain::READ_COLUMNS) of the table aliased `x`.
+/// [`READ_COLUMNS`](crate::state::chain::READ_COLUMNS) of the table aliased `x`.
 fn x_columns() -> String {
-    crate::chain::READ_COLUMNS
+    crate::state::chain::READ_COLUMNS
         .split(", ")
         .map(|c| format!("x.{c}"))
         .collect::<Vec<_>>()
@@ -225,7 +225,7 @@ impl Statements {
         let start = Start::of(table);
         let column = start.column();
         let id_target = table.layout().id_conflict_target();
-        let read = crate::chain::READ_COLUMNS;
+        let read = crate::state::chain::READ_COLUMNS;
         let next_version = format!(
             "CASE WHEN $7 = 0 THEN (SELECT COALESCE(MAX(version), 0) + 1 FROM {t} \
              WHERE execution_id = $2{}) ELSE $7 END",
@@ -289,7 +289,8 @@ impl Statements {
             Type::INT8,
             Type::INT4,
         ];
-        let [reencrypt_read, reencrypt_write, reencrypt_bases] = crate::rekey::statements(&t);
+        let [reencrypt_read, reencrypt_write, reencrypt_bases] =
+            crate::store::reencrypt::statements(&t);
         Statements {
             reencrypt_read,
             reencrypt_write,
@@ -574,7 +575,7 @@ impl Statements {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::TableName;
+    use crate::schema::table::TableName;
 
     #[test]
     fn page_statements_bind_every_cursor_and_never_offset() {

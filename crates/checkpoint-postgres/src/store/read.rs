@@ -5,8 +5,8 @@ use checkpoint_core::{Checkpoint, Error, ListQuery, Order, Page, Result};
 use serde_json::Value;
 use tokio_postgres::types::Json;
 
-use crate::chain::{self, Rebuilt, Stored, READ_WIDTH};
 use crate::pool::Row;
+use crate::state::chain::{self, Rebuilt, Stored, READ_WIDTH};
 use crate::PostgresStore;
 
 /// The checkpoints the rows of a chained read ask for (flag in the last column), ascending by

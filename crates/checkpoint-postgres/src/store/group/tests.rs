@@ -8,8 +8,9 @@ use tokio_postgres::error::SqlState;
 
 use super::*;
 use crate::mock::{MockPool, Reply};
-use crate::tests::{fast_retries, options, store_with, unique_violation, INDEX};
-use crate::{Cell, CheckpointStore, PostgresOptions, Row};
+use crate::store::tests::{fast_retries, options, store_with, unique_violation, INDEX};
+use crate::{Cell, PostgresOptions, Row};
+use checkpoint_core::CheckpointStore;
 
 /// Every save through the group statement, so that a single save makes a group of one.
 fn grouped() -> PostgresOptions {

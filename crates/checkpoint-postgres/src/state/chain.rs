@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use checkpoint_core::{Checkpoint, Damage, Error, Result};
 use serde_json::{Map, Value};
 
-use crate::codec::{self, Fingerprint};
-use crate::crypto::Encryption;
-use crate::delta;
 use crate::error::DbError;
 use crate::pool::Row;
+use crate::state::delta;
+use crate::state::encryption::Encryption;
+use crate::state::payload::{self, Fingerprint};
 
 /// The columns every read selects, in this order: the checkpoint's, then how its state is
 /// stored.
@@ -177,7 +177,7 @@ pub(crate) fn rebuild(
         let (state, sealed_hash, from_payload) = match body {
             Body::Json(state) => (state, None, false),
             Body::Payload(payload) => {
-                let opened = codec::open(&payload, limit, keys)?;
+                let opened = payload::open(&payload, limit, keys)?;
                 let text = opened.text;
                 let state = match base_of[i] {
                     None => serde_json::from_slice(&text)
@@ -205,7 +205,7 @@ pub(crate) fn rebuild(
         // name as their base.
         if rows[i].wanted && from_payload {
             if let Some(recorded) = rows[i].state_hash {
-                let fingerprint = codec::fingerprint(&state);
+                let fingerprint = payload::fingerprint(&state);
                 if fingerprint.hash != sealed_hash.unwrap_or(recorded) {
                     return Err(broken(format!(
                         "the state rebuilt for checkpoint {} differs from the one saved",
@@ -316,7 +316,7 @@ fn check_one(
         Body::Json(state) => return Ok(state.clone()),
         Body::Payload(payload) => payload,
     };
-    let opened = codec::open(payload, limit, keys).map_err(|e| e.to_string())?;
+    let opened = payload::open(payload, limit, keys).map_err(|e| e.to_string())?;
     let state = match row.base {
         None => serde_json::from_slice(&opened.text)
             .map_err(|e| format!("its stored snapshot is not JSON: {e}"))?,
@@ -348,7 +348,7 @@ fn check_one(
         }
     };
     if let Some(recorded) = row.state_hash {
-        if codec::state_hash(&state) != opened.content_hash.unwrap_or(recorded) {
+        if payload::state_hash(&state) != opened.content_hash.unwrap_or(recorded) {
             return Err("the state rebuilt from its row differs from the one saved".into());
         }
     }
@@ -358,8 +358,8 @@ fn check_one(
 #[cfg(test)]
 mod tests_support {
     use super::*;
-    use crate::codec::{encode, state_hash, Compression};
     use crate::pool::Cell;
+    use crate::state::payload::{encode, state_hash, Compression};
     use serde_json::json;
     use time::OffsetDateTime;
 
@@ -526,7 +526,7 @@ mod damage_tests {
 mod sealed_tests {
     use super::tests_support::*;
     use super::*;
-    use crate::crypto::{EncryptionError, EncryptionKey};
+    use crate::state::encryption::{EncryptionError, EncryptionKey};
 
     fn keys(id: &str, byte: u8) -> Encryption {
         Encryption::new(EncryptionKey::new(id, &[byte; 32]).unwrap())
@@ -540,8 +540,8 @@ mod sealed_tests {
         let mut sealed = Vec::new();
         for (i, mut row) in rows.into_iter().enumerate() {
             let plain = row.take_bytes(8).unwrap().unwrap();
-            let payload = with.seal(codec::state_hash(&states[i]), &plain).unwrap();
-            let tag = codec::payload_tag(&payload);
+            let payload = with.seal(payload::state_hash(&states[i]), &plain).unwrap();
+            let tag = payload::payload_tag(&payload);
             let base = (i > 0).then(|| (i as i64, tags[i - 1]));
             sealed.push(super::tests_support::row(
                 i as i64 + 1,
@@ -564,7 +564,7 @@ mod sealed_tests {
         assert_eq!(out[1].checkpoint.state, states[3]);
         // The base hash a later delta names is the row's tag, not the content hash.
         assert_eq!(out[1].fingerprint.unwrap().hash, tag_of_4);
-        assert_ne!(tag_of_4, codec::state_hash(&states[3]));
+        assert_ne!(tag_of_4, payload::state_hash(&states[3]));
     }
 
     #[test]
@@ -593,14 +593,18 @@ mod sealed_tests {
         let k1 = keys("k1", 1);
         let (states, mut rows) = sealed_history(&k1);
         // A snapshot sealed with the content hash of another state.
-        let plain = codec::encode(
+        let plain = payload::encode(
             &serde_json::to_vec(&states[3]).unwrap(),
-            codec::Compression::None,
+            payload::Compression::None,
         )
         .unwrap();
-        let payload = k1.seal(codec::state_hash(&states[2]), &plain).unwrap();
-        rows[3] =
-            super::tests_support::row(4, Some(payload.clone()), None, codec::payload_tag(&payload));
+        let payload = k1.seal(payload::state_hash(&states[2]), &plain).unwrap();
+        rows[3] = super::tests_support::row(
+            4,
+            Some(payload.clone()),
+            None,
+            payload::payload_tag(&payload),
+        );
         let err = rebuild(stored(rows, &[4]), 1 << 20, Some(&k1)).unwrap_err();
         assert!(
             err.to_string().contains("differs from the one saved"),

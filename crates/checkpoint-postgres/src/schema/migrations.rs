@@ -7,9 +7,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::layout::{PartitionPeriod, TableLayout};
+use crate::schema::layout::{PartitionPeriod, TableLayout};
+use crate::schema::table::TableName;
 use crate::schema::ADOPTED_WITHOUT_EXECUTION;
-use crate::sql::TableName;
 
 /// One schema step. `{table}`, `{index}`, `{reference_index}` are replaced by quoted names.
 pub(crate) struct Migration {
@@ -258,7 +258,7 @@ pub(crate) fn chain(layout: TableLayout) -> &'static [Migration] {
 }
 
 /// The partitions of a hash-partitioned layout, created with its table (a time-partitioned
-/// layout's are made by [`crate::partitions`], for the current time and ahead).
+/// layout's are made by [`crate::store::partitions`], for the current time and ahead).
 pub(crate) fn partitions_ddl(table: &TableName) -> String {
     match table.layout() {
         TableLayout::Plain | TableLayout::TimePartitioned { .. } => String::new(),

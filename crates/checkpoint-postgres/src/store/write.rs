@@ -14,10 +14,11 @@ use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 
-use crate::encoding::Encoded;
 use crate::error::DbError;
 use crate::pool::{DbTransaction, Param};
-use crate::{append_backoff, contended, moved, PostgresStore, MAX_APPEND_ATTEMPTS};
+use crate::state::encoding::Encoded;
+use crate::store::{append_backoff, contended, moved, MAX_APPEND_ATTEMPTS};
+use crate::PostgresStore;
 
 /// How often a prune or clear that meets a concurrent delta on a row it removes starts again.
 const MAX_REMOVE_ATTEMPTS: usize = 8;
@@ -122,7 +123,7 @@ pub(crate) async fn finish<T>(
 /// `save`: in the next group when group commit is on, alone otherwise.
 pub(crate) async fn save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
     match &store.group {
-        Some(committer) => crate::group::save(store, committer, checkpoint).await,
+        Some(committer) => crate::store::group::save(store, committer, checkpoint).await,
         None => save_alone(store, checkpoint).await,
     }
 }
@@ -273,7 +274,7 @@ pub(crate) async fn rewrite_as_snapshots(
         return Ok(());
     }
     let rows = tx.query(&store.sql.chains, &[&ids]).await?;
-    let rebuilt = crate::read::rebuild_rows(store, rows)?;
+    let rebuilt = crate::store::read::rebuild_rows(store, rows)?;
     let ids: Vec<&str> = rebuilt.iter().map(|r| r.checkpoint.id.as_str()).collect();
     let payloads = rebuilt
         .iter()

@@ -7,11 +7,11 @@ use checkpoint_core::{Checkpoint, Error, Result};
 use serde_json::Value;
 use tokio_postgres::types::Json;
 
-use crate::cache::{CachedState, StateCache};
-use crate::codec::{self, Compression, Fingerprint};
-use crate::crypto::Encryption;
-use crate::delta;
 use crate::error::DbError;
+use crate::state::cache::{CachedState, StateCache};
+use crate::state::delta;
+use crate::state::encryption::Encryption;
+use crate::state::payload::{self, Compression, Fingerprint};
 
 /// How [`PostgresStore`](crate::PostgresStore) stores the states it writes.
 ///
@@ -117,7 +117,7 @@ fn proves(base: &Value, text: &[u8], hash: i64, id: &str) -> bool {
         });
     let proven = rebuilt
         .as_ref()
-        .is_ok_and(|state| codec::state_hash(state) == hash);
+        .is_ok_and(|state| payload::state_hash(state) == hash);
     if !proven {
         tracing::warn!(
             checkpoint = id,
@@ -156,7 +156,7 @@ impl Encoder {
                 fingerprint: None,
             });
         };
-        let fingerprint = codec::fingerprint(&checkpoint.state);
+        let fingerprint = payload::fingerprint(&checkpoint.state);
         let usable = |base: &CachedState| {
             i64::from(base.depth) + 1 < i64::from(snapshot_every)
                 && (checkpoint.version == 0 || base.version < checkpoint.version)
@@ -202,12 +202,12 @@ impl Encoder {
     /// the row records as its state hash: the content hash, or for a sealed payload an opaque
     /// tag (the content hash travels inside the seal).
     fn payload(&self, text: &[u8], fingerprint: Fingerprint) -> Result<(Vec<u8>, Fingerprint)> {
-        let plain = codec::encode(text, self.compression)?;
+        let plain = payload::encode(text, self.compression)?;
         match &self.encryption {
             None => Ok((plain, fingerprint)),
             Some(keys) => {
                 let sealed = keys.seal(fingerprint.hash, &plain)?;
-                let tag = codec::payload_tag(&sealed);
+                let tag = payload::payload_tag(&sealed);
                 Ok((
                     sealed,
                     Fingerprint {
@@ -224,10 +224,10 @@ impl Encoder {
     pub fn snapshot(&self, state: &Value) -> Result<Vec<u8>> {
         let text = serde_json::to_vec(state)
             .map_err(|e| DbError::decode(format!("a state does not serialize: {e}")))?;
-        let plain = codec::encode(&text, self.compression)?;
+        let plain = payload::encode(&text, self.compression)?;
         match &self.encryption {
             None => Ok(plain),
-            Some(keys) => Ok(keys.seal(codec::state_hash(state), &plain)?),
+            Some(keys) => Ok(keys.seal(payload::state_hash(state), &plain)?),
         }
     }
 
@@ -249,7 +249,7 @@ impl Encoder {
 
     /// Remembers a state read back from a row that can be a base, unless a newer one (or this
     /// one) is held already.
-    pub fn remember_read(&self, read: &crate::chain::Rebuilt) {
+    pub fn remember_read(&self, read: &crate::state::chain::Rebuilt) {
         if self.encoding == StateEncoding::Jsonb {
             return;
         }
@@ -329,7 +329,7 @@ mod tests {
             delta.base,
             Some(Base {
                 version: 1,
-                hash: codec::state_hash(&first.state),
+                hash: payload::state_hash(&first.state),
                 depth: 0
             })
         );
@@ -399,8 +399,8 @@ mod tests {
         let read = |version: i64, messages: usize| {
             let mut checkpoint = Checkpoint::new("e", "n", conversation(messages));
             checkpoint.version = version;
-            crate::chain::Rebuilt {
-                fingerprint: Some(codec::fingerprint(&checkpoint.state)),
+            crate::state::chain::Rebuilt {
+                fingerprint: Some(payload::fingerprint(&checkpoint.state)),
                 checkpoint,
                 depth: 0,
             }
@@ -437,10 +437,10 @@ mod tests {
         assert!(delta.base.is_some(), "a small delta, proven");
         assert_eq!(
             delta.fingerprint.map(|f| f.hash),
-            Some(codec::state_hash(&second.state))
+            Some(payload::state_hash(&second.state))
         );
         // What a reader does with it gives the state back, sign included.
-        let text = codec::decode(delta.payload.as_ref().unwrap(), 1 << 20).unwrap();
+        let text = payload::decode(delta.payload.as_ref().unwrap(), 1 << 20).unwrap();
         let mut rebuilt = first.state.clone();
         delta::apply(&mut rebuilt, serde_json::from_slice(&text).unwrap()).unwrap();
         assert!(checkpoint_core::equal::same_state(&rebuilt, &second.state));
@@ -450,7 +450,7 @@ mod tests {
     fn a_delta_that_does_not_rebuild_its_state_is_not_proven() {
         let base = json!({"t": 0.0, "i": 0});
         let target = json!({"t": -0.0, "i": 1});
-        let hash = codec::state_hash(&target);
+        let hash = payload::state_hash(&target);
         // The delta an equality blind to the sign of zero would make: `i` alone.
         let blind = serde_json::to_vec(&vec![delta::Op::Set {
             path: vec![delta::Step::Key("i".into())],

@@ -4,17 +4,23 @@
 //! run in one transaction under an advisory lock keyed by the table, so many instances starting
 //! at once apply each step exactly once and the others wait, then find nothing to do. A
 //! database whose schema is newer than this code is refused. The steps themselves are in
-//! [`crate::migrations`].
+//! [`crate::schema::migrations`].
+
+pub(crate) mod constraints;
+pub(crate) mod layout;
+pub(crate) mod migrations;
+pub(crate) mod statements;
+pub(crate) mod table;
 
 use tokio_postgres::types::Type;
 
 use crate::error::DbError;
-use crate::layout::{PartitionPeriod, TableLayout};
-use crate::migrations::{
+use crate::pool::{DbPool, DbTransaction, Sql};
+use crate::schema::layout::{PartitionPeriod, TableLayout};
+use crate::schema::migrations::{
     chain, checksum, partitions_ddl, render, Migration, HASH_MIGRATIONS, MIGRATIONS,
 };
-use crate::pool::{DbPool, DbTransaction, Sql};
-use crate::sql::TableName;
+use crate::schema::table::TableName;
 
 /// The execution that rows adopted without one (LangGraphGo's store writes `""` when its
 /// metadata names none) are moved to by migration 3, so that every API and `checkpointctl`
@@ -89,7 +95,7 @@ impl From<SchemaError> for checkpoint_core::Error {
     }
 }
 
-/// What [`migrate`] did.
+/// What [`PostgresStore::migrate`](crate::PostgresStore::migrate) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MigrationReport {
     /// The schema version before.

@@ -18,8 +18,9 @@ use tokio_postgres::types::Json;
 use tokio_postgres::error::SqlState;
 
 use crate::pool::DbTransaction;
-use crate::write::{finish, save_in_tx, SaveArgs};
-use crate::{moved, PostgresStore};
+use crate::store::moved;
+use crate::store::write::{finish, save_in_tx, SaveArgs};
+use crate::PostgresStore;
 
 /// Where an id lives: its execution and version.
 type Locations = HashMap<String, (String, i64)>;

@@ -7,6 +7,7 @@ use tokio_postgres::error::SqlState;
 
 use super::*;
 use crate::mock::{MockPool, Reply};
+use crate::{Cell, SchemaError, SCHEMA_VERSION};
 
 pub(crate) const INDEX: &str = "checkpoints_execution_version_key";
 

@@ -19,8 +19,8 @@ use checkpoint_core::equal::ExactNumber;
 use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::crypto::{self, Encryption, EncryptionError};
 use crate::error::DbError;
+use crate::state::encryption::{self, Encryption, EncryptionError};
 
 const FORMAT: u8 = 1;
 
@@ -141,14 +141,14 @@ pub(crate) fn open(
     limit: usize,
     keys: Option<&Encryption>,
 ) -> checkpoint_core::Result<Opened> {
-    if payload.first() != Some(&crypto::SEALED) {
+    if payload.first() != Some(&encryption::SEALED) {
         return Ok(Opened {
             text: decode(payload, limit)?,
             content_hash: None,
         });
     }
     let Some(keys) = keys else {
-        let key_id = crypto::sealed_key_id(payload)?.to_owned();
+        let key_id = encryption::sealed_key_id(payload)?.to_owned();
         return Err(EncryptionError::NotConfigured { key_id }.into());
     };
     let (content_hash, inner) = keys.open(payload)?;

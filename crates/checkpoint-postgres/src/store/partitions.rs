@@ -14,9 +14,9 @@ use checkpoint_core::{Error, Result};
 use time::{Date, Month, OffsetDateTime, Time};
 use tokio_postgres::types::Type;
 
-use crate::layout::{PartitionPeriod, TableLayout};
 use crate::pool::{DbTransaction, Sql};
-use crate::sql::TableName;
+use crate::schema::layout::{PartitionPeriod, TableLayout};
+use crate::schema::table::TableName;
 use crate::PostgresStore;
 
 /// The most periods [`PostgresOptions::partitions_ahead`](crate::PostgresOptions::partitions_ahead)
@@ -461,7 +461,7 @@ pub(crate) async fn drop_before(
 /// Partition maintenance of a time-partitioned table ([`TableLayout::TimePartitioned`]).
 impl PostgresStore {
     /// Makes the partitions of a time-partitioned table from the current period through
-    /// [`partitions_ahead`](PostgresOptions::partitions_ahead) periods after it, where none
+    /// [`partitions_ahead`](crate::PostgresOptions::partitions_ahead) periods after it, where none
     /// covers them yet, under an advisory lock shared by every instance. The store does this
     /// itself when it connects and, before a write, once an hour; call it (or `checkpointctl
     /// partitions ensure`) from a scheduled job when the store's role may not create tables.
@@ -539,7 +539,7 @@ impl PostgresStore {
         let analyzed = tx
             .batch_execute(&format!("ANALYZE {}", self.table.quoted()))
             .await;
-        crate::write::finish(tx, analyzed.map(Some).map_err(Error::from))
+        crate::store::write::finish(tx, analyzed.map(Some).map_err(Error::from))
             .await
             .map(|_| ())
     }

@@ -1,0 +1,519 @@
+//! [`PostgresStore`] and its [`CheckpointStore`] implementation: each method checks its input,
+//! then hands over to the module that does the work (`read`, `write`, `batch`, the coalescing
+//! writer in `group`, `partitions`, `reencrypt`, `verify`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use checkpoint_core::validate::check_id;
+use checkpoint_core::{
+    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Page,
+    Result, RetentionPolicy, Verification,
+};
+use tracing::instrument;
+
+use crate::error::DbError;
+use crate::schema::{self, constraints, statements, MigrationReport};
+use crate::state::{cache, encoding};
+use crate::{
+    DbPool, DeadpoolPool, GroupCommitStats, Param, PostgresOptions, ReencryptBatch, RetryPolicy,
+    Row, Sql, StateEncoding, Statements, TableLayout, TableName, MAX_PARTITIONS_AHEAD,
+};
+
+pub(crate) mod batch;
+pub(crate) mod group;
+pub(crate) mod partitions;
+pub(crate) mod read;
+pub(crate) mod reencrypt;
+pub(crate) mod verify;
+pub(crate) mod write;
+
+/// How often an append that keeps losing races for the next version tries again before it
+/// reports a retryable error. Each loss means another writer succeeded; with the jittered
+/// backoff below, 32 writers racing on one execution never come near it.
+pub(crate) const MAX_APPEND_ATTEMPTS: usize = 1_000;
+
+/// The pause after losing the race for the next version `attempt` times: random, growing from
+/// 0.1 ms to at most 10 ms, so racing appenders spread out instead of colliding again in step.
+pub(crate) fn append_backoff(attempt: usize) -> std::time::Duration {
+    let ceiling_micros = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
+    std::time::Duration::from_micros(fastrand::u64(0..=ceiling_micros))
+}
+
+/// A [`CheckpointStore`] on PostgreSQL. Cloning shares the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Arc<dyn DbPool>,
+    table: TableName,
+    sql: Arc<statements::Statements>,
+    constraints: Arc<constraints::Constraints>,
+    limits: Limits,
+    retry: RetryPolicy,
+    encoder: encoding::Encoder,
+    group: Option<Arc<group::Committer>>,
+    upkeep: Option<Arc<partitions::Upkeep>>,
+    partitions_ahead: u16,
+    migrated: Option<Arc<MigrationReport>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.table)
+            .field("limits", &self.limits)
+            .field("encoding", &self.encoder.encoding)
+            .field("compression", &self.encoder.compression)
+            .field("group_commit", &self.group.as_ref().map(|g| g.settings()))
+            .field("encryption", &self.encoder.encryption)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Builds a pool from `options`, checks that the server answers, and migrates the schema
+    /// (or, with `auto_migrate` off, checks that it is current).
+    ///
+    /// # Errors
+    /// - [`Error::InvalidInput`] for a bad table or schema name or pool setting;
+    /// - [`Error::Unavailable`] when the server cannot be reached within the create timeout;
+    /// - [`Error::Backend`] with a [`SchemaError`](crate::SchemaError) source when the schema is newer than this
+    ///   release, or outdated while `auto_migrate` is off; with the server's error (for
+    ///   example a wrong password, or no right to create the table) otherwise.
+    #[instrument(level = "info", name = "checkpoint_connect", skip(options), fields(options = ?options), err)]
+    pub async fn connect(options: PostgresOptions) -> Result<Self> {
+        options.table_name()?;
+        let pool = DeadpoolPool::from_options(&options)?;
+        let warm = options.pool_min_size();
+        let store = Self::with_pool(pool.clone(), &options).await?;
+        if warm > 0 {
+            // Open the minimum number of connections now, so the first calls do not wait.
+            let held = futures_util::future::join_all((0..warm).map(|_| pool.inner().get())).await;
+            drop(held);
+        }
+        Ok(store)
+    }
+
+    /// Uses an existing pool (yours, or a test double). Checks the server answers and
+    /// migrates or verifies the schema as `options` say; the pool settings of `options` are
+    /// not used.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn with_pool(pool: impl DbPool, options: &PostgresOptions) -> Result<Self> {
+        let table = options.table_name()?;
+        let group_commit = options.group_commit_settings();
+        group_commit.validate()?;
+        if options.encryption_keys().is_some() && options.encoding() == StateEncoding::Jsonb {
+            return Err(Error::invalid(
+                "state_encoding",
+                "encryption needs delta storage: the JSONB column holds states in plain text \
+                 (StateEncoding::delta(1) stores every checkpoint whole, encrypted)",
+            ));
+        }
+        let partitions_ahead = options.partitions_ahead_periods();
+        let upkeep = match table.layout().period() {
+            Some(_) => {
+                if !(1..=MAX_PARTITIONS_AHEAD).contains(&partitions_ahead) {
+                    return Err(Error::invalid(
+                        "partitions_ahead",
+                        format!("{partitions_ahead} periods is outside 1..={MAX_PARTITIONS_AHEAD}"),
+                    ));
+                }
+                options
+                    .is_partition_upkeep()
+                    .then(|| Arc::new(partitions::Upkeep::default()))
+            }
+            None => None,
+        };
+        let store = PostgresStore {
+            pool: Arc::new(pool),
+            sql: Arc::new(statements::Statements::new(&table)),
+            constraints: Arc::new(constraints::Constraints::new(&table)),
+            table,
+            limits: options.input_limits(),
+            retry: options.retry_policy(),
+            encoder: encoding::Encoder {
+                encoding: options.encoding(),
+                compression: options.state_compression(),
+                cache: Arc::new(cache::StateCache::new(options.state_cache_budget())),
+                min_delta_bytes: options.delta_threshold(),
+                encryption: options.encryption_keys().cloned(),
+            },
+            group: group_commit
+                .is_enabled()
+                .then(|| Arc::new(group::Committer::new(group_commit))),
+            upkeep,
+            partitions_ahead,
+            migrated: None,
+        };
+        let mut store = store;
+        store.ping().await?;
+        if options.is_auto_migrate() {
+            store.migrated = Some(Arc::new(store.migrate().await?));
+        } else {
+            schema::verify(store.pool.as_ref(), &store.table).await?;
+        }
+        if store.table.layout() != TableLayout::Plain {
+            store
+                .constraints
+                .load_aliases(store.pool.as_ref(), &store.table)
+                .await?;
+        }
+        // A time-partitioned table needs the partition of now before the first save.
+        partitions::upkeep(&store).await;
+        Ok(store)
+    }
+
+    /// The layout of the table `options` name, as it was made (`None` when it has no schema
+    /// yet), so that a tool can open a table without knowing how it was laid out:
+    /// `options.table_layout(layout)`. It opens one connection of its own.
+    ///
+    /// ```no_run
+    /// # async fn run() -> checkpoint_core::Result<()> {
+    /// use checkpoint_postgres::{PostgresOptions, PostgresStore};
+    ///
+    /// let mut options = PostgresOptions::new("postgres://app@localhost/app")?;
+    /// if let Some(layout) = PostgresStore::table_layout_of(&options).await? {
+    ///     options = options.table_layout(layout);
+    /// }
+    /// let store = PostgresStore::connect(options).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), for the connection.
+    pub async fn table_layout_of(options: &PostgresOptions) -> Result<Option<TableLayout>> {
+        let table = options.table_name()?;
+        let pool = DeadpoolPool::from_options(&options.clone().max_connections(1))?;
+        let layout = schema::detect_layout(&pool, &table).await;
+        pool.close();
+        layout
+    }
+
+    /// Checks that the server answers.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it does not.
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.pool.ping().await?)
+    }
+
+    /// Closes the pool; later calls fail with [`Error::Unavailable`].
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// Applies pending migrations under the table's advisory lock; a no-op when current.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] with a [`SchemaError`](crate::SchemaError) source when the schema is newer than this
+    /// release or was changed; the server's error when a step fails (nothing is applied then).
+    pub async fn migrate(&self) -> Result<MigrationReport> {
+        schema::migrate(self.pool.as_ref(), &self.table).await
+    }
+
+    /// What `connect` (or `with_pool`) did to the schema, when `auto_migrate` was on.
+    pub fn migration_report(&self) -> Option<&MigrationReport> {
+        self.migrated.as_deref()
+    }
+
+    /// The schema version recorded in the database (0 when never migrated).
+    pub async fn schema_version(&self) -> Result<i32> {
+        schema::current_version(self.pool.as_ref(), &self.table).await
+    }
+
+    /// The table this store uses.
+    pub fn table(&self) -> &TableName {
+        &self.table
+    }
+
+    /// How this store writes states.
+    pub fn encoding(&self) -> StateEncoding {
+        self.encoder.encoding
+    }
+
+    /// What group commit has done on this store (and its clones) so far; `None` when it is
+    /// off. Take two snapshots and [`GroupCommitStats::since`] to see one stretch of work.
+    pub fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        self.group.as_ref().map(|committer| committer.stats())
+    }
+
+    /// Seals the states of up to `limit` rows (ids after `after`, in id order) under the
+    /// current write key, in one transaction: rows under an older key, plain payloads and JSONB
+    /// states alike; rows already under the write key are left as they are. Call it again with
+    /// the returned `last_id` until that is `None`; it can stop and resume at any batch, and
+    /// runs beside live traffic. Once every row is done, older keys can be dropped.
+    ///
+    /// ```no_run
+    /// # async fn run(store: checkpoint_postgres::PostgresStore) -> checkpoint_core::Result<()> {
+    /// let mut after: Option<String> = None;
+    /// loop {
+    ///     let batch = store.reencrypt(after.as_deref(), 500).await?;
+    ///     match batch.last_id {
+    ///         Some(last) => after = Some(last),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::InvalidInput`] naming `encryption` when the store has no keys, `limit`
+    ///   outside 1 to [`MAX_REENCRYPT_BATCH`](crate::MAX_REENCRYPT_BATCH), or `after` for a bad id;
+    /// - [`Error::Backend`] with an [`EncryptionError`](crate::EncryptionError) source for a row sealed under a key the
+    ///   store was not given, or one that fails authentication (nothing of the batch is written).
+    pub async fn reencrypt(&self, after: Option<&str>, limit: usize) -> Result<ReencryptBatch> {
+        reencrypt::reencrypt(self, after, limit).await
+    }
+
+    /// Checks that every checkpoint of `execution_id` (or, with `None`, of the whole table)
+    /// reads back as it was saved: each is rebuilt on its own, every delta's link to its base
+    /// and every content hash is checked (a sealed payload must also authenticate), and each
+    /// damaged checkpoint is reported with the reason, rather than stopping at the first.
+    /// Nothing is written. The whole table is read one execution at a time.
+    ///
+    /// ```no_run
+    /// # async fn run(store: checkpoint_postgres::PostgresStore) -> checkpoint_core::Result<()> {
+    /// let report = store.verify(None).await?;
+    /// for damage in &report.damaged {
+    ///     eprintln!("{} v{} ({}): {}", damage.execution_id, damage.version, damage.id, damage.reason);
+    /// }
+    /// assert!(report.is_intact());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad execution id; a backend error when the server cannot
+    /// be read. Damage is reported in the result, never as an error.
+    pub async fn verify(&self, execution_id: Option<&str>) -> Result<Verification> {
+        verify::verify(self, execution_id).await
+    }
+
+    /// The most bytes one stored payload may expand to when read: well above any state the
+    /// limits admit, so only a damaged payload meets it.
+    fn payload_limit(&self) -> usize {
+        self.limits
+            .max_state_bytes
+            .max(Limits::default().max_state_bytes)
+            .saturating_mul(4)
+    }
+
+    /// The statements this store runs, for `EXPLAIN`, benchmarks and reviews.
+    pub fn statements(&self) -> &Statements {
+        &self.sql
+    }
+
+    /// Whether `err` is a unique violation of the version rule.
+    fn is_version_conflict(&self, err: &Error) -> bool {
+        DbError::of(err).is_some_and(|db| self.constraints.is_version_conflict(db))
+    }
+
+    /// `err` as a [`Error::Conflict`] when it broke the version rule, unchanged otherwise.
+    fn conflict_or(&self, err: impl Into<Error>, execution_id: &str, version: i64) -> Error {
+        let err = err.into();
+        if self.is_version_conflict(&err) {
+            Error::Conflict {
+                execution_id: execution_id.to_owned(),
+                version,
+            }
+        } else {
+            err
+        }
+    }
+
+    /// Runs a statement for its rows, retrying transient failures.
+    async fn query(
+        &self,
+        operation: &'static str,
+        sql: &Sql,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>> {
+        self.retry
+            .run(operation, || async {
+                Ok(self.pool.query(sql, params).await?)
+            })
+            .await
+    }
+
+    /// Runs a statement for its effect, retrying transient failures.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        sql: &Sql,
+        params: &[Param<'_>],
+    ) -> Result<u64> {
+        self.retry
+            .run(operation, || async {
+                Ok(self.pool.execute(sql, params).await?)
+            })
+            .await
+    }
+}
+
+/// The error for a save whose id belongs to another execution (the upsert matched no row).
+pub(crate) fn moved(checkpoint: &Checkpoint) -> Error {
+    Error::invalid(
+        "execution_id",
+        format!(
+            "checkpoint {} belongs to another execution than {}; ids never move",
+            checkpoint.id, checkpoint.execution_id
+        ),
+    )
+}
+
+/// The error for an append that lost every race it ran.
+pub(crate) fn contended(execution_id: &str) -> Error {
+    Error::Backend {
+        message: format!(
+            "gave up appending to execution {execution_id} after {MAX_APPEND_ATTEMPTS} \
+             attempts lost to concurrent writers"
+        ),
+        retryable: true,
+        source: "too much contention on one execution".into(),
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresStore {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    #[instrument(level = "debug", skip_all, fields(id = %checkpoint.id, execution_id = %checkpoint.execution_id))]
+    async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
+        self.limits.check_checkpoint(checkpoint)?;
+        partitions::upkeep(self).await;
+        write::save(self, checkpoint).await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn load(&self, id: &str) -> Result<Checkpoint> {
+        check_id("id", id)?;
+        read::load(self, id).await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
+        check_id("execution_id", execution_id)?;
+        read::list(self, execution_id).await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn delete(&self, id: &str) -> Result<bool> {
+        check_id("id", id)?;
+        write::delete(self, id).await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn clear(&self, execution_id: &str) -> Result<u64> {
+        check_id("execution_id", execution_id)?;
+        write::clear(self, execution_id).await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
+        check_id("execution_id", execution_id)?;
+        read::latest(self, execution_id).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(execution_id = %query.execution_id, limit = query.limit))]
+    async fn list_page(&self, query: &ListQuery) -> Result<Page> {
+        self.limits.check_list_query(query)?;
+        read::list_page(self, query).await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(items = checkpoints.len()))]
+    async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
+        self.limits.check_batch(checkpoints)?;
+        if checkpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        partitions::upkeep(self).await;
+        let all_append = checkpoints.iter().all(|cp| cp.version == 0);
+        for attempt in 0..MAX_APPEND_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(append_backoff(attempt)).await;
+            }
+            // Each attempt is atomic (one statement, or one transaction), so retrying is safe.
+            if all_append {
+                let appended = self
+                    .retry
+                    .run("save_batch", || batch::save_appends(self, checkpoints))
+                    .await?;
+                if let Some(versions) = appended {
+                    return Ok(versions);
+                }
+            }
+            let planned = self
+                .retry
+                .run("save_batch", || batch::save_planned(self, checkpoints))
+                .await?;
+            if let Some(versions) = planned {
+                return Ok(versions);
+            }
+            let replayed = self
+                .retry
+                .run("save_batch", || batch::save_one_by_one(self, checkpoints))
+                .await?;
+            if let Some(versions) = replayed {
+                return Ok(versions);
+            }
+        }
+        Err(contended(&checkpoints[0].execution_id))
+    }
+
+    #[instrument(level = "debug", skip_all, fields(after = ?query.after, limit = query.limit))]
+    async fn list_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionSummary>> {
+        self.limits.check_execution_query(query)?;
+        let after = query.after.as_deref().unwrap_or("");
+        let limit = query.limit as i64;
+        let rows = self
+            .pool
+            .query(&self.sql.executions, &[&after, &limit])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExecutionSummary {
+                    execution_id: row.text(0)?,
+                    checkpoint_count: u64::try_from(row.int(1)?).unwrap_or(0),
+                    latest_version: row.int(2)?,
+                    last_timestamp: row.timestamp(3)?,
+                })
+            })
+            .collect()
+    }
+
+    #[instrument(level = "debug", skip_all, fields(execution_id = ?policy.execution_id))]
+    async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
+        self.limits.check_retention(policy)?;
+        write::prune(self, policy).await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
+        check_id("id", checkpoint_id)?;
+        check_id("execution_id", new_execution_id)?;
+        partitions::upkeep(self).await;
+        read::fork(self, checkpoint_id, new_execution_id).await
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn append_backoff_is_bounded_and_grows() {
+        for attempt in 0..2_000 {
+            assert!(append_backoff(attempt) <= std::time::Duration::from_millis(10));
+        }
+        let early = (0..200).map(|_| append_backoff(1)).max().unwrap();
+        assert!(early <= std::time::Duration::from_micros(200));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
