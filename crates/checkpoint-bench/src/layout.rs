@@ -1,13 +1,13 @@
-//! The `layout` workloads: the plain table against the hash-partitioned layout (the stand-in for
-//! a table distributed by `execution_id`) and the time-partitioned one, in the same run: saves
-//! at 1 and 16 tasks (each save on a partitioned layout also runs its id guard, which probes
-//! every partition), and reads by execution (`latest`, one partition) and by id alone (`load`,
-//! every partition).
+//! The `layout` workloads: the plain table against the hash-partitioned layout, the
+//! time-partitioned one and the distributed one (undistributed on one server), in the same run:
+//! saves at 1 and 16 tasks, reads by execution (`latest`, one partition), by id alone (`load`,
+//! every partition; on the distributed layout a lookup of the execution, then the read there)
+//! and by execution and id (`load_in`).
 
 use checkpoint_core::{Checkpoint, CheckpointStore};
 use checkpoint_postgres::TableLayout;
 
-use crate::stats::{time_latest, time_load, Figures};
+use crate::stats::{time_latest, time_load, time_load_in, Figures};
 use crate::workloads::{Bench, Setup};
 
 const EXECUTIONS: usize = 100;
@@ -19,6 +19,7 @@ pub struct LayoutFigures {
     pub save_16: Figures,
     pub latest: Figures,
     pub load: Figures,
+    pub load_in: Figures,
 }
 
 pub async fn measure(bench: &Bench, layout: TableLayout) -> anyhow::Result<LayoutFigures> {
@@ -30,21 +31,24 @@ pub async fn measure(bench: &Bench, layout: TableLayout) -> anyhow::Result<Layou
     let save_16 = bench.save_with(16, setup).await?.0;
 
     let store = bench.store_with("layout_reads", 2, setup).await?;
-    let mut ids = Vec::with_capacity(EXECUTIONS * EACH);
+    let mut keys = Vec::with_capacity(EXECUTIONS * EACH);
     for e in 0..EXECUTIONS {
         let batch: Vec<Checkpoint> = (0..EACH)
             .map(|_| Checkpoint::new(format!("e{e}"), "node", bench.payload.clone()))
             .collect();
         store.save_batch(&batch).await?;
-        ids.extend(batch.into_iter().map(|cp| cp.id));
+        keys.extend(batch.into_iter().map(|cp| (cp.execution_id, cp.id)));
     }
     let latest = time_latest(&store, bench.seconds, EXECUTIONS, 3).await?;
+    let ids: Vec<String> = keys.iter().map(|(_, id)| id.clone()).collect();
     let load = time_load(&store, bench.seconds, &ids, 5).await?;
+    let load_in = time_load_in(&store, bench.seconds, &keys, 5).await?;
     store.close();
     Ok(LayoutFigures {
         save_1,
         save_16,
         latest,
         load,
+        load_in,
     })
 }

@@ -9,7 +9,7 @@
 //! cargo run --release -p checkpoint-bench -- --only growth     # a growing state, each storage
 //! cargo run --release -p checkpoint-bench -- --only encryption # encryption at rest off and on
 //! cargo run --release -p checkpoint-bench -- --only sqlite     # SQLite, no server needed
-//! cargo run --release -p checkpoint-bench -- --only layout     # plain vs hash- and time-partitioned
+//! cargo run --release -p checkpoint-bench -- --only layout     # plain vs partitioned and distributed
 //! cargo run --release -p checkpoint-bench -- --only retention  # prune's DELETE vs dropping partitions
 //! ```
 //!
@@ -84,8 +84,8 @@ enum Only {
     Encryption,
     /// `SqliteStore` on a temp file under each durability setting; needs no server.
     Sqlite,
-    /// The plain table against the hash-partitioned layout (16 partitions) and the
-    /// time-partitioned one (33 daily partitions).
+    /// The plain table against the hash-partitioned layout (16 partitions), the
+    /// time-partitioned one (33 daily partitions) and the distributed one (undistributed).
     Layout,
     /// Removing the same old checkpoints with `prune` (plain table) and by dropping
     /// partitions (time-partitioned table); not part of the default run (it loads two tables
@@ -285,7 +285,6 @@ async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resul
     Ok(())
 }
 
-/// The plain table, then the hash-partitioned layout, and their ratios.
 /// Retention of `--retention-rows` old checkpoints: `prune`'s DELETE on the plain table
 /// against dropping partitions of the time-partitioned one.
 async fn retention_by_drop(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Result<()> {
@@ -345,13 +344,20 @@ async fn retention_by_drop(bench: &Bench, args: &Args, report: &mut Report) -> a
     Ok(())
 }
 
+/// Every layout, then each one's ratios to the plain table.
 async fn layouts(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     use checkpoint_postgres::{PartitionPeriod, TableLayout};
     let plain = layout::measure(bench, TableLayout::Plain).await?;
     let hashed = layout::measure(bench, TableLayout::hash_partitioned(16)?).await?;
     // Daily partitions for the past 30 days, today and two ahead (see Bench::store_with).
     let timed = layout::measure(bench, TableLayout::time_partitioned(PartitionPeriod::Day)).await?;
-    for (name, f) in [("plain", &plain), ("hash16", &hashed), ("day33", &timed)] {
+    let distributed = layout::measure(bench, TableLayout::Distributed).await?;
+    for (name, f) in [
+        ("plain", &plain),
+        ("hash16", &hashed),
+        ("day33", &timed),
+        ("distributed", &distributed),
+    ] {
         report.row(
             &format!("layout_{name}_save_1"),
             &format!("{name}: save, 1 task"),
@@ -372,8 +378,17 @@ async fn layouts(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             &format!("{name}: load by id"),
             &f.load,
         );
+        report.row(
+            &format!("layout_{name}_load_in"),
+            &format!("{name}: load_in (execution, id)"),
+            &f.load_in,
+        );
     }
-    for (name, f) in [("hash", &hashed), ("day33", &timed)] {
+    for (name, f) in [
+        ("hash", &hashed),
+        ("day33", &timed),
+        ("distributed", &distributed),
+    ] {
         report.value(
             &format!("ratio_layout_save_1_{name}_vs_plain"),
             &format!("ratio: save 1 task, {name} / plain"),
@@ -393,6 +408,11 @@ async fn layouts(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
             &format!("ratio_layout_load_p50_{name}_vs_plain"),
             &format!("ratio: load p50, {name} / plain"),
             f.load.p50_ms / plain.load.p50_ms,
+        );
+        report.value(
+            &format!("ratio_layout_load_in_p50_{name}_vs_plain_load"),
+            &format!("ratio: load_in p50, {name} / plain load"),
+            f.load_in.p50_ms / plain.load.p50_ms,
         );
     }
     Ok(())

@@ -126,6 +126,26 @@ pub async fn time_load(
     .figures())
 }
 
+/// `load_in` of random `(execution, id)` pairs from `keys` for `budget`: the routed read by id.
+pub async fn time_load_in(
+    store: &dyn checkpoint_core::CheckpointStore,
+    budget: Duration,
+    keys: &[(String, String)],
+    seed: u64,
+) -> anyhow::Result<Figures> {
+    anyhow::ensure!(!keys.is_empty(), "no checkpoints to load");
+    let mut picker = crate::workloads::Picker::new(seed);
+    Ok(run_for(budget, usize::MAX, |_| {
+        let (execution, id) = keys[picker.below(keys.len())].clone();
+        async move {
+            store.load_in(&execution, &id).await?;
+            Ok(())
+        }
+    })
+    .await?
+    .figures())
+}
+
 /// `tasks` tasks saving for `budget`, each its own checkpoints: task `t`'s `i`-th save is
 /// `checkpoint(t, i)`. Every latency counts; the throughput is of all tasks together.
 pub async fn save_from_tasks<S, F>(

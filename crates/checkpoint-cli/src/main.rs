@@ -67,9 +67,10 @@ pub enum Command {
         #[arg(long)]
         check: bool,
         /// How a new table is laid out (PostgreSQL): `plain` (the default), `hash:N` (hash
-        /// partitions by execution), or `day`, `week`, `month` (partitions by each
-        /// execution's start, for retention by `partitions drop`). An existing table keeps its
-        /// own.
+        /// partitions by execution), `day`, `week`, `month` (partitions by each execution's
+        /// start, for retention by `partitions drop`), or `distributed` (keyed by execution,
+        /// distributed by it when the citus extension is installed). An existing table keeps
+        /// its own.
         #[arg(long)]
         layout: Option<String>,
     },

@@ -1,6 +1,6 @@
 //! Table layouts and the partitions of a table partitioned by each execution's start.
 
-use checkpoint_postgres::{PartitionPeriod, PostgresOptions, PostgresStore, TableLayout};
+use checkpoint_postgres::{PostgresOptions, PostgresStore, TableLayout};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -8,23 +8,14 @@ use crate::commands::{explain, fail, parse_age, report, time};
 use crate::output::{confirm, listing};
 use crate::{Exit, PartitionAction};
 
-/// A `--layout` value: `plain`, `hash:N`, `day`, `week` or `month`.
+/// A `--layout` value: `plain`, `hash:N`, `day`, `week`, `month` or `distributed`.
 pub fn parse_layout(text: &str) -> Result<TableLayout, Exit> {
-    let bad = |why: String| fail(format!("--layout {text:?}: {why}"));
-    match text.split_once(':') {
-        Some(("hash", n)) => {
-            let n: u16 = n
-                .parse()
-                .map_err(|e| bad(format!("{n:?} is not a partition count: {e}")))?;
-            TableLayout::hash_partitioned(n).map_err(|e| bad(e.to_string()))
+    text.parse::<TableLayout>().map_err(|e| match e {
+        checkpoint_core::Error::InvalidInput { reason, .. } => {
+            fail(format!("--layout {text:?}: {reason}"))
         }
-        None if text == "plain" => Ok(TableLayout::Plain),
-        None => text
-            .parse::<PartitionPeriod>()
-            .map(TableLayout::time_partitioned)
-            .map_err(|_| bad("expected plain, hash:N, day, week or month".to_owned())),
-        Some(_) => Err(bad("expected plain, hash:N, day, week or month".to_owned())),
-    }
+        other => fail(format!("--layout {text:?}: {other}")),
+    })
 }
 
 /// `options` with the layout the table was made with, so that every command opens a
@@ -187,14 +178,16 @@ async fn drop_and_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use checkpoint_postgres::PartitionPeriod;
     use proptest::prelude::*;
 
     proptest! {
         #[test]
-        fn layouts_parse_exactly(text in "(plain|day|week|month|hash:[0-9]{0,6}|[a-z:0-9]{0,8})") {
+        fn layouts_parse_exactly(text in "(plain|day|week|month|distributed|hash:[0-9]{0,6}|[a-z:0-9]{0,8})") {
             let parsed = parse_layout(&text);
             let expected = match text.as_str() {
                 "plain" => Some(TableLayout::Plain),
+                "distributed" => Some(TableLayout::Distributed),
                 "day" => Some(TableLayout::time_partitioned(PartitionPeriod::Day)),
                 "week" => Some(TableLayout::time_partitioned(PartitionPeriod::Week)),
                 "month" => Some(TableLayout::time_partitioned(PartitionPeriod::Month)),

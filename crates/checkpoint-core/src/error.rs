@@ -47,6 +47,17 @@ pub enum Error {
         version: i64,
     },
 
+    /// The id names checkpoints of several executions, in a store whose ids are unique per
+    /// execution ([`IdScope::PerExecution`](crate::IdScope::PerExecution)); nothing was read
+    /// or changed. Name the execution (`load_in`).
+    #[error("checkpoint id {id} is held by {} executions ({}); name the execution", executions.len(), executions.join(", "))]
+    Ambiguous {
+        /// The id that was looked up.
+        id: String,
+        /// The executions that hold it (at least two).
+        executions: Vec<String>,
+    },
+
     /// The input breaks a rule of the contract; nothing was stored.
     #[error("invalid {field}: {reason}")]
     InvalidInput {

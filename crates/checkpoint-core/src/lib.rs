@@ -43,7 +43,7 @@ pub mod conformance;
 pub use checkpoint::{normalize_timestamp, Checkpoint};
 pub use error::{BoxError, Error, Result};
 pub use store::{
-    json_equal, CheckpointStore, ExecutionQuery, ExecutionSummary, ListQuery, Order, Page,
+    json_equal, CheckpointStore, ExecutionQuery, ExecutionSummary, IdScope, ListQuery, Order, Page,
     RetentionPolicy,
 };
 pub use validate::Limits;

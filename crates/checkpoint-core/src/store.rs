@@ -60,11 +60,38 @@ pub trait CheckpointStore: Send + Sync {
     ///   rule or its id already belongs to another execution.
     async fn save(&self, checkpoint: &Checkpoint) -> Result<i64>;
 
+    /// How far a checkpoint id is unique: across the store ([`IdScope::Global`], the default)
+    /// or within its execution ([`IdScope::PerExecution`], tables partitioned or distributed
+    /// by execution). The conformance suite tests exactly the rules of the scope a store
+    /// declares.
+    fn id_scope(&self) -> IdScope {
+        IdScope::Global
+    }
+
     /// The checkpoint with this id.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) when there is none.
+    /// [`Error::NotFound`](crate::Error::NotFound) when there is none;
+    /// [`Error::Ambiguous`](crate::Error::Ambiguous) when the store's ids are unique per
+    /// execution ([`IdScope::PerExecution`]) and several executions hold this one (use
+    /// [`load_in`](Self::load_in)).
     async fn load(&self, id: &str) -> Result<Checkpoint>;
+
+    /// The checkpoint with this id in `execution_id`. A store partitioned or distributed by
+    /// execution reads one partition or shard for it, where [`load`](Self::load) asks every
+    /// one. The default implementation loads by id and checks the execution.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) when the execution holds no checkpoint with
+    /// this id.
+    async fn load_in(&self, execution_id: &str, id: &str) -> Result<Checkpoint> {
+        check_id("execution_id", execution_id)?;
+        match self.load(id).await {
+            Ok(found) if found.execution_id == execution_id => Ok(found),
+            Ok(_) => Err(crate::Error::NotFound { id: id.to_owned() }),
+            Err(err) => Err(err),
+        }
+    }
 
     /// The whole history of an execution, ascending by version; empty for an unknown execution.
     async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>>;
@@ -138,8 +165,14 @@ macro_rules! forward_store {
             async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
                 (**self).save(checkpoint).await
             }
+            fn id_scope(&self) -> IdScope {
+                (**self).id_scope()
+            }
             async fn load(&self, id: &str) -> Result<Checkpoint> {
                 (**self).load(id).await
+            }
+            async fn load_in(&self, execution_id: &str, id: &str) -> Result<Checkpoint> {
+                (**self).load_in(execution_id, id).await
             }
             async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
                 (**self).list(execution_id).await
@@ -173,6 +206,21 @@ macro_rules! forward_store {
 }
 
 forward_store!(Arc<S>, &S, Box<S>);
+
+/// How far a checkpoint id is unique, as [`CheckpointStore::id_scope`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum IdScope {
+    /// An id names one checkpoint in the whole store: saving it into another execution is
+    /// refused (`InvalidInput` on `execution_id`).
+    #[default]
+    Global,
+    /// An id names one checkpoint within its execution; two executions may each hold a
+    /// checkpoint with the same id (store-made ids are UUIDv7, so only ids callers choose can
+    /// meet). `load`, `delete` and `fork` by an id that several executions hold are
+    /// [`Error::Ambiguous`](crate::Error::Ambiguous); `load_in` names the execution.
+    PerExecution,
+}
 
 /// Direction of a page.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

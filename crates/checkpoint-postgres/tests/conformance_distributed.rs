@@ -1,17 +1,29 @@
-//! The conformance suite on the hash-partitioned layout (`TableLayout::HashPartitioned`), the
-//! local stand-in for a table distributed by `execution_id` in Citus: every unique index
-//! includes `execution_id`, and an id's uniqueness across partitions is kept by the layout's
-//! trigger instead of a primary key.
+//! The conformance suite on the layouts keyed by `execution_id`, where ids are unique per
+//! execution (`IdScope::PerExecution`, which the suite tests as that promise):
+//!
+//! - `hash`: `TableLayout::HashPartitioned`, 8 partitions;
+//! - `distributed`: `TableLayout::Distributed`, the layout for Citus, here undistributed on
+//!   plain PostgreSQL (every statement of it has a shape Citus runs: `tests/plans.rs`).
 
 mod support;
 
-async fn distributed_store() -> checkpoint_postgres::PostgresStore {
-    let options = support::options().await.table_layout(
-        checkpoint_postgres::TableLayout::hash_partitioned(8).expect("a valid layout"),
-    );
+async fn store(layout: checkpoint_postgres::TableLayout) -> checkpoint_postgres::PostgresStore {
+    let options = support::options().await.table_layout(layout);
     checkpoint_postgres::PostgresStore::connect(options)
         .await
         .expect("connect to the test server")
 }
 
-checkpoint_core::conformance_tests!(distributed_store());
+mod hash {
+    use super::*;
+
+    checkpoint_core::conformance_tests!(store(
+        checkpoint_postgres::TableLayout::hash_partitioned(8).expect("a valid layout")
+    ));
+}
+
+mod distributed {
+    use super::*;
+
+    checkpoint_core::conformance_tests!(store(checkpoint_postgres::TableLayout::Distributed));
+}

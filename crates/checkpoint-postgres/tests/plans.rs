@@ -54,7 +54,23 @@ async fn single_execution_statements_use_the_index_at_100k_rows() {
             .map(|(name, sql, args)| (name, sql, args.to_owned())),
     );
     cases.extend([
-        ("delete", &s.delete, "'id-500'".to_owned()),
+        ("delete", &s.delete, "'id-500', NULL".to_owned()),
+        ("lock_row", &s.lock_row, "'id-500', NULL".to_owned()),
+        ("load_in", &s.load_in, "'exec-5', 'id-500'".to_owned()),
+        ("chains", &s.chains, "'exec-5', ARRAY['id-500']".to_owned()),
+        // The append reads the execution's highest version by the index (`INSERT … SELECT`
+        // over the execution's rows), with and without a base to check.
+        (
+            "save",
+            &s.save,
+            "'new-id', 'exec-5', 'n', '{}', '{}', now(), 0, NULL, NULL, NULL, NULL, 7, 0"
+                .to_owned(),
+        ),
+        (
+            "save_delta",
+            &s.save_delta,
+            "'new-id', 'exec-5', 'n', NULL, '{}', now(), 0, NULL, '\\x0100', 3, 1, 7, 0".to_owned(),
+        ),
         (
             "group_save",
             &s.group_save,

@@ -78,12 +78,11 @@ pub async fn history_states_differing_by_one_edge_number_read_back_exactly(store
     let pad = "a long unchanged text beside the number. ".repeat(80);
     let mut saved = Vec::new();
     let numbers = super::strategies::EDGE_NUMBERS;
-    // Every number after every other one, so each pair meets as base and target.
-    let sequence = numbers
-        .iter()
-        .flat_map(|a| numbers.iter().map(move |b| (*a, *b)))
-        .flat_map(|(a, b)| [a, b]);
-    for (i, number) in sequence.enumerate() {
+    // Every number right after every other one (and itself), so each ordered pair meets as
+    // base and target once: a de Bruijn sequence of order 2, closed.
+    let mut order = de_bruijn_pairs(numbers.len());
+    order.push(order[0]);
+    for (i, number) in order.into_iter().map(|k| numbers[k]).enumerate() {
         // Half of the states differ by the number alone, half by a counter too.
         let state = if i % 4 < 2 {
             json!({"pad": pad, "t": number.value()})
@@ -312,4 +311,46 @@ pub async fn history_racing_appenders_read_back_whole(store: Store) {
     let expected: Vec<Checkpoint> = all.into_values().collect();
     assert_eq!(versions(&expected), (1..=40).collect::<Vec<_>>());
     assert_history(&store, "shared", &expected).await;
+}
+
+/// A cyclic sequence of `0..n` of length `n²` in which every ordered pair `(a, b)` appears once
+/// as neighbours (a de Bruijn sequence of order 2, by Lyndon words).
+fn de_bruijn_pairs(n: usize) -> Vec<usize> {
+    fn walk(t: usize, p: usize, n: usize, a: &mut [usize], out: &mut Vec<usize>) {
+        if t > 2 {
+            if 2 % p == 0 {
+                out.extend_from_slice(&a[1..=p]);
+            }
+        } else {
+            a[t] = a[t - p];
+            walk(t + 1, p, n, a, out);
+            for j in a[t - p] + 1..n {
+                a[t] = j;
+                walk(t + 1, t, n, a, out);
+            }
+        }
+    }
+    let mut a = vec![0; 3];
+    let mut out = Vec::with_capacity(n * n);
+    if n > 0 {
+        walk(1, 1, n, &mut a, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::de_bruijn_pairs;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_ordered_pair_is_neighbours_once() {
+        for n in [1, 2, 3, 7, 23] {
+            let s = de_bruijn_pairs(n);
+            assert_eq!(s.len(), n * n);
+            let pairs: HashSet<(usize, usize)> =
+                (0..s.len()).map(|i| (s[i], s[(i + 1) % s.len()])).collect();
+            assert_eq!(pairs.len(), n * n, "n = {n}");
+        }
+    }
 }

@@ -90,6 +90,7 @@ macro_rules! conformance_tests {
             read::latest_returns_highest_version,
             read::latest_of_unknown_execution_is_none,
             read::latest_follows_explicit_higher_version,
+            read::load_in_names_the_execution,
             remove::delete_existing_returns_true,
             remove::delete_absent_returns_false,
             remove::delete_twice_is_idempotent,

@@ -82,3 +82,48 @@ pub async fn latest_follows_explicit_higher_version(store: Store) {
         Some(high.id)
     );
 }
+
+/// `load_in` names the execution: it finds the checkpoint there, and `NotFound` when the
+/// execution does not hold that id (even when another one does). Where ids are unique per
+/// execution and two executions hold one, `load`, `delete` and `fork` by that id are
+/// `Ambiguous` naming both, and change nothing; `load_in` reads each.
+pub async fn load_in_names_the_execution(store: Store) {
+    let saved = fill(&store, "e1", 2).await;
+    assert_exact(
+        &store.load_in("e1", &saved[1].id).await.unwrap(),
+        &saved[1],
+        "load_in",
+    );
+    for (execution, id) in [("e2", saved[0].id.as_str()), ("e1", "no-such-id")] {
+        match store.load_in(execution, id).await {
+            Err(Error::NotFound { id: missing }) => assert_eq!(missing, id),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+    super::assert_invalid(store.load_in("", &saved[0].id).await, "execution_id");
+    super::assert_invalid(store.load_in("e1", "").await, "id");
+    if store.id_scope() != crate::IdScope::PerExecution {
+        return;
+    }
+    let mut twin = checkpoint("e2", "n", json!({"twin": true})).with_id(&saved[0].id);
+    twin.version = store.save(&twin).await.unwrap();
+    let ambiguous = |result: crate::Result<()>| match result {
+        Err(Error::Ambiguous { id, mut executions }) => {
+            executions.sort();
+            assert_eq!(
+                (id.as_str(), executions),
+                (saved[0].id.as_str(), vec!["e1".to_owned(), "e2".to_owned()])
+            );
+        }
+        other => panic!("expected Ambiguous, got {other:?}"),
+    };
+    ambiguous(store.load(&saved[0].id).await.map(|_| ()));
+    ambiguous(store.delete(&saved[0].id).await.map(|_| ()));
+    ambiguous(store.fork(&saved[0].id, "e3").await.map(|_| ()));
+    assert!(store.list("e3").await.unwrap().is_empty());
+    assert_exact(&store.list("e1").await.unwrap(), &saved, "e1 unchanged");
+    assert_exact(&store.load_in("e2", &twin.id).await.unwrap(), &twin, "twin");
+    // Once one of them goes, the id is plain again.
+    assert_eq!(store.clear("e2").await.unwrap(), 1);
+    assert_exact(&store.load(&saved[0].id).await.unwrap(), &saved[0], "load");
+}

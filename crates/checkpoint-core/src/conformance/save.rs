@@ -180,16 +180,33 @@ pub async fn save_conflict_leaves_stored_checkpoint_untouched(store: Store) {
     );
 }
 
-/// An id never moves to another execution; the stored row is unchanged.
+/// An id saved into another execution: where ids are unique across the store
+/// ([`IdScope::Global`](crate::IdScope::Global)) it never moves, the save is refused
+/// (`InvalidInput` on `execution_id`) and the stored row is unchanged; where they are unique
+/// per execution ([`IdScope::PerExecution`](crate::IdScope::PerExecution)) it is a second
+/// checkpoint, and each execution keeps its own.
 pub async fn save_moving_id_to_other_execution_is_refused(store: Store) {
     let mut cp = checkpoint("e1", "n", json!(1));
     cp.version = store.save(&cp).await.unwrap();
     let mut moved = cp.clone();
     moved.execution_id = "e2".into();
+    moved.state = json!(2);
     moved.version = 0;
-    assert_invalid(store.save(&moved).await, "execution_id");
-    assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
-    assert!(store.list("e2").await.unwrap().is_empty());
+    match store.id_scope() {
+        crate::IdScope::PerExecution => {
+            moved.version = store.save(&moved).await.unwrap();
+            assert_eq!(moved.version, 1);
+            assert_exact(&store.load_in("e1", &cp.id).await.unwrap(), &cp, "e1");
+            assert_exact(&store.load_in("e2", &cp.id).await.unwrap(), &moved, "e2");
+            assert_exact(&store.list("e2").await.unwrap(), &vec![moved], "list");
+        }
+        _ => {
+            assert_invalid(store.save(&moved).await, "execution_id");
+            assert_exact(&store.load(&cp.id).await.unwrap(), &cp, "load");
+            assert!(store.list("e2").await.unwrap().is_empty());
+        }
+    }
+    assert_exact(&store.list("e1").await.unwrap(), &vec![cp], "list");
 }
 
 /// Re-saving an id with another free version moves it to that version.

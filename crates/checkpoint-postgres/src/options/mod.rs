@@ -235,7 +235,8 @@ impl PostgresOptions {
     /// [`TableLayout::Plain`]); a table made with another layout is refused
     /// ([`SchemaError::Modified`](crate::SchemaError::Modified)).
     ///
-    /// A partitioned layout also sets `plan_cache_mode = force_generic_plan` for the store's
+    /// A partitioned layout (not the distributed one, which Citus plans) also sets
+    /// `plan_cache_mode = force_generic_plan` for the store's
     /// sessions: its prepared statements are then planned once and pruned to one partition at
     /// execution, instead of planned again for every execution id (which made `latest` twice
     /// as slow with 16 partitions). Behind pgbouncer in transaction mode, set it on the role
@@ -247,7 +248,7 @@ impl PostgresOptions {
             .split_whitespace()
             .filter(|o| *o != "-cplan_cache_mode=force_generic_plan")
             .collect();
-        if layout != TableLayout::Plain {
+        if layout.generic_plans() {
             options.push("-cplan_cache_mode=force_generic_plan");
         }
         self.config.options(options.join(" "));

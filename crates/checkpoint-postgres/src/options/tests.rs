@@ -265,3 +265,26 @@ fn a_partitioned_layout_plans_generically_and_keeps_other_session_options() {
     assert!(!set.contains("plan_cache_mode"), "{set}");
     assert!(set.contains("-csynchronous_commit=off"), "{set}");
 }
+
+/// Citus cannot plan parameterised `INSERT … SELECT` or the recursive chain read generically:
+/// the distributed layout never forces generic plans, and moving to it drops the setting.
+#[test]
+fn the_distributed_layout_never_forces_generic_plans() {
+    let hashed = PostgresOptions::new("postgres://u@h/db")
+        .unwrap()
+        .synchronous_commit(false)
+        .table_layout(crate::TableLayout::hash_partitioned(4).unwrap());
+    for options in [
+        hashed.clone().table_layout(crate::TableLayout::Distributed),
+        PostgresOptions::new("postgres://u@h/db?options=-cplan_cache_mode%3Dforce_generic_plan")
+            .unwrap()
+            .table_layout(crate::TableLayout::Distributed),
+    ] {
+        let set = options
+            .driver_config()
+            .get_options()
+            .unwrap_or("")
+            .to_owned();
+        assert!(!set.contains("plan_cache_mode"), "{set}");
+    }
+}

@@ -1,7 +1,7 @@
 //! How the checkpoint table is laid out: one plain table; one hash-partitioned by
-//! `execution_id` so that every unique index includes it, as Citus requires of a table
-//! distributed by that column; or one range-partitioned by the execution's start, so that
-//! retention drops whole partitions.
+//! `execution_id`; one range-partitioned by the execution's start, so that retention drops
+//! whole partitions; or one keyed by `execution_id` in every index and statement, distributed by
+//! it when Citus is there.
 
 use checkpoint_core::{Error, Result};
 
@@ -48,6 +48,16 @@ pub enum TableLayout {
         /// The span of one partition.
         period: PartitionPeriod,
     },
+    /// One table keyed by `execution_id` everywhere, for Citus: the primary key is
+    /// `(execution_id, id)`, the version rule `(execution_id, version)`, the delta foreign key
+    /// `(execution_id, base_version)`; ids are unique per execution; no trigger, no function,
+    /// no forced generic plan; every statement has a shape Citus runs (no subquery in
+    /// `INSERT … VALUES`). When the `citus` extension is present, the migration distributes
+    /// the table by `execution_id` from the coordinator (`create_distributed_table`); on plain
+    /// PostgreSQL the same table runs undistributed. `load` by id alone finds the execution
+    /// first (a query of every shard), then reads that execution's shard;
+    /// [`load_in`](checkpoint_core::CheckpointStore::load_in) goes straight there.
+    Distributed,
 }
 
 /// The span of one partition of [`TableLayout::TimePartitioned`], in UTC.
@@ -84,6 +94,46 @@ impl std::str::FromStr for PartitionPeriod {
             _ => Err(Error::invalid(
                 "table_layout",
                 format!("{s:?} is not a partition period (day, week or month)"),
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for TableLayout {
+    type Err = Error;
+
+    /// `plain`, `hash:N`, `day`, `week`, `month` or `distributed`, as `checkpointctl migrate
+    /// --layout` and `CHECKPOINT_TEST_LAYOUT` spell them.
+    ///
+    /// ```
+    /// use checkpoint_postgres::TableLayout;
+    ///
+    /// assert_eq!("distributed".parse::<TableLayout>()?, TableLayout::Distributed);
+    /// assert_eq!("hash:16".parse::<TableLayout>()?, TableLayout::hash_partitioned(16)?);
+    /// assert!("hash:0".parse::<TableLayout>().is_err());
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
+    fn from_str(text: &str) -> Result<Self> {
+        let expected = "expected plain, hash:N, day, week, month or distributed";
+        match text.split_once(':') {
+            Some(("hash", n)) => {
+                let n: u16 = n.parse().map_err(|e| {
+                    Error::invalid(
+                        "table_layout",
+                        format!("{n:?} is not a partition count: {e}"),
+                    )
+                })?;
+                TableLayout::hash_partitioned(n)
+            }
+            None if text == "plain" => Ok(TableLayout::Plain),
+            None if text == "distributed" => Ok(TableLayout::Distributed),
+            None => text
+                .parse::<PartitionPeriod>()
+                .map(TableLayout::time_partitioned)
+                .map_err(|_| Error::invalid("table_layout", format!("{text:?}: {expected}"))),
+            Some(_) => Err(Error::invalid(
+                "table_layout",
+                format!("{text:?}: {expected}"),
             )),
         }
     }
@@ -126,12 +176,43 @@ impl TableLayout {
         }
     }
 
+    /// How far an id is unique in this layout: across the table on the plain table (its
+    /// primary key), within its execution on the layouts partitioned by execution or by start,
+    /// whose every unique index must hold the partition key (a global id would need a lock
+    /// and a probe of every partition per inserted row).
+    pub fn id_scope(self) -> checkpoint_core::IdScope {
+        match self {
+            TableLayout::Plain => checkpoint_core::IdScope::Global,
+            TableLayout::HashPartitioned { .. }
+            | TableLayout::TimePartitioned { .. }
+            | TableLayout::Distributed => checkpoint_core::IdScope::PerExecution,
+        }
+    }
+
+    /// Whether the store's sessions plan every statement once (`plan_cache_mode =
+    /// force_generic_plan`) and prune partitions at execution: the partitioned layouts. Citus
+    /// cannot plan parameterised `INSERT … SELECT` or the recursive chain read generically, so
+    /// the distributed layout keeps the server's default.
+    pub(crate) fn generic_plans(self) -> bool {
+        matches!(
+            self,
+            TableLayout::HashPartitioned { .. } | TableLayout::TimePartitioned { .. }
+        )
+    }
+
+    /// Whether a read by id alone first finds the execution and then reads there: on a
+    /// distributed table a recursive read that names no execution would run on every shard,
+    /// which Citus refuses.
+    pub(crate) fn reads_by_execution(self) -> bool {
+        self == TableLayout::Distributed
+    }
+
     /// The columns `ON CONFLICT` names to find the row of an id: a unique index on `id` alone
     /// cannot exist on a table partitioned by anything else.
     pub(crate) fn id_conflict_target(self) -> &'static str {
         match self {
             TableLayout::Plain => "(id)",
-            TableLayout::HashPartitioned { .. } => "(execution_id, id)",
+            TableLayout::HashPartitioned { .. } | TableLayout::Distributed => "(execution_id, id)",
             TableLayout::TimePartitioned { .. } => "(execution_id, id, execution_start)",
         }
     }

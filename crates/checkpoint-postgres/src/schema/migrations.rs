@@ -82,14 +82,48 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
                 FROM (SELECT id, version FROM {table} WHERE execution_id = '') r
                WHERE c.id = r.id;",
     },
+    Migration {
+        version: 4,
+        description: "ids unique per execution on partitioned layouts (the plain table keeps \
+                      its primary key on id: nothing changes)",
+        sql: "SELECT 1;",
+    },
 ];
 
+/// Schema 4 of the partitioned layouts: an id is unique within its execution, as every unique
+/// index there already says, and the trigger that kept it unique across executions (a lock and
+/// a probe of every partition per inserted row, held to commit) goes.
+const DROP_ID_GUARD: Migration = Migration {
+    version: 4,
+    description: "ids unique per execution: the id guard trigger goes",
+    sql: "DROP TRIGGER IF EXISTS {id_guard_trigger} ON {table};
+          DROP FUNCTION IF EXISTS {id_guard}();",
+};
+
+/// Schema 4 of the time-partitioned layouts: as [`DROP_ID_GUARD`], and the trigger's other
+/// check (a row's start is its execution's, for writers that bypass `{start}`) becomes a
+/// foreign key to the registry: one index probe per row and a row lock on the registry entry,
+/// nothing held in the server's lock table. Adding it checks the existing rows once.
+const TIME_ID_SCOPE: Migration = Migration {
+    version: 4,
+    description: "ids unique per execution: the id guard trigger goes; a row's start is \
+                  checked by a foreign key to the registry",
+    sql: "DROP TRIGGER IF EXISTS {id_guard_trigger} ON {table};
+          DROP FUNCTION IF EXISTS {id_guard}();
+          ALTER TABLE {executions} ADD CONSTRAINT {started_key} UNIQUE (execution_id, started);
+          ALTER TABLE {table} ADD CONSTRAINT {start_key}
+            FOREIGN KEY (execution_id, execution_start)
+            REFERENCES {executions} (execution_id, started);",
+};
+
 /// The hash-partitioned layout ([`TableLayout::HashPartitioned`]): the table of schema 3 made
-/// in one step, partitioned by `execution_id`. Every unique index includes `execution_id`; an
-/// id stays unique across partitions through a trigger that serialises inserts of one id on an
-/// advisory lock and looks for it in every partition. The partitions themselves are created
-/// after this step, as many as the layout names.
-pub(crate) const HASH_MIGRATIONS: &[Migration] = &[Migration {
+/// in one step, partitioned by `execution_id`. Every unique index includes `execution_id`.
+/// Schema 3 kept an id unique across partitions through a trigger (an advisory lock and a probe
+/// of every partition per row); schema 4 drops it ([`DROP_ID_GUARD`]). The partitions
+/// themselves are created after the last step, as many as the layout names.
+pub(crate) const HASH_MIGRATIONS: &[Migration] = &[HASH_TABLE, DROP_ID_GUARD];
+
+const HASH_TABLE: Migration = Migration {
     version: 3,
     description: "checkpoint table hash-partitioned by execution_id (schema 3)",
     sql: "CREATE TABLE {table} (
@@ -131,7 +165,7 @@ pub(crate) const HASH_MIGRATIONS: &[Migration] = &[Migration {
           $guard$;
           CREATE TRIGGER {id_guard_trigger} BEFORE INSERT ON {table}
             FOR EACH ROW EXECUTE FUNCTION {id_guard}();",
-}];
+};
 
 /// The time-partitioned layout's one step, for each period: the table of schema 3, partitioned
 /// by `execution_start`, and the registry that fixes each execution's start.
@@ -226,22 +260,72 @@ macro_rules! time_partitioned_sql {
     };
 }
 
-const TIME_MIGRATIONS_DAY: &[Migration] = &[Migration {
-    version: 3,
-    description: "checkpoint table partitioned by execution_start, by day (schema 3)",
-    sql: time_partitioned_sql!("day"),
-}];
+const TIME_MIGRATIONS_DAY: &[Migration] = &[
+    Migration {
+        version: 3,
+        description: "checkpoint table partitioned by execution_start, by day (schema 3)",
+        sql: time_partitioned_sql!("day"),
+    },
+    TIME_ID_SCOPE,
+];
 
-const TIME_MIGRATIONS_WEEK: &[Migration] = &[Migration {
-    version: 3,
-    description: "checkpoint table partitioned by execution_start, by week (schema 3)",
-    sql: time_partitioned_sql!("week"),
-}];
+const TIME_MIGRATIONS_WEEK: &[Migration] = &[
+    Migration {
+        version: 3,
+        description: "checkpoint table partitioned by execution_start, by week (schema 3)",
+        sql: time_partitioned_sql!("week"),
+    },
+    TIME_ID_SCOPE,
+];
 
-const TIME_MIGRATIONS_MONTH: &[Migration] = &[Migration {
-    version: 3,
-    description: "checkpoint table partitioned by execution_start, by month (schema 3)",
-    sql: time_partitioned_sql!("month"),
+const TIME_MIGRATIONS_MONTH: &[Migration] = &[
+    Migration {
+        version: 3,
+        description: "checkpoint table partitioned by execution_start, by month (schema 3)",
+        sql: time_partitioned_sql!("month"),
+    },
+    TIME_ID_SCOPE,
+];
+
+/// The distributed layout ([`TableLayout::Distributed`]), one step at schema 4: a table keyed by
+/// `execution_id` in every index, distributed by it when the `citus` extension is present
+/// (from the coordinator, which keeps the migration record as a local table).
+pub(crate) const DISTRIBUTED_MIGRATIONS: &[Migration] = &[Migration {
+    version: 4,
+    description: "checkpoint table keyed by execution_id, distributed by it under Citus (schema 4)",
+    sql: "CREATE TABLE {table} (
+            id TEXT NOT NULL,
+            execution_id TEXT COLLATE \"C\" NOT NULL,
+            node_name TEXT NOT NULL,
+            state JSONB,
+            metadata JSONB,
+            \"timestamp\" TIMESTAMPTZ NOT NULL,
+            version BIGINT NOT NULL,
+            parent_id TEXT,
+            payload BYTEA,
+            base_version BIGINT,
+            base_hash BIGINT,
+            state_hash BIGINT,
+            depth INTEGER,
+            CONSTRAINT {id_key} PRIMARY KEY (execution_id, id),
+            CONSTRAINT {state_check} CHECK ((state IS NULL) <> (payload IS NULL)),
+            CONSTRAINT {delta_check} CHECK (base_version IS NULL OR (base_version < version
+                AND base_hash IS NOT NULL AND payload IS NOT NULL))
+          );
+          ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
+          CREATE UNIQUE INDEX {index} ON {table} (execution_id, version);
+          CREATE INDEX {id_index} ON {table} (id);
+          CREATE INDEX {base_index} ON {table} (execution_id, base_version)
+            WHERE base_version IS NOT NULL;
+          ALTER TABLE {table} ADD CONSTRAINT {base_key}
+            FOREIGN KEY (execution_id, base_version) REFERENCES {table} (execution_id, version);
+          DO $distribute$
+          BEGIN
+            IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+              PERFORM create_distributed_table('{table_text}', 'execution_id');
+            END IF;
+          END
+          $distribute$;",
 }];
 
 /// The steps that make `layout`'s table.
@@ -249,6 +333,7 @@ pub(crate) fn chain(layout: TableLayout) -> &'static [Migration] {
     match layout {
         TableLayout::Plain => MIGRATIONS,
         TableLayout::HashPartitioned { .. } => HASH_MIGRATIONS,
+        TableLayout::Distributed => DISTRIBUTED_MIGRATIONS,
         TableLayout::TimePartitioned { period } => match period {
             PartitionPeriod::Day => TIME_MIGRATIONS_DAY,
             PartitionPeriod::Week => TIME_MIGRATIONS_WEEK,
@@ -261,7 +346,9 @@ pub(crate) fn chain(layout: TableLayout) -> &'static [Migration] {
 /// layout's are made by [`crate::store::partitions`], for the current time and ahead).
 pub(crate) fn partitions_ddl(table: &TableName) -> String {
     match table.layout() {
-        TableLayout::Plain | TableLayout::TimePartitioned { .. } => String::new(),
+        TableLayout::Plain | TableLayout::TimePartitioned { .. } | TableLayout::Distributed => {
+            String::new()
+        }
         TableLayout::HashPartitioned { partitions } => (0..partitions)
             .map(|i| {
                 format!(
@@ -287,6 +374,8 @@ pub(crate) fn render(migration: &Migration, table: &TableName) -> String {
     migration
         .sql
         .replace("{table}", &table.quoted())
+        // The table's name as a string literal: validated names hold no quote.
+        .replace("{table_text}", &table.quoted())
         .replace("{index}", &format!("\"{}\"", table.version_index()))
         .replace(
             "{base_index}",
@@ -310,6 +399,14 @@ pub(crate) fn render(migration: &Migration, table: &TableName) -> String {
         .replace(
             "{executions_started}",
             &format!("\"{}\"", table.derived("started_idx")),
+        )
+        .replace(
+            "{started_key}",
+            &format!("\"{}\"", table.derived("started_key")),
+        )
+        .replace(
+            "{start_key}",
+            &format!("\"{}\"", table.derived("start_key")),
         )
         .replace("{start}", &table.start_function())
         .replace("{started}", &table.started_function())

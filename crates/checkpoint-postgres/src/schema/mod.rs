@@ -18,7 +18,8 @@ use crate::error::DbError;
 use crate::pool::{DbPool, DbTransaction, Sql};
 use crate::schema::layout::{PartitionPeriod, TableLayout};
 use crate::schema::migrations::{
-    chain, checksum, partitions_ddl, render, Migration, HASH_MIGRATIONS, MIGRATIONS,
+    chain, checksum, partitions_ddl, render, Migration, DISTRIBUTED_MIGRATIONS, HASH_MIGRATIONS,
+    MIGRATIONS,
 };
 use crate::schema::table::TableName;
 
@@ -383,6 +384,9 @@ pub(crate) async fn detect_layout(
         if made_by(chain(layout)) {
             return Ok(Some(layout));
         }
+    }
+    if made_by(DISTRIBUTED_MIGRATIONS) {
+        return Ok(Some(TableLayout::Distributed));
     }
     if made_by(HASH_MIGRATIONS) {
         let count = Sql::new(

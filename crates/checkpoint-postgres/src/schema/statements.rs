@@ -35,6 +35,8 @@ pub struct Statements {
     pub list: Sql,
     pub latest: Sql,
     pub delete: Sql,
+    pub id_executions: Sql,
+    pub load_in: Sql,
     pub clear: Sql,
     pub page_ascending: Sql,
     pub page_descending: Sql,
@@ -73,10 +75,12 @@ impl Start {
                 record: Some(table.start_function()),
                 read: Some(table.started_function()),
             },
-            TableLayout::Plain | TableLayout::HashPartitioned { .. } => Start {
-                record: None,
-                read: None,
-            },
+            TableLayout::Plain | TableLayout::HashPartitioned { .. } | TableLayout::Distributed => {
+                Start {
+                    record: None,
+                    read: None,
+                }
+            }
         }
     }
 
@@ -219,6 +223,44 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
 }
 
 impl Statements {
+    /// Every statement with its name, for reviews and for the tests that hold each to a shape.
+    pub fn all(&self) -> Vec<(&'static str, &Sql)> {
+        vec![
+            ("save", &self.save),
+            ("save_delta", &self.save_delta),
+            ("upsert", &self.upsert),
+            ("lock_row", &self.lock_row),
+            ("dependents", &self.dependents),
+            ("chains", &self.chains),
+            ("rewrite", &self.rewrite),
+            ("load", &self.load),
+            ("list", &self.list),
+            ("latest", &self.latest),
+            ("delete", &self.delete),
+            ("id_executions", &self.id_executions),
+            ("load_in", &self.load_in),
+            ("clear", &self.clear),
+            ("page_ascending", &self.page_ascending),
+            ("page_descending", &self.page_descending),
+            ("batch_lookup", &self.batch_lookup),
+            ("batch_insert", &self.batch_insert),
+            ("batch_append", &self.batch_append),
+            ("group_save", &self.group_save),
+            ("group_save_delta", &self.group_save_delta),
+            ("reencrypt_read", &self.reencrypt_read),
+            ("reencrypt_write", &self.reencrypt_write),
+            ("reencrypt_bases", &self.reencrypt_bases),
+            ("executions", &self.executions),
+            ("prune_execution", &self.prune_execution),
+            ("prune_all", &self.prune_all),
+            ("prune_survivors_execution", &self.prune_survivors_execution),
+            ("prune_survivors_all", &self.prune_survivors_all),
+            ("fork", &self.fork),
+            ("fork_insert", &self.fork_insert),
+            ("fork_source", &self.fork_source),
+        ]
+    }
+
     /// Builds the statements for `table`.
     pub fn new(table: &TableName) -> Self {
         let t = table.quoted();
@@ -226,10 +268,13 @@ impl Statements {
         let column = start.column();
         let id_target = table.layout().id_conflict_target();
         let read = crate::state::chain::READ_COLUMNS;
-        let next_version = format!(
-            "CASE WHEN $7 = 0 THEN (SELECT COALESCE(MAX(version), 0) + 1 FROM {t} \
-             WHERE execution_id = $2{}) ELSE $7 END",
-            start.key("", "$2")
+        // The version of an append, read in the same statement from the execution's rows
+        // (`FROM {t} v WHERE v.execution_id = $2`): an `INSERT … SELECT` over one execution,
+        // the shape Citus routes to one shard (it refuses a subquery in `INSERT … VALUES`).
+        let next_version = "CASE WHEN $7 = 0 THEN COALESCE(MAX(v.version), 0) + 1 ELSE $7 END";
+        let execution_rows = format!(
+            "FROM {t} v WHERE v.execution_id = $2{}",
+            start.key("v.", "$2")
         );
         let page = |direction: &str| {
             let seed = format!(
@@ -260,6 +305,18 @@ impl Statements {
             )
         };
         let in_execution = start.key("", "$1");
+        let per_execution = table.layout().id_scope() == checkpoint_core::IdScope::PerExecution;
+        // ` AND <alias>execution_id = <param>` where an id names a row only within its execution.
+        let scoped = |alias: &str, param: &str| {
+            if per_execution {
+                format!(
+                    " AND {alias}execution_id = {param}{}",
+                    start.key(alias, param)
+                )
+            } else {
+                String::new()
+            }
+        };
         let doomed_in_execution = format!(
             "SELECT version FROM {t} WHERE execution_id = $1{in_execution} AND version <= \
              (SELECT version FROM {t} WHERE execution_id = $1{in_execution} \
@@ -300,9 +357,9 @@ impl Statements {
             // the rows built on it first. $10, $11 and $13 (the base) are not used.
             save: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) VALUES ($1, $2, \
-                     $3, $4, $5, $6, {next_version}, $8, $9, NULL, NULL, $12, 0{}) \
-                     ON CONFLICT {id_target} DO NOTHING RETURNING version",
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT $1, $2, \
+                     $3, $4, $5, $6, {next_version}, $8, $9, NULL, NULL, $12, 0{} \
+                     {execution_rows} ON CONFLICT {id_target} DO NOTHING RETURNING version",
                     start.value("$2")
                 ),
                 &save_types,
@@ -321,7 +378,7 @@ impl Statements {
                      INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) \
                      SELECT $1, $2, $3, $4, $5, $6, {next_version}, $8, $9, $10, $11, $12, \
                      CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END{} \
-                     WHERE $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
+                     {execution_rows} HAVING $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
                      ON CONFLICT {id_target} DO NOTHING RETURNING version",
                     start.key("", "$2"),
                     start.value("$2")
@@ -332,9 +389,9 @@ impl Statements {
             // rewritten the rows built on it: a whole state, replacing the row.
             upsert: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) VALUES ($1, $2, \
-                     $3, $4, $5, $6, {next_version}, $8, $9, NULL, NULL, $10, 0{}) \
-                     ON CONFLICT {id_target} DO UPDATE SET node_name = EXCLUDED.node_name, \
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT $1, $2, \
+                     $3, $4, $5, $6, {next_version}, $8, $9, NULL, NULL, $10, 0{} \
+                     {execution_rows} ON CONFLICT {id_target} DO UPDATE SET node_name = EXCLUDED.node_name, \
                      state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
                      \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
                      payload = EXCLUDED.payload, base_version = NULL, base_hash = NULL, \
@@ -346,9 +403,14 @@ impl Statements {
                 // The checkpoint, the payload, and the state hash in the place of the base.
                 &save_types[..10],
             ),
+            // The row of an id: in the whole table where ids are unique across it (a row found in
+            // another execution is a save that would move it), in the execution otherwise.
             lock_row: Sql::new(
-                format!("SELECT execution_id, version, state_hash FROM {t} WHERE id = $1 FOR UPDATE"),
-                &[Type::TEXT],
+                format!(
+                    "SELECT execution_id, version, state_hash FROM {t} WHERE id = $1{} FOR UPDATE",
+                    scoped("", "$2")
+                ),
+                &[Type::TEXT, Type::TEXT],
             ),
             dependents: Sql::new(
                 format!(
@@ -357,17 +419,19 @@ impl Statements {
                 ),
                 &[Type::TEXT, Type::INT8],
             ),
+            // Rows of one execution by id, with their chains.
             chains: Sql::new(
                 with_chains(
                     &t,
                     &start,
                     &format!(
-                        "SELECT execution_id, version, base_version FROM {t} WHERE id = ANY($1)"
+                        "SELECT execution_id, version, base_version FROM {t} \
+                         WHERE execution_id = $1{in_execution} AND id = ANY($2)"
                     ),
-                    "x.id = ANY($1)",
-                    None,
+                    "x.id = ANY($2)",
+                    Some("$1"),
                 ),
-                &[Type::TEXT_ARRAY],
+                &[Type::TEXT, Type::TEXT_ARRAY],
             ),
             // A row whose base goes becomes a snapshot of the same state: its hash stays, so
             // the rows built on it stay valid.
@@ -375,9 +439,11 @@ impl Statements {
                 format!(
                     "UPDATE {t} AS c SET state = NULL, payload = u.payload, base_version = NULL, \
                      base_hash = NULL, depth = 0 \
-                     FROM unnest($1::text[], $2::bytea[]) AS u(id, payload) WHERE c.id = u.id"
+                     FROM unnest($2::text[], $3::bytea[]) AS u(id, payload) \
+                     WHERE c.execution_id = $1{} AND c.id = u.id",
+                    start.key("c.", "$1")
                 ),
-                &[Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
+                &[Type::TEXT, Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
             ),
             load: Sql::new(
                 with_chains(
@@ -409,7 +475,32 @@ impl Statements {
                 ),
                 &[Type::TEXT],
             ),
-            delete: Sql::new(format!("DELETE FROM {t} WHERE id = $1"), &[Type::TEXT]),
+            delete: Sql::new(
+                format!("DELETE FROM {t} WHERE id = $1{}", scoped("", "$2")),
+                &[Type::TEXT, Type::TEXT],
+            ),
+            // The executions that hold an id (two are enough to call it ambiguous; a few more
+            // name them).
+            id_executions: Sql::new(
+                format!(
+                    "SELECT DISTINCT execution_id FROM {t} WHERE id = $1 ORDER BY execution_id \
+                     LIMIT 16"
+                ),
+                &[Type::TEXT],
+            ),
+            load_in: Sql::new(
+                with_chains(
+                    &t,
+                    &start,
+                    &format!(
+                        "SELECT execution_id, version, base_version FROM {t} \
+                         WHERE execution_id = $1{in_execution} AND id = $2"
+                    ),
+                    "x.id = $2",
+                    Some("$1"),
+                ),
+                &[Type::TEXT, Type::TEXT],
+            ),
             clear: Sql::new(
                 format!("DELETE FROM {t} WHERE execution_id = $1{in_execution}"),
                 &[Type::TEXT],
@@ -495,10 +586,8 @@ impl Statements {
             ),
             prune_all: Sql::new(
                 format!(
-                    "DELETE FROM {t} WHERE id IN (SELECT id FROM (SELECT id, \"timestamp\", \
-                     row_number() OVER (PARTITION BY execution_id ORDER BY version DESC) AS rank \
-                     FROM {t}) r WHERE r.rank > $1 \
-                     AND r.\"timestamp\" < COALESCE($2::timestamptz, 'infinity'))"
+                    "DELETE FROM {t} AS d USING ({doomed_anywhere}) AS r \
+                     WHERE d.execution_id = r.execution_id AND d.version = r.version"
                 ),
                 &[Type::INT8, Type::TIMESTAMPTZ],
             ),
@@ -506,7 +595,7 @@ impl Statements {
             prune_survivors_execution: Sql::new(
                 format!(
                     "WITH doomed AS MATERIALIZED ({doomed_in_execution}) \
-                     SELECT d.id FROM {t} d WHERE d.execution_id = $1{} \
+                     SELECT d.execution_id, d.id FROM {t} d WHERE d.execution_id = $1{} \
                      AND d.base_version IN (SELECT version FROM doomed) \
                      AND d.version NOT IN (SELECT version FROM doomed) FOR UPDATE OF d",
                     start.key("d.", "$1")
@@ -516,7 +605,8 @@ impl Statements {
             prune_survivors_all: Sql::new(
                 format!(
                     "WITH doomed AS MATERIALIZED ({doomed_anywhere}) \
-                     SELECT d.id FROM {t} d JOIN doomed b ON b.execution_id = d.execution_id \
+                     SELECT d.execution_id, d.id FROM {t} d JOIN doomed b \
+                     ON b.execution_id = d.execution_id \
                      AND b.version = d.base_version WHERE NOT EXISTS (SELECT 1 FROM doomed x \
                      WHERE x.execution_id = d.execution_id AND x.version = d.version) \
                      FOR UPDATE OF d"
@@ -594,42 +684,128 @@ mod tests {
 
     #[test]
     fn placeholders_match_declared_types() {
-        let s = Statements::new(&TableName::new(Some("s"), "cp").unwrap());
-        for sql in [
-            &s.save_delta,
-            &s.upsert,
-            &s.lock_row,
-            &s.dependents,
-            &s.chains,
-            &s.rewrite,
-            &s.load,
-            &s.list,
-            &s.latest,
-            &s.delete,
-            &s.clear,
-            &s.page_ascending,
-            &s.page_descending,
-            &s.batch_lookup,
-            &s.batch_insert,
-            &s.group_save,
-            &s.group_save_delta,
-            &s.reencrypt_read,
-            &s.reencrypt_write,
-            &s.reencrypt_bases,
-            &s.executions,
-            &s.prune_execution,
-            &s.prune_all,
-            &s.prune_survivors_execution,
-            &s.prune_survivors_all,
-            &s.fork,
-            &s.fork_insert,
-            &s.fork_source,
+        let plain = TableName::new(Some("s"), "cp").unwrap();
+        let hashed = plain
+            .clone()
+            .with_layout(TableLayout::hash_partitioned(4).unwrap());
+        // The execution that scopes an id is bound on every layout; the plain table, whose ids
+        // are unique across it, does not read it.
+        let plain_skips = Statements::new(&plain);
+        let scoping_only = [&plain_skips.lock_row.text, &plain_skips.delete.text];
+        for table in [plain, hashed] {
+            check_placeholders(&Statements::new(&table), &scoping_only);
+        }
+    }
+
+    /// The parenthesised lists after each `VALUES` of `sql`.
+    fn values_lists(sql: &str) -> Vec<&str> {
+        let mut lists = Vec::new();
+        let mut rest = sql;
+        while let Some(at) = rest.find("VALUES") {
+            let after = rest[at + "VALUES".len()..].trim_start();
+            if after.starts_with('(') {
+                let mut depth = 0usize;
+                let end = after
+                    .char_indices()
+                    .find(|(_, c)| {
+                        match c {
+                            '(' => depth += 1,
+                            ')' => depth = depth.saturating_sub(1),
+                            _ => {}
+                        }
+                        depth == 0
+                    })
+                    .map_or(after.len(), |(i, _)| i + 1);
+                lists.push(&after[..end]);
+            }
+            rest = &rest[at + "VALUES".len()..];
+        }
+        lists
+    }
+
+    /// The statement shapes Citus refuses, on the distributed layout: a subquery inside
+    /// `INSERT … VALUES`, a call of a function of ours (the time layout's `started()` queries a
+    /// table and fails on a shard), a recursive chain read that names no execution.
+    #[test]
+    fn distributed_statements_have_shapes_citus_runs() {
+        let table = TableName::new(Some("s"), "cp")
+            .unwrap()
+            .with_layout(TableLayout::Distributed);
+        let s = Statements::new(&table);
+        let ours = [table.start_function(), table.started_function()];
+        for (name, sql) in s.all() {
+            for list in values_lists(&sql.text) {
+                assert!(
+                    !list.to_uppercase().contains("SELECT"),
+                    "{name}: a subquery in INSERT … VALUES: {list}"
+                );
+            }
+            for function in &ours {
+                assert!(
+                    !sql.text.contains(function.as_str()),
+                    "{name} calls {function}"
+                );
+            }
+        }
+        // The recursive chain read runs only where it names its execution; `load` by id alone
+        // (which would not) is not used on this layout: the store finds the execution first.
+        assert!(TableLayout::Distributed.reads_by_execution());
+        for (name, sql) in [
+            ("latest", &s.latest),
+            ("load_in", &s.load_in),
+            ("chains", &s.chains),
         ] {
+            assert!(
+                sql.text.contains("b.execution_id = $1"),
+                "{name}: {}",
+                sql.text
+            );
+        }
+        // The shape test itself finds what it looks for.
+        assert_eq!(
+            values_lists("INSERT INTO t VALUES ($1, (SELECT 1)), x"),
+            vec!["($1, (SELECT 1))"]
+        );
+    }
+
+    /// No layout puts a subquery in `INSERT … VALUES` (every one could be distributed).
+    #[test]
+    fn no_layout_puts_a_subquery_in_insert_values() {
+        for layout in [
+            TableLayout::Plain,
+            TableLayout::hash_partitioned(4).unwrap(),
+            TableLayout::time_partitioned(crate::PartitionPeriod::Day),
+            TableLayout::Distributed,
+        ] {
+            let table = TableName::new(None, "cp").unwrap().with_layout(layout);
+            for (name, sql) in Statements::new(&table).all() {
+                for list in values_lists(&sql.text) {
+                    assert!(
+                        !list.to_uppercase().contains("SELECT"),
+                        "{layout:?} {name}: {list}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_placeholders(s: &Statements, scoping_only: &[&String]) {
+        for (name, sql) in s.all() {
+            // `save` takes the same parameters as `save_delta` and leaves the base ($10, $11,
+            // $13) unread.
+            if name == "save" {
+                assert!(sql.text.contains("$12") && !sql.text.contains("$13"));
+                continue;
+            }
             let highest = (1..=20)
                 .rev()
                 .find(|n| sql.text.contains(&format!("${n}")))
                 .unwrap_or(0);
-            assert_eq!(highest, sql.types.len(), "{}", sql.text);
+            if scoping_only.contains(&&sql.text) {
+                assert_eq!(highest + 1, sql.types.len(), "{}", sql.text);
+            } else {
+                assert_eq!(highest, sql.types.len(), "{}", sql.text);
+            }
             assert!(sql.text.contains("\"s\".\"cp\""));
         }
     }

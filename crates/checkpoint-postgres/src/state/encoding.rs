@@ -142,13 +142,21 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
+    /// Refuses a state this encoding cannot give back exactly: under
+    /// [`StateEncoding::Jsonb`], the numbers the JSONB column would change (`-0.0`, whole
+    /// floats from 1e16), as `InvalidInput` on `state`. Payloads keep every number.
+    pub fn admit(&self, checkpoint: &Checkpoint) -> Result<()> {
+        if self.encoding == StateEncoding::Jsonb {
+            checkpoint_core::validate::check_jsonb_numbers("state", &checkpoint.state)?;
+        }
+        Ok(())
+    }
+
     /// The row content for `checkpoint`: a delta when the cache holds a usable base and the
     /// delta is small, a full snapshot otherwise (always a snapshot when `full` is set).
     pub fn encode<'a>(&self, checkpoint: &'a Checkpoint, full: bool) -> Result<Encoded<'a>> {
+        self.admit(checkpoint)?;
         let StateEncoding::Delta { snapshot_every } = self.encoding else {
-            // The JSONB column would give some floats back as integers: refuse those here
-            // rather than store what cannot be read back equal.
-            checkpoint_core::validate::check_jsonb_numbers("state", &checkpoint.state)?;
             return Ok(Encoded {
                 state: Some(Json(&checkpoint.state)),
                 payload: None,

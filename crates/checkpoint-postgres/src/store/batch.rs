@@ -163,10 +163,21 @@ pub(crate) async fn save_planned(
         .await?;
     let mut locations = Locations::new();
     let mut highest = HashMap::new();
+    // Where ids are unique per execution, a row of another execution with an item's id is
+    // another checkpoint, not this item's.
+    let per_execution = store.table.layout().id_scope() == checkpoint_core::IdScope::PerExecution;
+    let execution_of: HashMap<&str, &str> = items
+        .iter()
+        .map(|cp| (cp.id.as_str(), cp.execution_id.as_str()))
+        .collect();
     for row in &rows {
         match row.opt_text(0)? {
             Some(id) => {
-                locations.insert(id, (row.text(1)?, row.int(2)?));
+                let execution = row.text(1)?;
+                if per_execution && execution_of.get(id.as_str()) != Some(&execution.as_str()) {
+                    continue;
+                }
+                locations.insert(id, (execution, row.int(2)?));
             }
             None => {
                 highest.insert(row.text(1)?, row.opt_int(2)?.unwrap_or(0));

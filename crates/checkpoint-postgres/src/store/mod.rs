@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
-    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Page,
-    Result, RetentionPolicy, Verification,
+    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, IdScope, Limits,
+    ListQuery, Page, Result, RetentionPolicy, Verification,
 };
 use tracing::instrument;
 
@@ -395,6 +395,17 @@ impl CheckpointStore for PostgresStore {
         read::load(self, id).await
     }
 
+    fn id_scope(&self) -> IdScope {
+        self.table.layout().id_scope()
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn load_in(&self, execution_id: &str, id: &str) -> Result<Checkpoint> {
+        check_id("execution_id", execution_id)?;
+        check_id("id", id)?;
+        read::load_in(self, execution_id, id).await
+    }
+
     #[instrument(level = "debug", skip(self))]
     async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
         check_id("execution_id", execution_id)?;
@@ -428,6 +439,11 @@ impl CheckpointStore for PostgresStore {
     #[instrument(level = "debug", skip_all, fields(items = checkpoints.len()))]
     async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
         self.limits.check_batch(checkpoints)?;
+        // What the encoding refuses is refused before anything is written, as the input rules
+        // are, whatever the items before it would meet in the table.
+        for checkpoint in checkpoints {
+            self.encoder.admit(checkpoint)?;
+        }
         if checkpoints.is_empty() {
             return Ok(Vec::new());
         }

@@ -441,7 +441,6 @@ pub(crate) async fn drop_before(
             ),
             &[Type::TIMESTAMPTZ],
         );
-        let executions = tx.execute(&forget, &[&end]).await?;
         for partition in &doomed {
             tx.batch_execute(&format!(
                 "DROP TABLE {}",
@@ -449,6 +448,8 @@ pub(crate) async fn drop_before(
             ))
             .await?;
         }
+        // After the rows that name them (each row's start is a foreign key to its entry).
+        let executions = tx.execute(&forget, &[&end]).await?;
         Ok(DroppedPartitions {
             partitions: doomed,
             executions,

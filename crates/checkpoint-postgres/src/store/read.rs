@@ -1,7 +1,7 @@
 //! Reads: each fetches the rows it wants with every base their states are rebuilt from, in
 //! one statement, and returns whole states. `fork` lives here too: it copies a state.
 
-use checkpoint_core::{Checkpoint, Error, ListQuery, Order, Page, Result};
+use checkpoint_core::{Checkpoint, Error, IdScope, ListQuery, Order, Page, Result};
 use serde_json::Value;
 use tokio_postgres::types::Json;
 
@@ -35,9 +35,66 @@ fn one(store: &PostgresStore, rows: Vec<Row>) -> Result<Option<Checkpoint>> {
     Ok(Some(read.checkpoint))
 }
 
+/// The checkpoint of `id`. Where ids are unique per execution, two executions holding it are
+/// [`Error::Ambiguous`], never an arbitrary one of the two.
 pub(crate) async fn load(store: &PostgresStore, id: &str) -> Result<Checkpoint> {
+    if store.table.layout().reads_by_execution() {
+        return match execution_of(store, id).await? {
+            Some(execution) => load_in(store, &execution, id).await,
+            None => Err(Error::NotFound { id: id.to_owned() }),
+        };
+    }
     let rows = store.query("load", &store.sql.load, &[&id]).await?;
+    let mut found = rebuild_rows(store, rows)?;
+    if found.len() > 1 {
+        return Err(ambiguous(
+            id,
+            found.iter().map(|r| r.checkpoint.execution_id.clone()),
+        ));
+    }
+    let read = found
+        .pop()
+        .ok_or_else(|| Error::NotFound { id: id.to_owned() })?;
+    store.encoder.remember_read(&read);
+    Ok(read.checkpoint)
+}
+
+/// The checkpoint of `id` in `execution_id`: one execution's rows, one partition or shard.
+pub(crate) async fn load_in(
+    store: &PostgresStore,
+    execution_id: &str,
+    id: &str,
+) -> Result<Checkpoint> {
+    let rows = store
+        .query("load_in", &store.sql.load_in, &[&execution_id, &id])
+        .await?;
     one(store, rows)?.ok_or_else(|| Error::NotFound { id: id.to_owned() })
+}
+
+/// The execution that holds `id`, where ids are unique per execution: `None` when none does,
+/// [`Error::Ambiguous`] when several do.
+pub(crate) async fn execution_of(store: &PostgresStore, id: &str) -> Result<Option<String>> {
+    let rows = store
+        .query("id_executions", &store.sql.id_executions, &[&id])
+        .await?;
+    let mut executions = rows
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    if executions.len() > 1 {
+        return Err(ambiguous(id, executions));
+    }
+    Ok(executions.pop())
+}
+
+fn ambiguous(id: &str, executions: impl IntoIterator<Item = String>) -> Error {
+    let mut executions: Vec<String> = executions.into_iter().collect();
+    executions.sort();
+    executions.dedup();
+    Error::Ambiguous {
+        id: id.to_owned(),
+        executions,
+    }
 }
 
 pub(crate) async fn latest(
@@ -105,6 +162,14 @@ pub(crate) async fn fork(
     checkpoint_id: &str,
     new_execution_id: &str,
 ) -> Result<Checkpoint> {
+    // Where ids are unique per execution, a source id two executions hold is ambiguous.
+    if store.table.layout().id_scope() == IdScope::PerExecution
+        && execution_of(store, checkpoint_id).await?.is_none()
+    {
+        return Err(Error::NotFound {
+            id: checkpoint_id.to_owned(),
+        });
+    }
     // A fresh id and timestamp made the same way as for every new checkpoint.
     let fresh = Checkpoint::new(new_execution_id, "fork", Value::Null);
     let rows = store

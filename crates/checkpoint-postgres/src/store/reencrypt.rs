@@ -37,18 +37,23 @@ pub(crate) fn statements(t: &str) -> [Sql; 3] {
         Sql::new(
             format!(
                 "SELECT id, execution_id, version, state, payload, state_hash, \
-                 base_version IS NOT NULL FROM {t} WHERE id > $1 ORDER BY id LIMIT $2 \
-                 FOR UPDATE"
+                 base_version IS NOT NULL FROM {t} WHERE id IN (SELECT id FROM {t} \
+                 WHERE id > $1 ORDER BY id LIMIT $2) ORDER BY id FOR UPDATE"
             ),
             &[Type::TEXT, Type::INT8],
         ),
         Sql::new(
             format!(
                 "UPDATE {t} AS c SET state = NULL, payload = u.payload, state_hash = u.tag \
-                 FROM unnest($1::text[], $2::bytea[], $3::int8[]) AS u(id, payload, tag) \
-                 WHERE c.id = u.id"
+                 FROM unnest($1::text[], $2::bytea[], $3::int8[], $4::text[]) AS u(id, payload, \
+                 tag, execution_id) WHERE c.execution_id = u.execution_id AND c.id = u.id"
             ),
-            &[Type::TEXT_ARRAY, Type::BYTEA_ARRAY, Type::INT8_ARRAY],
+            &[
+                Type::TEXT_ARRAY,
+                Type::BYTEA_ARRAY,
+                Type::INT8_ARRAY,
+                Type::TEXT_ARRAY,
+            ],
         ),
         Sql::new(
             format!(
@@ -145,7 +150,7 @@ async fn reencrypt_in_tx(
     let executions: Vec<&str> = resealed.iter().map(|r| r.execution_id.as_str()).collect();
     let versions: Vec<i64> = resealed.iter().map(|r| r.version).collect();
     batch.rewritten = tx
-        .execute(&sql.reencrypt_write, &[&ids, &payloads, &tags])
+        .execute(&sql.reencrypt_write, &[&ids, &payloads, &tags, &executions])
         .await?;
     // The rows built on a rewritten row name its state hash: give them the new tag.
     tx.execute(&sql.reencrypt_bases, &[&executions, &versions, &tags])

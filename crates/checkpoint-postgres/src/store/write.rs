@@ -8,7 +8,7 @@
 //! delta to its base row backs this up: no statement can leave a delta without its base.
 
 use checkpoint_core::validate::no_version_after;
-use checkpoint_core::{Checkpoint, Error, Result, RetentionPolicy};
+use checkpoint_core::{Checkpoint, Error, IdScope, Result, RetentionPolicy};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
@@ -216,7 +216,12 @@ pub(crate) async fn save_in_tx(
     checkpoint: &Checkpoint,
     args: &SaveArgs<'_>,
 ) -> Result<Option<i64>> {
-    let existing = tx.query(&store.sql.lock_row, &[&checkpoint.id]).await?;
+    let existing = tx
+        .query(
+            &store.sql.lock_row,
+            &[&checkpoint.id, &checkpoint.execution_id],
+        )
+        .await?;
     let Some(row) = existing.first() else {
         return match tx.query(&store.sql.save, &args.save_params()).await {
             Ok(rows) => Ok(rows.first().map(|r| r.int(0)).transpose()?),
@@ -246,11 +251,11 @@ pub(crate) async fn save_in_tx(
         let dependents = tx
             .query(&store.sql.dependents, &[&execution, &version])
             .await?;
-        let ids = dependents
+        let rows = dependents
             .iter()
-            .map(|r| r.text(0))
-            .collect::<Result<Vec<_>, _>>()?;
-        rewrite_as_snapshots(store, tx, &ids).await?;
+            .map(|r| Ok((execution.clone(), r.text(0)?)))
+            .collect::<Result<Vec<_>>>()?;
+        rewrite_as_snapshots(store, tx, &rows).await?;
     }
     match tx
         .query(&store.sql.upsert, &args.upsert_params(&target))
@@ -264,37 +269,55 @@ pub(crate) async fn save_in_tx(
     }
 }
 
-/// Turns the rows `ids` (deltas) into snapshots of the states they hold, inside `tx`.
+/// Turns the rows named by `(execution, id)` (deltas) into snapshots of the states they hold,
+/// inside `tx`: one read and one write per execution, each keyed by it (one partition, one
+/// shard).
 pub(crate) async fn rewrite_as_snapshots(
     store: &PostgresStore,
     tx: &mut dyn DbTransaction,
-    ids: &[String],
+    rows: &[(String, String)],
 ) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
+    let mut by_execution: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (execution, id) in rows {
+        by_execution.entry(execution).or_default().push(id);
     }
-    let rows = tx.query(&store.sql.chains, &[&ids]).await?;
-    let rebuilt = crate::store::read::rebuild_rows(store, rows)?;
-    let ids: Vec<&str> = rebuilt.iter().map(|r| r.checkpoint.id.as_str()).collect();
-    let payloads = rebuilt
-        .iter()
-        .map(|r| store.encoder.snapshot(&r.checkpoint.state))
-        .collect::<Result<Vec<_>, _>>()?;
-    tx.execute(&store.sql.rewrite, &[&ids, &payloads]).await?;
-    tracing::debug!(rows = ids.len(), "rewrote deltas as snapshots");
+    for (execution, ids) in by_execution {
+        let found = tx.query(&store.sql.chains, &[&execution, &ids]).await?;
+        let rebuilt = crate::store::read::rebuild_rows(store, found)?;
+        let ids: Vec<&str> = rebuilt.iter().map(|r| r.checkpoint.id.as_str()).collect();
+        let payloads = rebuilt
+            .iter()
+            .map(|r| store.encoder.snapshot(&r.checkpoint.state))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.execute(&store.sql.rewrite, &[&execution, &ids, &payloads])
+            .await?;
+    }
+    tracing::debug!(rows = rows.len(), "rewrote deltas as snapshots");
     Ok(())
 }
 
-/// `delete`: one statement unless rows are built on the checkpoint.
+/// `delete`: one statement unless rows are built on the checkpoint. Where ids are unique per
+/// execution, the execution that holds the id is found first (an id two hold is ambiguous).
 pub(crate) async fn delete(store: &PostgresStore, id: &str) -> Result<bool> {
-    match store.execute("delete", &store.sql.delete, &[&id]).await {
+    let execution = match store.table.layout().id_scope() {
+        IdScope::PerExecution => match crate::store::read::execution_of(store, id).await? {
+            Some(execution) => Some(execution),
+            None => return Ok(false),
+        },
+        _ => None,
+    };
+    let execution = execution.as_deref();
+    match store
+        .execute("delete", &store.sql.delete, &[&id, &execution])
+        .await
+    {
         Ok(removed) => Ok(removed > 0),
         Err(e) if is_base_violation(store, &e) => {
             let removed = store
                 .retry
                 .run("delete", || async {
                     let mut tx = store.pool.begin().await?;
-                    let outcome = delete_in_tx(store, tx.as_mut(), id).await;
+                    let outcome = delete_in_tx(store, tx.as_mut(), id, execution).await;
                     finish(tx, outcome.map(Some)).await
                 })
                 .await?;
@@ -304,8 +327,13 @@ pub(crate) async fn delete(store: &PostgresStore, id: &str) -> Result<bool> {
     }
 }
 
-async fn delete_in_tx(store: &PostgresStore, tx: &mut dyn DbTransaction, id: &str) -> Result<bool> {
-    let existing = tx.query(&store.sql.lock_row, &[&id]).await?;
+async fn delete_in_tx(
+    store: &PostgresStore,
+    tx: &mut dyn DbTransaction,
+    id: &str,
+    in_execution: Option<&str>,
+) -> Result<bool> {
+    let existing = tx.query(&store.sql.lock_row, &[&id, &in_execution]).await?;
     let Some(row) = existing.first() else {
         return Ok(false);
     };
@@ -313,12 +341,12 @@ async fn delete_in_tx(store: &PostgresStore, tx: &mut dyn DbTransaction, id: &st
     let dependents = tx
         .query(&store.sql.dependents, &[&execution, &version])
         .await?;
-    let ids = dependents
+    let rows = dependents
         .iter()
-        .map(|r| r.text(0))
-        .collect::<Result<Vec<_>, _>>()?;
-    rewrite_as_snapshots(store, tx, &ids).await?;
-    Ok(tx.execute(&store.sql.delete, &[&id]).await? > 0)
+        .map(|r| Ok((execution.clone(), r.text(0)?)))
+        .collect::<Result<Vec<_>>>()?;
+    rewrite_as_snapshots(store, tx, &rows).await?;
+    Ok(tx.execute(&store.sql.delete, &[&id, &in_execution]).await? > 0)
 }
 
 /// `clear`: the rows of an execution only reference each other, so one statement removes
@@ -395,11 +423,11 @@ async fn prune_in_tx(
                 .await?
         }
     };
-    let ids = survivors
+    let rows = survivors
         .iter()
-        .map(|r| r.text(0))
-        .collect::<Result<Vec<_>, _>>()?;
-    rewrite_as_snapshots(store, tx, &ids).await?;
+        .map(|r| Ok((r.text(0)?, r.text(1)?)))
+        .collect::<Result<Vec<_>>>()?;
+    rewrite_as_snapshots(store, tx, &rows).await?;
     let removed = match execution {
         Some(execution) => {
             tx.execute(&store.sql.prune_execution, &[&execution, &keep, &cutoff])

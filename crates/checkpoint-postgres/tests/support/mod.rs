@@ -207,6 +207,19 @@ pub async fn options() -> PostgresOptions {
         .max_connections(8)
 }
 
+/// The layout the conformance suite runs on in `tests/conformance.rs`: `CHECKPOINT_TEST_LAYOUT`
+/// (`plain`, `hash:N`, `day`, `week`, `month`, `distributed`), plain when unset. With
+/// `CHECKPOINT_TEST_DATABASE_URL` pointing at a Citus coordinator and
+/// `CHECKPOINT_TEST_LAYOUT=distributed`, the suite runs on distributed tables.
+pub fn layout_from_env() -> checkpoint_postgres::TableLayout {
+    match std::env::var("CHECKPOINT_TEST_LAYOUT") {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|e| panic!("CHECKPOINT_TEST_LAYOUT={text:?}: {e}")),
+        Err(_) => checkpoint_postgres::TableLayout::Plain,
+    }
+}
+
 /// A connected store on a fresh, empty schema.
 pub async fn store() -> PostgresStore {
     PostgresStore::connect(options().await)
@@ -315,46 +328,44 @@ pub async fn partitions_read(
     out
 }
 
-/// Saves one id into 16 executions at once, five times: each time exactly one save is stored
-/// and the others are refused as `InvalidInput` naming `execution_id`.
+/// Saves one id into 16 executions at once, five times, on a layout whose ids are unique per
+/// execution: each save is stored as that execution's own checkpoint (no lock, no probe of other
+/// partitions), `load_in` reads each back, and `load` by the bare id is `Ambiguous` naming all
+/// sixteen, never an arbitrary one of them.
 pub async fn race_one_id_into_many_executions(store: &PostgresStore) {
-    use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+    use checkpoint_core::{Checkpoint, CheckpointStore, Error, IdScope};
+    assert_eq!(store.id_scope(), IdScope::PerExecution);
     for round in 0..5 {
         let id = format!("contested-{round}");
         let saves = (0..16).map(|e| {
             let store = store.clone();
-            let cp = Checkpoint::new(format!("exec-{round}-{e}"), "n", serde_json::json!(e))
+            let cp = Checkpoint::new(format!("exec-{round}-{e:02}"), "n", serde_json::json!(e))
                 .with_id(&id);
             tokio::spawn(async move { store.save(&cp).await })
         });
         let handles: Vec<_> = saves.collect();
-        let mut results = Vec::with_capacity(handles.len());
         for handle in handles {
-            results.push(handle.await.unwrap());
+            assert_eq!(handle.await.unwrap().unwrap(), 1);
         }
-        let stored = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(stored, 1, "{results:?}");
-        for result in &results {
-            if let Err(e) = result {
-                assert!(
-                    matches!(e, Error::InvalidInput { .. }) && e.is_invalid_field("execution_id"),
-                    "{e:?}"
-                );
-            }
+        for e in 0..16 {
+            let found = store
+                .load_in(&format!("exec-{round}-{e:02}"), &id)
+                .await
+                .unwrap();
+            assert_eq!(found.state, serde_json::json!(e));
         }
-        let holder = store.load(&id).await.unwrap();
-        let all: usize = {
-            let mut n = 0;
-            for e in 0..16 {
-                n += store
-                    .list(&format!("exec-{round}-{e}"))
-                    .await
-                    .unwrap()
-                    .len();
+        match store.load(&id).await {
+            Err(Error::Ambiguous {
+                id: named,
+                executions,
+            }) => {
+                assert_eq!(named, id);
+                let expected: Vec<String> =
+                    (0..16).map(|e| format!("exec-{round}-{e:02}")).collect();
+                assert_eq!(executions, expected);
             }
-            n
-        };
-        assert_eq!(all, 1, "{id} is stored once, in {}", holder.execution_id);
+            other => panic!("expected Ambiguous, got {other:?}"),
+        }
     }
 }
 
@@ -384,4 +395,82 @@ pub fn execution_keyed(
             "'exec-5', 10, now() - interval '1 day'",
         ),
     ]
+}
+
+/// A `save_batch` of 100,000 new checkpoints (over 100 executions) on `store`, on a server with
+/// the stock `max_locks_per_transaction`: no lock is held per row, so it succeeds (schema 3's id
+/// guard failed with `out of shared memory` past about 15,000).
+pub async fn a_batch_of_100_000_is_stored(store: &PostgresStore) {
+    use checkpoint_core::{Checkpoint, CheckpointStore};
+    let batch: Vec<Checkpoint> = (0..100_000)
+        .map(|i| {
+            Checkpoint::new(
+                format!("big-{}", i % 100),
+                "n",
+                serde_json::json!({ "i": i }),
+            )
+        })
+        .collect();
+    let versions = store.save_batch(&batch).await.expect("a batch of 100,000");
+    assert_eq!(versions.len(), 100_000);
+    assert_eq!(versions[99_999], 1_000);
+    let last = store.latest("big-99").await.unwrap().unwrap();
+    assert_eq!(last.state, serde_json::json!({ "i": 99_999 }));
+}
+
+/// A plain table of 1,000,000 checkpoints (10,000 executions of 100, timestamps over the past
+/// 11.6 days) in a schema of its own, made in SQL; returns its schema.
+pub async fn a_plain_table_of_a_million() -> String {
+    let plain = PostgresStore::connect(options().await)
+        .await
+        .expect("connect");
+    let schema = plain.table().schema().expect("a schema").to_owned();
+    plain.close();
+    client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".checkpoints (id, execution_id, node_name, state, metadata,
+                                                  \"timestamp\", version)
+             SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
+                    now() - make_interval(secs => g), g % 100 + 1
+               FROM generate_series(0, 999999) AS g;
+             ANALYZE \"{schema}\".checkpoints;"
+        ))
+        .await
+        .expect("a million rows");
+    schema
+}
+
+/// Runs `copy` (the documented way over from a plain table, `{old}` and `{new}` standing for the
+/// two schemas) from a plain table of 1,000,000 rows into `store`'s, and checks that every row
+/// arrived and reads back.
+pub async fn the_documented_copy_of_a_million_rows_succeeds(store: &PostgresStore, copy: &str) {
+    use checkpoint_core::CheckpointStore;
+    let old = a_plain_table_of_a_million().await;
+    let new = store.table().schema().expect("a schema").to_owned();
+    let client = client().await;
+    client
+        .batch_execute(&copy.replace("{old}", &old).replace("{new}", &new))
+        .await
+        .expect("the documented copy");
+    let count: i64 = client
+        .query_one(&format!("SELECT count(*) FROM \"{new}\".checkpoints"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1_000_000);
+    let history = store.list("exec-1234").await.unwrap();
+    assert_eq!(history.len(), 100);
+    assert_eq!(
+        store
+            .load_in("exec-1234", "id-123456")
+            .await
+            .unwrap()
+            .version,
+        57
+    );
+    client
+        .batch_execute(&format!("DROP SCHEMA \"{old}\" CASCADE"))
+        .await
+        .unwrap();
 }
