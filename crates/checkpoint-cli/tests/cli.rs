@@ -433,18 +433,7 @@ async fn verify_reports_every_damaged_checkpoint_and_exits_non_zero() {
     assert_eq!(found.0, 1, "{}", found.2);
     let found: Value = serde_json::from_str(&found.1).unwrap();
     assert_eq!(found["checkpoints"], 23, "{found}");
-    let damaged: Vec<(String, i64, String)> = found["damaged"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["execution_id"].as_str().unwrap().to_owned(),
-                d["version"].as_i64().unwrap(),
-                d["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let damaged = seed::damaged(&found);
     let at = |e: &str| -> Vec<i64> { damaged.iter().filter(|d| d.0 == e).map(|d| d.1).collect() };
     assert_eq!(at("garbled"), vec![3, 4], "{damaged:?}");
     assert_eq!(at("rehashed"), vec![6], "{damaged:?}");

@@ -265,18 +265,7 @@ async fn verify_lists_each_damaged_row_and_exits_non_zero() {
         (found["executions"].as_i64(), found["checkpoints"].as_i64()),
         (Some(2), Some(5))
     );
-    let damaged: Vec<(String, i64, String)> = found["damaged"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["execution_id"].as_str().unwrap().to_owned(),
-                d["version"].as_i64().unwrap(),
-                d["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let damaged = seed::damaged(&found);
     let where_: Vec<(&str, i64)> = damaged.iter().map(|d| (d.0.as_str(), d.1)).collect();
     assert_eq!(where_, vec![("a", 1), ("a", 3), ("b", 2)], "{damaged:?}");
     assert!(damaged[0].2.contains("state"), "{damaged:?}");

@@ -46,3 +46,20 @@ pub fn run_ctl(database_url: &str, leading: &[&str], args: &[&str]) -> (i32, Str
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// The damage `checkpointctl verify --json` reported: (execution, version, reason) per
+/// damaged checkpoint, in its order.
+pub fn damaged(found: &serde_json::Value) -> Vec<(String, i64, String)> {
+    found["damaged"]
+        .as_array()
+        .expect("a list of damage")
+        .iter()
+        .map(|d| {
+            (
+                d["execution_id"].as_str().expect("an execution").to_owned(),
+                d["version"].as_i64().expect("a version"),
+                d["reason"].as_str().expect("a reason").to_owned(),
+            )
+        })
+        .collect()
+}

@@ -91,7 +91,8 @@ impl Constraints {
         self.violates(db, &SqlState::FOREIGN_KEY_VIOLATION, &self.base_key)
     }
 
-    /// A partitioned layout's guard: the id is held by another execution.
+    /// The `(execution_id, id)` key of a layout keyed by execution: the id is there already
+    /// (schema 3's trigger also reported an id held by another execution under this name).
     pub(crate) fn is_id_elsewhere(&self, db: &DbError) -> bool {
         self.violates(db, &SqlState::UNIQUE_VIOLATION, &self.id_key)
     }

@@ -200,11 +200,13 @@ impl TableLayout {
         )
     }
 
-    /// Whether a read by id alone first finds the execution and then reads there: on a
-    /// distributed table a recursive read that names no execution would run on every shard,
-    /// which Citus refuses.
+    /// Whether a read by id alone first finds the execution and then reads there, on every
+    /// layout keyed by execution: on a distributed table a recursive read that names no
+    /// execution would run on every shard, which Citus refuses; on a partitioned one it would
+    /// open every partition at each step of the chain, where the lookup of the execution opens
+    /// each once and the read then opens one.
     pub(crate) fn reads_by_execution(self) -> bool {
-        self == TableLayout::Distributed
+        self.id_scope() == checkpoint_core::IdScope::PerExecution
     }
 
     /// The columns `ON CONFLICT` names to find the row of an id: a unique index on `id` alone

@@ -90,6 +90,37 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// The columns of a checkpoint table made in one step (schema 3 and later), as DDL lines at
+/// the indentation every such step has always used: part of each step's text, so of its
+/// checksum (pinned by a test), shared rather than copied.
+macro_rules! checkpoint_columns {
+    () => {
+        "id TEXT NOT NULL,
+            execution_id TEXT COLLATE \"C\" NOT NULL,
+            node_name TEXT NOT NULL,
+            state JSONB,
+            metadata JSONB,
+            \"timestamp\" TIMESTAMPTZ NOT NULL,
+            version BIGINT NOT NULL,
+            parent_id TEXT,
+            payload BYTEA,
+            base_version BIGINT,
+            base_hash BIGINT,
+            state_hash BIGINT,
+            depth INTEGER,"
+    };
+}
+
+/// The two checks every table made in one step carries: a state in one column only, and a
+/// delta always below its version with its base's hash.
+macro_rules! state_checks {
+    () => {
+        "CONSTRAINT {state_check} CHECK ((state IS NULL) <> (payload IS NULL)),
+            CONSTRAINT {delta_check} CHECK (base_version IS NULL OR (base_version < version
+                AND base_hash IS NOT NULL AND payload IS NOT NULL))"
+    };
+}
+
 /// Schema 4 of the partitioned layouts: an id is unique within its execution, as every unique
 /// index there already says, and the trigger that kept it unique across executions (a lock and
 /// a probe of every partition per inserted row, held to commit) goes.
@@ -126,23 +157,14 @@ pub(crate) const HASH_MIGRATIONS: &[Migration] = &[HASH_TABLE, DROP_ID_GUARD];
 const HASH_TABLE: Migration = Migration {
     version: 3,
     description: "checkpoint table hash-partitioned by execution_id (schema 3)",
-    sql: "CREATE TABLE {table} (
-            id TEXT NOT NULL,
-            execution_id TEXT COLLATE \"C\" NOT NULL,
-            node_name TEXT NOT NULL,
-            state JSONB,
-            metadata JSONB,
-            \"timestamp\" TIMESTAMPTZ NOT NULL,
-            version BIGINT NOT NULL,
-            parent_id TEXT,
-            payload BYTEA,
-            base_version BIGINT,
-            base_hash BIGINT,
-            state_hash BIGINT,
-            depth INTEGER,
-            CONSTRAINT {state_check} CHECK ((state IS NULL) <> (payload IS NULL)),
-            CONSTRAINT {delta_check} CHECK (base_version IS NULL OR (base_version < version
-                AND base_hash IS NOT NULL AND payload IS NOT NULL))
+    sql: concat!(
+        "CREATE TABLE {table} (
+            ",
+        checkpoint_columns!(),
+        "
+            ",
+        state_checks!(),
+        "
           ) PARTITION BY HASH (execution_id);
           ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
           CREATE UNIQUE INDEX {index} ON {table} (execution_id, version);
@@ -164,7 +186,8 @@ const HASH_TABLE: Migration = Migration {
           END
           $guard$;
           CREATE TRIGGER {id_guard_trigger} BEFORE INSERT ON {table}
-            FOR EACH ROW EXECUTE FUNCTION {id_guard}();",
+            FOR EACH ROW EXECUTE FUNCTION {id_guard}();"
+    ),
 };
 
 /// The time-partitioned layout's one step, for each period: the table of schema 3, partitioned
@@ -192,23 +215,13 @@ macro_rules! time_partitioned_sql {
           );
           CREATE INDEX {executions_started} ON {executions} (started);
           CREATE TABLE {table} (
-            id TEXT NOT NULL,
-            execution_id TEXT COLLATE \"C\" NOT NULL,
-            node_name TEXT NOT NULL,
-            state JSONB,
-            metadata JSONB,
-            \"timestamp\" TIMESTAMPTZ NOT NULL,
-            version BIGINT NOT NULL,
-            parent_id TEXT,
-            payload BYTEA,
-            base_version BIGINT,
-            base_hash BIGINT,
-            state_hash BIGINT,
-            depth INTEGER,
+            ",
+            checkpoint_columns!(),
+            "
             execution_start TIMESTAMPTZ NOT NULL,
-            CONSTRAINT {state_check} CHECK ((state IS NULL) <> (payload IS NULL)),
-            CONSTRAINT {delta_check} CHECK (base_version IS NULL OR (base_version < version
-                AND base_hash IS NOT NULL AND payload IS NOT NULL))
+            ",
+            state_checks!(),
+            "
           ) PARTITION BY RANGE (execution_start);
           ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
           COMMENT ON TABLE {table} IS 'checkpoints, one partition per ",
@@ -293,24 +306,15 @@ const TIME_MIGRATIONS_MONTH: &[Migration] = &[
 pub(crate) const DISTRIBUTED_MIGRATIONS: &[Migration] = &[Migration {
     version: 4,
     description: "checkpoint table keyed by execution_id, distributed by it under Citus (schema 4)",
-    sql: "CREATE TABLE {table} (
-            id TEXT NOT NULL,
-            execution_id TEXT COLLATE \"C\" NOT NULL,
-            node_name TEXT NOT NULL,
-            state JSONB,
-            metadata JSONB,
-            \"timestamp\" TIMESTAMPTZ NOT NULL,
-            version BIGINT NOT NULL,
-            parent_id TEXT,
-            payload BYTEA,
-            base_version BIGINT,
-            base_hash BIGINT,
-            state_hash BIGINT,
-            depth INTEGER,
-            CONSTRAINT {id_key} PRIMARY KEY (execution_id, id),
-            CONSTRAINT {state_check} CHECK ((state IS NULL) <> (payload IS NULL)),
-            CONSTRAINT {delta_check} CHECK (base_version IS NULL OR (base_version < version
-                AND base_hash IS NOT NULL AND payload IS NOT NULL))
+    sql: concat!(
+        "CREATE TABLE {table} (
+            ",
+        checkpoint_columns!(),
+        "
+            ",
+        state_checks!(),
+        ",
+            CONSTRAINT {id_key} PRIMARY KEY (execution_id, id)
           );
           ALTER TABLE {table} ALTER COLUMN payload SET STORAGE EXTERNAL;
           CREATE UNIQUE INDEX {index} ON {table} (execution_id, version);
@@ -325,7 +329,8 @@ pub(crate) const DISTRIBUTED_MIGRATIONS: &[Migration] = &[Migration {
               PERFORM create_distributed_table('{table_text}', 'execution_id');
             END IF;
           END
-          $distribute$;",
+          $distribute$;"
+    ),
 }];
 
 /// The steps that make `layout`'s table.
@@ -418,4 +423,103 @@ pub(crate) fn render(migration: &Migration, table: &TableName) -> String {
             "{reference_index}",
             &table.qualify(&format!("idx_{}_execution_id", table.table())),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checksum of every step ever released, pinned: a step's text may be refactored, but
+    /// never changed, or every table made by it is refused as modified.
+    #[test]
+    fn released_steps_keep_their_checksums() {
+        let mut all: Vec<(&str, i32, String)> = Vec::new();
+        for (name, steps) in [
+            ("plain", MIGRATIONS),
+            ("hash", HASH_MIGRATIONS),
+            ("day", TIME_MIGRATIONS_DAY),
+            ("week", TIME_MIGRATIONS_WEEK),
+            ("month", TIME_MIGRATIONS_MONTH),
+            ("distributed", DISTRIBUTED_MIGRATIONS),
+        ] {
+            for step in steps {
+                all.push((name, step.version, checksum(step)));
+            }
+        }
+        for (name, version, sum) in PINNED {
+            let found = all
+                .iter()
+                .find(|(n, v, _)| n == name && v == version)
+                .unwrap_or_else(|| panic!("{name} step {version} is gone"));
+            assert_eq!(&found.2, sum, "{name} step {version} changed");
+        }
+    }
+
+    const PINNED: &[(&str, i32, &str)] = &[
+        (
+            "plain",
+            1,
+            "ad1a069d8c58f8d3ecde2a4e9ed5d774169c2d3adf5b0b7cffdb7827f7cd7d54",
+        ),
+        (
+            "plain",
+            2,
+            "e35b2d2d4aa1225106e1ff151b6c56fb5eac79bae780ce9dd92a7862261005e9",
+        ),
+        (
+            "plain",
+            3,
+            "0116a7387c626217b4e947ae9792fe453cf844df9af25e69af0d9d17c60da994",
+        ),
+        (
+            "plain",
+            4,
+            "17db4fd369edb9244b9f91d9aeed145c3d04ad8ba6e95d06247f07a63527d11a",
+        ),
+        (
+            "hash",
+            3,
+            "7feb9880b6ee7565bf36a3453242fe8af14461752b0a515851c966f5c8b98a19",
+        ),
+        (
+            "hash",
+            4,
+            "96b5c8acb9c1fb1a772125ee5ceb41aec9ec8981ec6c2b2694a423a33f34e8f7",
+        ),
+        (
+            "day",
+            3,
+            "2ada0d76ac8ec70844814e09eb2f10ea54d7990a03d3a361df4db3d25101a309",
+        ),
+        (
+            "day",
+            4,
+            "9e21c71bba56c9d317c455ee27336703f0fc7a876c78a8a1be5420fb786d8c1d",
+        ),
+        (
+            "week",
+            3,
+            "f536ed4f5c8a1ad96ccb01f91e3093104c961b5169cd1ca60710b8cc5c7b2401",
+        ),
+        (
+            "week",
+            4,
+            "9e21c71bba56c9d317c455ee27336703f0fc7a876c78a8a1be5420fb786d8c1d",
+        ),
+        (
+            "month",
+            3,
+            "a339614594e748a03bc69de3da2318aaf3b653296d6ce98512f054fe5dc3491b",
+        ),
+        (
+            "month",
+            4,
+            "9e21c71bba56c9d317c455ee27336703f0fc7a876c78a8a1be5420fb786d8c1d",
+        ),
+        (
+            "distributed",
+            4,
+            "b8a01ea1459bdf719b642398b8d39fa7028d0e84f318becf573aceb6af96b974",
+        ),
+    ];
 }

@@ -92,7 +92,8 @@ pub(crate) fn is_base_violation(store: &PostgresStore, err: &Error) -> bool {
     DbError::of(err).is_some_and(|db| store.constraints.is_base_violation(db))
 }
 
-/// Whether `err` is a partitioned layout's trigger refusing an id that another execution holds.
+/// Whether `err` is the `(execution_id, id)` key of a layout keyed by execution refusing an id
+/// that is there already.
 fn is_id_elsewhere(store: &PostgresStore, err: &Error) -> bool {
     DbError::of(err).is_some_and(|db| store.constraints.is_id_elsewhere(db))
 }
@@ -173,8 +174,8 @@ pub(crate) async fn save_encoded(
                 return careful_save(store, checkpoint).await
             }
             Err(e) if is_base_violation(store, &e) => return careful_save(store, checkpoint).await,
-            // A partitioned layout's guard: the id is stored in another execution, which the
-            // careful path reports.
+            // The id is there already (a statement without `ON CONFLICT` on that key): the
+            // careful path replaces it.
             Err(e) if is_id_elsewhere(store, &e) => return careful_save(store, checkpoint).await,
             Err(e) => {
                 return Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
