@@ -251,13 +251,23 @@ fn refused_by_tls(err: &tokio_postgres::Error) -> bool {
     rustls_refused || err.to_string() == "error performing TLS handshake"
 }
 
+/// The constraint a violation's message names (`… violates unique constraint "name"`): Citus
+/// relays a shard's error to the coordinator without the constraint field.
+fn constraint_in(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once(" constraint \"")?;
+    rest.split_once('"').map(|(name, _)| name)
+}
+
 impl From<tokio_postgres::Error> for DbError {
     fn from(err: tokio_postgres::Error) -> Self {
         if let Some(db) = err.as_db_error() {
             return DbError {
                 kind: DbErrorKind::Server,
                 code: Some(db.code().clone()),
-                constraint: db.constraint().map(str::to_owned),
+                constraint: db
+                    .constraint()
+                    .or_else(|| constraint_in(db.message()))
+                    .map(str::to_owned),
                 message: db.message().to_owned(),
                 source: Some(Box::new(err)),
             };
@@ -288,6 +298,27 @@ impl From<DbError> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relayed_violation_names_its_constraint_in_the_message() {
+        assert_eq!(
+            constraint_in(
+                "duplicate key value violates unique constraint \"cp_execution_version_key_102008\""
+            ),
+            Some("cp_execution_version_key_102008")
+        );
+        assert_eq!(
+            constraint_in(
+                "update or delete on table \"cp_102008\" violates foreign key constraint \"cp_base_fkey_102008\" on table \"cp_102008\""
+            ),
+            Some("cp_base_fkey_102008")
+        );
+        assert_eq!(constraint_in("connection reset"), None);
+        assert_eq!(
+            constraint_in("violates unique constraint \"unterminated"),
+            None
+        );
+    }
 
     fn code_of(err: &Error) -> Option<SqlState> {
         DbError::of(err)?.code().cloned()

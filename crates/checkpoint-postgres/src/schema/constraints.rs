@@ -64,6 +64,20 @@ impl Constraints {
         if let Some(own) = self.aliases.get().and_then(|aliases| aliases.get(name)) {
             return own;
         }
+        // Citus names a shard's indexes and keys after the table's, with `_<shard id>`.
+        if self.table.layout() == crate::TableLayout::Distributed {
+            return match name.rsplit_once('_') {
+                Some((own, shard))
+                    if !shard.is_empty() && shard.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    [&self.version_index, &self.base_key, &self.id_key]
+                        .into_iter()
+                        .find(|known| known.as_str() == own)
+                        .map_or(name, |known| known.as_str())
+                }
+                _ => name,
+            };
+        }
         // A time-partitioned table gains partitions while the store runs; the store names
         // their unique indexes itself, so they are told by name.
         if self.table.layout().period().is_none() {
@@ -121,6 +135,36 @@ mod tests {
         assert!(names.is_version_conflict(&child));
         assert!(!names.is_base_violation(&child));
         assert!(!names.is_id_elsewhere(&child));
+    }
+
+    #[test]
+    fn a_shard_of_a_distributed_table_counts_by_its_suffix() {
+        let table = TableName::new(None, "cp")
+            .unwrap()
+            .with_layout(crate::TableLayout::Distributed);
+        let names = Constraints::new(&table);
+        let shard = |name: &str| format!("{name}_102008");
+        let version = DbError::server(
+            SqlState::UNIQUE_VIOLATION,
+            Some(&shard(&table.version_index())),
+            "dup",
+        );
+        let base = DbError::server(
+            SqlState::FOREIGN_KEY_VIOLATION,
+            Some(&shard(&table.base_key())),
+            "fk",
+        );
+        assert!(names.is_version_conflict(&version));
+        assert!(names.is_base_violation(&base));
+        assert!(!names.is_version_conflict(&base));
+        for other in [
+            "cp_other_102008",
+            "cp_execution_version_key_x1",
+            "cp_execution_version_key_",
+        ] {
+            let err = DbError::server(SqlState::UNIQUE_VIOLATION, Some(other), "dup");
+            assert!(!names.is_version_conflict(&err), "{other}");
+        }
     }
 
     #[test]

@@ -56,7 +56,11 @@ pub enum TableLayout {
     /// the table by `execution_id` from the coordinator (`create_distributed_table`); on plain
     /// PostgreSQL the same table runs undistributed. `load` by id alone finds the execution
     /// first (a query of every shard), then reads that execution's shard;
-    /// [`load_in`](checkpoint_core::CheckpointStore::load_in) goes straight there.
+    /// [`load_in`](checkpoint_core::CheckpointStore::load_in) goes straight there. Group
+    /// commit is not used on this layout (each save is routed to its own shard), a batch saves
+    /// its items in one transaction of routed statements, and a prune of every execution
+    /// prunes them one by one. The whole conformance suite passes on a Citus 13 cluster (see
+    /// `docs/scaling.md`).
     Distributed,
 }
 

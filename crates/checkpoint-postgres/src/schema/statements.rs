@@ -271,7 +271,11 @@ impl Statements {
         // The version of an append, read in the same statement from the execution's rows
         // (`FROM {t} v WHERE v.execution_id = $2`): an `INSERT … SELECT` over one execution,
         // the shape Citus routes to one shard (it refuses a subquery in `INSERT … VALUES`).
-        let next_version = "CASE WHEN $7 = 0 THEN COALESCE(MAX(v.version), 0) + 1 ELSE $7 END";
+        let next_version =
+            "CASE WHEN $7::int8 = 0 THEN COALESCE(MAX(v.version), 0) + 1 ELSE $7::int8 END";
+        // The checkpoint's own columns, each parameter cast: Citus sends an `INSERT … SELECT`
+        // to the shard as text, where a bare `$1` has no type.
+        let typed = "$1::text, $2::text, $3::text, $4::jsonb, $5::jsonb, $6::timestamptz";
         let execution_rows = format!(
             "FROM {t} v WHERE v.execution_id = $2{}",
             start.key("v.", "$2")
@@ -357,8 +361,8 @@ impl Statements {
             // the rows built on it first. $10, $11 and $13 (the base) are not used.
             save: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT $1, $2, \
-                     $3, $4, $5, $6, {next_version}, $8, $9, NULL, NULL, $12, 0{} \
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT {typed}, \
+                     {next_version}, $8::text, $9::bytea, NULL, NULL, $12::int8, 0{} \
                      {execution_rows} ON CONFLICT {id_target} DO NOTHING RETURNING version",
                     start.value("$2")
                 ),
@@ -376,8 +380,8 @@ impl Statements {
                      AND execution_id = $2{} AND version = $10 AND state_hash = $11 \
                      AND COALESCE(depth, 0) = $13 FOR SHARE) \
                      INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) \
-                     SELECT $1, $2, $3, $4, $5, $6, {next_version}, $8, $9, $10, $11, $12, \
-                     CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END{} \
+                     SELECT {typed}, {next_version}, $8::text, $9::bytea, $10::int8, \
+                     $11::int8, $12::int8, CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END{} \
                      {execution_rows} HAVING $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
                      ON CONFLICT {id_target} DO NOTHING RETURNING version",
                     start.key("", "$2"),
@@ -386,17 +390,18 @@ impl Statements {
                 &save_types,
             ),
             // The careful path's write, inside a transaction that holds the row and has
-            // rewritten the rows built on it: a whole state, replacing the row.
+            // rewritten the rows built on it: a whole state, replacing the row. Its version is
+            // always given (the row's own, or the checkpoint's), so it needs no read.
             upsert: Sql::new(
                 format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT $1, $2, \
-                     $3, $4, $5, $6, {next_version}, $8, $9, NULL, NULL, $10, 0{} \
-                     {execution_rows} ON CONFLICT {id_target} DO UPDATE SET node_name = EXCLUDED.node_name, \
+                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) VALUES ($1, $2, \
+                     $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, 0{}) \
+                     ON CONFLICT {id_target} DO UPDATE SET node_name = EXCLUDED.node_name, \
                      state = EXCLUDED.state, metadata = EXCLUDED.metadata, \
                      \"timestamp\" = EXCLUDED.\"timestamp\", parent_id = EXCLUDED.parent_id, \
                      payload = EXCLUDED.payload, base_version = NULL, base_hash = NULL, \
                      state_hash = EXCLUDED.state_hash, depth = 0, \
-                     version = CASE WHEN $7 = 0 THEN c.version ELSE EXCLUDED.version END \
+                     version = EXCLUDED.version \
                      WHERE c.execution_id = EXCLUDED.execution_id RETURNING version",
                     start.value("$2")
                 ),
@@ -592,12 +597,12 @@ impl Statements {
                 &[Type::INT8, Type::TIMESTAMPTZ],
             ),
             // The rows a prune keeps whose base it removes: they become snapshots first.
+            // No CTE: Citus routes a row lock only in a query it sends whole to one shard.
             prune_survivors_execution: Sql::new(
                 format!(
-                    "WITH doomed AS MATERIALIZED ({doomed_in_execution}) \
-                     SELECT d.execution_id, d.id FROM {t} d WHERE d.execution_id = $1{} \
-                     AND d.base_version IN (SELECT version FROM doomed) \
-                     AND d.version NOT IN (SELECT version FROM doomed) FOR UPDATE OF d",
+                    "SELECT d.execution_id, d.id FROM {t} d WHERE d.execution_id = $1{} \
+                     AND d.base_version IN ({doomed_in_execution}) \
+                     AND d.version NOT IN ({doomed_in_execution}) FOR UPDATE OF d",
                     start.key("d.", "$1")
                 ),
                 &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],

@@ -125,6 +125,10 @@ impl PostgresStore {
             }
             None => None,
         };
+        // On the distributed layout a group of executions would be a multi-shard transaction
+        // per group, in a statement that joins rows Citus cannot: every save is its own
+        // statement there, routed to its shard.
+        let grouped = group_commit.is_enabled() && table.layout() != TableLayout::Distributed;
         let store = PostgresStore {
             pool: Arc::new(pool),
             sql: Arc::new(statements::Statements::new(&table)),
@@ -139,9 +143,7 @@ impl PostgresStore {
                 min_delta_bytes: options.delta_threshold(),
                 encryption: options.encryption_keys().cloned(),
             },
-            group: group_commit
-                .is_enabled()
-                .then(|| Arc::new(group::Committer::new(group_commit))),
+            group: grouped.then(|| Arc::new(group::Committer::new(group_commit))),
             upkeep,
             partitions_ahead,
             migrated: None,
@@ -454,7 +456,11 @@ impl CheckpointStore for PostgresStore {
                 tokio::time::sleep(append_backoff(attempt)).await;
             }
             // Each attempt is atomic (one statement, or one transaction), so retrying is safe.
-            if all_append {
+            // On the distributed layout the one-statement paths (which read each execution's
+            // highest version beside arrays of items) are not plannable by Citus: each item is
+            // saved in one transaction of statements routed to its shard.
+            let one_statement = self.table.layout() != TableLayout::Distributed;
+            if all_append && one_statement {
                 let appended = self
                     .retry
                     .run("save_batch", || batch::save_appends(self, checkpoints))
@@ -463,12 +469,14 @@ impl CheckpointStore for PostgresStore {
                     return Ok(versions);
                 }
             }
-            let planned = self
-                .retry
-                .run("save_batch", || batch::save_planned(self, checkpoints))
-                .await?;
-            if let Some(versions) = planned {
-                return Ok(versions);
+            if one_statement {
+                let planned = self
+                    .retry
+                    .run("save_batch", || batch::save_planned(self, checkpoints))
+                    .await?;
+                if let Some(versions) = planned {
+                    return Ok(versions);
+                }
             }
             let replayed = self
                 .retry

@@ -371,6 +371,26 @@ pub(crate) async fn clear(store: &PostgresStore, execution_id: &str) -> Result<u
 /// `prune`, one transaction: the rows it keeps whose base it removes become snapshots, then
 /// the rest goes.
 pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Result<u64> {
+    // On the distributed layout a prune of every execution is one prune per execution, each
+    // routed to its shard: Citus locks rows only in a query it sends whole to one shard.
+    if policy.execution_id.is_none() && store.table.layout() == crate::TableLayout::Distributed {
+        let mut removed = 0u64;
+        let mut query = checkpoint_core::ExecutionQuery::new(500);
+        loop {
+            let page = checkpoint_core::CheckpointStore::list_executions(store, &query).await?;
+            for summary in &page {
+                let mut one = policy.clone();
+                one.execution_id = Some(summary.execution_id.clone());
+                removed = removed.saturating_add(Box::pin(prune(store, &one)).await?);
+            }
+            match page.last() {
+                Some(last) if page.len() == 500 => {
+                    query = checkpoint_core::ExecutionQuery::new(500).after(&last.execution_id);
+                }
+                _ => return Ok(removed),
+            }
+        }
+    }
     let cutoff = policy.cutoff(OffsetDateTime::now_utc());
     // Validated to fit in i64.
     let keep = policy.keep_last.unwrap_or(0) as i64;
