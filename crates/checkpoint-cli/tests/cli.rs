@@ -305,10 +305,11 @@ async fn errors_are_one_clear_line() {
     assert!(err.contains("Usage"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn delta_stored_histories_read_whole_through_every_command() {
+/// A fresh schema whose store writes deltas whatever the state's size, in chains of four:
+/// (server URL, schema, store).
+async fn delta_store(prefix: &str) -> (String, String, PostgresStore) {
     let url = support::server().await.url.clone();
-    let schema = support::unique_schema("cli_delta");
+    let schema = support::unique_schema(prefix);
     let store = PostgresStore::connect(
         PostgresOptions::new(&url)
             .unwrap()
@@ -318,6 +319,12 @@ async fn delta_stored_histories_read_whole_through_every_command() {
     )
     .await
     .unwrap();
+    (url, schema, store)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_stored_histories_read_whole_through_every_command() {
+    let (url, schema, store) = delta_store("cli_delta").await;
     let mut saved = Vec::new();
     for step in 1..=12 {
         let state =
@@ -358,17 +365,7 @@ async fn delta_stored_histories_read_whole_through_every_command() {
 /// execution.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_reports_every_damaged_checkpoint_and_exits_non_zero() {
-    let url = support::server().await.url.clone();
-    let schema = support::unique_schema("cli_verify");
-    let store = PostgresStore::connect(
-        PostgresOptions::new(&url)
-            .unwrap()
-            .schema(&schema)
-            .state_encoding(checkpoint_postgres::StateEncoding::delta(4).unwrap())
-            .min_delta_bytes(0),
-    )
-    .await
-    .unwrap();
+    let (url, schema, store) = delta_store("cli_verify").await;
     for execution in ["garbled", "rehashed", "orphaned", "intact"] {
         for step in 1..=6 {
             let state =
