@@ -278,6 +278,8 @@ async fn verify_lists_each_damaged_row_and_exits_non_zero() {
         out.contains("checked 2 checkpoints of 1 executions: 1 damaged"),
         "{out}"
     );
+    // A bad execution id is a one-line error, not a report.
+    assert_one_line_error(run(&f.path, &["verify", "--execution", ""]), "execution_id");
     // The intact rows still read.
     assert_eq!(f.store.load(&f.a[1].id).await.unwrap(), f.a[1]);
 }

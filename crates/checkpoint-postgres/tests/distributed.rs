@@ -145,7 +145,7 @@ async fn a_schema_3_table_loses_its_id_guard_on_upgrade() {
 /// and the table is found again as distributed by `table_layout_of`. (That its sessions keep the
 /// server's plan cache mode, which Citus needs, is `options/tests.rs`.)
 #[tokio::test]
-async fn the_distributed_layout_has_no_trigger_no_function_and_default_plans() {
+async fn the_distributed_layout_has_no_trigger_and_no_function() {
     use checkpoint_core::{Checkpoint, CheckpointStore, IdScope};
     let options = support::options()
         .await

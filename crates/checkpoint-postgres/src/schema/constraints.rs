@@ -16,7 +16,6 @@ use crate::schema::table::TableName;
 pub(crate) struct Constraints {
     version_index: String,
     base_key: String,
-    id_key: String,
     table: TableName,
     /// A partition's index or constraint → the table's own it was made from.
     aliases: OnceLock<HashMap<String, String>>,
@@ -27,7 +26,6 @@ impl Constraints {
         Constraints {
             version_index: table.version_index(),
             base_key: table.base_key(),
-            id_key: table.id_key(),
             table: table.clone(),
             aliases: OnceLock::new(),
         }
@@ -70,7 +68,7 @@ impl Constraints {
                 Some((own, shard))
                     if !shard.is_empty() && shard.bytes().all(|b| b.is_ascii_digit()) =>
                 {
-                    [&self.version_index, &self.base_key, &self.id_key]
+                    [&self.version_index, &self.base_key]
                         .into_iter()
                         .find(|known| known.as_str() == own)
                         .map_or(name, |known| known.as_str())
@@ -84,8 +82,6 @@ impl Constraints {
             name
         } else if crate::store::partitions::is_partition_index(&self.table, name, 'v') {
             &self.version_index
-        } else if crate::store::partitions::is_partition_index(&self.table, name, 'k') {
-            &self.id_key
         } else {
             name
         }
@@ -103,12 +99,6 @@ impl Constraints {
     /// The foreign key of a delta on its base.
     pub(crate) fn is_base_violation(&self, db: &DbError) -> bool {
         self.violates(db, &SqlState::FOREIGN_KEY_VIOLATION, &self.base_key)
-    }
-
-    /// The `(execution_id, id)` key of a layout keyed by execution: the id is there already
-    /// (schema 3's trigger also reported an id held by another execution under this name).
-    pub(crate) fn is_id_elsewhere(&self, db: &DbError) -> bool {
-        self.violates(db, &SqlState::UNIQUE_VIOLATION, &self.id_key)
     }
 }
 
@@ -134,7 +124,6 @@ mod tests {
         )]));
         assert!(names.is_version_conflict(&child));
         assert!(!names.is_base_violation(&child));
-        assert!(!names.is_id_elsewhere(&child));
     }
 
     #[test]
@@ -181,8 +170,8 @@ mod tests {
         let id = DbError::server(SqlState::UNIQUE_VIOLATION, Some("cp_k20261125"), "dup");
         let other = DbError::server(SqlState::UNIQUE_VIOLATION, Some("cp_v2026112"), "dup");
         assert!(names.is_version_conflict(&version));
-        assert!(!names.is_id_elsewhere(&version));
-        assert!(names.is_id_elsewhere(&id));
+        // The id key of the same partition is another index.
+        assert!(!names.is_version_conflict(&id));
         assert!(!names.is_version_conflict(&other));
         assert!(!plain.is_version_conflict(&version));
     }

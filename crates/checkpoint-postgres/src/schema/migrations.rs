@@ -273,32 +273,27 @@ macro_rules! time_partitioned_sql {
     };
 }
 
-const TIME_MIGRATIONS_DAY: &[Migration] = &[
-    Migration {
-        version: 3,
-        description: "checkpoint table partitioned by execution_start, by day (schema 3)",
-        sql: time_partitioned_sql!("day"),
-    },
-    TIME_ID_SCOPE,
-];
+/// The steps of the time-partitioned layout of one period.
+macro_rules! time_migrations {
+    ($period:literal) => {
+        &[
+            Migration {
+                version: 3,
+                description: concat!(
+                    "checkpoint table partitioned by execution_start, by ",
+                    $period,
+                    " (schema 3)"
+                ),
+                sql: time_partitioned_sql!($period),
+            },
+            TIME_ID_SCOPE,
+        ]
+    };
+}
 
-const TIME_MIGRATIONS_WEEK: &[Migration] = &[
-    Migration {
-        version: 3,
-        description: "checkpoint table partitioned by execution_start, by week (schema 3)",
-        sql: time_partitioned_sql!("week"),
-    },
-    TIME_ID_SCOPE,
-];
-
-const TIME_MIGRATIONS_MONTH: &[Migration] = &[
-    Migration {
-        version: 3,
-        description: "checkpoint table partitioned by execution_start, by month (schema 3)",
-        sql: time_partitioned_sql!("month"),
-    },
-    TIME_ID_SCOPE,
-];
+const TIME_MIGRATIONS_DAY: &[Migration] = time_migrations!("day");
+const TIME_MIGRATIONS_WEEK: &[Migration] = time_migrations!("week");
+const TIME_MIGRATIONS_MONTH: &[Migration] = time_migrations!("month");
 
 /// The distributed layout ([`TableLayout::Distributed`]), one step at schema 4: a table keyed by
 /// `execution_id` in every index, distributed by it when the `citus` extension is present

@@ -44,19 +44,9 @@ pub(crate) async fn load(store: &PostgresStore, id: &str) -> Result<Checkpoint> 
             None => Err(Error::NotFound { id: id.to_owned() }),
         };
     }
+    // Ids are unique across the table: one row, with its chain, in one statement.
     let rows = store.query("load", &store.sql.load, &[&id]).await?;
-    let mut found = rebuild_rows(store, rows)?;
-    if found.len() > 1 {
-        return Err(ambiguous(
-            id,
-            found.iter().map(|r| r.checkpoint.execution_id.clone()),
-        ));
-    }
-    let read = found
-        .pop()
-        .ok_or_else(|| Error::NotFound { id: id.to_owned() })?;
-    store.encoder.remember_read(&read);
-    Ok(read.checkpoint)
+    one(store, rows)?.ok_or_else(|| Error::NotFound { id: id.to_owned() })
 }
 
 /// The checkpoint of `id` in `execution_id`: one execution's rows, one partition or shard.
@@ -82,19 +72,12 @@ pub(crate) async fn execution_of(store: &PostgresStore, id: &str) -> Result<Opti
         .map(|r| r.text(0))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     if executions.len() > 1 {
-        return Err(ambiguous(id, executions));
+        return Err(Error::Ambiguous {
+            id: id.to_owned(),
+            executions,
+        });
     }
     Ok(executions.pop())
-}
-
-fn ambiguous(id: &str, executions: impl IntoIterator<Item = String>) -> Error {
-    let mut executions: Vec<String> = executions.into_iter().collect();
-    executions.sort();
-    executions.dedup();
-    Error::Ambiguous {
-        id: id.to_owned(),
-        executions,
-    }
 }
 
 pub(crate) async fn latest(

@@ -92,12 +92,6 @@ pub(crate) fn is_base_violation(store: &PostgresStore, err: &Error) -> bool {
     DbError::of(err).is_some_and(|db| store.constraints.is_base_violation(db))
 }
 
-/// Whether `err` is the `(execution_id, id)` key of a layout keyed by execution refusing an id
-/// that is there already.
-fn is_id_elsewhere(store: &PostgresStore, err: &Error) -> bool {
-    DbError::of(err).is_some_and(|db| store.constraints.is_id_elsewhere(db))
-}
-
 /// Whether `err` is the server refusing `MAX(version) + 1` past `i64::MAX` (22003).
 fn is_past_the_highest_version(err: &Error) -> bool {
     DbError::of(err).is_some_and(|db| db.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE))
@@ -174,9 +168,6 @@ pub(crate) async fn save_encoded(
                 return careful_save(store, checkpoint).await
             }
             Err(e) if is_base_violation(store, &e) => return careful_save(store, checkpoint).await,
-            // The id is there already (a statement without `ON CONFLICT` on that key): the
-            // careful path replaces it.
-            Err(e) if is_id_elsewhere(store, &e) => return careful_save(store, checkpoint).await,
             Err(e) => {
                 return Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
             }
