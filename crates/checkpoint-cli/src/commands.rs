@@ -328,7 +328,18 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
                         .await
                         .map_err(explain)?,
                 ),
-                Database::Postgres(_) => store(&cli.connection).await?,
+                // As on SQLite, an import into a database without the table makes it (in the
+                // default layout) or brings it to this release's schema.
+                Database::Postgres(options) => {
+                    let options = crate::partitions::detected(*options).await?;
+                    let store = PostgresStore::connect(options.auto_migrate(true))
+                        .await
+                        .map_err(explain)?;
+                    if store.table().layout().period().is_some() {
+                        store.ensure_partitions().await.map_err(explain)?;
+                    }
+                    Arc::new(store)
+                }
             };
             let imported = transfer::import(store.as_ref(), &file, batch_size).await?;
             for conflict in &imported.conflicts {

@@ -70,7 +70,8 @@ pub enum Command {
         /// partitions by execution), `day`, `week`, `month` (partitions by each execution's
         /// start, for retention by `partitions drop`), or `distributed` (keyed by execution,
         /// distributed by it when the citus extension is installed). An existing table keeps
-        /// its own.
+        /// its own: without --layout it is migrated in its layout, and asking for another is
+        /// refused with the way over (a new table, then the copy in docs/scaling.md).
         #[arg(long)]
         layout: Option<String>,
     },

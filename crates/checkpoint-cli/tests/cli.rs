@@ -642,3 +642,64 @@ async fn a_table_partitioned_by_start_is_made_opened_maintained_and_dropped() {
     let (code, _, err) = plain.run(&["partitions", "list"]);
     assert_one_line_error(code, &err, 2, "not partitioned");
 }
+
+/// `import` makes the table on PostgreSQL as it does on SQLite: restoring a backup into a new
+/// schema is one command, as the README shows.
+#[tokio::test(flavor = "multi_thread")]
+async fn import_makes_a_missing_table() {
+    let f = fixture().await;
+    let (code, exported, err) = f.run(&["export", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = std::env::temp_dir().join(support::unique_schema("import"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("backup.jsonl");
+    std::fs::write(&file, &exported).unwrap();
+
+    let schema = support::unique_schema("restored");
+    let (code, _, _) = run_at(&f.url, &schema, &["migrate", "--check"]);
+    assert_eq!(code, 1, "nothing there yet");
+    let path = file.display().to_string();
+    let (code, out, err) = run_at(&f.url, &schema, &["import", &path, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let imported: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(imported["imported"], 5);
+    let (code, _, err) = run_at(&f.url, &schema, &["migrate", "--check"]);
+    assert_eq!(code, 0, "{err}");
+    let restored = PostgresStore::connect(PostgresOptions::new(&f.url).unwrap().schema(&schema))
+        .await
+        .unwrap();
+    assert_eq!(restored.list("a").await.unwrap(), f.a);
+}
+
+/// Another layout for a table that exists is refused with the way over, and nothing changes:
+/// the table still opens, in its own layout, with every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_layout_for_an_existing_table_is_refused_with_the_way_over() {
+    let f = fixture().await;
+    for (asked, made) in [
+        ("month", "plain"),
+        ("hash:4", "plain"),
+        ("distributed", "plain"),
+    ] {
+        let (code, _, err) = f.run(&["migrate", "--layout", asked]);
+        assert_one_line_error(
+            code,
+            &err,
+            2,
+            &format!("made with the {made} layout, not {asked}"),
+        );
+        assert!(err.contains("docs/scaling.md"), "{err}");
+    }
+    let (code, out, err) = f.run(&["migrate", "--layout", "plain"]);
+    assert_eq!(code, 0, "the same layout is no change: {err}");
+    assert!(out.contains("version"), "{out}");
+    let (code, _, err) = f.run(&["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(f.json(&["status"])[0]["checkpoints"], 5);
+
+    let schema = support::unique_schema("weekly");
+    let (code, _, err) = run_at(&f.url, &schema, &["migrate", "--layout", "week"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_at(&f.url, &schema, &["migrate", "--layout", "day"]);
+    assert_one_line_error(code, &err, 2, "made with the week layout, not day");
+}

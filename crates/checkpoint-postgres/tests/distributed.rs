@@ -75,13 +75,15 @@ async fn a_table_made_with_one_layout_is_refused_with_the_other() {
         PostgresStore::connect(options.table_layout(TableLayout::hash_partitioned(4).unwrap()))
             .await
             .unwrap_err();
-    assert!(
-        matches!(
-            checkpoint_postgres::SchemaError::of(&err),
-            Some(checkpoint_postgres::SchemaError::Modified { .. })
-        ),
-        "{err:?}"
-    );
+    let Some(checkpoint_postgres::SchemaError::LayoutMismatch {
+        found, requested, ..
+    }) = checkpoint_postgres::SchemaError::of(&err)
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*found, TableLayout::Plain);
+    assert_eq!(*requested, TableLayout::hash_partitioned(4).unwrap());
+    assert!(err.to_string().contains("docs/scaling.md"), "{err}");
 }
 
 /// A hash-partitioned table of schema 3 (its id guard trigger in place) is brought to schema 4

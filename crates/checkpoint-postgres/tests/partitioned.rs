@@ -310,19 +310,29 @@ async fn one_id_raced_into_many_executions_is_a_checkpoint_of_each() {
 #[tokio::test]
 async fn a_table_made_with_one_period_is_refused_with_another_or_another_layout() {
     let options = support::options().await;
-    store_on(options.clone()).await;
+    let made = store_on(options.clone()).await.table().layout();
     for layout in [
         TableLayout::time_partitioned(PartitionPeriod::Month),
         TableLayout::Plain,
         TableLayout::hash_partitioned(4).unwrap(),
     ] {
-        let err = PostgresStore::connect(options.clone().table_layout(layout))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(SchemaError::of(&err), Some(SchemaError::Modified { .. })),
-            "{layout:?}: {err:?}"
-        );
+        // Refused alike whether the store may migrate or only checks the schema.
+        for migrate in [true, false] {
+            let err =
+                PostgresStore::connect(options.clone().table_layout(layout).auto_migrate(migrate))
+                    .await
+                    .unwrap_err();
+            let Some(SchemaError::LayoutMismatch {
+                table,
+                found,
+                requested,
+            }) = SchemaError::of(&err)
+            else {
+                panic!("{layout:?}: {err:?}")
+            };
+            assert!(table.ends_with(".\"checkpoints\""), "{table}");
+            assert_eq!((*found, *requested), (made, layout));
+        }
     }
 }
 

@@ -24,10 +24,10 @@ pub enum TableLayout {
     #[default]
     Plain,
     /// `PARTITION BY HASH (execution_id)` into `partitions` tables. Every unique index includes
-    /// `execution_id`: the version rule is `(execution_id, version)`, and an id's uniqueness
-    /// across executions is kept by a trigger that takes an advisory lock on the id and
-    /// looks it up in every partition. Every statement keyed by an execution touches one
-    /// partition: the same shape as a table distributed by `execution_id` in Citus.
+    /// `execution_id`: the version rule is `(execution_id, version)`, and an id is unique
+    /// within its execution ([`IdScope::PerExecution`](checkpoint_core::IdScope)). Every
+    /// statement keyed by an execution touches one partition; `load` by id alone looks the
+    /// id up in every partition first.
     HashPartitioned {
         /// How many partitions (1 to [`MAX_HASH_PARTITIONS`]).
         partitions: u16,
@@ -36,8 +36,8 @@ pub enum TableLayout {
     /// carries its execution's start, fixed by the first save of the execution in the
     /// unpartitioned `<table>_executions`, so an execution's checkpoints all live in one
     /// partition and the unique indexes on `(execution_id, version, execution_start)` and
-    /// `(execution_id, id, execution_start)` keep the version rule exactly. An id's uniqueness
-    /// across executions is kept by a trigger, as in [`HashPartitioned`](Self::HashPartitioned).
+    /// `(execution_id, id, execution_start)` keep the version rule exactly. An id is unique
+    /// within its execution, as in [`HashPartitioned`](Self::HashPartitioned).
     ///
     /// Retention drops whole partitions
     /// ([`PostgresStore::drop_partitions_before`](crate::PostgresStore::drop_partitions_before)):
@@ -143,6 +143,27 @@ impl std::str::FromStr for TableLayout {
     }
 }
 
+/// The layout as [`FromStr`](std::str::FromStr) reads it: `plain`, `hash:N`, `day`, `week`,
+/// `month` or `distributed`.
+///
+/// ```
+/// use checkpoint_postgres::{PartitionPeriod, TableLayout};
+///
+/// assert_eq!(TableLayout::hash_partitioned(16)?.to_string(), "hash:16");
+/// assert_eq!(TableLayout::time_partitioned(PartitionPeriod::Week).to_string(), "week");
+/// # Ok::<(), checkpoint_core::Error>(())
+/// ```
+impl std::fmt::Display for TableLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TableLayout::Plain => f.write_str("plain"),
+            TableLayout::HashPartitioned { partitions } => write!(f, "hash:{partitions}"),
+            TableLayout::TimePartitioned { period } => f.write_str(period.as_str()),
+            TableLayout::Distributed => f.write_str("distributed"),
+        }
+    }
+}
+
 impl TableLayout {
     /// A table hash-partitioned by `execution_id` into `partitions` partitions.
     ///
@@ -237,6 +258,19 @@ mod tests {
             if let Err(e) = layout {
                 prop_assert!(e.is_invalid_field("table_layout"));
             }
+        }
+
+        #[test]
+        fn every_layout_reads_back_from_its_name(n in 1..=MAX_HASH_PARTITIONS, pick in 0..6usize) {
+            let layout = [
+                TableLayout::Plain,
+                TableLayout::HashPartitioned { partitions: n },
+                TableLayout::time_partitioned(PartitionPeriod::Day),
+                TableLayout::time_partitioned(PartitionPeriod::Week),
+                TableLayout::time_partitioned(PartitionPeriod::Month),
+                TableLayout::Distributed,
+            ][pick];
+            prop_assert_eq!(layout.to_string().parse::<TableLayout>().unwrap(), layout);
         }
 
         #[test]

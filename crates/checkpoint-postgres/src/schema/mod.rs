@@ -77,6 +77,22 @@ pub enum SchemaError {
         /// The migration that differs.
         version: i32,
     },
+    /// The table exists with another layout than the options ask for. A table keeps the
+    /// layout it was made with: to move to another, make a new table (another name or schema)
+    /// with the layout and copy the rows over (`docs/scaling.md` shows how).
+    #[error(
+        "the checkpoint table {table} was made with the {found} layout, not {requested}: a table \
+         keeps its layout; connect with {found}, or make a new table (another name or schema) \
+         with {requested} and copy the rows over (docs/scaling.md)"
+    )]
+    LayoutMismatch {
+        /// The table, quoted as in SQL.
+        table: String,
+        /// The layout the table was made with.
+        found: TableLayout,
+        /// The layout the options asked for.
+        requested: TableLayout,
+    },
 }
 
 impl SchemaError {
@@ -124,6 +140,37 @@ fn migrations_table_ddl(table: &TableName) -> String {
 
 /// Applies every pending migration to `table`, under the table's advisory lock.
 pub(crate) async fn migrate(
+    pool: &dyn DbPool,
+    table: &TableName,
+) -> Result<MigrationReport, checkpoint_core::Error> {
+    match apply(pool, table).await {
+        Err(err) => Err(name_layout(pool, table, err).await),
+        report => report,
+    }
+}
+
+/// A refusal of migrations made for another layout, as [`SchemaError::LayoutMismatch`] naming
+/// the table's own; any other error as it is.
+async fn name_layout(
+    pool: &dyn DbPool,
+    table: &TableName,
+    err: checkpoint_core::Error,
+) -> checkpoint_core::Error {
+    if !matches!(SchemaError::of(&err), Some(SchemaError::Modified { .. })) {
+        return err;
+    }
+    match detect_layout(pool, table).await {
+        Ok(Some(found)) if found != table.layout() => SchemaError::LayoutMismatch {
+            table: table.quoted(),
+            found,
+            requested: table.layout(),
+        }
+        .into(),
+        _ => err,
+    }
+}
+
+async fn apply(
     pool: &dyn DbPool,
     table: &TableName,
 ) -> Result<MigrationReport, checkpoint_core::Error> {
@@ -426,14 +473,20 @@ pub(crate) async fn verify(
         }
         .into());
     }
+    // A table made with another layout is refused here, not by the first statement that
+    // names a column or constraint it lacks.
+    let applied = read_applied(pool, table).await?;
+    if let Err(err) = check_applied(&applied, table.layout()) {
+        return Err(name_layout(pool, table, err.into()).await);
+    }
     Ok(())
 }
 
 #[cfg(test)]
 pub(crate) mod tests_support {
-    /// Every migration with its checksum, as a current database records them.
-    pub fn checksums() -> Vec<(i32, String)> {
-        super::MIGRATIONS
+    /// Every migration of `layout` with its checksum, as a current database records them.
+    pub fn checksums(layout: super::TableLayout) -> Vec<(i32, String)> {
+        super::chain(layout)
             .iter()
             .map(|m| (m.version, super::checksum(m)))
             .collect()

@@ -495,8 +495,7 @@ impl CheckpointStore for PostgresStore {
         let after = query.after.as_deref().unwrap_or("");
         let limit = query.limit as i64;
         let rows = self
-            .pool
-            .query(&self.sql.executions, &[&after, &limit])
+            .query("list_executions", &self.sql.executions, &[&after, &limit])
             .await?;
         rows.iter()
             .map(|row| {

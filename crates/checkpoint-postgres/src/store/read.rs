@@ -117,8 +117,8 @@ pub(crate) async fn list_page(store: &PostgresStore, query: &ListQuery) -> Resul
         Order::Descending => &store.sql.page_descending,
     };
     let rows = store
-        .pool
         .query(
+            "list_page",
             sql,
             &[
                 &query.execution_id,
@@ -174,8 +174,7 @@ pub(crate) async fn fork(
     // Nothing inserted: a missing source, an occupied target, or a source stored as a delta,
     // whose state the client rebuilds and sends whole.
     let found = store
-        .pool
-        .query(&store.sql.fork_source, &[&checkpoint_id])
+        .query("fork_source", &store.sql.fork_source, &[&checkpoint_id])
         .await?;
     match found.first().map(|r| r.bool(0)).transpose()? {
         None => Err(Error::NotFound {

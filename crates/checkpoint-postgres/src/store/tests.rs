@@ -27,15 +27,26 @@ async fn store_on(pool: &MockPool) -> PostgresStore {
 }
 
 pub(crate) async fn store_with(pool: &MockPool, options: PostgresOptions) -> PostgresStore {
-    pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]))
-        .reply(Reply::Rows(vec![Row(vec![Cell::Int(
-            SCHEMA_VERSION.into(),
-        )])]));
+    current_schema(pool, options.table_name().expect("valid name").layout());
     let store = PostgresStore::with_pool(pool.clone(), &options)
         .await
         .expect("schema is current");
     pool.clear_calls();
     store
+}
+
+/// The replies of a current schema of `layout`: the migrations table exists, its version,
+/// and every step's checksum.
+fn current_schema(pool: &MockPool, layout: TableLayout) {
+    let checksums: Vec<Row> = schema::tests_support::checksums(layout)
+        .into_iter()
+        .map(|(v, c)| Row(vec![Cell::Int(v.into()), Cell::Text(c)]))
+        .collect();
+    pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(
+            SCHEMA_VERSION.into(),
+        )])]))
+        .reply(Reply::Rows(checksums));
 }
 
 pub(crate) fn fast_retries() -> RetryPolicy {
@@ -618,6 +629,41 @@ async fn transient_failures_of_idempotent_operations_are_retried() {
     assert_eq!(pool.calls().len(), 3);
 }
 
+/// Every read goes through the retry policy, as `docs/reliability.md` says: pages and the
+/// listing of executions too.
+#[tokio::test]
+async fn every_read_rides_out_a_transient_failure() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, options().retry(fast_retries())).await;
+    let reset = || Reply::Fail(DbError::connection("reset by peer"));
+
+    pool.reply(reset()).reply(Reply::Rows(Vec::new()));
+    let page = store
+        .list_page(&ListQuery::new("e").limit(10))
+        .await
+        .unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(
+        pool.calls().len(),
+        2,
+        "list_page: the same page asked twice"
+    );
+
+    pool.clear_calls();
+    pool.reply(reset()).reply(Reply::Rows(Vec::new()));
+    let executions = store
+        .list_executions(&ExecutionQuery::new(10))
+        .await
+        .unwrap();
+    assert!(executions.is_empty());
+    assert_eq!(pool.calls().len(), 2, "list_executions: asked twice");
+
+    pool.clear_calls();
+    pool.reply(reset()).reply(Reply::Rows(Vec::new()));
+    assert!(store.list("e").await.unwrap().is_empty());
+    assert_eq!(pool.calls().len(), 2, "list: asked twice");
+}
+
 #[tokio::test]
 async fn a_batch_that_deadlocks_is_retried() {
     let pool = MockPool::default();
@@ -682,15 +728,7 @@ async fn retries_can_be_turned_off() {
 #[tokio::test]
 async fn a_current_schema_needs_no_lock_and_no_ddl() {
     let pool = MockPool::default();
-    let checksums: Vec<Row> = schema::tests_support::checksums()
-        .into_iter()
-        .map(|(v, c)| Row(vec![Cell::Int(v.into()), Cell::Text(c)]))
-        .collect();
-    pool.reply(Reply::Rows(vec![Row(vec![Cell::Bool(true)])]))
-        .reply(Reply::Rows(vec![Row(vec![Cell::Int(
-            SCHEMA_VERSION.into(),
-        )])]))
-        .reply(Reply::Rows(checksums));
+    current_schema(&pool, TableLayout::Plain);
     PostgresStore::with_pool(pool.clone(), &options().auto_migrate(true))
         .await
         .unwrap();
