@@ -445,6 +445,9 @@ async fn fail_over(synchronous: bool) -> Failover {
 /// standby within 10 s, through the same store object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_fails_over_to_its_synchronous_standby_losing_nothing() {
+    if !support::docker_or_skip("a primary and a standby on a network of their own") {
+        return;
+    }
     let run = fail_over(true).await;
     println!(
         "synchronous failover: {} saves acknowledged, {} lost, {} failed attempts retried, \
@@ -463,6 +466,9 @@ async fn a_killed_primary_fails_over_to_its_synchronous_standby_losing_nothing()
 /// the old primary but not yet received by the standby costs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_fails_over_to_an_asynchronous_standby_measured() {
+    if !support::docker_or_skip("a primary and a standby on a network of their own") {
+        return;
+    }
     let run = fail_over(false).await;
     println!(
         "asynchronous failover: {} saves acknowledged, {} lost, {} failed attempts retried, \

@@ -92,6 +92,9 @@ async fn no_acknowledged_save_is_lost_across_restarts_and_kills_when_partitioned
 }
 
 async fn restarts_and_kills_lose_nothing(layout: TableLayout) {
+    if !support::docker_or_skip("restarting and killing the server") {
+        return;
+    }
     let server = support::DedicatedServer::start().await;
     let options = PostgresOptions::new(&server.url)
         .unwrap()

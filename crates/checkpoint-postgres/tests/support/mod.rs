@@ -6,6 +6,9 @@
 //!   exits.
 //!
 //! No Docker and no URL is a test failure that says how to provide one, never a silent skip.
+//! The tests that need a container of their own (they restart, kill or reconfigure the server:
+//! `faults.rs`' restarts, `tls.rs`, `failover.rs`) say so and skip when no Docker engine
+//! answers, unless `CHECKPOINT_TEST_STRICT` is set (as CI sets it), which makes that a failure.
 #![allow(dead_code)]
 
 use std::process::Command;
@@ -58,9 +61,8 @@ async fn start() -> TestServer {
                 "could not start PostgreSQL from image {image}: {e}\n\
                  The integration tests need a PostgreSQL server. Either run a Docker engine that \
                  has (or can pull) the image, choose another image with \
-                 CHECKPOINT_TEST_POSTGRES_IMAGE=name:tag (on machines without a registry: \
-                 CHECKPOINT_TEST_POSTGRES_IMAGE=$(bash ../shared/postgres-image/build.sh | tail -n 1)), \
-                 or point CHECKPOINT_TEST_DATABASE_URL at a server you run."
+                 CHECKPOINT_TEST_POSTGRES_IMAGE=name:tag, or point CHECKPOINT_TEST_DATABASE_URL \
+                 at a server you run (README, \"Testing\")."
             )
         });
     remove_at_exit(container.id());
@@ -97,6 +99,26 @@ pub fn remove_at_exit(id: &str) {
         }
     }
     ids.push(id.to_owned());
+}
+
+/// Whether a Docker engine answers, for a test that needs a container of its own (`what` says
+/// why). Without one it prints that the test is skipped and why, and returns `false`; with
+/// `CHECKPOINT_TEST_STRICT` set it fails instead, so that CI never skips.
+pub fn docker_or_skip(what: &str) -> bool {
+    let answers = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if answers {
+        return true;
+    }
+    let reason = format!("{what} needs a Docker engine, and none answers (`docker info`)");
+    assert!(
+        std::env::var_os("CHECKPOINT_TEST_STRICT").is_none(),
+        "{reason}; CHECKPOINT_TEST_STRICT is set, so this is a failure"
+    );
+    eprintln!("skipped: {reason}");
+    false
 }
 
 /// A server of the test's own, on a fixed host port so that its address survives a restart,
