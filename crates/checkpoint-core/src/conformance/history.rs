@@ -44,7 +44,8 @@ pub async fn grow(store: &Store, execution: &str, steps: usize) -> Vec<Checkpoin
     saved
 }
 
-/// Every checkpoint of `expected` loads, lists and pages back exactly as given ([`Exact`]).
+/// Every checkpoint of `expected` loads, lists and pages back exactly as given
+/// ([`Exact`](super::Exact)).
 pub async fn assert_history(store: &Store, execution: &str, expected: &[Checkpoint]) {
     for cp in expected {
         let loaded = store.load(&cp.id).await.expect("load");
