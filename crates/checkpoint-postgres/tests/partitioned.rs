@@ -97,7 +97,7 @@ async fn statements_keyed_by_an_execution_read_one_partition() {
         (
             "save",
             &s.save,
-            "'new-id', 'exec-5', 'n', '{}', '{}', now(), 0, NULL, NULL, NULL, NULL, 7, 0",
+            "'new-id', 'exec-5', 'n', '{}', '{}', now(), 0, NULL, NULL, NULL, NULL, 7, 0, 90",
         ),
     ]);
     for (name, sql, args) in keyed {
@@ -127,6 +127,120 @@ async fn statements_keyed_by_an_execution_read_one_partition() {
         let read = support::partitions_read(&client, &table, name, sql, args).await;
         assert!(read.iter().all(|r| r.len() == 1), "{name}: {read:?}");
     }
+}
+
+/// An append reads its execution's highest version among the rows at or above the version
+/// this store last appended (its floor): under generic plans the server would otherwise read
+/// every row of the execution. A floor past the highest version (the newest rows removed behind
+/// the store's back) reads them all and still numbers exactly; so does one left behind by
+/// another writer's appends.
+#[tokio::test]
+async fn an_append_reads_the_rows_above_its_floor_and_numbers_exactly_whatever_the_floor() {
+    let options = support::options().await;
+    let store = store_on(options.clone()).await;
+    let batch: Vec<Checkpoint> = (0..300)
+        .map(|i| Checkpoint::new("long", "n", json!({ "i": i })))
+        .collect();
+    store.save_batch(&batch).await.unwrap();
+    assert_eq!(
+        store
+            .save(&Checkpoint::new("long", "n", json!(300)))
+            .await
+            .unwrap(),
+        301
+    );
+
+    // The rows the append's read returns with its floor at the top, under custom and generic
+    // plans (without one, a generic plan may aggregate every row of the execution).
+    let client = support::client().await;
+    let table = store.table().quoted();
+    let rows_read = |floor: i64| {
+        let (client, sql) = (&client, &store.statements().save);
+        async move {
+            let args = format!(
+                "'probe', 'long', 'n', '{{}}', '{{}}', now(), 0, NULL, NULL, NULL, NULL, 7, 0, \
+                 {floor}"
+            );
+            let plans = support::prepared_plans(
+                client,
+                &format!("floor_{floor}"),
+                sql,
+                &args,
+                "ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF",
+            )
+            .await;
+            plans
+                .into_iter()
+                .map(|(_, plan)| {
+                    // The first scan of the execution's rows (the append's read).
+                    let scan = plan
+                        .iter()
+                        .find(|l| l.contains(" Scan") && !l.contains("never executed"))
+                        .unwrap_or_else(|| panic!("no scan: {plan:?}"));
+                    let rows = scan.split("rows=").nth(1).unwrap_or("");
+                    rows.split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or_else(|| panic!("no row count: {scan}"))
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    client
+        .batch_execute(&format!(
+            "SET search_path TO \"{}\"",
+            store.table().schema().unwrap()
+        ))
+        .await
+        .unwrap();
+    for read in rows_read(301).await {
+        assert!(read <= 1, "with the floor at the top: {read} rows");
+    }
+
+    // The two newest rows removed behind this store: its floor (301) is past the highest.
+    client
+        .batch_execute(&format!(
+            "DELETE FROM {table} WHERE execution_id = 'long' AND version >= 300"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .save(&Checkpoint::new("long", "n", json!("a")))
+            .await
+            .unwrap(),
+        300
+    );
+    // Another writer appends: this store's floor is left behind, and still a lower bound.
+    let other = store_on(options).await;
+    for expected in 301..=303 {
+        let cp = Checkpoint::new("long", "n", json!(expected));
+        assert_eq!(other.save(&cp).await.unwrap(), expected);
+    }
+    assert_eq!(
+        store
+            .save(&Checkpoint::new("long", "n", json!("b")))
+            .await
+            .unwrap(),
+        304
+    );
+    // A clear forgets the floor; the execution starts again at 1.
+    store.clear("long").await.unwrap();
+    assert_eq!(
+        store
+            .save(&Checkpoint::new("long", "n", json!("c")))
+            .await
+            .unwrap(),
+        1
+    );
+    let versions: Vec<i64> = store
+        .list("long")
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.version)
+        .collect();
+    assert_eq!(versions, [1]);
 }
 
 #[tokio::test]

@@ -23,7 +23,7 @@ fn group_args(bases: &str, depths: &str) -> String {
          ARRAY[NULL, NULL]::jsonb[], ARRAY['{{}}', '{{}}']::jsonb[], ARRAY[now(), now()], \
          ARRAY[0, 0]::int8[], ARRAY[NULL, NULL]::text[], ARRAY['\\x00', '\\x00']::bytea[], \
          ARRAY[{bases}]::int8[], ARRAY[{bases}]::int8[], ARRAY[1, 2]::int8[], \
-         ARRAY[{depths}]::int4[]"
+         ARRAY[{depths}]::int4[], ARRAY[0, 0]::int8[]"
     )
 }
 

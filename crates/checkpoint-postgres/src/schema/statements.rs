@@ -108,6 +108,36 @@ impl Start {
             .map(|f| format!(", {f}({execution})"))
             .unwrap_or_default()
     }
+
+    /// Whether an append's read of the highest version takes a floor (see
+    /// [`VersionFloors`](crate::store::floors::VersionFloors)): on the time-partitioned layout,
+    /// whose generic plans otherwise read every row of the execution.
+    fn floored(&self) -> bool {
+        self.read.is_some()
+    }
+
+    /// ` AND <alias>version >= <floor>` where the read takes a floor.
+    fn above(&self, alias: &str, floor: &str) -> String {
+        if self.floored() {
+            format!(" AND {alias}version >= {floor}")
+        } else {
+            String::new()
+        }
+    }
+
+    /// The highest version of `execution` among the rows above the floor (`bounded`), or, when
+    /// the floor is past them all, of every row: `COALESCE(<bounded>, <every row>, 0)`.
+    fn highest(&self, t: &str, bounded: &str, execution: &str) -> String {
+        if self.floored() {
+            format!(
+                "COALESCE({bounded}, (SELECT MAX(w.version) FROM {t} w \
+                 WHERE w.execution_id = {execution}{}), 0)",
+                self.key("w.", execution)
+            )
+        } else {
+            format!("COALESCE({bounded}, 0)")
+        }
+    }
 }
 
 /// A read of the rows `seed` selects (it yields `execution_id, version, base_version`) and of
@@ -196,12 +226,12 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
         format!(
             "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
              $5::jsonb[], $6::timestamptz[], $7::int8[], $8::text[], $9::bytea[], $10::int8[], \
-             $11::int8[], $12::int8[], $13::int4[]) WITH ORDINALITY AS i(id, execution_id, \
-             node_name, state, metadata, ts, version, parent_id, payload, base_version, \
-             base_hash, state_hash, base_depth, ord)), \
-             top AS MATERIALIZED (SELECT e.execution_id, COALESCE((SELECT MAX(version) \
-             FROM {t} WHERE execution_id = e.execution_id{top_key}), 0) AS version \
-             FROM (SELECT DISTINCT execution_id FROM i WHERE version = 0) e){check}, \
+             $11::int8[], $12::int8[], $13::int4[], $14::int8[]) WITH ORDINALITY AS i(id, \
+             execution_id, node_name, state, metadata, ts, version, parent_id, payload, \
+             base_version, base_hash, state_hash, base_depth, floor, ord)), \
+             top AS MATERIALIZED (SELECT e.execution_id, {highest} AS version \
+             FROM (SELECT execution_id, MAX(floor) AS floor FROM i WHERE version = 0 \
+             GROUP BY execution_id) e){check}, \
              n AS (SELECT i.*, CASE WHEN i.version = 0 THEN top.version + row_number() OVER \
              (PARTITION BY i.execution_id, i.version = 0 ORDER BY i.ord) ELSE i.version END AS v \
              FROM i LEFT JOIN top ON top.execution_id = i.execution_id) \
@@ -210,13 +240,26 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
              n.payload, n.base_version, n.base_hash, n.state_hash, \
              CASE WHEN n.base_version IS NULL THEN 0 ELSE n.base_depth + 1 END{value} \
              FROM n ORDER BY n.ord RETURNING id, version",
-            top_key = start.key("", "e.execution_id"),
+            highest = start.highest(
+                t,
+                &format!(
+                    "(SELECT MAX(version) FROM {t} WHERE execution_id = e.execution_id{}{})",
+                    start.key("", "e.execution_id"),
+                    start.above("", "e.floor")
+                ),
+                "e.execution_id"
+            ),
             column = start.column(),
             value = start.value("n.execution_id"),
         ),
         &[
             &BATCH_TYPES[..],
-            &[Type::INT8_ARRAY, Type::INT8_ARRAY, Type::INT4_ARRAY],
+            &[
+                Type::INT8_ARRAY,
+                Type::INT8_ARRAY,
+                Type::INT4_ARRAY,
+                Type::INT8_ARRAY,
+            ],
         ]
         .concat(),
     )
@@ -271,14 +314,19 @@ impl Statements {
         // The version of an append, read in the same statement from the execution's rows
         // (`FROM {t} v WHERE v.execution_id = $2`): an `INSERT … SELECT` over one execution,
         // the shape Citus routes to one shard (it refuses a subquery in `INSERT … VALUES`).
-        let next_version =
-            "CASE WHEN $7::int8 = 0 THEN COALESCE(MAX(v.version), 0) + 1 ELSE $7::int8 END";
+        // On the time-partitioned layout the rows read are those at or above the floor ($14),
+        // and every row of the execution only when none is.
+        let next_version = format!(
+            "CASE WHEN $7::int8 = 0 THEN {} + 1 ELSE $7::int8 END",
+            start.highest(&t, "MAX(v.version)", "$2")
+        );
         // The checkpoint's own columns, each parameter cast: Citus sends an `INSERT … SELECT`
         // to the shard as text, where a bare `$1` has no type.
         let typed = "$1::text, $2::text, $3::text, $4::jsonb, $5::jsonb, $6::timestamptz";
         let execution_rows = format!(
-            "FROM {t} v WHERE v.execution_id = $2{}",
-            start.key("v.", "$2")
+            "FROM {t} v WHERE v.execution_id = $2{}{}",
+            start.key("v.", "$2"),
+            start.above("v.", "$14::int8")
         );
         let page = |direction: &str| {
             let seed = format!(
@@ -335,7 +383,7 @@ impl Statements {
         );
         // The save statements' parameters: the checkpoint, then how its state is stored
         // (payload, base version, base hash, state hash, base depth).
-        let save_types = [
+        let mut save_types = vec![
             Type::TEXT,
             Type::TEXT,
             Type::TEXT,
@@ -350,6 +398,10 @@ impl Statements {
             Type::INT8,
             Type::INT4,
         ];
+        // The floor, where the append's read takes one.
+        if start.floored() {
+            save_types.push(Type::INT8);
+        }
         let [reencrypt_read, reencrypt_write, reencrypt_bases] =
             crate::store::reencrypt::statements(&t);
         Statements {

@@ -231,7 +231,7 @@ async fn write_one_by_one(
 ) -> Result<Option<Vec<i64>>> {
     let mut versions = Vec::with_capacity(items.len());
     for item in items {
-        let args = SaveArgs::new(item, store.encoder.encode(item, true)?);
+        let args = SaveArgs::new(store, item, store.encoder.encode(item, true)?);
         match save_in_tx(store, tx, item, &args).await? {
             Some(version) => versions.push(version),
             None => return Ok(None),

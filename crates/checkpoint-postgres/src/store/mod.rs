@@ -21,6 +21,7 @@ use crate::{
 };
 
 pub(crate) mod batch;
+pub(crate) mod floors;
 pub(crate) mod group;
 pub(crate) mod partitions;
 pub(crate) mod read;
@@ -51,6 +52,7 @@ pub struct PostgresStore {
     retry: RetryPolicy,
     encoder: encoding::Encoder,
     group: Option<Arc<group::Committer>>,
+    floors: Option<Arc<floors::VersionFloors>>,
     upkeep: Option<Arc<partitions::Upkeep>>,
     partitions_ahead: u16,
     migrated: Option<Arc<MigrationReport>>,
@@ -129,6 +131,10 @@ impl PostgresStore {
         // per group, in a statement that joins rows Citus cannot: every save is its own
         // statement there, routed to its shard.
         let grouped = group_commit.is_enabled() && table.layout() != TableLayout::Distributed;
+        let floors = table
+            .layout()
+            .period()
+            .map(|_| Arc::new(floors::VersionFloors::default()));
         let store = PostgresStore {
             pool: Arc::new(pool),
             sql: Arc::new(statements::Statements::new(&table)),
@@ -144,6 +150,7 @@ impl PostgresStore {
                 encryption: options.encryption_keys().cloned(),
             },
             group: grouped.then(|| Arc::new(group::Committer::new(group_commit))),
+            floors,
             upkeep,
             partitions_ahead,
             migrated: None,
@@ -326,6 +333,38 @@ impl PostgresStore {
         }
     }
 
+    /// The floor of the next append's read of `execution`'s highest version (0 when none is
+    /// known, or the layout takes none).
+    fn floor(&self, execution: &str) -> i64 {
+        self.floors.as_ref().map_or(0, |f| f.get(execution))
+    }
+
+    /// Records the version a save of `checkpoint` stored, as the floor of its execution.
+    fn saved(&self, checkpoint: &Checkpoint, version: i64) {
+        if let Some(floors) = &self.floors {
+            floors.saved(&checkpoint.execution_id, version, checkpoint.version == 0);
+        }
+    }
+
+    /// [`saved`](Self::saved) for each item of a batch, in order; returns `versions`.
+    fn saved_all(&self, checkpoints: &[Checkpoint], versions: Vec<i64>) -> Vec<i64> {
+        if self.floors.is_some() {
+            for (checkpoint, version) in checkpoints.iter().zip(&versions) {
+                self.saved(checkpoint, *version);
+            }
+        }
+        versions
+    }
+
+    /// Forgets the floor of `execution` (all of them for `None`), whose newest rows go.
+    fn forget_floors(&self, execution: Option<&str>) {
+        match (&self.floors, execution) {
+            (Some(floors), Some(execution)) => floors.forget(execution),
+            (Some(floors), None) => floors.clear(),
+            (None, _) => {}
+        }
+    }
+
     /// Runs a statement for its rows, retrying transient failures.
     async fn query(
         &self,
@@ -466,7 +505,7 @@ impl CheckpointStore for PostgresStore {
                     .run("save_batch", || batch::save_appends(self, checkpoints))
                     .await?;
                 if let Some(versions) = appended {
-                    return Ok(versions);
+                    return Ok(self.saved_all(checkpoints, versions));
                 }
             }
             if one_statement {
@@ -475,7 +514,7 @@ impl CheckpointStore for PostgresStore {
                     .run("save_batch", || batch::save_planned(self, checkpoints))
                     .await?;
                 if let Some(versions) = planned {
-                    return Ok(versions);
+                    return Ok(self.saved_all(checkpoints, versions));
                 }
             }
             let replayed = self
@@ -483,7 +522,7 @@ impl CheckpointStore for PostgresStore {
                 .run("save_batch", || batch::save_one_by_one(self, checkpoints))
                 .await?;
             if let Some(versions) = replayed {
-                return Ok(versions);
+                return Ok(self.saved_all(checkpoints, versions));
             }
         }
         Err(contended(&checkpoints[0].execution_id))

@@ -32,11 +32,17 @@ pub(crate) struct SaveArgs<'a> {
     base_hash: Option<i64>,
     base_depth: Option<i32>,
     state_hash: Option<i64>,
+    /// The floor of the append's read, where the layout takes one.
+    floor: Option<i64>,
 }
 
 impl<'a> SaveArgs<'a> {
-    pub fn new(checkpoint: &'a Checkpoint, encoded: Encoded<'a>) -> Self {
+    pub fn new(store: &PostgresStore, checkpoint: &'a Checkpoint, encoded: Encoded<'a>) -> Self {
         SaveArgs {
+            floor: store
+                .floors
+                .as_ref()
+                .map(|f| f.get(&checkpoint.execution_id)),
             checkpoint,
             metadata: Json(&checkpoint.metadata),
             base_version: encoded.base.map(|b| b.version),
@@ -48,9 +54,9 @@ impl<'a> SaveArgs<'a> {
     }
 
     /// For [`Statements::save`](crate::Statements).
-    pub fn save_params(&self) -> [Param<'_>; 13] {
+    pub fn save_params(&self) -> Vec<Param<'_>> {
         let cp = self.checkpoint;
-        [
+        let mut params: Vec<Param<'_>> = vec![
             &cp.id,
             &cp.execution_id,
             &cp.node_name,
@@ -64,7 +70,11 @@ impl<'a> SaveArgs<'a> {
             &self.base_hash,
             &self.state_hash,
             &self.base_depth,
-        ]
+        ];
+        if let Some(floor) = &self.floor {
+            params.push(floor);
+        }
+        params
     }
 
     /// For [`Statements::upsert`](crate::Statements): always a whole state, at `version`
@@ -135,7 +145,7 @@ pub(crate) async fn save_encoded(
     checkpoint: &Checkpoint,
     encoded: Encoded<'_>,
 ) -> Result<i64> {
-    let args = SaveArgs::new(checkpoint, encoded);
+    let args = SaveArgs::new(store, checkpoint, encoded);
     let params = args.save_params();
     // A whole state needs no base check: the plain insert, the statement pgbench measures.
     let statement = if args.base_version.is_some() {
@@ -153,6 +163,7 @@ pub(crate) async fn save_encoded(
                     Some(row) => {
                         let version = row.int(0)?;
                         store.encoder.remember(checkpoint, version, &args.encoded);
+                        store.saved(checkpoint, version);
                         Ok(version)
                     }
                     // The id exists, or the base no longer holds the state the delta needs.
@@ -179,7 +190,7 @@ pub(crate) async fn save_encoded(
 /// The careful path of `save`, one transaction: the whole state, after the rows built on the
 /// row it replaces have become snapshots.
 async fn careful_save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
-    let args = SaveArgs::new(checkpoint, store.encoder.encode(checkpoint, true)?);
+    let args = SaveArgs::new(store, checkpoint, store.encoder.encode(checkpoint, true)?);
     for attempt in 0..MAX_APPEND_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(append_backoff(attempt)).await;
@@ -194,6 +205,7 @@ async fn careful_save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<
             .await?;
         if let Some(version) = outcome {
             store.encoder.remember(checkpoint, version, &args.encoded);
+            store.saved(checkpoint, version);
             return Ok(version);
         }
     }
@@ -345,6 +357,7 @@ async fn delete_in_tx(
 /// them all; a delta another writer adds meanwhile on one of them makes it start again.
 pub(crate) async fn clear(store: &PostgresStore, execution_id: &str) -> Result<u64> {
     store.encoder.cache.forget(execution_id);
+    store.forget_floors(Some(execution_id));
     let mut attempt = 0;
     loop {
         match store
@@ -362,6 +375,8 @@ pub(crate) async fn clear(store: &PostgresStore, execution_id: &str) -> Result<u
 /// `prune`, one transaction: the rows it keeps whose base it removes become snapshots, then
 /// the rest goes.
 pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Result<u64> {
+    // A prune that keeps no checkpoint removes the newest too.
+    store.forget_floors(policy.execution_id.as_deref());
     // On the distributed layout a prune of every execution is one prune per execution, each
     // routed to its shard: Citus locks rows only in a query it sends whole to one shard.
     if policy.execution_id.is_none() && store.table.layout() == crate::TableLayout::Distributed {

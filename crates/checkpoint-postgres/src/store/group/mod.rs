@@ -71,6 +71,8 @@ struct Member {
     base_hash: Option<i64>,
     state_hash: Option<i64>,
     base_depth: Option<i32>,
+    /// The floor of the append's read of the highest version (0: none known).
+    floor: i64,
     bytes: usize,
     reply: oneshot::Sender<Reply>,
 }
@@ -418,6 +420,7 @@ struct Columns<'a> {
     base_hashes: Vec<Option<i64>>,
     state_hashes: Vec<Option<i64>>,
     base_depths: Vec<Option<i32>>,
+    floors: Vec<i64>,
     deltas: bool,
 }
 
@@ -437,11 +440,12 @@ impl<'a> Columns<'a> {
             base_hashes: group.iter().map(|m| m.base_hash).collect(),
             state_hashes: group.iter().map(|m| m.state_hash).collect(),
             base_depths: group.iter().map(|m| m.base_depth).collect(),
+            floors: group.iter().map(|m| m.floor).collect(),
             deltas: group.iter().any(|m| m.base_version.is_some()),
         }
     }
 
-    fn params(&self) -> [Param<'_>; 13] {
+    fn params(&self) -> [Param<'_>; 14] {
         [
             &self.ids,
             &self.executions,
@@ -456,6 +460,7 @@ impl<'a> Columns<'a> {
             &self.base_hashes,
             &self.state_hashes,
             &self.base_depths,
+            &self.floors,
         ]
     }
 }
@@ -508,6 +513,7 @@ pub(crate) async fn save(
             base_hash: base.map(|b| b.hash),
             state_hash: fingerprint.map(|f| f.hash),
             base_depth: base.map(|b| b.depth),
+            floor: store.floor(&checkpoint.execution_id),
             bytes,
             reply,
         },
@@ -521,6 +527,7 @@ pub(crate) async fn save(
                 fingerprint,
             };
             store.encoder.remember(checkpoint, version, &stored);
+            store.saved(checkpoint, version);
             Ok(version)
         }
         Ok(Reply::Failed(err)) => Err(err),
