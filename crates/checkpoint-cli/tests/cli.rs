@@ -702,4 +702,18 @@ async fn another_layout_for_an_existing_table_is_refused_with_the_way_over() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = run_at(&f.url, &schema, &["migrate", "--layout", "day"]);
     assert_one_line_error(code, &err, 2, "made with the week layout, not day");
+
+    // The README's `migrate --layout month` and `--layout distributed` make new tables, which
+    // every later command opens in their own layout.
+    for layout in ["month", "distributed"] {
+        let schema = support::unique_schema(layout);
+        let (code, _, err) = run_at(&f.url, &schema, &["migrate", "--layout", layout]);
+        assert_eq!(code, 0, "{layout}: {err}");
+        let (code, out, err) = run_at(&f.url, &schema, &["migrate"]);
+        assert_eq!(code, 0, "{layout}: {err}");
+        assert!(out.contains("version"), "{out}");
+        let (code, out, err) = run_at(&f.url, &schema, &["status", "--json"]);
+        assert_eq!(code, 0, "{layout}: {err}");
+        assert!(out.contains("\"checkpoints\":0"), "{out}");
+    }
 }
