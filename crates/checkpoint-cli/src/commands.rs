@@ -146,6 +146,31 @@ async fn store(connection: &Connection) -> Result<Arc<dyn CheckpointStore>, Exit
     })
 }
 
+/// The checkpoint of `execution` at `version` (given as text, from the command line).
+async fn at_version(
+    store: &dyn CheckpointStore,
+    execution: &str,
+    version: &str,
+) -> Result<Checkpoint, Exit> {
+    let wanted: i64 = version.parse().map_err(|e| {
+        fail(format!(
+            "{version:?} is not a version (with --execution): {e}"
+        ))
+    })?;
+    let query = checkpoint_core::ListQuery::new(execution)
+        .after(wanted.saturating_sub(1))
+        .limit(1);
+    let page = store.list_page(&query).await.map_err(explain)?;
+    page.items
+        .into_iter()
+        .find(|cp| cp.version == wanted)
+        .ok_or_else(|| {
+            fail(format!(
+                "no checkpoint at version {wanted} of execution {execution}"
+            ))
+        })
+}
+
 pub fn time(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
@@ -202,6 +227,10 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
         Command::History { execution, limit } => {
             let store = store(&cli.connection).await?;
             let history = store.list(&execution).await.map_err(explain)?;
+            // Like a missing id: an execution with no checkpoint is most often a typo.
+            if history.is_empty() {
+                return Err(fail(format!("no checkpoint in execution {execution}")));
+            }
             let rows = history
                 .into_iter()
                 .take(limit)
@@ -233,10 +262,22 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             }
             Ok(())
         }
-        Command::Diff { from, to } => {
+        Command::Diff {
+            from,
+            to,
+            execution,
+        } => {
             let store = store(&cli.connection).await?;
-            let a = store.load(&from).await.map_err(explain)?;
-            let b = store.load(&to).await.map_err(explain)?;
+            let (a, b) = match execution {
+                None => (
+                    store.load(&from).await.map_err(explain)?,
+                    store.load(&to).await.map_err(explain)?,
+                ),
+                Some(execution) => (
+                    at_version(store.as_ref(), &execution, &from).await?,
+                    at_version(store.as_ref(), &execution, &to).await?,
+                ),
+            };
             show_diff(&a, &b, json);
             Ok(())
         }

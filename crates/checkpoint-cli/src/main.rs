@@ -95,8 +95,17 @@ pub enum Command {
     },
     /// One checkpoint in full.
     Show { id: String },
-    /// What changed in state and metadata between two checkpoints.
-    Diff { from: String, to: String },
+    /// What changed in state and metadata between two checkpoints: `diff ID ID`, or
+    /// `diff --execution E VERSION VERSION` for two versions of one execution.
+    Diff {
+        /// The checkpoint compared from: an id, or with --execution a version.
+        from: String,
+        /// The checkpoint compared to: an id, or with --execution a version.
+        to: String,
+        /// Read FROM and TO as versions of this execution.
+        #[arg(long)]
+        execution: Option<String>,
+    },
     /// Remove old checkpoints: those outside the newest N of each execution and/or older than an age.
     Prune {
         /// Keep the newest N checkpoints of each execution.
@@ -220,7 +229,21 @@ pub struct Exit {
     pub message: String,
 }
 
+/// Lets a closed standard output end the process quietly, by SIGPIPE, as every Unix tool does
+/// (`checkpointctl executions | head`): Rust ignores the signal, so a write to a closed pipe
+/// would otherwise fail and `println!` panic.
+#[cfg(unix)]
+fn end_quietly_on_a_closed_pipe() {
+    // SAFETY: called first in `main`, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

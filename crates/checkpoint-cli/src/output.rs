@@ -6,7 +6,8 @@ use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
-/// Prints rows as a table, or as a JSON array of objects keyed by the headers.
+/// Prints rows as a table, or as a JSON array of objects keyed by the headers. A column whose
+/// header ends in `bytes` holds a size: exact in JSON, humanized in the table (`20 KiB`).
 pub fn listing(json: bool, headers: &[&str], rows: Vec<Vec<Value>>) {
     if json {
         let objects: Vec<Value> = rows
@@ -19,9 +20,22 @@ pub fn listing(json: bool, headers: &[&str], rows: Vec<Vec<Value>>) {
     let mut table = Table::new();
     table.set_header(headers.to_vec());
     for row in rows {
-        table.add_row(row.iter().map(cell).collect::<Vec<_>>());
+        table.add_row(
+            row.iter()
+                .zip(headers)
+                .map(|(value, header)| match value.as_u64() {
+                    Some(bytes) if header.ends_with("bytes") => size(bytes),
+                    _ => cell(value),
+                })
+                .collect::<Vec<_>>(),
+        );
     }
     println!("{table}");
+}
+
+/// A size for people: `512 B`, `20 KiB`, `1.50 MiB`.
+pub fn size(bytes: u64) -> String {
+    humansize::format_size(bytes, humansize::BINARY.decimal_places(2).decimal_zeroes(0))
 }
 
 fn cell(value: &Value) -> String {
@@ -75,4 +89,17 @@ pub fn confirm(question: &str, yes: bool) -> bool {
         return false;
     }
     matches!(answer.trim(), "y" | "Y" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_read_in_binary_units() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(29), "29 B");
+        assert_eq!(size(20_480), "20 KiB");
+        assert_eq!(size(1_572_864), "1.50 MiB");
+    }
 }

@@ -283,3 +283,73 @@ async fn verify_lists_each_damaged_row_and_exits_non_zero() {
     // The intact rows still read.
     assert_eq!(f.store.load(&f.a[1].id).await.unwrap(), f.a[1]);
 }
+
+/// A closed standard output (`checkpointctl executions | head -1`) ends the command by SIGPIPE,
+/// quietly, as every Unix tool does: no panic, no backtrace.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let f = fixture().await;
+    for e in 0..200 {
+        f.store
+            .save(&Checkpoint::new(format!("more-{e:03}"), "n", json!(e)))
+            .await
+            .unwrap();
+    }
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("checkpointctl"))
+        .args([
+            "--database-url",
+            &url(&f.path),
+            "executions",
+            "--limit",
+            "500",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes before the command writes a line (it has a file to open first).
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}",
+        output.status
+    );
+}
+
+/// An execution with no checkpoint is reported like an id with none; `diff` compares two
+/// versions of one execution as well as two ids.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_executions_and_diffs_by_version() {
+    let f = fixture().await;
+    assert_one_line_error(
+        run(&f.path, &["history", "no-such-execution"]),
+        "no checkpoint in execution no-such-execution",
+    );
+    let by_id = run(&f.path, &["diff", &f.a[0].id, &f.a[1].id, "--json"]);
+    let by_version = run(&f.path, &["diff", "--execution", "a", "1", "2", "--json"]);
+    assert_eq!(by_id.0, 0, "{}", by_id.2);
+    assert_eq!(by_version, by_id);
+    assert_one_line_error(
+        run(&f.path, &["diff", "--execution", "a", "1", "9"]),
+        "no checkpoint at version 9 of execution a",
+    );
+    assert_one_line_error(
+        run(&f.path, &["diff", "--execution", "a", "one", "2"]),
+        "\"one\" is not a version",
+    );
+    let (code, help, _) = run(&f.path, &["diff", "--help"]);
+    assert_eq!(code, 0);
+    for words in [
+        "an id, or with --execution a version",
+        "Read FROM and TO as versions",
+    ] {
+        assert!(help.contains(words), "{help}");
+    }
+}
