@@ -36,7 +36,7 @@ fn state(bytes: usize) -> Value {
 
 async fn store(bench: &Bench, encrypted: bool, whole: bool) -> anyhow::Result<PostgresStore> {
     let mut options = PostgresOptions::new(&bench.server.url)?
-        .schema(format!("bench_enc_{}", bench.next_schema()))
+        .schema(bench.schema("enc"))
         .max_connections(1)
         .min_connections(1);
     if whole {

@@ -75,9 +75,8 @@ fn median(mut xs: Vec<Duration>) -> f64 {
 impl Bench {
     /// `steps` saves of a growing conversation on a fresh schema, then reads.
     pub async fn growth(&self, storage: Storage, steps: usize) -> anyhow::Result<Growth> {
-        let n = self.next_schema();
         let options = PostgresOptions::new(&self.server.url)?
-            .schema(format!("bench_growth_{}_{n}", storage.name))
+            .schema(self.schema(&format!("growth_{}", storage.name)))
             .max_connections(2)
             .min_connections(2)
             .state_encoding(storage.encoding)

@@ -39,6 +39,22 @@ impl Picker {
     }
 }
 
+/// A mark that tells this run from earlier ones: the start time and the process, in base 36
+/// (schema names stay well inside PostgreSQL's 63 bytes).
+fn run_mark() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut n = (seconds << 20) ^ u64::from(std::process::id());
+    let mut mark = String::new();
+    while n > 0 {
+        let digit = (n % 36) as u32;
+        mark.insert(0, char::from_digit(digit, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    mark
+}
+
 /// How a measured store is set up.
 #[derive(Clone, Copy, Debug)]
 pub struct Setup {
@@ -64,6 +80,8 @@ pub struct Bench {
     pub server: Server,
     pub seconds: Duration,
     pub payload: Value,
+    /// This run's mark in its schemas' names: a database may hold earlier runs' schemas.
+    run: String,
     schemas: AtomicUsize,
 }
 
@@ -73,13 +91,17 @@ impl Bench {
             server,
             seconds,
             payload: payload(state_bytes),
+            run: run_mark(),
             schemas: AtomicUsize::new(0),
         }
     }
 
-    /// A number for a fresh schema.
-    pub fn next_schema(&self) -> usize {
-        self.schemas.fetch_add(1, Ordering::Relaxed)
+    /// A fresh schema's name, `bench_<run>_<tag>_<n>`: no earlier run, and no other workload of
+    /// this one, has used it, so every workload starts from empty tables whatever the database
+    /// already holds.
+    pub fn schema(&self, tag: &str) -> String {
+        let n = self.schemas.fetch_add(1, Ordering::Relaxed);
+        format!("bench_{}_{tag}_{n}", self.run)
     }
 
     /// A store on a fresh schema of its own, with the default state storage.
@@ -103,9 +125,8 @@ impl Bench {
         pool: usize,
         setup: Setup,
     ) -> anyhow::Result<PostgresStore> {
-        let n = self.next_schema();
         let options = PostgresOptions::new(&self.server.url)?
-            .schema(format!("bench_{tag}_{n}"))
+            .schema(self.schema(tag))
             .max_connections(pool)
             .min_connections(pool)
             .synchronous_commit(setup.durable)
@@ -115,7 +136,7 @@ impl Bench {
         let store = PostgresStore::connect(options).await?;
         if setup.layout.period().is_some() {
             // A month of daily partitions behind today's, as a table in use for a while has:
-            // each insert's id guard probes every partition.
+            // a statement that cannot name its partition opens them all.
             let now = time::OffsetDateTime::now_utc();
             store
                 .create_partitions(now - time::Duration::days(30), now)
@@ -514,6 +535,18 @@ pub async fn memory(state: &Value) -> anyhow::Result<(f64, f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_marks_are_short_identifiers() {
+        let mark = run_mark();
+        assert!(!mark.is_empty() && mark.len() <= 16, "{mark}");
+        assert!(mark
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        // The longest schema a workload names stays within PostgreSQL's 63 bytes.
+        let longest = format!("bench_{mark}_growth_delta_zstd_{}", usize::MAX);
+        assert!(longest.len() <= 63, "{longest}");
+    }
 
     #[test]
     fn payload_has_the_requested_size() {
