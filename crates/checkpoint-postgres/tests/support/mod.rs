@@ -7,8 +7,9 @@
 //!
 //! No Docker and no URL is a test failure that says how to provide one, never a silent skip.
 //! The tests that need a container of their own (they restart, kill or reconfigure the server:
-//! `faults.rs`' restarts, `tls.rs`, `failover.rs`) say so and skip when no Docker engine
-//! answers, unless `CHECKPOINT_TEST_STRICT` is set (as CI sets it), which makes that a failure.
+//! `faults.rs`' restarts, `tls.rs`, `failover.rs`, `pgbouncer.rs`) say so and skip when no
+//! Docker engine answers or the image lacks a tool they run (pgbouncer), unless
+//! `CHECKPOINT_TEST_STRICT` is set (as CI sets it), which makes that a failure.
 #![allow(dead_code)]
 
 use std::process::Command;
@@ -105,20 +106,58 @@ pub fn remove_at_exit(id: &str) {
 /// why). Without one it prints that the test is skipped and why, and returns `false`; with
 /// `CHECKPOINT_TEST_STRICT` set it fails instead, so that CI never skips.
 pub fn docker_or_skip(what: &str) -> bool {
+    match without_docker(what) {
+        None => true,
+        Some(reason) => {
+            eprintln!("skipped: {reason}");
+            false
+        }
+    }
+}
+
+/// Why a test (`what`) that needs a container of its own cannot run here, if it cannot: no
+/// Docker engine answers. Under `CHECKPOINT_TEST_STRICT` that is a failure instead.
+pub fn without_docker(what: &str) -> Option<String> {
     let answers = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if answers {
-        return true;
+    (!answers).then(|| {
+        strict(format!(
+            "{what} needs a Docker engine, and none answers (`docker info`)"
+        ))
+    })
+}
+
+/// Why a test (`what`) that runs `tool` beside PostgreSQL in the test image cannot run here, if
+/// it cannot: no Docker, or an image without the tool (the official image has no pgbouncer).
+/// Under `CHECKPOINT_TEST_STRICT` that is a failure instead.
+pub fn without_tool_in_image(what: &str, tool: &str) -> Option<String> {
+    if let Some(reason) = without_docker(what) {
+        return Some(reason);
     }
-    let reason = format!("{what} needs a Docker engine, and none answers (`docker info`)");
+    let image = std::env::var("CHECKPOINT_TEST_POSTGRES_IMAGE")
+        .unwrap_or_else(|_| DEFAULT_IMAGE.to_owned());
+    let found = Command::new("docker")
+        .args(["run", "--rm", "--entrypoint", "sh", &image, "-c"])
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!found).then(|| {
+        strict(format!(
+            "{what} needs {tool} in the test image, and {image} has none \
+             (CHECKPOINT_TEST_POSTGRES_IMAGE=name:tag picks an image that has it)"
+        ))
+    })
+}
+
+/// `reason`, unless `CHECKPOINT_TEST_STRICT` is set, which makes it a failure.
+fn strict(reason: String) -> String {
     assert!(
         std::env::var_os("CHECKPOINT_TEST_STRICT").is_none(),
         "{reason}; CHECKPOINT_TEST_STRICT is set, so this is a failure"
     );
-    eprintln!("skipped: {reason}");
-    false
+    reason
 }
 
 /// A server of the test's own, on a fixed host port so that its address survives a restart,
