@@ -140,7 +140,24 @@ pub fn run_suffix() -> String {
     format!("{:x}", nanos)
 }
 
-// The README's code sample compiles as a doc test.
+// The README's and the docs' code samples compile as doc tests (those that name PostgreSQL
+// or SQLite types with the backend's feature, as `--all-features` builds them in CI).
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(all(doctest, feature = "postgres"))]
+#[doc = include_str!("../../docs/postgres.md")]
+struct PostgresDocDoctests;
+
+#[cfg(all(doctest, feature = "postgres"))]
+#[doc = include_str!("../../docs/scaling.md")]
+struct ScalingDocDoctests;
+
+#[cfg(all(doctest, feature = "sqlite"))]
+#[doc = include_str!("../../docs/sqlite.md")]
+struct SqliteDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/workflows.md")]
+struct WorkflowsDocDoctests;
