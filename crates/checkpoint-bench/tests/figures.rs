@@ -39,8 +39,10 @@ fn number_before(text: &str) -> Option<(f64, usize)> {
     // Units between the number and the citation (`×`, ` ms`, `%`) are skipped.
     let end = text.rfind(|c: char| c.is_ascii_digit())? + 1;
     let start = text[..end]
-        .rfind(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.' || *c == ','))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let written = text[start..end].replace(',', "");
     let decimals = written.split_once('.').map_or(0, |(_, d)| d.len());
     Some((written.parse().ok()?, decimals))
@@ -104,4 +106,5 @@ fn numbers_are_read_with_their_decimals() {
     assert_eq!(number_before("p50 1,350.84 ms"), Some((1350.84, 2)));
     assert_eq!(number_before("about 12 "), Some((12.0, 0)));
     assert_eq!(number_before("none"), None);
+    assert_eq!(number_before("1.82×–1.85"), Some((1.85, 2)));
 }
