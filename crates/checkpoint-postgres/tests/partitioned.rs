@@ -76,19 +76,22 @@ async fn seed(store: &PostgresStore, client: &tokio_postgres::Client) -> OffsetD
     today
 }
 
+/// Points `client`'s unqualified names at `store`'s schema, as the plan guards prepare them.
+async fn in_schema_of(client: &tokio_postgres::Client, store: &PostgresStore) {
+    let schema = store.table().schema().expect("each test's own schema");
+    client
+        .batch_execute(&format!("SET search_path TO \"{schema}\""))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn statements_keyed_by_an_execution_read_one_partition() {
     let store = store().await;
     let client = support::client().await;
     seed(&store, &client).await;
     let table = store.table().table().to_owned();
-    client
-        .batch_execute(&format!(
-            "SET search_path TO \"{}\"",
-            store.table().schema().unwrap()
-        ))
-        .await
-        .unwrap();
+    in_schema_of(&client, &store).await;
     let s = store.statements();
     let mut keyed = support::execution_keyed(s);
     keyed.extend([
@@ -186,13 +189,7 @@ async fn an_append_reads_the_rows_above_its_floor_and_numbers_exactly_whatever_t
                 .collect::<Vec<_>>()
         }
     };
-    client
-        .batch_execute(&format!(
-            "SET search_path TO \"{}\"",
-            store.table().schema().unwrap()
-        ))
-        .await
-        .unwrap();
+    in_schema_of(&client, &store).await;
     for read in rows_read(301).await {
         assert!(read <= 1, "with the floor at the top: {read} rows");
     }
