@@ -234,6 +234,13 @@ impl TableLayout {
         self.id_scope() == checkpoint_core::IdScope::PerExecution
     }
 
+    /// Whether an append reads the highest version above a floor the store keeps per execution
+    /// (`store/floors.rs`): the time-partitioned layout, whose generic plans cannot tell that
+    /// an execution lives in one partition and would otherwise read every row of it.
+    pub(crate) fn floored_appends(self) -> bool {
+        self.period().is_some()
+    }
+
     /// The columns `ON CONFLICT` names to find the row of an id: a unique index on `id` alone
     /// cannot exist on a table partitioned by anything else.
     pub(crate) fn id_conflict_target(self) -> &'static str {

@@ -66,19 +66,24 @@ struct Start {
     record: Option<String>,
     /// The `STABLE` function that reads it.
     read: Option<String>,
+    /// Whether an append's read of the highest version takes a floor.
+    floored: bool,
 }
 
 impl Start {
     fn of(table: &TableName) -> Self {
+        let floored = table.layout().floored_appends();
         match table.layout() {
             TableLayout::TimePartitioned { .. } => Start {
                 record: Some(table.start_function()),
                 read: Some(table.started_function()),
+                floored,
             },
             TableLayout::Plain | TableLayout::HashPartitioned { .. } | TableLayout::Distributed => {
                 Start {
                     record: None,
                     read: None,
+                    floored,
                 }
             }
         }
@@ -113,7 +118,7 @@ impl Start {
     /// [`VersionFloors`](crate::store::floors::VersionFloors)): on the time-partitioned layout,
     /// whose generic plans otherwise read every row of the execution.
     fn floored(&self) -> bool {
-        self.read.is_some()
+        self.floored
     }
 
     /// ` AND <alias>version >= <floor>` where the read takes a floor.

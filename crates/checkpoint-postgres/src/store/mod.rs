@@ -133,8 +133,8 @@ impl PostgresStore {
         let grouped = group_commit.is_enabled() && table.layout() != TableLayout::Distributed;
         let floors = table
             .layout()
-            .period()
-            .map(|_| Arc::new(floors::VersionFloors::default()));
+            .floored_appends()
+            .then(|| Arc::new(floors::VersionFloors::default()));
         let store = PostgresStore {
             pool: Arc::new(pool),
             sql: Arc::new(statements::Statements::new(&table)),

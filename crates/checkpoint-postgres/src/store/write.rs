@@ -41,8 +41,8 @@ impl<'a> SaveArgs<'a> {
         SaveArgs {
             floor: store
                 .floors
-                .as_ref()
-                .map(|f| f.get(&checkpoint.execution_id)),
+                .is_some()
+                .then(|| store.floor(&checkpoint.execution_id)),
             checkpoint,
             metadata: Json(&checkpoint.metadata),
             base_version: encoded.base.map(|b| b.version),
