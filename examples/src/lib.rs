@@ -161,3 +161,7 @@ struct SqliteDocDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/workflows.md")]
 struct WorkflowsDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/metrics.md")]
+struct MetricsDocDoctests;

@@ -19,6 +19,7 @@ mod encryption;
 mod growth;
 mod layout;
 mod retention;
+mod scheduled;
 mod server;
 mod sqlite;
 mod stats;
@@ -87,6 +88,9 @@ enum Only {
     /// The plain table against the hash-partitioned layout (16 partitions), the
     /// time-partitioned one (33 daily partitions) and the distributed one (undistributed).
     Layout,
+    /// 16 tasks saving with scheduled retention off and on (keep the newest 20, a pass every
+    /// second, then every 100 ms), twice; not part of the default run.
+    Scheduled,
     /// Removing the same old checkpoints with `prune` (plain table) and by dropping
     /// partitions (time-partitioned table); not part of the default run (it loads two tables
     /// of 1,100,000 rows).
@@ -158,6 +162,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.only.is_none() || args.only == Some(Only::Layout) {
         layouts(&bench, &mut report).await?;
+    }
+    if args.only == Some(Only::Scheduled) {
+        scheduled_retention(&bench, &mut report).await?;
     }
     if args.only == Some(Only::Retention) {
         retention_by_drop(&bench, &args, &mut report).await?;
@@ -282,6 +289,40 @@ async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resul
         &relaxed_16,
     );
 
+    Ok(())
+}
+
+/// Saves beside scheduled retention, against saves without it, twice.
+async fn scheduled_retention(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    for round in 1..=2 {
+        let f = scheduled::measure(bench).await?;
+        report.row(
+            &format!("scheduled_off_{round}"),
+            &format!("save, 16 tasks, no retention ({round})"),
+            &f.off,
+        );
+        for ((every, on), most) in scheduled::EVERY.iter().zip(&f.on).zip(&f.most_left) {
+            let ms = every.as_millis();
+            report.row(
+                &format!("scheduled_every_{ms}ms_{round}"),
+                &format!("save, 16 tasks, retention every {ms} ms ({round})"),
+                on,
+            );
+            report.value(
+                &format!("scheduled_every_{ms}ms_most_left_{round}"),
+                "  most checkpoints left in one execution",
+                *most as f64,
+            );
+            report.value(
+                &format!("ratio_scheduled_every_{ms}ms_vs_off_{round}"),
+                "  ratio: save with / without retention",
+                on.per_second / f.off.per_second,
+            );
+        }
+    }
+    report
+        .json
+        .insert("scheduled_keep_last".into(), json!(scheduled::KEEP));
     Ok(())
 }
 

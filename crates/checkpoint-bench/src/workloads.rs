@@ -118,6 +118,23 @@ impl Bench {
         self.store_with(tag, pool, setup).await
     }
 
+    /// The options of a store on a fresh schema of its own, set up as `setup` says.
+    pub fn options_with(
+        &self,
+        tag: &str,
+        pool: usize,
+        setup: Setup,
+    ) -> anyhow::Result<PostgresOptions> {
+        Ok(PostgresOptions::new(&self.server.url)?
+            .schema(self.schema(tag))
+            .max_connections(pool)
+            .min_connections(pool)
+            .synchronous_commit(setup.durable)
+            .state_encoding(setup.encoding)
+            .group_commit(setup.group)
+            .table_layout(setup.layout))
+    }
+
     /// A store on a fresh schema of its own, set up as `setup` says.
     pub async fn store_with(
         &self,
@@ -125,15 +142,7 @@ impl Bench {
         pool: usize,
         setup: Setup,
     ) -> anyhow::Result<PostgresStore> {
-        let options = PostgresOptions::new(&self.server.url)?
-            .schema(self.schema(tag))
-            .max_connections(pool)
-            .min_connections(pool)
-            .synchronous_commit(setup.durable)
-            .state_encoding(setup.encoding)
-            .group_commit(setup.group)
-            .table_layout(setup.layout);
-        let store = PostgresStore::connect(options).await?;
+        let store = PostgresStore::connect(self.options_with(tag, pool, setup)?).await?;
         if setup.layout.period().is_some() {
             // A month of daily partitions behind today's, as a table in use for a while has:
             // a statement that cannot name its partition opens them all.

@@ -136,7 +136,7 @@ pub async fn open_sqlite(options: SqliteOptions) -> Result<SqliteStore, Exit> {
     SqliteStore::open(options).await.map_err(explain)
 }
 
-async fn store(connection: &Connection) -> Result<Arc<dyn CheckpointStore>, Exit> {
+pub(crate) async fn store(connection: &Connection) -> Result<Arc<dyn CheckpointStore>, Exit> {
     Ok(match database(connection)? {
         Database::Postgres(options) => {
             let options = crate::partitions::detected(*options).await?;
@@ -346,6 +346,15 @@ pub async fn run(cli: Cli) -> Result<(), Exit> {
             let written = transfer::export(store.as_ref(), execution).await?;
             eprintln!("exported {written} checkpoints");
             Ok(())
+        }
+        Command::Watch {
+            execution,
+            interval,
+            after,
+        } => {
+            let interval = humantime::parse_duration(&interval)
+                .map_err(|e| fail(format!("--interval {interval:?}: {e}")))?;
+            crate::watch::run(&cli.connection, &execution, interval, after, json).await
         }
         Command::Verify { execution } => {
             crate::verify::run(&cli.connection, execution.as_deref(), json).await

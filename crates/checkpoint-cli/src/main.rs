@@ -5,6 +5,7 @@
 //! checkpointctl status
 //! checkpointctl executions
 //! checkpointctl history order-42
+//! checkpointctl watch order-42
 //! checkpointctl diff <id> <id>
 //! checkpointctl prune --keep-last 10 --older-than 30d --dry-run
 //! checkpointctl partitions maintain --ahead 2 --retain 90d
@@ -20,6 +21,7 @@ mod output;
 mod partitions;
 mod transfer;
 mod verify;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -175,6 +177,19 @@ pub enum Command {
         /// Only this execution.
         #[arg(long)]
         execution: Option<String>,
+    },
+    /// Follow an execution: print each new checkpoint as it lands (one JSON object per line
+    /// with --json), until interrupted. PostgreSQL wakes it at once when the writing store has
+    /// `notify` on; otherwise, and on SQLite, it reads every --interval.
+    Watch {
+        /// The execution to follow (it may not have started yet).
+        execution: String,
+        /// How often to read when no notification comes (`1s`, `250ms`).
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Start after this version (default: the execution's latest now).
+        #[arg(long)]
+        after: Option<i64>,
     },
     /// Read checkpoints from a JSON Lines file, in atomic batches.
     Import {

@@ -715,3 +715,53 @@ async fn another_layout_for_an_existing_table_is_refused_with_the_way_over() {
         assert!(out.contains("\"checkpoints\":0"), "{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_hears_the_saves_of_a_notifying_store_at_once() {
+    let f = fixture().await;
+    let writer = PostgresStore::connect(
+        PostgresOptions::new(&f.url)
+            .unwrap()
+            .schema(&f.schema)
+            .notify(true),
+    )
+    .await
+    .unwrap();
+    let wait = std::time::Duration::from_secs(20);
+    // Reading every hour: only a notification can wake it after its first read.
+    let watch = seed::Watch::start(&f.url, "live", &["--schema", &f.schema, "--interval", "1h"]);
+    writer
+        .save(&Checkpoint::new("live", "n", json!({"step": 1})))
+        .await
+        .unwrap();
+    assert_eq!(watch.next_version(wait), Some(1));
+    for step in 2..=4 {
+        writer
+            .save(&Checkpoint::new("live", "n", json!({ "step": step })))
+            .await
+            .unwrap();
+        assert_eq!(watch.next_version(wait), Some(step), "step {step}");
+    }
+    let batch: Vec<Checkpoint> = (5..=7)
+        .map(|step| Checkpoint::new("live", "n", json!({ "step": step })))
+        .collect();
+    writer.save_batch(&batch).await.unwrap();
+    let printed: Vec<Option<i64>> = (5..=7).map(|_| watch.next_version(wait)).collect();
+    assert_eq!(printed, vec![Some(5), Some(6), Some(7)]);
+    // A store without notifications wakes nobody until the next read (an hour away).
+    f.store
+        .save(&Checkpoint::new("live", "n", json!({"step": 8})))
+        .await
+        .unwrap();
+    assert_eq!(
+        watch.next_version(std::time::Duration::from_millis(800)),
+        None
+    );
+    // The next notification brings both, in order.
+    writer
+        .save(&Checkpoint::new("live", "n", json!({"step": 9})))
+        .await
+        .unwrap();
+    assert_eq!(watch.next_version(wait), Some(8));
+    assert_eq!(watch.next_version(wait), Some(9));
+}

@@ -353,3 +353,51 @@ async fn missing_executions_and_diffs_by_version() {
         assert!(help.contains(words), "{help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_prints_the_checkpoints_another_process_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoints.db");
+    let store = SqliteStore::open(SqliteOptions::file(&path)).await.unwrap();
+    let wait = std::time::Duration::from_secs(20);
+    // This test process writes; the watcher is another process, reading the file every 50 ms.
+    let watch = seed::Watch::start(&url(&path), "live", &["--interval", "50ms"]);
+    for step in 1..=3 {
+        store
+            .save(&Checkpoint::new("live", "n", json!({ "step": step })))
+            .await
+            .unwrap();
+        assert_eq!(watch.next_version(wait), Some(step), "step {step}");
+    }
+    // A burst arrives whole and in order.
+    for step in 4..=8 {
+        store
+            .save(&Checkpoint::new("live", "n", json!({ "step": step })))
+            .await
+            .unwrap();
+    }
+    let burst: Vec<Option<i64>> = (4..=8).map(|_| watch.next_version(wait)).collect();
+    assert_eq!(burst, (4..=8).map(Some).collect::<Vec<_>>());
+    // Other executions are not printed.
+    store
+        .save(&Checkpoint::new("other", "n", json!(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        watch.next_version(std::time::Duration::from_millis(500)),
+        None
+    );
+}
+
+#[test]
+fn watch_refuses_a_bad_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoints.db");
+    std::fs::File::create(&path).unwrap();
+    for bad in ["0s", "soon"] {
+        let (code, out, err) = run(&path, &["watch", "e", "--interval", bad]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(out.is_empty());
+        assert!(err.contains("--interval"), "{err}");
+    }
+}

@@ -107,6 +107,21 @@ impl Error {
         }
     }
 
+    /// A stable short name of the variant, for logs and metric labels
+    /// ([`telemetry::ERROR_TYPE`](crate::telemetry::ERROR_TYPE)): `not_found`, `conflict`,
+    /// `ambiguous`, `invalid_input`, `serialization`, `unavailable` or `backend`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound { .. } => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::Ambiguous { .. } => "ambiguous",
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::Serialization(_) => "serialization",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
     /// An [`Error::InvalidInput`] for `field`.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidInput {

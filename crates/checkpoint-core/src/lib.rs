@@ -33,7 +33,9 @@ mod checkpoint;
 pub mod equal;
 mod error;
 pub mod meta;
+pub mod retention;
 mod store;
+pub mod telemetry;
 pub mod validate;
 mod verification;
 

@@ -23,6 +23,7 @@ use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
+use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
     Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Order,
@@ -36,10 +37,23 @@ use time::OffsetDateTime;
 /// Executions are found by hash and each keeps its checkpoints ordered by version, so `save`,
 /// `latest` and `list_page` cost O(log n + page) in the execution's own history, whatever the
 /// number of executions stored; a sorted set of execution ids serves `list_executions`.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     data: Arc<RwLock<Data>>,
     limits: Limits,
+    /// Every operation's duration, as `db.system.name = memory`
+    /// ([`telemetry`](checkpoint_core::telemetry)).
+    meter: Meter,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            data: Arc::default(),
+            limits: Limits::default(),
+            meter: Meter::new(System::Memory, "checkpoints"),
+        }
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -186,154 +200,194 @@ impl CheckpointStore for MemoryStore {
     }
 
     async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
-        self.limits.check_checkpoint(checkpoint)?;
-        let (version, _) = self.write().save(checkpoint)?;
-        Ok(version)
+        self.meter
+            .observe("save", async {
+                self.limits.check_checkpoint(checkpoint)?;
+                let (version, _) = self.write().save(checkpoint)?;
+                Ok(version)
+            })
+            .await
     }
 
     async fn load(&self, id: &str) -> Result<Checkpoint> {
-        check_id("id", id)?;
-        self.read()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound { id: id.to_owned() })
+        self.meter
+            .observe("load", async {
+                check_id("id", id)?;
+                self.read()
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| Error::NotFound { id: id.to_owned() })
+            })
+            .await
     }
 
     async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
-        check_id("execution_id", execution_id)?;
-        Ok(self
-            .read()
-            .executions
-            .get(execution_id)
-            .map(|h| h.values().cloned().collect())
-            .unwrap_or_default())
+        self.meter
+            .observe("list", async {
+                check_id("execution_id", execution_id)?;
+                Ok(self
+                    .read()
+                    .executions
+                    .get(execution_id)
+                    .map(|h| h.values().cloned().collect())
+                    .unwrap_or_default())
+            })
+            .await
     }
 
     async fn delete(&self, id: &str) -> Result<bool> {
-        check_id("id", id)?;
-        Ok(self.write().remove(id).is_some())
+        self.meter
+            .observe("delete", async {
+                check_id("id", id)?;
+                Ok(self.write().remove(id).is_some())
+            })
+            .await
     }
 
     async fn clear(&self, execution_id: &str) -> Result<u64> {
-        check_id("execution_id", execution_id)?;
-        let mut data = self.write();
-        let Some(history) = data.executions.remove(execution_id) else {
-            return Ok(0);
-        };
-        data.order.remove(execution_id);
-        for checkpoint in history.values() {
-            data.locations.remove(&checkpoint.id);
-        }
-        Ok(history.len() as u64)
+        self.meter
+            .observe("clear", async {
+                check_id("execution_id", execution_id)?;
+                let mut data = self.write();
+                let Some(history) = data.executions.remove(execution_id) else {
+                    return Ok(0);
+                };
+                data.order.remove(execution_id);
+                for checkpoint in history.values() {
+                    data.locations.remove(&checkpoint.id);
+                }
+                Ok(history.len() as u64)
+            })
+            .await
     }
 
     async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
-        check_id("execution_id", execution_id)?;
-        Ok(self
-            .read()
-            .executions
-            .get(execution_id)
-            .and_then(|h| h.last_key_value())
-            .map(|(_, cp)| cp.clone()))
+        self.meter
+            .observe("latest", async {
+                check_id("execution_id", execution_id)?;
+                Ok(self
+                    .read()
+                    .executions
+                    .get(execution_id)
+                    .and_then(|h| h.last_key_value())
+                    .map(|(_, cp)| cp.clone()))
+            })
+            .await
     }
 
     async fn list_page(&self, query: &ListQuery) -> Result<Page> {
-        self.limits.check_list_query(query)?;
-        let lower = query
-            .after_version
-            .map_or(Bound::Unbounded, Bound::Excluded);
-        let upper = query
-            .before_version
-            .map_or(Bound::Unbounded, Bound::Excluded);
-        if let (Some(after), Some(before)) = (query.after_version, query.before_version) {
-            // An empty window; BTreeMap::range refuses it.
-            if after >= before {
-                return Ok(Page::default());
-            }
-        }
-        let data = self.read();
-        let Some(history) = data.executions.get(&query.execution_id) else {
-            return Ok(Page::default());
-        };
-        let window = history.range((lower, upper)).map(|(_, cp)| cp);
-        let matching: Box<dyn Iterator<Item = &Checkpoint>> = match query.order {
-            Order::Ascending => Box::new(window.filter(|cp| query.matches(cp))),
-            Order::Descending => Box::new(window.rev().filter(|cp| query.matches(cp))),
-        };
-        let items = matching.take(query.limit + 1).cloned().collect();
-        Ok(Page::from_overfetch(items, query.limit))
+        self.meter
+            .observe("list_page", async {
+                self.limits.check_list_query(query)?;
+                let lower = query
+                    .after_version
+                    .map_or(Bound::Unbounded, Bound::Excluded);
+                let upper = query
+                    .before_version
+                    .map_or(Bound::Unbounded, Bound::Excluded);
+                if let (Some(after), Some(before)) = (query.after_version, query.before_version) {
+                    // An empty window; BTreeMap::range refuses it.
+                    if after >= before {
+                        return Ok(Page::default());
+                    }
+                }
+                let data = self.read();
+                let Some(history) = data.executions.get(&query.execution_id) else {
+                    return Ok(Page::default());
+                };
+                let window = history.range((lower, upper)).map(|(_, cp)| cp);
+                let matching: Box<dyn Iterator<Item = &Checkpoint>> = match query.order {
+                    Order::Ascending => Box::new(window.filter(|cp| query.matches(cp))),
+                    Order::Descending => Box::new(window.rev().filter(|cp| query.matches(cp))),
+                };
+                let items = matching.take(query.limit + 1).cloned().collect();
+                Ok(Page::from_overfetch(items, query.limit))
+            })
+            .await
     }
 
     async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
-        self.limits.check_batch(checkpoints)?;
-        let mut data = self.write();
-        let mut versions = Vec::with_capacity(checkpoints.len());
-        let mut undo = Vec::with_capacity(checkpoints.len());
-        for checkpoint in checkpoints {
-            match data.save(checkpoint) {
-                Ok((version, step)) => {
-                    versions.push(version);
-                    undo.push(step);
-                }
-                Err(err) => {
-                    for step in undo.into_iter().rev() {
-                        data.undo(step);
+        self.meter
+            .observe("save_batch", async {
+                self.limits.check_batch(checkpoints)?;
+                let mut data = self.write();
+                let mut versions = Vec::with_capacity(checkpoints.len());
+                let mut undo = Vec::with_capacity(checkpoints.len());
+                for checkpoint in checkpoints {
+                    match data.save(checkpoint) {
+                        Ok((version, step)) => {
+                            versions.push(version);
+                            undo.push(step);
+                        }
+                        Err(err) => {
+                            for step in undo.into_iter().rev() {
+                                data.undo(step);
+                            }
+                            return Err(err);
+                        }
                     }
-                    return Err(err);
                 }
-            }
-        }
-        Ok(versions)
+                Ok(versions)
+            })
+            .await
     }
 
     async fn list_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionSummary>> {
-        self.limits.check_execution_query(query)?;
-        let lower = query
-            .after
-            .as_ref()
-            .map_or(Bound::Unbounded, |after| Bound::Excluded(after.clone()));
-        let data = self.read();
-        Ok(data
-            .order
-            .range((lower, Bound::Unbounded))
-            .take(query.limit)
-            .filter_map(|execution_id| {
-                let history = data.executions.get(execution_id)?;
-                let (latest_version, _) = history.last_key_value()?;
-                let last_timestamp = history.values().map(|cp| cp.timestamp).max()?;
-                Some(ExecutionSummary {
-                    execution_id: execution_id.clone(),
-                    checkpoint_count: history.len() as u64,
-                    latest_version: *latest_version,
-                    last_timestamp,
-                })
+        self.meter
+            .observe("list_executions", async {
+                self.limits.check_execution_query(query)?;
+                let lower = query
+                    .after
+                    .as_ref()
+                    .map_or(Bound::Unbounded, |after| Bound::Excluded(after.clone()));
+                let data = self.read();
+                Ok(data
+                    .order
+                    .range((lower, Bound::Unbounded))
+                    .take(query.limit)
+                    .filter_map(|execution_id| {
+                        let history = data.executions.get(execution_id)?;
+                        let (latest_version, _) = history.last_key_value()?;
+                        let last_timestamp = history.values().map(|cp| cp.timestamp).max()?;
+                        Some(ExecutionSummary {
+                            execution_id: execution_id.clone(),
+                            checkpoint_count: history.len() as u64,
+                            latest_version: *latest_version,
+                            last_timestamp,
+                        })
+                    })
+                    .collect())
             })
-            .collect())
+            .await
     }
 
     async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
-        self.limits.check_retention(policy)?;
-        let cutoff = policy.cutoff(OffsetDateTime::now_utc());
-        let mut data = self.write();
-        let histories: Vec<&BTreeMap<i64, Checkpoint>> = match &policy.execution_id {
-            Some(execution) => data.executions.get(execution).into_iter().collect(),
-            None => data.executions.values().collect(),
-        };
-        let doomed: Vec<String> = histories
-            .into_iter()
-            .flat_map(|history| {
-                history
-                    .values()
-                    .rev()
-                    .zip(0u64..)
-                    .filter(|(cp, rank)| policy.removes(*rank, cp.timestamp, cutoff))
-                    .map(|(cp, _)| cp.id.clone())
+        self.meter
+            .observe("prune", async {
+                self.limits.check_retention(policy)?;
+                let cutoff = policy.cutoff(OffsetDateTime::now_utc());
+                let mut data = self.write();
+                let histories: Vec<&BTreeMap<i64, Checkpoint>> = match &policy.execution_id {
+                    Some(execution) => data.executions.get(execution).into_iter().collect(),
+                    None => data.executions.values().collect(),
+                };
+                let doomed: Vec<String> = histories
+                    .into_iter()
+                    .flat_map(|history| {
+                        history
+                            .values()
+                            .rev()
+                            .zip(0u64..)
+                            .filter(|(cp, rank)| policy.removes(*rank, cp.timestamp, cutoff))
+                            .map(|(cp, _)| cp.id.clone())
+                    })
+                    .collect();
+                for id in &doomed {
+                    data.remove(id);
+                }
+                Ok(doomed.len() as u64)
             })
-            .collect();
-        for id in &doomed {
-            data.remove(id);
-        }
-        Ok(doomed.len() as u64)
+            .await
     }
 }
 

@@ -50,6 +50,7 @@ pub use state::encoding::StateEncoding;
 pub use state::encryption::{Encryption, EncryptionError, EncryptionKey};
 pub use state::payload::Compression;
 pub use store::group::settings::{GroupCommit, GroupCommitStats};
+pub use store::notify::Listener;
 pub use store::partitions::{
     DroppedPartitions, PartitionInfo, MAX_PARTITIONS_AHEAD, MAX_PARTITIONS_PER_CALL,
 };

@@ -5,6 +5,7 @@
 //! a mock behind it and check the SQL, the bound arguments and the error mapping without a
 //! server. Rows come back as [`Row`], a plain owned value a mock can build.
 
+use checkpoint_core::telemetry::Meter;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -295,6 +296,8 @@ pub(crate) enum StatementMode {
 pub struct DeadpoolPool {
     pool: Pool,
     cached: Arc<AtomicBool>,
+    /// Where checkout waits and connection counts are recorded, when set.
+    meter: Option<Meter>,
 }
 
 impl fmt::Debug for DeadpoolPool {
@@ -356,7 +359,18 @@ impl DeadpoolPool {
         DeadpoolPool {
             pool,
             cached: Arc::new(AtomicBool::new(statement_cache)),
+            meter: None,
         }
+    }
+
+    /// Records each checkout's wait
+    /// ([`CONNECTION_WAIT_TIME`](checkpoint_core::telemetry::CONNECTION_WAIT_TIME)) and the
+    /// pool's used and idle connections as of that checkout
+    /// ([`CONNECTION_COUNT`](checkpoint_core::telemetry::CONNECTION_COUNT)) in `meter`.
+    /// [`PostgresStore::connect`](crate::PostgresStore::connect) sets it.
+    pub fn metered(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
+        self
     }
 
     fn mode(&self) -> StatementMode {
@@ -395,7 +409,18 @@ impl DeadpoolPool {
     }
 
     async fn get(&self) -> Result<Object, DbError> {
-        self.pool.get().await.map_err(DbError::from_pool)
+        let Some(meter) = &self.meter else {
+            return self.pool.get().await.map_err(DbError::from_pool);
+        };
+        let started = std::time::Instant::now();
+        let object = self.pool.get().await.map_err(DbError::from_pool);
+        meter.connection_waited(started.elapsed().as_secs_f64());
+        let status = self.pool.status();
+        meter.connections(
+            status.size.saturating_sub(status.available),
+            status.available,
+        );
+        object
     }
 }
 

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use checkpoint_core::telemetry::Meter;
 use checkpoint_core::{Error, Result};
 use tokio_postgres::error::SqlState;
 
@@ -99,8 +100,14 @@ impl RetryPolicy {
         }
     }
 
-    /// Runs `operation` until it succeeds, fails for good, or the retries are spent.
-    pub(crate) async fn run<T, F, Fut>(&self, operation: &'static str, attempt: F) -> Result<T>
+    /// Runs `operation` until it succeeds, fails for good, or the retries are spent; each
+    /// retry is counted in `meter` with its cause.
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        meter: &Meter,
+        operation: &'static str,
+        attempt: F,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -114,9 +121,22 @@ impl RetryPolicy {
             .sleep(tokio::time::sleep)
             .when(is_transient)
             .notify(|err: &Error, after: Duration| {
+                meter.retried(operation, cause(err));
                 tracing::warn!(operation, error = %err, retry_in = ?after, "transient failure, retrying");
             })
             .await
+    }
+}
+
+/// What a retry is counted under: the server's SQLSTATE, or `connection` when the
+/// connection failed.
+fn cause(err: &Error) -> String {
+    match DbError::of(err) {
+        Some(db) => match (db.kind(), db.code()) {
+            (DbErrorKind::Server, Some(code)) => code.code().to_owned(),
+            _ => "connection".to_owned(),
+        },
+        None => err.kind().to_owned(),
     }
 }
 
@@ -142,6 +162,10 @@ pub fn is_transient(err: &Error) -> bool {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn meter() -> Meter {
+        Meter::new(checkpoint_core::telemetry::System::Postgres, "test")
+    }
 
     fn fast() -> RetryPolicy {
         RetryPolicy::default()
@@ -190,7 +214,7 @@ mod tests {
     async fn a_transient_failure_is_retried_until_success() {
         let calls = AtomicUsize::new(0);
         let result = fast()
-            .run("test", || async {
+            .run(&meter(), "test", || async {
                 if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                     Err(DbError::connection("reset").into_core())
                 } else {
@@ -206,7 +230,7 @@ mod tests {
     async fn a_final_failure_is_returned_at_once() {
         let calls = AtomicUsize::new(0);
         let result: Result<()> = fast()
-            .run("test", || async {
+            .run(&meter(), "test", || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err(DbError::server(SqlState::UNDEFINED_TABLE, None, "gone").into_core())
             })
@@ -220,7 +244,7 @@ mod tests {
         for (policy, expected) in [(fast().max_retries(3), 4), (RetryPolicy::disabled(), 1)] {
             let calls = AtomicUsize::new(0);
             let result: Result<()> = policy
-                .run("test", || async {
+                .run(&meter(), "test", || async {
                     calls.fetch_add(1, Ordering::SeqCst);
                     Err(DbError::connection("down").into_core())
                 })

@@ -687,3 +687,43 @@ async fn the_documented_copy_of_a_million_rows_succeeds() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_retention_drops_the_partitions_past_its_age() {
+    let options = support::options().await;
+    let quiet = store_on(options.clone()).await;
+    let client = support::client().await;
+    let today = seed(&quiet, &client).await;
+    let current = Checkpoint::new("exec-now", "n", json!({"kept": true}));
+    quiet.save(&current).await.unwrap();
+
+    let schedule = checkpoint_core::retention::RetentionSchedule::new(
+        checkpoint_core::RetentionPolicy::older_than(Duration::from_secs(2 * 24 * 3600)),
+        Duration::from_millis(40),
+    );
+    let scheduled = store_on(options.retention(schedule)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Days -5 to -3 end at or before now minus two days; day -2 does not.
+    while quiet.partitions().await.unwrap().first().map(|p| p.from) != Some(today - Span::days(2)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            quiet.partitions().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for k in 0..200 {
+        let days_ago = k % 6;
+        let history = quiet.list(&format!("exec-{k}")).await.unwrap();
+        if days_ago >= 3 {
+            assert!(history.is_empty(), "exec-{k} started {days_ago} days ago");
+        } else {
+            assert_eq!(history.len(), 100, "exec-{k} started {days_ago} days ago");
+        }
+    }
+    assert_eq!(
+        quiet.load(&current.id).await.unwrap(),
+        current.with_version(1)
+    );
+    drop(scheduled);
+}

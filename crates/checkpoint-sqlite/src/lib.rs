@@ -50,6 +50,8 @@ mod write;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use checkpoint_core::retention::{self, RetentionSchedule, RetentionTask};
+use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
     Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Page,
@@ -79,6 +81,12 @@ struct Inner {
     db: Db,
     options: SqliteOptions,
     migrated: Vec<i64>,
+    /// Every operation's duration, as `db.system.name = sqlite`
+    /// ([`telemetry`](checkpoint_core::telemetry)).
+    meter: Meter,
+    /// Scheduled retention, when the options ask for it; it holds the store weakly, so it ends
+    /// with the last clone of the store.
+    retention: Option<RetentionTask>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -128,13 +136,15 @@ impl SqliteStore {
         if !migrated.is_empty() {
             tracing::info!(?migrated, location = ?options.location, "migrated the checkpoint schema");
         }
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                db,
-                options,
-                migrated,
-            }),
-        })
+        let schedule = options.retention.clone();
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
+            retention: schedule.map(|schedule| retention_task(weak.clone(), schedule)),
+            db,
+            options,
+            migrated,
+            meter: Meter::new(System::Sqlite, "checkpoints"),
+        });
+        Ok(SqliteStore { inner })
     }
 
     /// Opens the database a `sqlite:` URL names; see [`SqliteOptions::new`].
@@ -186,8 +196,12 @@ impl SqliteStore {
         self.inner.db.commit_stats()
     }
 
-    /// Closes the pool; every later call fails with [`Error::Unavailable`].
+    /// Closes the pool and stops scheduled retention; every later call fails with
+    /// [`Error::Unavailable`].
     pub fn close(&self) {
+        if let Some(task) = &self.inner.retention {
+            task.stop();
+        }
         self.inner.db.close();
     }
 
@@ -200,6 +214,44 @@ impl SqliteStore {
     }
 }
 
+/// The background task of `schedule` over the store `weak` points to: each pass runs while the
+/// store is alive, and the task ends once it is gone.
+fn retention_task(weak: std::sync::Weak<Inner>, schedule: RetentionSchedule) -> RetentionTask {
+    let every = schedule.every();
+    RetentionTask::spawn(
+        every,
+        move || {
+            let weak = weak.clone();
+            let schedule = schedule.clone();
+            async move {
+                let Some(inner) = weak.upgrade() else {
+                    return Err(Error::Unavailable {
+                        message: "the store was dropped".into(),
+                        source: None,
+                    });
+                };
+                let store = SqliteStore { inner };
+                let pause = schedule.pause_between_batches();
+                retention::recorded(
+                    &store.inner.meter,
+                    retention::prune_in_batches(&store, schedule.policy(), || {
+                        tokio::time::sleep(pause)
+                    }),
+                )
+                .await
+            }
+        },
+        |outcome| match outcome {
+            Ok(pass) => tracing::info!(
+                batches = pass.batches,
+                removed = pass.removed,
+                "scheduled retention pass"
+            ),
+            Err(err) => tracing::warn!(error = %err, "scheduled retention pass failed"),
+        },
+    )
+}
+
 #[async_trait]
 impl CheckpointStore for SqliteStore {
     fn limits(&self) -> Limits {
@@ -207,92 +259,147 @@ impl CheckpointStore for SqliteStore {
     }
 
     async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
-        self.limits().check_checkpoint(checkpoint)?;
-        let row = StoredRow::from_checkpoint(checkpoint)?;
-        self.inner.db.save(row).await
+        self.inner
+            .meter
+            .observe("save", async {
+                self.limits().check_checkpoint(checkpoint)?;
+                let row = StoredRow::from_checkpoint(checkpoint)?;
+                self.inner.db.save(row).await
+            })
+            .await
     }
 
     async fn load(&self, id: &str) -> Result<Checkpoint> {
-        check_id("id", id)?;
-        let id = id.to_owned();
-        self.read(move |conn| read::load(conn, &id)).await
+        self.inner
+            .meter
+            .observe("load", async {
+                check_id("id", id)?;
+                let id = id.to_owned();
+                self.read(move |conn| read::load(conn, &id)).await
+            })
+            .await
     }
 
     async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
-        check_id("execution_id", execution_id)?;
-        let execution_id = execution_id.to_owned();
-        self.read(move |conn| read::list(conn, &execution_id)).await
+        self.inner
+            .meter
+            .observe("list", async {
+                check_id("execution_id", execution_id)?;
+                let execution_id = execution_id.to_owned();
+                self.read(move |conn| read::list(conn, &execution_id)).await
+            })
+            .await
     }
 
     async fn delete(&self, id: &str) -> Result<bool> {
-        check_id("id", id)?;
-        let id = id.to_owned();
-        self.inner.db.write(move |tx| write::delete(tx, &id)).await
+        self.inner
+            .meter
+            .observe("delete", async {
+                check_id("id", id)?;
+                let id = id.to_owned();
+                self.inner.db.write(move |tx| write::delete(tx, &id)).await
+            })
+            .await
     }
 
     async fn clear(&self, execution_id: &str) -> Result<u64> {
-        check_id("execution_id", execution_id)?;
-        let execution_id = execution_id.to_owned();
         self.inner
-            .db
-            .write(move |tx| write::clear(tx, &execution_id))
+            .meter
+            .observe("clear", async {
+                check_id("execution_id", execution_id)?;
+                let execution_id = execution_id.to_owned();
+                self.inner
+                    .db
+                    .write(move |tx| write::clear(tx, &execution_id))
+                    .await
+            })
             .await
     }
 
     async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
-        check_id("execution_id", execution_id)?;
-        let execution_id = execution_id.to_owned();
-        self.read(move |conn| read::latest(conn, &execution_id))
+        self.inner
+            .meter
+            .observe("latest", async {
+                check_id("execution_id", execution_id)?;
+                let execution_id = execution_id.to_owned();
+                self.read(move |conn| read::latest(conn, &execution_id))
+                    .await
+            })
             .await
     }
 
     async fn list_page(&self, query: &ListQuery) -> Result<Page> {
-        self.limits().check_list_query(query)?;
-        let query = query.clone();
-        self.read(move |conn| read::page(conn, &query)).await
+        self.inner
+            .meter
+            .observe("list_page", async {
+                self.limits().check_list_query(query)?;
+                let query = query.clone();
+                self.read(move |conn| read::page(conn, &query)).await
+            })
+            .await
     }
 
     async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
-        self.limits().check_batch(checkpoints)?;
-        if checkpoints.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = checkpoints
-            .iter()
-            .map(StoredRow::from_checkpoint)
-            .collect::<Result<Vec<_>>>()?;
         self.inner
-            .db
-            .write(move |tx| write::save_all(tx, &rows))
+            .meter
+            .observe("save_batch", async {
+                self.limits().check_batch(checkpoints)?;
+                if checkpoints.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let rows = checkpoints
+                    .iter()
+                    .map(StoredRow::from_checkpoint)
+                    .collect::<Result<Vec<_>>>()?;
+                self.inner
+                    .db
+                    .write(move |tx| write::save_all(tx, &rows))
+                    .await
+            })
             .await
     }
 
     async fn list_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionSummary>> {
-        self.limits().check_execution_query(query)?;
-        let query = query.clone();
-        self.read(move |conn| read::executions(conn, &query)).await
+        self.inner
+            .meter
+            .observe("list_executions", async {
+                self.limits().check_execution_query(query)?;
+                let query = query.clone();
+                self.read(move |conn| read::executions(conn, &query)).await
+            })
+            .await
     }
 
     async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
-        self.limits().check_retention(policy)?;
-        let policy = policy.clone();
         self.inner
-            .db
-            .write(move |tx| write::prune(tx, &policy))
+            .meter
+            .observe("prune", async {
+                self.limits().check_retention(policy)?;
+                let policy = policy.clone();
+                self.inner
+                    .db
+                    .write(move |tx| write::prune(tx, &policy))
+                    .await
+            })
             .await
     }
 
     async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
-        check_id("id", checkpoint_id)?;
-        check_id("execution_id", new_execution_id)?;
-        let (id, target, limits) = (
-            checkpoint_id.to_owned(),
-            new_execution_id.to_owned(),
-            self.limits(),
-        );
         self.inner
-            .db
-            .write(move |tx| write::fork(tx, &limits, &id, &target))
+            .meter
+            .observe("fork", async {
+                check_id("id", checkpoint_id)?;
+                check_id("execution_id", new_execution_id)?;
+                let (id, target, limits) = (
+                    checkpoint_id.to_owned(),
+                    new_execution_id.to_owned(),
+                    self.limits(),
+                );
+                self.inner
+                    .db
+                    .write(move |tx| write::fork(tx, &limits, &id, &target))
+                    .await
+            })
             .await
     }
 }

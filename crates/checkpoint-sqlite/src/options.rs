@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use checkpoint_core::retention::RetentionSchedule;
 use checkpoint_core::{Error, Limits, Result};
 use percent_encoding::percent_decode_str;
 
@@ -102,6 +103,7 @@ pub struct SqliteOptions {
     pub(crate) max_connections: usize,
     pub(crate) limits: Limits,
     pub(crate) auto_migrate: bool,
+    pub(crate) retention: Option<RetentionSchedule>,
 }
 
 impl SqliteOptions {
@@ -115,6 +117,7 @@ impl SqliteOptions {
             max_connections: 4,
             limits: Limits::default(),
             auto_migrate: true,
+            retention: None,
         }
     }
 
@@ -234,6 +237,27 @@ impl SqliteOptions {
         self.durability
     }
 
+    /// Applies `schedule` in the background while the store is open (default: none): every
+    /// interval, one execution at a time, each in its own short transaction, pausing between
+    /// them (see [`checkpoint_core::retention`]). The task ends when the last clone of the
+    /// store is dropped or the store is closed. Checked by [`validate`](Self::validate).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_core::{retention::RetentionSchedule, RetentionPolicy};
+    /// use checkpoint_sqlite::SqliteOptions;
+    ///
+    /// let options = SqliteOptions::file("checkpoints.db").retention(RetentionSchedule::new(
+    ///     RetentionPolicy::keep_last(100),
+    ///     Duration::from_secs(3600),
+    /// ));
+    /// assert!(options.validate().is_ok());
+    /// ```
+    pub fn retention(mut self, schedule: RetentionSchedule) -> Self {
+        self.retention = Some(schedule);
+        self
+    }
+
     /// Checks every setting.
     ///
     /// # Errors
@@ -250,6 +274,9 @@ impl SqliteOptions {
                 "max_connections",
                 format!("{} is outside 1..=64", self.max_connections),
             ));
+        }
+        if let Some(schedule) = &self.retention {
+            schedule.validate(&self.limits)?;
         }
         if self.location == Location::Memory && self.max_connections != 1 {
             return Err(Error::invalid(

@@ -3,33 +3,19 @@
 //! checkpoint was saved may run twice.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use checkpoint_core::CheckpointStore;
 use tokio::process::Command;
 
+mod binary;
+
 pub const NODES: [&str; 5] = ["download", "parse", "enrich", "summarize", "publish"];
 
-/// The example binary cargo built beside this test binary.
-fn example_binary() -> PathBuf {
-    let test_binary = std::env::current_exe().expect("test binary path");
-    let target_dir = test_binary
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = target_dir.join("examples").join("durable_workflow");
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace --all-features`",
-        path.display()
-    );
-    path
-}
-
 fn example(execution: &str, env: &[(&str, String)], log: &Path) -> Command {
-    let mut command = Command::new(example_binary());
+    let mut command = Command::new(binary::example_binary("durable_workflow"));
     command
         .arg(execution)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

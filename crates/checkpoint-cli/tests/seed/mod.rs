@@ -63,3 +63,52 @@ pub fn damaged(found: &serde_json::Value) -> Vec<(String, i64, String)> {
         })
         .collect()
 }
+
+/// A running `checkpointctl watch --json`, its printed checkpoints read line by line.
+pub struct Watch {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watch {
+    /// Starts `checkpointctl watch EXECUTION --json --after 0` with `args` on `database_url`
+    /// (a `--schema` or `--interval` goes in `args`).
+    pub fn start(database_url: &str, execution: &str, args: &[&str]) -> Watch {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("checkpointctl"))
+            .env("DATABASE_URL", database_url)
+            .env_remove("CHECKPOINT_ENCRYPTION_KEYS")
+            .args(["watch", execution, "--json", "--after", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("checkpointctl starts");
+        let stdout = child.stdout.take().expect("its output");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// The version of the next checkpoint printed, waiting at most `wait`.
+    pub fn next_version(&self, wait: std::time::Duration) -> Option<i64> {
+        let line = self.lines.recv_timeout(wait).ok()?;
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        value["version"].as_i64()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -33,6 +33,7 @@ pub mod prune;
 pub mod read;
 pub mod remove;
 pub mod save;
+pub mod scheduled;
 pub mod strategies;
 pub mod validation;
 

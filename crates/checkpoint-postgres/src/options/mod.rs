@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use checkpoint_core::retention::RetentionSchedule;
 use checkpoint_core::{Error, Limits, Result};
 use deadpool_postgres::RecyclingMethod;
 use tokio_postgres::config::Host;
@@ -75,6 +76,8 @@ pub struct PostgresOptions {
     min_delta_bytes: usize,
     group_commit: GroupCommit,
     encryption: Option<Encryption>,
+    retention: Option<RetentionSchedule>,
+    notify: bool,
 }
 
 impl PostgresOptions {
@@ -134,6 +137,8 @@ impl PostgresOptions {
             min_delta_bytes: Self::DEFAULT_MIN_DELTA_BYTES,
             group_commit: GroupCommit::default(),
             encryption: None,
+            retention: None,
+            notify: false,
         };
         for (key, value) in own_params {
             options.apply_parameter(&key, &value)?;
@@ -253,6 +258,53 @@ impl PostgresOptions {
         }
         self.config.options(options.join(" "));
         self
+    }
+
+    /// Applies `schedule` in the background while the store is open (default: none): every
+    /// interval, one execution at a time, each pruned in its own short transaction, with a
+    /// pause between them (see [`checkpoint_core::retention`]). On a time-partitioned table an
+    /// `older_than` rule drops whole partitions instead
+    /// ([`drop_partitions_before`](crate::PostgresStore::drop_partitions_before), so it counts
+    /// from each execution's start, as that layout's retention always does), and `keep_last`,
+    /// when set, is then applied execution by execution. The task ends when the last clone of
+    /// the store is dropped or the store is closed. Checked by `connect`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_core::{retention::RetentionSchedule, RetentionPolicy};
+    /// use checkpoint_postgres::PostgresOptions;
+    ///
+    /// let options = PostgresOptions::new("postgres://app@db/app")?.retention(
+    ///     RetentionSchedule::new(RetentionPolicy::keep_last(100), Duration::from_secs(600)),
+    /// );
+    /// assert!(options.retention_schedule().is_some());
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
+    pub fn retention(mut self, schedule: RetentionSchedule) -> Self {
+        self.retention = Some(schedule);
+        self
+    }
+
+    /// Whether the store announces new checkpoints (default off): after each acknowledged
+    /// save, group, batch or fork, one `pg_notify` on the table's channel
+    /// ([`PostgresStore::channel`](crate::PostgresStore::channel)) per execution written, so
+    /// that [`PostgresStore::listen`](crate::PostgresStore::listen) (and `checkpointctl watch`)
+    /// hears of them at once. It costs one more statement per save (per group with group
+    /// commit), and PostgreSQL serialises the commits of notifying transactions; off, a
+    /// watcher polls.
+    pub fn notify(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// Whether [`notify`](Self::notify) is on.
+    pub fn is_notify(&self) -> bool {
+        self.notify
+    }
+
+    /// The schedule of [`retention`](Self::retention).
+    pub fn retention_schedule(&self) -> Option<&RetentionSchedule> {
+        self.retention.as_ref()
     }
 
     /// How many periods past the current one a time-partitioned table
@@ -630,6 +682,8 @@ impl fmt::Debug for PostgresOptions {
             .field("min_delta_bytes", &self.min_delta_bytes)
             .field("group_commit", &self.group_commit)
             .field("encryption", &self.encryption)
+            .field("retention", &self.retention)
+            .field("notify", &self.notify)
             .finish()
     }
 }

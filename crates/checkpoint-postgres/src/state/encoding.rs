@@ -96,10 +96,33 @@ pub(crate) struct Encoded<'a> {
     pub fingerprint: Option<Fingerprint>,
 }
 
+/// How a state was stored, for the metrics: `jsonb`, `snapshot` or `delta`, its stored
+/// size, and a delta's depth.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Written {
+    pub storage: &'static str,
+    pub bytes: usize,
+    pub depth: Option<u32>,
+}
+
 impl Encoded<'_> {
     /// The depth the row will have: 0 for a snapshot, one more than its base for a delta.
     pub fn depth(&self) -> i32 {
         self.base.map_or(0, |b| b.depth.saturating_add(1))
+    }
+
+    /// What the metrics count of this state once it is stored.
+    pub fn written(&self) -> Written {
+        let (storage, bytes) = match (&self.state, &self.payload) {
+            (Some(Json(state)), _) => ("jsonb", json_len(state)),
+            (None, Some(payload)) if self.base.is_some() => ("delta", payload.len()),
+            (None, payload) => ("snapshot", payload.as_ref().map_or(0, Vec::len)),
+        };
+        Written {
+            storage,
+            bytes,
+            depth: self.base.map(|_| u32::try_from(self.depth()).unwrap_or(0)),
+        }
     }
 }
 
@@ -126,6 +149,24 @@ fn proves(base: &Value, text: &[u8], hash: i64, id: &str) -> bool {
         );
     }
     proven
+}
+
+/// The length of `value` as compact JSON text, counted without keeping the text.
+pub(crate) fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// The encoding settings of one store.

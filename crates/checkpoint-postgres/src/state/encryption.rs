@@ -88,6 +88,19 @@ pub enum EncryptionError {
 }
 
 impl EncryptionError {
+    /// A stable short name of the variant, the `kind` label of
+    /// [`ENCRYPTION_FAILURES`](checkpoint_core::telemetry::ENCRYPTION_FAILURES):
+    /// `unknown_key`, `authentication`, `malformed`, `not_configured` or `random`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EncryptionError::UnknownKey { .. } => "unknown_key",
+            EncryptionError::Authentication { .. } => "authentication",
+            EncryptionError::Malformed { .. } => "malformed",
+            EncryptionError::NotConfigured { .. } => "not_configured",
+            EncryptionError::Random => "random",
+        }
+    }
+
     /// The encryption error behind a core error, if there is one.
     pub fn of(err: &Error) -> Option<&EncryptionError> {
         std::error::Error::source(err)?.downcast_ref::<EncryptionError>()

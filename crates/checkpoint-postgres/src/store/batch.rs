@@ -18,9 +18,10 @@ use tokio_postgres::types::Json;
 use tokio_postgres::error::SqlState;
 
 use crate::pool::DbTransaction;
-use crate::store::moved;
 use crate::store::write::{finish, save_in_tx, SaveArgs};
+use crate::store::{append_backoff, contended, moved, partitions, MAX_APPEND_ATTEMPTS};
 use crate::PostgresStore;
+use crate::TableLayout;
 
 /// Where an id lives: its execution and version.
 type Locations = HashMap<String, (String, i64)>;
@@ -294,6 +295,65 @@ impl<'a> Columns<'a> {
             &self.hashes,
         ]
     }
+}
+
+/// `save_batch`: one statement for the whole batch where it can be, one transaction of
+/// single saves otherwise, each attempt atomic; the input is checked before anything is
+/// written.
+pub(crate) async fn save(store: &PostgresStore, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
+    store.limits.check_batch(checkpoints)?;
+    // What the encoding refuses is refused before anything is written, as the input rules
+    // are, whatever the items before it would meet in the table.
+    for checkpoint in checkpoints {
+        store.encoder.admit(checkpoint)?;
+    }
+    if checkpoints.is_empty() {
+        return Ok(Vec::new());
+    }
+    partitions::upkeep(store).await;
+    let all_append = checkpoints.iter().all(|cp| cp.version == 0);
+    for attempt in 0..MAX_APPEND_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(append_backoff(attempt)).await;
+        }
+        // Each attempt is atomic (one statement, or one transaction), so retrying is safe.
+        // On the distributed layout the one-statement paths (which read each execution's
+        // highest version beside arrays of items) are not plannable by Citus: each item is
+        // saved in one transaction of statements routed to its shard.
+        let one_statement = store.table.layout() != TableLayout::Distributed;
+        if all_append && one_statement {
+            let appended = store
+                .retry
+                .run(&store.meter, "save_batch", || {
+                    save_appends(store, checkpoints)
+                })
+                .await?;
+            if let Some(versions) = appended {
+                return Ok(store.saved_all(checkpoints, versions));
+            }
+        }
+        if one_statement {
+            let planned = store
+                .retry
+                .run(&store.meter, "save_batch", || {
+                    save_planned(store, checkpoints)
+                })
+                .await?;
+            if let Some(versions) = planned {
+                return Ok(store.saved_all(checkpoints, versions));
+            }
+        }
+        let replayed = store
+            .retry
+            .run(&store.meter, "save_batch", || {
+                save_one_by_one(store, checkpoints)
+            })
+            .await?;
+        if let Some(versions) = replayed {
+            return Ok(store.saved_all(checkpoints, versions));
+        }
+    }
+    Err(contended(&checkpoints[0].execution_id))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
     Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, IdScope, Limits,
@@ -23,9 +24,11 @@ use crate::{
 pub(crate) mod batch;
 pub(crate) mod floors;
 pub(crate) mod group;
+pub(crate) mod notify;
 pub(crate) mod partitions;
 pub(crate) mod read;
 pub(crate) mod reencrypt;
+pub(crate) mod retention;
 pub(crate) mod verify;
 pub(crate) mod write;
 
@@ -56,6 +59,14 @@ pub struct PostgresStore {
     upkeep: Option<Arc<partitions::Upkeep>>,
     partitions_ahead: u16,
     migrated: Option<Arc<MigrationReport>>,
+    /// Scheduled retention, when the options ask for it: the task ends when the last clone
+    /// of this store goes (the task's own clone holds none).
+    retention: Option<Arc<checkpoint_core::retention::RetentionTask>>,
+    /// Whether acknowledged writes are announced on the table's channel (`notify.rs`).
+    notify: bool,
+    /// Operation durations, retries, group sizes, states written
+    /// ([`telemetry`](checkpoint_core::telemetry)), labelled with the table.
+    meter: Meter,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -84,7 +95,7 @@ impl PostgresStore {
     #[instrument(level = "info", name = "checkpoint_connect", skip(options), fields(options = ?options), err)]
     pub async fn connect(options: PostgresOptions) -> Result<Self> {
         options.table_name()?;
-        let pool = DeadpoolPool::from_options(&options)?;
+        let pool = DeadpoolPool::from_options(&options)?.metered(meter_for(&options.table_name()?));
         let warm = options.pool_min_size();
         let store = Self::with_pool(pool.clone(), &options).await?;
         if warm > 0 {
@@ -135,7 +146,13 @@ impl PostgresStore {
             .layout()
             .floored_appends()
             .then(|| Arc::new(floors::VersionFloors::default()));
+        if let Some(schedule) = options.retention_schedule() {
+            schedule.validate(&options.input_limits())?;
+        }
         let store = PostgresStore {
+            retention: None,
+            notify: options.is_notify(),
+            meter: meter_for(&table),
             pool: Arc::new(pool),
             sql: Arc::new(statements::Statements::new(&table)),
             constraints: Arc::new(constraints::Constraints::new(&table)),
@@ -170,6 +187,10 @@ impl PostgresStore {
         }
         // A time-partitioned table needs the partition of now before the first save.
         partitions::upkeep(&store).await;
+        if let Some(schedule) = options.retention_schedule() {
+            let task = retention::spawn(store.clone(), schedule.clone());
+            store.retention = Some(Arc::new(task));
+        }
         Ok(store)
     }
 
@@ -208,8 +229,12 @@ impl PostgresStore {
         Ok(self.pool.ping().await?)
     }
 
-    /// Closes the pool; later calls fail with [`Error::Unavailable`].
+    /// Closes the pool and stops scheduled retention; later calls fail with
+    /// [`Error::Unavailable`].
     pub fn close(&self) {
+        if let Some(task) = &self.retention {
+            task.stop();
+        }
         self.pool.close();
     }
 
@@ -339,6 +364,28 @@ impl PostgresStore {
         self.floors.as_ref().map_or(0, |f| f.get(execution))
     }
 
+    /// Runs one operation of the [`CheckpointStore`] API under the meter: its duration and
+    /// outcome, and, when a sealed state could not be opened or sealed, the kind of failure.
+    async fn observe<T>(
+        &self,
+        operation: &'static str,
+        run: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let outcome = self.meter.observe(operation, run).await;
+        if let Some(failure) = outcome.as_ref().err().and_then(crate::EncryptionError::of) {
+            self.meter.encryption_failed(failure.kind());
+        }
+        outcome
+    }
+
+    /// Counts a state written by a save, a group or a fork
+    /// ([`STATES_WRITTEN`](checkpoint_core::telemetry::STATES_WRITTEN) and the byte and depth
+    /// figures beside it).
+    fn wrote(&self, written: encoding::Written) {
+        self.meter
+            .state_written(written.storage, written.bytes, written.depth);
+    }
+
     /// Records the version a save of `checkpoint` stored, as the floor of its execution.
     fn saved(&self, checkpoint: &Checkpoint, version: i64) {
         if let Some(floors) = &self.floors {
@@ -373,7 +420,7 @@ impl PostgresStore {
         params: &[Param<'_>],
     ) -> Result<Vec<Row>> {
         self.retry
-            .run(operation, || async {
+            .run(&self.meter, operation, || async {
                 Ok(self.pool.query(sql, params).await?)
             })
             .await
@@ -387,7 +434,7 @@ impl PostgresStore {
         params: &[Param<'_>],
     ) -> Result<u64> {
         self.retry
-            .run(operation, || async {
+            .run(&self.meter, operation, || async {
                 Ok(self.pool.execute(sql, params).await?)
             })
             .await
@@ -402,6 +449,18 @@ pub(crate) fn moved(checkpoint: &Checkpoint) -> Error {
             "checkpoint {} belongs to another execution than {}; ids never move",
             checkpoint.id, checkpoint.execution_id
         ),
+    )
+}
+
+/// The meter of a store on `table`: `db.collection.name` is the table, schema-qualified when a
+/// schema is set.
+fn meter_for(table: &TableName) -> Meter {
+    Meter::new(
+        System::Postgres,
+        match table.schema() {
+            Some(schema) => format!("{schema}.{}", table.table()),
+            None => table.table().to_owned(),
+        },
     )
 }
 
@@ -425,15 +484,23 @@ impl CheckpointStore for PostgresStore {
 
     #[instrument(level = "debug", skip_all, fields(id = %checkpoint.id, execution_id = %checkpoint.execution_id))]
     async fn save(&self, checkpoint: &Checkpoint) -> Result<i64> {
-        self.limits.check_checkpoint(checkpoint)?;
-        partitions::upkeep(self).await;
-        write::save(self, checkpoint).await
+        self.observe("save", async {
+            self.limits.check_checkpoint(checkpoint)?;
+            partitions::upkeep(self).await;
+            let version = write::save(self, checkpoint).await?;
+            self.announce([checkpoint.execution_id.as_str()]).await;
+            Ok(version)
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn load(&self, id: &str) -> Result<Checkpoint> {
-        check_id("id", id)?;
-        read::load(self, id).await
+        self.observe("load", async {
+            check_id("id", id)?;
+            read::load(self, id).await
+        })
+        .await
     }
 
     fn id_scope(&self) -> IdScope {
@@ -442,124 +509,112 @@ impl CheckpointStore for PostgresStore {
 
     #[instrument(level = "debug", skip(self))]
     async fn load_in(&self, execution_id: &str, id: &str) -> Result<Checkpoint> {
-        check_id("execution_id", execution_id)?;
-        check_id("id", id)?;
-        read::load_in(self, execution_id, id).await
+        self.observe("load_in", async {
+            check_id("execution_id", execution_id)?;
+            check_id("id", id)?;
+            read::load_in(self, execution_id, id).await
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn list(&self, execution_id: &str) -> Result<Vec<Checkpoint>> {
-        check_id("execution_id", execution_id)?;
-        read::list(self, execution_id).await
+        self.observe("list", async {
+            check_id("execution_id", execution_id)?;
+            read::list(self, execution_id).await
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn delete(&self, id: &str) -> Result<bool> {
-        check_id("id", id)?;
-        write::delete(self, id).await
+        self.observe("delete", async {
+            check_id("id", id)?;
+            write::delete(self, id).await
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn clear(&self, execution_id: &str) -> Result<u64> {
-        check_id("execution_id", execution_id)?;
-        write::clear(self, execution_id).await
+        self.observe("clear", async {
+            check_id("execution_id", execution_id)?;
+            write::clear(self, execution_id).await
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn latest(&self, execution_id: &str) -> Result<Option<Checkpoint>> {
-        check_id("execution_id", execution_id)?;
-        read::latest(self, execution_id).await
+        self.observe("latest", async {
+            check_id("execution_id", execution_id)?;
+            read::latest(self, execution_id).await
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(execution_id = %query.execution_id, limit = query.limit))]
     async fn list_page(&self, query: &ListQuery) -> Result<Page> {
-        self.limits.check_list_query(query)?;
-        read::list_page(self, query).await
+        self.observe("list_page", async {
+            self.limits.check_list_query(query)?;
+            read::list_page(self, query).await
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(items = checkpoints.len()))]
     async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
-        self.limits.check_batch(checkpoints)?;
-        // What the encoding refuses is refused before anything is written, as the input rules
-        // are, whatever the items before it would meet in the table.
-        for checkpoint in checkpoints {
-            self.encoder.admit(checkpoint)?;
-        }
-        if checkpoints.is_empty() {
-            return Ok(Vec::new());
-        }
-        partitions::upkeep(self).await;
-        let all_append = checkpoints.iter().all(|cp| cp.version == 0);
-        for attempt in 0..MAX_APPEND_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(append_backoff(attempt)).await;
-            }
-            // Each attempt is atomic (one statement, or one transaction), so retrying is safe.
-            // On the distributed layout the one-statement paths (which read each execution's
-            // highest version beside arrays of items) are not plannable by Citus: each item is
-            // saved in one transaction of statements routed to its shard.
-            let one_statement = self.table.layout() != TableLayout::Distributed;
-            if all_append && one_statement {
-                let appended = self
-                    .retry
-                    .run("save_batch", || batch::save_appends(self, checkpoints))
-                    .await?;
-                if let Some(versions) = appended {
-                    return Ok(self.saved_all(checkpoints, versions));
-                }
-            }
-            if one_statement {
-                let planned = self
-                    .retry
-                    .run("save_batch", || batch::save_planned(self, checkpoints))
-                    .await?;
-                if let Some(versions) = planned {
-                    return Ok(self.saved_all(checkpoints, versions));
-                }
-            }
-            let replayed = self
-                .retry
-                .run("save_batch", || batch::save_one_by_one(self, checkpoints))
-                .await?;
-            if let Some(versions) = replayed {
-                return Ok(self.saved_all(checkpoints, versions));
-            }
-        }
-        Err(contended(&checkpoints[0].execution_id))
+        let versions = self
+            .observe("save_batch", batch::save(self, checkpoints))
+            .await?;
+        self.announce(checkpoints.iter().map(|cp| cp.execution_id.as_str()))
+            .await;
+        Ok(versions)
     }
 
     #[instrument(level = "debug", skip_all, fields(after = ?query.after, limit = query.limit))]
     async fn list_executions(&self, query: &ExecutionQuery) -> Result<Vec<ExecutionSummary>> {
-        self.limits.check_execution_query(query)?;
-        let after = query.after.as_deref().unwrap_or("");
-        let limit = query.limit as i64;
-        let rows = self
-            .query("list_executions", &self.sql.executions, &[&after, &limit])
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ExecutionSummary {
-                    execution_id: row.text(0)?,
-                    checkpoint_count: u64::try_from(row.int(1)?).unwrap_or(0),
-                    latest_version: row.int(2)?,
-                    last_timestamp: row.timestamp(3)?,
+        self.observe("list_executions", async {
+            self.limits.check_execution_query(query)?;
+            let after = query.after.as_deref().unwrap_or("");
+            let limit = query.limit as i64;
+            let rows = self
+                .query("list_executions", &self.sql.executions, &[&after, &limit])
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(ExecutionSummary {
+                        execution_id: row.text(0)?,
+                        checkpoint_count: u64::try_from(row.int(1)?).unwrap_or(0),
+                        latest_version: row.int(2)?,
+                        last_timestamp: row.timestamp(3)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip_all, fields(execution_id = ?policy.execution_id))]
     async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
-        self.limits.check_retention(policy)?;
-        write::prune(self, policy).await
+        self.observe("prune", async {
+            self.limits.check_retention(policy)?;
+            write::prune(self, policy).await
+        })
+        .await
     }
 
     #[instrument(level = "debug", skip(self))]
     async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
-        check_id("id", checkpoint_id)?;
-        check_id("execution_id", new_execution_id)?;
-        partitions::upkeep(self).await;
-        read::fork(self, checkpoint_id, new_execution_id).await
+        self.observe("fork", async {
+            check_id("id", checkpoint_id)?;
+            check_id("execution_id", new_execution_id)?;
+            partitions::upkeep(self).await;
+            let forked = read::fork(self, checkpoint_id, new_execution_id).await?;
+            self.announce([new_execution_id]).await;
+            Ok(forked)
+        })
+        .await
     }
 }
 
@@ -577,5 +632,7 @@ mod backoff_tests {
     }
 }
 
+#[cfg(test)]
+mod telemetry_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -223,5 +223,6 @@ async fn fork_delta(
         });
     }
     store.encoder.remember(&forked, 1, &encoded);
+    store.wrote(encoded.written());
     Ok(forked)
 }

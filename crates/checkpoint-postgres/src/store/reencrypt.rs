@@ -184,7 +184,7 @@ pub(crate) async fn reencrypt(
     let limit = limit as i64;
     let outcome = store
         .retry
-        .run("reencrypt", || async {
+        .run(&store.meter, "reencrypt", || async {
             let mut tx = store.pool.begin().await?;
             let outcome = reencrypt_in_tx(store, keys, tx.as_mut(), after, limit).await;
             finish(tx, outcome.map(Some)).await

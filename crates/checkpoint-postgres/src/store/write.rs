@@ -163,6 +163,7 @@ pub(crate) async fn save_encoded(
                     Some(row) => {
                         let version = row.int(0)?;
                         store.encoder.remember(checkpoint, version, &args.encoded);
+                        store.wrote(args.encoded.written());
                         store.saved(checkpoint, version);
                         Ok(version)
                     }
@@ -197,7 +198,7 @@ async fn careful_save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<
         }
         let outcome = store
             .retry
-            .run("save", || async {
+            .run(&store.meter, "save", || async {
                 let mut tx = store.pool.begin().await?;
                 let outcome = save_in_tx(store, tx.as_mut(), checkpoint, &args).await;
                 finish(tx, outcome).await
@@ -205,6 +206,7 @@ async fn careful_save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<
             .await?;
         if let Some(version) = outcome {
             store.encoder.remember(checkpoint, version, &args.encoded);
+            store.wrote(args.encoded.written());
             store.saved(checkpoint, version);
             return Ok(version);
         }
@@ -319,7 +321,7 @@ pub(crate) async fn delete(store: &PostgresStore, id: &str) -> Result<bool> {
         Err(e) if is_base_violation(store, &e) => {
             let removed = store
                 .retry
-                .run("delete", || async {
+                .run(&store.meter, "delete", || async {
                     let mut tx = store.pool.begin().await?;
                     let outcome = delete_in_tx(store, tx.as_mut(), id, execution).await;
                     finish(tx, outcome.map(Some)).await
@@ -407,7 +409,7 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
         }
         let outcome = store
             .retry
-            .run("prune", || async {
+            .run(&store.meter, "prune", || async {
                 let mut tx = store.pool.begin().await?;
                 let outcome = prune_in_tx(store, tx.as_mut(), execution, keep, cutoff).await;
                 match outcome {

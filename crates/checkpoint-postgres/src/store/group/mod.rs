@@ -280,6 +280,7 @@ async fn write_groups(store: PostgresStore, committer: Arc<Committer>, group: Ve
 async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Member>) {
     if !numbered_in_order(&group) {
         lock(&committer.stats).record(group.len(), 0, true);
+        store.meter.group_split();
         one_by_one(group);
         return;
     }
@@ -296,7 +297,7 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
         loop {
             let result = store
                 .retry
-                .run("save", || async {
+                .run(&store.meter, "save", || async {
                     Ok(store.pool.query(statement, &params).await?)
                 })
                 .await;
@@ -314,6 +315,11 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
     };
     let split = matches!(&result, Err(e) if is_refusal(e));
     lock(&committer.stats).record(group.len(), races, split);
+    if split {
+        store.meter.group_split();
+    } else if result.is_ok() {
+        store.meter.group_written(group.len());
+    }
     match result {
         Ok(rows) => {
             let mut versions = HashMap::with_capacity(rows.len());
@@ -477,6 +483,9 @@ pub(crate) async fn save(
         let _lead = Lead { committer, store };
         let outcome = crate::store::write::save_encoded(store, checkpoint, encoded).await;
         lock(&committer.stats).record(1, 0, false);
+        if outcome.is_ok() {
+            store.meter.group_written(1);
+        }
         return outcome;
     }
     let state = match &encoded.state {
@@ -490,6 +499,7 @@ pub(crate) async fn save(
     if bytes > committer.settings.max_bytes {
         return crate::store::write::save_encoded(store, checkpoint, encoded).await;
     }
+    let written = encoded.written();
     let Encoded {
         payload,
         base,
@@ -527,6 +537,7 @@ pub(crate) async fn save(
                 fingerprint,
             };
             store.encoder.remember(checkpoint, version, &stored);
+            store.wrote(written);
             store.saved(checkpoint, version);
             Ok(version)
         }
