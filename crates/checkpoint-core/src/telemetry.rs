@@ -2,8 +2,8 @@
 //!
 //! The store records; the application chooses where the figures go by installing a recorder
 //! (for example `metrics-exporter-prometheus`, or an OpenTelemetry bridge). With no recorder
-//! installed every call is a no-op costing a few nanoseconds, so no exporter is forced on
-//! anyone. The `metrics` facade was chosen over OpenTelemetry's metrics API for that reason:
+//! installed nothing leaves the process and a record costs a fraction of a microsecond (its
+//! labels are built, then dropped), so no exporter is forced on anyone. The `metrics` facade was chosen over OpenTelemetry's metrics API for that reason:
 //! it is a small crate with no runtime of its own, and every exporter (Prometheus, StatsD,
 //! OpenTelemetry itself) plugs into it.
 //!
@@ -28,7 +28,11 @@ use std::future::Future;
 use std::sync::Once;
 use std::time::Instant;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, histogram, Unit};
+use std::sync::Arc;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, histogram, SharedString, Unit,
+};
 
 use crate::Result;
 
@@ -99,7 +103,8 @@ impl System {
 #[derive(Clone, Debug)]
 pub struct Meter {
     system: &'static str,
-    collection: String,
+    /// Shared, so the label costs a reference count per record, not a copy of the name.
+    collection: SharedString,
 }
 
 impl Meter {
@@ -107,9 +112,10 @@ impl Meter {
     /// metric above to the installed recorder.
     pub fn new(system: System, collection: impl Into<String>) -> Self {
         describe();
+        let collection: String = collection.into();
         Meter {
             system: system.name(),
-            collection: collection.into(),
+            collection: SharedString::from_shared(Arc::from(collection)),
         }
     }
 
