@@ -4,7 +4,9 @@
 mod support;
 
 use checkpoint_core::{Checkpoint, CheckpointStore, Error};
-use checkpoint_postgres::{PostgresStore, SchemaError, SCHEMA_VERSION};
+use checkpoint_postgres::{
+    PartitionPeriod, PostgresStore, SchemaError, TableLayout, SCHEMA_VERSION,
+};
 use serde_json::json;
 
 async fn migration_rows(schema: &str) -> Vec<i32> {
@@ -307,4 +309,185 @@ async fn a_changed_migration_is_detected() {
         SchemaError::of(&err),
         Some(&SchemaError::Modified { version: 1 })
     );
+}
+
+/// The indexes of `relation` in `schema`, each as its name and its key columns.
+async fn index_columns(client: &tokio_postgres::Client, schema: &str) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT i.relname::text, pg_get_indexdef(x.indexrelid) FROM pg_index x \
+             JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
+             JOIN pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = $1 AND t.relname = 'checkpoints' ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let definition: String = r.get(1);
+            let columns = definition
+                .rsplit_once(" USING btree ")
+                .map_or(definition.clone(), |(_, c)| c.to_owned());
+            (r.get(0), columns)
+        })
+        .collect()
+}
+
+/// Each delta foreign key of the table and its partitions: the table it is on and the table it
+/// references.
+async fn base_keys(client: &tokio_postgres::Client, schema: &str) -> Vec<(String, String)> {
+    client
+        .query(
+            "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c \
+             JOIN pg_namespace n ON n.oid = c.connamespace \
+             WHERE n.nspname = $1 AND c.conname = 'checkpoints_base_fkey' ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// A partitioned table made at schema 4 (its id key `(execution_id, id…)`, an index on `id`,
+/// the hash layout's delta key on the partitioned table) moves to schema 5 in place: every
+/// checkpoint reads back exactly, deltas included; the id key leads with `id` and the index on
+/// `id` is gone; each partition's delta key references the partition itself and still refuses
+/// to lose a base; appends continue the versions.
+#[tokio::test]
+async fn partitioned_tables_of_schema_4_move_to_5_keeping_every_row() {
+    for layout in [
+        TableLayout::hash_partitioned(4).unwrap(),
+        TableLayout::time_partitioned(PartitionPeriod::Day),
+    ] {
+        let time = layout.period().is_some();
+        let options = support::options()
+            .await
+            .table_layout(layout)
+            .min_delta_bytes(0);
+        let store = PostgresStore::connect(options.clone()).await.unwrap();
+        let schema = store
+            .table()
+            .schema()
+            .expect("tests use a schema")
+            .to_owned();
+        let mut saved = Vec::new();
+        for e in 0..6 {
+            for step in 0..5 {
+                // A long state that changes a little is stored as a delta of the one before.
+                let log: Vec<String> = (0..60).map(|i| format!("line {i} of {e}")).collect();
+                let state = json!({"e": e, "step": step, "z": -0.0, "log": log});
+                let cp = Checkpoint::new(format!("e{e}"), "node", state);
+                store.save(&cp).await.unwrap();
+                saved.push(store.load_in(&cp.execution_id, &cp.id).await.unwrap());
+            }
+        }
+        store.close();
+
+        // Back to schema 4's shape, as that step made it.
+        let client = support::client().await;
+        let q = |name: &str| format!("\"{schema}\".\"{name}\"");
+        let id_columns = if time {
+            "execution_id, id, execution_start"
+        } else {
+            "execution_id, id"
+        };
+        let mut undo = format!(
+            "DROP INDEX {key}; CREATE UNIQUE INDEX checkpoints_execution_id_key ON {t} \
+             ({id_columns}); CREATE INDEX checkpoints_id_idx ON {t} (id); \
+             DELETE FROM {migrations} WHERE version = 5;",
+            key = q("checkpoints_execution_id_key"),
+            t = q("checkpoints"),
+            migrations = q("checkpoints_migrations"),
+        );
+        if !time {
+            for p in 0..4 {
+                undo.push_str(&format!(
+                    "ALTER TABLE {} DROP CONSTRAINT checkpoints_base_fkey;",
+                    q(&format!("checkpoints_p{p}"))
+                ));
+            }
+            undo.push_str(&format!(
+                "ALTER TABLE {t} ADD CONSTRAINT checkpoints_base_fkey FOREIGN KEY \
+                 (execution_id, base_version) REFERENCES {t} (execution_id, version);",
+                t = q("checkpoints")
+            ));
+        }
+        client.batch_execute(&undo).await.unwrap();
+        assert_eq!(migration_rows(&schema).await, [3, 4], "made in one step");
+
+        let store = PostgresStore::connect(options).await.unwrap();
+        assert_eq!(store.migration_report().unwrap().applied, [5], "{layout}");
+        assert_eq!(migration_rows(&schema).await, [3, 4, 5]);
+        let indexes = index_columns(&client, &schema).await;
+        let id_key = if time {
+            "(id, execution_id, execution_start)"
+        } else {
+            "(id, execution_id)"
+        };
+        assert!(
+            indexes
+                .iter()
+                .any(|(name, columns)| name == "checkpoints_execution_id_key" && columns == id_key),
+            "{layout}: {indexes:?}"
+        );
+        assert!(
+            !indexes.iter().any(|(name, _)| name == "checkpoints_id_idx"),
+            "{layout}: {indexes:?}"
+        );
+        let keys = base_keys(&client, &schema).await;
+        assert!(!keys.is_empty(), "{layout}");
+        for (on, references) in &keys {
+            assert_eq!(on, references, "{layout}: each partition references itself");
+            assert_ne!(
+                on,
+                &q("checkpoints"),
+                "{layout}: none on the partitioned table"
+            );
+        }
+
+        for cp in &saved {
+            let read = store.load(&cp.id).await.unwrap();
+            assert_eq!(read.state.to_string(), cp.state.to_string(), "{layout}");
+            assert_eq!(read.version, cp.version, "{layout}");
+        }
+        let deltas: i64 = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {} WHERE base_version IS NOT NULL",
+                    q("checkpoints")
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(deltas > 0, "{layout}: deltas were stored");
+        // A base cannot go from under its delta behind the store's back.
+        let refused = client
+            .execute(
+                &format!(
+                    "DELETE FROM {} d WHERE EXISTS (SELECT 1 FROM {t} b \
+                     WHERE b.execution_id = d.execution_id AND b.base_version = d.version)",
+                    q("checkpoints"),
+                    t = q("checkpoints")
+                ),
+                &[],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION),
+            "{layout}"
+        );
+        let next = store
+            .save(&Checkpoint::new("e0", "node", json!({"after": 5})))
+            .await
+            .unwrap();
+        assert_eq!(next, 6, "{layout}");
+        store.close();
+    }
 }

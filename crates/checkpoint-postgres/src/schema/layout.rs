@@ -225,15 +225,6 @@ impl TableLayout {
         )
     }
 
-    /// Whether a read by id alone first finds the execution and then reads there, on every
-    /// layout keyed by execution: on a distributed table a recursive read that names no
-    /// execution would run on every shard, which Citus refuses; on a partitioned one it would
-    /// open every partition at each step of the chain, where the lookup of the execution opens
-    /// each once and the read then opens one.
-    pub(crate) fn reads_by_execution(self) -> bool {
-        self.id_scope() == checkpoint_core::IdScope::PerExecution
-    }
-
     /// Whether an append reads the highest version above a floor the store keeps per execution
     /// (`store/floors.rs`): the time-partitioned layout, whose generic plans cannot tell that
     /// an execution lives in one partition and would otherwise read every row of it.

@@ -88,6 +88,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
                       its primary key on id: nothing changes)",
         sql: "SELECT 1;",
     },
+    Migration {
+        version: 5,
+        description: "partitioned layouts key ids by id first and keep delta foreign keys \
+                      within a partition (the plain table changes nothing)",
+        sql: "SELECT 1;",
+    },
 ];
 
 /// The columns of a checkpoint table made in one step (schema 3 and later), as DDL lines at
@@ -147,12 +153,63 @@ const TIME_ID_SCOPE: Migration = Migration {
             REFERENCES {executions} (execution_id, started);",
 };
 
+/// Schema 5 of the hash-partitioned layout: the id key leads with `id`, and the delta foreign
+/// key lives on each partition, referencing that partition.
+///
+/// - `(execution_id, id)` became `(id, execution_id)`: the same rule (`ON CONFLICT` infers the
+///   index by its columns, in any order), but it now also serves a read by id, so the separate
+///   index on `id` goes (one index fewer per insert). It also cannot be mistaken for an index of
+///   the execution: a generic plan made while a partition was empty chose it for the base check
+///   of a group's deltas and read every row of the execution (measured: 10.8 ms against 1.0 ms a
+///   group of 16 at 1,500 rows per execution).
+/// - A foreign key on the partitioned table checks each delta's base through the parent, which
+///   prunes partitions at every check; an execution's rows all live in one partition, so each
+///   partition's key references the partition itself, checked as on a plain table. The keys
+///   keep the table's key name, so a violation reads the same.
+///
+/// Rebuilding the index takes the table's write lock while it runs; adding the keys checks
+/// each partition's deltas once.
+const HASH_LEAF_KEYS: Migration = Migration {
+    version: 5,
+    description: "ids keyed id first; delta foreign keys within each partition",
+    sql: "DROP INDEX IF EXISTS {id_index_path};
+          DROP INDEX IF EXISTS {id_key_path};
+          CREATE UNIQUE INDEX {id_key} ON {table} (id, execution_id);
+          ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {base_key};
+          DO $leaves$
+          DECLARE leaf regclass;
+          BEGIN
+            FOR leaf IN SELECT i.inhrelid::regclass FROM pg_inherits i
+                         WHERE i.inhparent = '{table_text}'::regclass
+                           AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                                           WHERE c.conrelid = i.inhrelid
+                                             AND c.conname = '{base_key_name}') LOOP
+              EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (execution_id, \
+                              base_version) REFERENCES %s (execution_id, version)',
+                             leaf, '{base_key_name}', leaf);
+            END LOOP;
+          END
+          $leaves$;",
+};
+
+/// Schema 5 of the time-partitioned layouts: the id key leads with `id`, for the reasons of
+/// [`HASH_LEAF_KEYS`] (its delta foreign keys were on each partition from the start).
+/// Partitions made from now on name their id index as before; the existing ones get the
+/// server's names.
+const TIME_ID_FIRST: Migration = Migration {
+    version: 5,
+    description: "ids keyed id first",
+    sql: "DROP INDEX IF EXISTS {id_index_path};
+          DROP INDEX IF EXISTS {id_key_path};
+          CREATE UNIQUE INDEX {id_key} ON {table} (id, execution_id, execution_start);",
+};
+
 /// The hash-partitioned layout ([`TableLayout::HashPartitioned`]): the table of schema 3 made
 /// in one step, partitioned by `execution_id`. Every unique index includes `execution_id`.
 /// Schema 3 kept an id unique across partitions through a trigger (an advisory lock and a probe
 /// of every partition per row); schema 4 drops it ([`DROP_ID_GUARD`]). The partitions
 /// themselves are created after the last step, as many as the layout names.
-pub(crate) const HASH_MIGRATIONS: &[Migration] = &[HASH_TABLE, DROP_ID_GUARD];
+pub(crate) const HASH_MIGRATIONS: &[Migration] = &[HASH_TABLE, DROP_ID_GUARD, HASH_LEAF_KEYS];
 
 const HASH_TABLE: Migration = Migration {
     version: 3,
@@ -287,6 +344,7 @@ macro_rules! time_migrations {
                 sql: time_partitioned_sql!($period),
             },
             TIME_ID_SCOPE,
+            TIME_ID_FIRST,
         ]
     };
 }
@@ -298,7 +356,17 @@ const TIME_MIGRATIONS_MONTH: &[Migration] = time_migrations!("month");
 /// The distributed layout ([`TableLayout::Distributed`]), one step at schema 4: a table keyed by
 /// `execution_id` in every index, distributed by it when the `citus` extension is present
 /// (from the coordinator, which keeps the migration record as a local table).
-pub(crate) const DISTRIBUTED_MIGRATIONS: &[Migration] = &[Migration {
+pub(crate) const DISTRIBUTED_MIGRATIONS: &[Migration] = &[DISTRIBUTED_TABLE, DISTRIBUTED_SAME];
+
+/// Schema 5 of the distributed layout: nothing changes (its table is not partitioned; Citus
+/// keeps its primary key as made).
+const DISTRIBUTED_SAME: Migration = Migration {
+    version: 5,
+    description: "nothing changes on the distributed layout",
+    sql: "SELECT 1;",
+};
+
+const DISTRIBUTED_TABLE: Migration = Migration {
     version: 4,
     description: "checkpoint table keyed by execution_id, distributed by it under Citus (schema 4)",
     sql: concat!(
@@ -326,7 +394,7 @@ pub(crate) const DISTRIBUTED_MIGRATIONS: &[Migration] = &[Migration {
           END
           $distribute$;"
     ),
-}];
+};
 
 /// The steps that make `layout`'s table.
 pub(crate) fn chain(layout: TableLayout) -> &'static [Migration] {
@@ -342,8 +410,9 @@ pub(crate) fn chain(layout: TableLayout) -> &'static [Migration] {
     }
 }
 
-/// The partitions of a hash-partitioned layout, created with its table (a time-partitioned
-/// layout's are made by [`crate::store::partitions`], for the current time and ahead).
+/// The partitions of a hash-partitioned layout, created with its table, each with its delta
+/// foreign key on itself (see [`HASH_LEAF_KEYS`]); a time-partitioned layout's are made by
+/// [`crate::store::partitions`], for the current time and ahead.
 pub(crate) fn partitions_ddl(table: &TableName) -> String {
     match table.layout() {
         TableLayout::Plain | TableLayout::TimePartitioned { .. } | TableLayout::Distributed => {
@@ -351,11 +420,14 @@ pub(crate) fn partitions_ddl(table: &TableName) -> String {
         }
         TableLayout::HashPartitioned { partitions } => (0..partitions)
             .map(|i| {
+                let partition = table.qualify(&table.derived(&format!("p{i}")));
                 format!(
-                    "CREATE TABLE {} PARTITION OF {} FOR VALUES WITH (MODULUS {partitions}, \
-                     REMAINDER {i});",
-                    table.qualify(&table.derived(&format!("p{i}"))),
-                    table.quoted()
+                    "CREATE TABLE {partition} PARTITION OF {} FOR VALUES WITH (MODULUS \
+                     {partitions}, REMAINDER {i}); ALTER TABLE {partition} ADD CONSTRAINT \
+                     \"{}\" FOREIGN KEY (execution_id, base_version) REFERENCES {partition} \
+                     (execution_id, version);",
+                    table.quoted(),
+                    table.base_key()
                 )
             })
             .collect(),
@@ -382,6 +454,7 @@ pub(crate) fn render(migration: &Migration, table: &TableName) -> String {
             &format!("\"{}\"", table.derived("base_version_idx")),
         )
         .replace("{base_key}", &format!("\"{}\"", table.base_key()))
+        .replace("{base_key_name}", &table.base_key())
         .replace(
             "{state_check}",
             &format!("\"{}\"", table.derived("state_check")),
@@ -392,6 +465,8 @@ pub(crate) fn render(migration: &Migration, table: &TableName) -> String {
         )
         .replace("{no_execution}", ADOPTED_WITHOUT_EXECUTION)
         .replace("{id_key_name}", &table.id_key())
+        .replace("{id_key_path}", &table.qualify(&table.id_key()))
+        .replace("{id_index_path}", &table.qualify(&table.derived("id_idx")))
         .replace("{id_key}", &format!("\"{}\"", table.id_key()))
         .replace("{id_index}", &format!("\"{}\"", table.derived("id_idx")))
         .replace("{id_guard}", &table.qualify(&table.derived("id_guard")))
@@ -515,6 +590,36 @@ mod tests {
             "distributed",
             4,
             "b8a01ea1459bdf719b642398b8d39fa7028d0e84f318becf573aceb6af96b974",
+        ),
+        (
+            "plain",
+            5,
+            "17db4fd369edb9244b9f91d9aeed145c3d04ad8ba6e95d06247f07a63527d11a",
+        ),
+        (
+            "hash",
+            5,
+            "1b28d8c3dede3bf5dc5b345de7f95ccaafc3ba8f6995c61c986e12a73b2f209e",
+        ),
+        (
+            "day",
+            5,
+            "a8f4cd36cc1931d8776dfd945488d9f2f9ed9249c7e03bca6128e4e42275e1c4",
+        ),
+        (
+            "week",
+            5,
+            "a8f4cd36cc1931d8776dfd945488d9f2f9ed9249c7e03bca6128e4e42275e1c4",
+        ),
+        (
+            "month",
+            5,
+            "a8f4cd36cc1931d8776dfd945488d9f2f9ed9249c7e03bca6128e4e42275e1c4",
+        ),
+        (
+            "distributed",
+            5,
+            "17db4fd369edb9244b9f91d9aeed145c3d04ad8ba6e95d06247f07a63527d11a",
         ),
     ];
 }

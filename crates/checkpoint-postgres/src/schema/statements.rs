@@ -507,16 +507,31 @@ impl Statements {
                 ),
                 &[Type::TEXT, Type::TEXT_ARRAY, Type::BYTEA_ARRAY],
             ),
-            load: Sql::new(
-                with_chains(
-                    &t,
-                    &start,
-                    &format!("SELECT execution_id, version, base_version FROM {t} WHERE id = $1"),
-                    "x.id = $1",
-                    None,
-                ),
-                &[Type::TEXT],
-            ),
+            // Where ids are unique per execution, the rows of at most 16 executions holding
+            // the id, each as stored, in one read of every partition or shard: more than one is
+            // refused as ambiguous (16 are enough to name), and a delta's chain is read next
+            // from its own execution's partition. Reading the chain here too would open every
+            // partition again at each step (measured on 16 hash partitions: 0.39 ms against
+            // 0.23 ms for the rows alone, under generic plans).
+            load: if per_execution {
+                Sql::new(
+                    format!(
+                        "SELECT {read}, true FROM {t} WHERE id = $1 ORDER BY execution_id LIMIT 16"
+                    ),
+                    &[Type::TEXT],
+                )
+            } else {
+                Sql::new(
+                    with_chains(
+                        &t,
+                        &start,
+                        &format!("SELECT execution_id, version, base_version FROM {t} WHERE id = $1"),
+                        "x.id = $1",
+                        None,
+                    ),
+                    &[Type::TEXT],
+                )
+            },
             list: Sql::new(
                 format!(
                     "SELECT {read}, true FROM {t} WHERE execution_id = $1{in_execution} \
@@ -810,8 +825,9 @@ mod tests {
             }
         }
         // The recursive chain read runs only where it names its execution; `load` by id alone
-        // (which would not) is not used on this layout: the store finds the execution first.
-        assert!(TableLayout::Distributed.reads_by_execution());
+        // reads the rows of the id and no chain (the store reads a delta's chain next, by its
+        // execution).
+        assert!(!s.load.text.contains("RECURSIVE"), "{}", s.load.text);
         for (name, sql) in [
             ("latest", &s.latest),
             ("load_in", &s.load_in),

@@ -54,6 +54,16 @@ pub(crate) struct Rebuilt {
 }
 
 impl Stored {
+    /// The execution the row belongs to.
+    pub fn execution_id(&self) -> &str {
+        &self.checkpoint.execution_id
+    }
+
+    /// Whether the row holds a delta, whose state needs its chain of bases.
+    pub fn is_delta(&self) -> bool {
+        self.base.is_some()
+    }
+
     /// Decodes a row of [`READ_COLUMNS`]; `wanted` is its own flag or the caller's choice.
     pub fn from_row(mut row: Row, wanted: bool) -> Result<Stored> {
         let metadata = match row.take_json(4)? {

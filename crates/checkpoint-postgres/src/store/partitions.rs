@@ -139,7 +139,7 @@ fn create_partition_ddl(table: &TableName, from: OffsetDateTime, to: OffsetDateT
         "CREATE TABLE {partition} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS \
            INCLUDING STORAGE);
          CREATE UNIQUE INDEX \"{version}\" ON {partition} (execution_id, version, execution_start);
-         CREATE UNIQUE INDEX \"{id}\" ON {partition} (execution_id, id, execution_start);
+         CREATE UNIQUE INDEX \"{id}\" ON {partition} (id, execution_id, execution_start);
          ALTER TABLE {partition} ADD CONSTRAINT \"{base_key}\"
            FOREIGN KEY (execution_id, base_version, execution_start)
            REFERENCES {partition} (execution_id, version, execution_start);
@@ -163,7 +163,7 @@ pub(crate) fn version_index_name(table: &TableName, suffix: &str) -> String {
     format!("{}_v{suffix}", table.table())
 }
 
-/// The partition's unique index of `(execution_id, id, execution_start)`: `<table>_k<YYYYMMDD>`.
+/// The partition's unique index of `(id, execution_id, execution_start)`: `<table>_k<YYYYMMDD>`.
 pub(crate) fn id_key_name(table: &TableName, suffix: &str) -> String {
     format!("{}_k{suffix}", table.table())
 }

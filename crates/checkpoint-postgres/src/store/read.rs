@@ -38,15 +38,45 @@ fn one(store: &PostgresStore, rows: Vec<Row>) -> Result<Option<Checkpoint>> {
 /// The checkpoint of `id`. Where ids are unique per execution, two executions holding it are
 /// [`Error::Ambiguous`], never an arbitrary one of the two.
 pub(crate) async fn load(store: &PostgresStore, id: &str) -> Result<Checkpoint> {
-    if store.table.layout().reads_by_execution() {
-        return match execution_of(store, id).await? {
-            Some(execution) => load_in(store, &execution, id).await,
-            None => Err(Error::NotFound { id: id.to_owned() }),
-        };
-    }
-    // Ids are unique across the table: one row, with its chain, in one statement.
     let rows = store.query("load", &store.sql.load, &[&id]).await?;
-    one(store, rows)?.ok_or_else(|| Error::NotFound { id: id.to_owned() })
+    if store.table.layout().id_scope() == IdScope::Global {
+        // Ids are unique across the table: one row, with its chain, in one statement.
+        return one(store, rows)?.ok_or_else(|| Error::NotFound { id: id.to_owned() });
+    }
+    // The id's row in each execution holding it, as stored, without chains.
+    let mut stored = rows
+        .into_iter()
+        .map(|row| Stored::from_row(row, true))
+        .collect::<Result<Vec<_>>>()?;
+    if stored.len() > 1 {
+        let mut executions: Vec<String> = stored
+            .into_iter()
+            .map(|s| s.execution_id().to_owned())
+            .collect();
+        executions.sort_unstable();
+        executions.dedup();
+        return Err(Error::Ambiguous {
+            id: id.to_owned(),
+            executions,
+        });
+    }
+    let Some(row) = stored.pop() else {
+        return Err(Error::NotFound { id: id.to_owned() });
+    };
+    if row.is_delta() {
+        // Its chain lives in its execution's partition or shard.
+        let execution = row.execution_id().to_owned();
+        return load_in(store, &execution, id).await;
+    }
+    let read = chain::rebuild(
+        vec![row],
+        store.payload_limit(),
+        store.encoder.encryption.as_ref(),
+    )?
+    .pop()
+    .ok_or_else(|| Error::NotFound { id: id.to_owned() })?;
+    store.encoder.remember_read(&read);
+    Ok(read.checkpoint)
 }
 
 /// The checkpoint of `id` in `execution_id`: one execution's rows, one partition or shard.
