@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use checkpoint_core::{Checkpoint, CheckpointStore, Error};
 use checkpoint_postgres::{
-    PartitionPeriod, PostgresOptions, PostgresStore, SchemaError, TableLayout,
+    GroupCommit, PartitionPeriod, PostgresOptions, PostgresStore, SchemaError, TableLayout,
     MAX_PARTITIONS_AHEAD, MAX_PARTITIONS_PER_CALL,
 };
 use proptest::prelude::*;
@@ -726,4 +726,105 @@ async fn scheduled_retention_drops_the_partitions_past_its_age() {
         current.with_version(1)
     );
     drop(scheduled);
+}
+
+/// One save to each of `executions` at once: one group, with group commit grouping every save.
+async fn round(store: &PostgresStore, executions: &[String], step: usize) {
+    let checkpoints: Vec<Checkpoint> = executions
+        .iter()
+        .map(|e| Checkpoint::new(e.as_str(), "n", json!({"step": step})))
+        .collect();
+    for saved in futures::future::join_all(checkpoints.iter().map(|c| store.save(c))).await {
+        saved.unwrap();
+    }
+}
+
+/// Once the store has learnt where executions live, a group of executions that all started in
+/// one partition's period is written straight to that partition. A start changed behind the
+/// store's back (the registry now says another day) makes the partition refuse the group,
+/// which then goes through the partitioned table: every save lands in the partition of its
+/// execution's start, numbered in order, and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_go_straight_to_their_partition_and_back_when_it_refuses() {
+    let store = store_on(
+        support::options()
+            .await
+            .group_commit(GroupCommit::default().lone_saves_grouped(true)),
+    )
+    .await;
+    let client = support::client().await;
+    let schema = store.table().schema().unwrap().to_owned();
+    let executions: Vec<String> = (0..8).map(|e| format!("g{e}")).collect();
+    for step in 1..=5 {
+        round(&store, &executions, step).await;
+    }
+    let stats = store.group_commit_stats().unwrap();
+    assert!(stats.partition_groups() > 0, "{stats:?}");
+    assert_eq!(stats.rerouted_groups(), 0, "{stats:?}");
+    for e in &executions {
+        let versions: Vec<i64> = store
+            .list(e)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.version)
+            .collect();
+        assert_eq!(versions, [1, 2, 3, 4, 5], "{e}");
+    }
+
+    // g0's start moves to tomorrow behind the store's back (its rows cleared first).
+    assert_eq!(store.clear("g0").await.unwrap(), 5);
+    client
+        .execute(
+            &format!(
+                "UPDATE \"{schema}\".checkpoints_executions \
+                 SET started = started + interval '1 day' WHERE execution_id = 'g0'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let before = store.group_commit_stats().unwrap();
+    round(&store, &executions, 6).await;
+    let after = store.group_commit_stats().unwrap().since(&before);
+    assert!(after.rerouted_groups() > 0, "{after:?}");
+    let rows = client
+        .query(
+            &format!(
+                "SELECT c.execution_id, c.version, c.tableoid::regclass::text, \
+                 c.execution_start = e.started FROM \"{schema}\".checkpoints c \
+                 JOIN \"{schema}\".checkpoints_executions e USING (execution_id) \
+                 WHERE c.version >= 6 OR c.execution_id = 'g0' ORDER BY 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), executions.len());
+    let today = today(&client).await;
+    for row in &rows {
+        let execution: String = row.get(0);
+        let version: i64 = row.get(1);
+        let partition: String = row.get(2);
+        let own_start: bool = row.get(3);
+        assert!(own_start, "{execution}: stored with its execution's start");
+        let day = if execution == "g0" {
+            today + Span::days(1)
+        } else {
+            today
+        };
+        let suffix = format!(
+            "{:04}{:02}{:02}",
+            day.year(),
+            u8::from(day.month()),
+            day.day()
+        );
+        assert!(partition.ends_with(&suffix), "{execution}: {partition}");
+        assert_eq!(version, if execution == "g0" { 1 } else { 6 });
+    }
+    // The next groups learn g0's new start; saves carry on in order everywhere.
+    round(&store, &executions, 7).await;
+    round(&store, &executions, 8).await;
+    assert_eq!(store.latest("g0").await.unwrap().unwrap().version, 3);
+    assert_eq!(store.latest("g7").await.unwrap().unwrap().version, 8);
 }

@@ -26,8 +26,8 @@ pub enum TableLayout {
     /// `PARTITION BY HASH (execution_id)` into `partitions` tables. Every unique index includes
     /// `execution_id`: the version rule is `(execution_id, version)`, and an id is unique
     /// within its execution ([`IdScope::PerExecution`](checkpoint_core::IdScope)). Every
-    /// statement keyed by an execution touches one partition; `load` by id alone looks the
-    /// id up in every partition first.
+    /// statement keyed by an execution touches one partition; `load` by id alone reads the
+    /// id's row in every partition (one statement), and a delta's chain then in its own.
     HashPartitioned {
         /// How many partitions (1 to [`MAX_HASH_PARTITIONS`]).
         partitions: u16,
@@ -36,7 +36,7 @@ pub enum TableLayout {
     /// carries its execution's start, fixed by the first save of the execution in the
     /// unpartitioned `<table>_executions`, so an execution's checkpoints all live in one
     /// partition and the unique indexes on `(execution_id, version, execution_start)` and
-    /// `(execution_id, id, execution_start)` keep the version rule exactly. An id is unique
+    /// `(id, execution_id, execution_start)` keep the version rule exactly. An id is unique
     /// within its execution, as in [`HashPartitioned`](Self::HashPartitioned).
     ///
     /// Retention drops whole partitions
@@ -54,8 +54,8 @@ pub enum TableLayout {
     /// no forced generic plan; every statement has a shape Citus runs (no subquery in
     /// `INSERT … VALUES`). When the `citus` extension is present, the migration distributes
     /// the table by `execution_id` from the coordinator (`create_distributed_table`); on plain
-    /// PostgreSQL the same table runs undistributed. `load` by id alone finds the execution
-    /// first (a query of every shard), then reads that execution's shard;
+    /// PostgreSQL the same table runs undistributed. `load` by id alone reads the id's row
+    /// on every shard (one query), and a delta's chain then on its execution's shard;
     /// [`load_in`](checkpoint_core::CheckpointStore::load_in) goes straight there. Group
     /// commit is not used on this layout (each save is routed to its own shard), a batch saves
     /// its items in one transaction of routed statements, and a prune of every execution

@@ -68,6 +68,8 @@ struct Start {
     read: Option<String>,
     /// Whether an append's read of the highest version takes a floor.
     floored: bool,
+    /// Whether the start is given with each row (`$15`, a group written to one partition).
+    given: bool,
 }
 
 impl Start {
@@ -78,14 +80,28 @@ impl Start {
                 record: Some(table.start_function()),
                 read: Some(table.started_function()),
                 floored,
+                given: false,
             },
             TableLayout::Plain | TableLayout::HashPartitioned { .. } | TableLayout::Distributed => {
                 Start {
                     record: None,
                     read: None,
                     floored,
+                    given: false,
                 }
             }
+        }
+    }
+
+    /// One partition of the time-partitioned layout, written directly: every row of an
+    /// execution is there, so reads need neither the start nor a floor, and each row's start
+    /// is given.
+    fn leaf() -> Self {
+        Start {
+            record: None,
+            read: None,
+            floored: false,
+            given: true,
         }
     }
 
@@ -99,7 +115,7 @@ impl Start {
 
     /// The column an insert adds.
     fn column(&self) -> &'static str {
-        if self.record.is_some() {
+        if self.record.is_some() || self.given {
             ", execution_start"
         } else {
             ""
@@ -108,6 +124,9 @@ impl Start {
 
     /// The value an insert adds: `, start(<execution>)`.
     fn value(&self, execution: &str) -> String {
+        if self.given {
+            return ", n.start".to_owned();
+        }
         self.record
             .as_ref()
             .map(|f| format!(", {f}({execution})"))
@@ -212,6 +231,17 @@ const BATCH_TYPES: [Type; 10] = [
 /// version, which fails the statement; `FOR SHARE` holds each base until commit, as in the
 /// single save.
 fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
+    // Written to one partition, each row's start comes with it; the time-partitioned layout
+    // returns each row's start, for the store to learn where its execution's rows live.
+    let (given, given_column, given_types): (&str, &str, &[Type]) = if start.given {
+        (
+            ", $15::timestamptz[]",
+            ", start",
+            &[Type::TIMESTAMPTZ_ARRAY],
+        )
+    } else {
+        ("", "", &[])
+    };
     let (check, version) = if deltas {
         (
             format!(
@@ -231,9 +261,9 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
         format!(
             "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
              $5::jsonb[], $6::timestamptz[], $7::int8[], $8::text[], $9::bytea[], $10::int8[], \
-             $11::int8[], $12::int8[], $13::int4[], $14::int8[]) WITH ORDINALITY AS i(id, \
-             execution_id, node_name, state, metadata, ts, version, parent_id, payload, \
-             base_version, base_hash, state_hash, base_depth, floor, ord)), \
+             $11::int8[], $12::int8[], $13::int4[], $14::int8[]{given}) WITH ORDINALITY AS \
+             i(id, execution_id, node_name, state, metadata, ts, version, parent_id, payload, \
+             base_version, base_hash, state_hash, base_depth, floor{given_column}, ord)), \
              top AS MATERIALIZED (SELECT e.execution_id, {highest} AS version \
              FROM (SELECT execution_id, MAX(floor) AS floor FROM i WHERE version = 0 \
              GROUP BY execution_id) e){check}, \
@@ -244,7 +274,7 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
              n.execution_id, n.node_name, n.state, n.metadata, n.ts, {version}, n.parent_id, \
              n.payload, n.base_version, n.base_hash, n.state_hash, \
              CASE WHEN n.base_version IS NULL THEN 0 ELSE n.base_depth + 1 END{value} \
-             FROM n ORDER BY n.ord RETURNING id, version",
+             FROM n ORDER BY n.ord RETURNING id, version{column}",
             highest = start.highest(
                 t,
                 &format!(
@@ -265,9 +295,19 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
                 Type::INT4_ARRAY,
                 Type::INT8_ARRAY,
             ],
+            given_types,
         ]
         .concat(),
     )
+}
+
+/// The group statement written to one partition (`leaf`, quoted) of the time-partitioned
+/// layout, for a group whose executions all started in that partition's period: the rows'
+/// starts are bound (`$15`), and every read of an execution's rows reads that partition only.
+/// The foreign key to the registry and the partition's bounds refuse a start that is not the
+/// execution's.
+pub(crate) fn group_save_leaf(leaf: &str, deltas: bool) -> Sql {
+    group_save(leaf, &Start::leaf(), deltas)
 }
 
 impl Statements {

@@ -149,6 +149,12 @@ impl PostgresStore {
         if let Some(schedule) = options.retention_schedule() {
             schedule.validate(&options.input_limits())?;
         }
+        let group = grouped.then(|| {
+            Arc::new(group::Committer::new(
+                group_commit,
+                group::leaves::Leaves::of(&table),
+            ))
+        });
         let store = PostgresStore {
             retention: None,
             notify: options.is_notify(),
@@ -166,7 +172,7 @@ impl PostgresStore {
                 min_delta_bytes: options.delta_threshold(),
                 encryption: options.encryption_keys().cloned(),
             },
-            group: grouped.then(|| Arc::new(group::Committer::new(group_commit))),
+            group,
             floors,
             upkeep,
             partitions_ahead,

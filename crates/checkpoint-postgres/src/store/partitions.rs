@@ -95,7 +95,7 @@ pub(crate) fn period_bounds(
 }
 
 /// `YYYYMMDD` of an instant's UTC date: the suffix of a partition's name and its indexes'.
-fn date_suffix(at: OffsetDateTime) -> String {
+pub(crate) fn date_suffix(at: OffsetDateTime) -> String {
     let day = at.to_offset(time::UtcOffset::UTC).date();
     format!(
         "{:04}{:02}{:02}",

@@ -19,6 +19,7 @@
 //!   short; a group lost anyway (its runtime shut down) sends its saves back to their callers,
 //!   who make them alone: by id, so a group that did commit is found, not written twice.
 
+pub(crate) mod leaves;
 pub(crate) mod settings;
 
 use std::collections::{HashMap, VecDeque};
@@ -34,6 +35,7 @@ use crate::error::{DbError, DbErrorKind};
 use crate::pool::Param;
 use crate::state::encoding::Encoded;
 use crate::store::append_backoff;
+use crate::store::group::leaves::{Leaves, Route};
 use crate::store::group::settings::{GroupCommit, GroupCommitStats};
 use crate::PostgresStore;
 
@@ -49,6 +51,8 @@ pub(crate) struct Committer {
     settings: GroupCommit,
     queue: Mutex<Queue>,
     stats: Mutex<GroupCommitStats>,
+    /// On the time-partitioned layout: where groups can be written directly.
+    leaves: Option<Leaves>,
 }
 
 struct Queue {
@@ -98,7 +102,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Committer {
-    pub fn new(settings: GroupCommit) -> Self {
+    pub fn new(settings: GroupCommit, leaves: Option<Leaves>) -> Self {
         Committer {
             settings,
             queue: Mutex::new(Queue {
@@ -106,6 +110,7 @@ impl Committer {
                 in_flight: 0,
             }),
             stats: Mutex::new(GroupCommitStats::default()),
+            leaves,
         }
     }
 
@@ -284,35 +289,37 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
         one_by_one(group);
         return;
     }
-    let (result, races) = {
-        let columns = Columns::of(&group);
-        let params = columns.params();
-        let statement = if columns.deltas {
-            &store.sql.group_save_delta
-        } else {
-            &store.sql.group_save
-        };
-        let all_append = group.iter().all(|m| m.version == 0);
-        let mut races = 0;
-        loop {
-            let result = store
-                .retry
-                .run(&store.meter, "save", || async {
-                    Ok(store.pool.query(statement, &params).await?)
-                })
-                .await;
-            match result {
-                // Another writer took versions this group numbered: number them again.
-                Err(e)
-                    if all_append && store.is_version_conflict(&e) && races < MAX_GROUP_RACES =>
-                {
-                    races += 1;
-                    tokio::time::sleep(append_backoff(races)).await;
+    let columns = Columns::of(&group);
+    let mut route = committer.leaves.as_ref().and_then(|leaves| {
+        leaves.route(
+            group.iter().map(|m| m.execution_id.as_str()),
+            columns.deltas,
+        )
+    });
+    let (result, races) = loop {
+        let (result, races) = write_columns(store, &columns, route.as_ref()).await;
+        match (route.take(), &result, &committer.leaves) {
+            // The partition refused the group: the partitioned table gives each save its
+            // exact outcome, and the starts of the group's executions are learnt again.
+            (Some(refused), Err(e), Some(leaves))
+                if DbError::of(e).is_some_and(|db| db.kind() == DbErrorKind::Server) =>
+            {
+                if let Some(db) = DbError::of(e) {
+                    leaves.refused(refused.period, db);
                 }
-                other => break (other, races),
+                leaves.forget(group.iter().map(|m| m.execution_id.as_str()));
+                lock(&committer.stats).routed(false);
             }
+            (Some(_), _, _) => {
+                if result.is_ok() {
+                    lock(&committer.stats).routed(true);
+                }
+                break (result, races);
+            }
+            _ => break (result, races),
         }
     };
+    drop(columns);
     let split = matches!(&result, Err(e) if is_refusal(e));
     lock(&committer.stats).record(group.len(), races, split);
     if split {
@@ -325,12 +332,17 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
             let mut versions = HashMap::with_capacity(rows.len());
             for row in &rows {
                 if let (Ok(id), Ok(version)) = (row.text(0), row.int(1)) {
-                    versions.insert(id, version);
+                    versions.insert(id, (version, row.timestamp(2).ok()));
                 }
             }
             for member in group {
                 let reply = match versions.remove(&member.id) {
-                    Some(version) => Reply::Stored(version),
+                    Some((version, start)) => {
+                        if let (Some(leaves), Some(start)) = (&committer.leaves, start) {
+                            leaves.learn(&member.execution_id, start);
+                        }
+                        Reply::Stored(version)
+                    }
                     // Not reported back (it cannot happen with one row per save): the save
                     // alone finds the row by its id.
                     None => Reply::Alone {
@@ -349,6 +361,44 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
             for member in group {
                 let _ = member.reply.send(Reply::Failed(copy_error(&e)));
             }
+        }
+    }
+}
+
+/// Runs the group statement, on the partitioned table or on `route`'s partition, sending it
+/// again while it only lost the race for its versions; returns its outcome and the races lost.
+async fn write_columns(
+    store: &PostgresStore,
+    columns: &Columns<'_>,
+    route: Option<&Route>,
+) -> (Result<Vec<crate::pool::Row>>, usize) {
+    let params = columns.params();
+    let mut with_starts: Vec<Param<'_>> = Vec::new();
+    let (statement, params): (&crate::pool::Sql, &[Param<'_>]) = match route {
+        Some(route) => {
+            with_starts.extend_from_slice(&params);
+            with_starts.push(&route.starts);
+            (&route.statement, &with_starts)
+        }
+        None if columns.deltas => (&store.sql.group_save_delta, &params),
+        None => (&store.sql.group_save, &params),
+    };
+    let all_append = columns.versions.iter().all(|v| *v == 0);
+    let mut races = 0;
+    loop {
+        let result = store
+            .retry
+            .run(&store.meter, "save", || async {
+                Ok(store.pool.query(statement, params).await?)
+            })
+            .await;
+        match result {
+            // Another writer took versions this group numbered: number them again.
+            Err(e) if all_append && store.is_version_conflict(&e) && races < MAX_GROUP_RACES => {
+                races += 1;
+                tokio::time::sleep(append_backoff(races)).await;
+            }
+            other => return (other, races),
         }
     }
 }

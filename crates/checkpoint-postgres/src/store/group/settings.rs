@@ -150,6 +150,8 @@ pub struct GroupCommitStats {
     saves: u64,
     split: u64,
     races: u64,
+    direct: u64,
+    rerouted: u64,
     /// `sizes[n]`: how many groups held `n` saves.
     sizes: Vec<u64>,
 }
@@ -174,6 +176,18 @@ impl GroupCommitStats {
     /// Times a group of appends was sent again after losing the race for its versions.
     pub fn lost_races(&self) -> u64 {
         self.races
+    }
+
+    /// Groups written straight to the one partition their executions started in (the
+    /// time-partitioned layout, once the store knows where those executions live).
+    pub fn partition_groups(&self) -> u64 {
+        self.direct
+    }
+
+    /// Groups a partition refused (an execution's start was not what the store had learnt, or
+    /// the partition was gone) that were then written through the partitioned table.
+    pub fn rerouted_groups(&self) -> u64 {
+        self.rerouted
     }
 
     /// The mean number of saves per group (0 before the first group).
@@ -211,6 +225,8 @@ impl GroupCommitStats {
             saves: self.saves.saturating_sub(earlier.saves),
             split: self.split.saturating_sub(earlier.split),
             races: self.races.saturating_sub(earlier.races),
+            direct: self.direct.saturating_sub(earlier.direct),
+            rerouted: self.rerouted.saturating_sub(earlier.rerouted),
             sizes: self
                 .sizes
                 .iter()
@@ -229,6 +245,15 @@ impl GroupCommitStats {
             self.sizes.resize(size + 1, 0);
         }
         self.sizes[size] = self.sizes[size].saturating_add(1);
+    }
+
+    /// A group written to one partition (`direct`), or refused there and rerouted.
+    pub(crate) fn routed(&mut self, direct: bool) {
+        if direct {
+            self.direct = self.direct.saturating_add(1);
+        } else {
+            self.rerouted = self.rerouted.saturating_add(1);
+        }
     }
 }
 
