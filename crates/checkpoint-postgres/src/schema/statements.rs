@@ -68,8 +68,9 @@ struct Start {
     read: Option<String>,
     /// Whether an append's read of the highest version takes a floor.
     floored: bool,
-    /// Whether the start is given with each row (`$15`, a group written to one partition).
-    given: bool,
+    /// The start each row is given, where a statement writes to one partition directly: the
+    /// bound expression (`n.start` in a group, `$14::timestamptz` in a single save).
+    given: Option<&'static str>,
 }
 
 impl Start {
@@ -80,14 +81,14 @@ impl Start {
                 record: Some(table.start_function()),
                 read: Some(table.started_function()),
                 floored,
-                given: false,
+                given: None,
             },
             TableLayout::Plain | TableLayout::HashPartitioned { .. } | TableLayout::Distributed => {
                 Start {
                     record: None,
                     read: None,
                     floored,
-                    given: false,
+                    given: None,
                 }
             }
         }
@@ -96,12 +97,12 @@ impl Start {
     /// One partition of the time-partitioned layout, written directly: every row of an
     /// execution is there, so reads need neither the start nor a floor, and each row's start
     /// is given.
-    fn leaf() -> Self {
+    fn leaf(given: &'static str) -> Self {
         Start {
             record: None,
             read: None,
             floored: false,
-            given: true,
+            given: Some(given),
         }
     }
 
@@ -115,7 +116,7 @@ impl Start {
 
     /// The column an insert adds.
     fn column(&self) -> &'static str {
-        if self.record.is_some() || self.given {
+        if self.record.is_some() || self.given.is_some() {
             ", execution_start"
         } else {
             ""
@@ -124,8 +125,8 @@ impl Start {
 
     /// The value an insert adds: `, start(<execution>)`.
     fn value(&self, execution: &str) -> String {
-        if self.given {
-            return ", n.start".to_owned();
+        if let Some(given) = self.given {
+            return format!(", {given}");
         }
         self.record
             .as_ref()
@@ -233,7 +234,7 @@ const BATCH_TYPES: [Type; 10] = [
 fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
     // Written to one partition, each row's start comes with it; the time-partitioned layout
     // returns each row's start, for the store to learn where its execution's rows live.
-    let (given, given_column, given_types): (&str, &str, &[Type]) = if start.given {
+    let (given, given_column, given_types): (&str, &str, &[Type]) = if start.given.is_some() {
         (
             ", $15::timestamptz[]",
             ", start",
@@ -307,7 +308,94 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
 /// The foreign key to the registry and the partition's bounds refuse a start that is not the
 /// execution's.
 pub(crate) fn group_save_leaf(leaf: &str, deltas: bool) -> Sql {
-    group_save(leaf, &Start::leaf(), deltas)
+    group_save(leaf, &Start::leaf("n.start"), deltas)
+}
+
+/// `save` and `save_delta` written to one partition (`leaf`, quoted) of the time-partitioned
+/// layout, for an execution whose start the store has learnt: the start is bound (`$14`), and
+/// the append reads that partition only. Checked as [`group_save_leaf`] is.
+pub(crate) fn save_leaf(leaf: &str, id_target: &str) -> [Sql; 2] {
+    save_statements(leaf, &Start::leaf("$14::timestamptz"), id_target)
+}
+
+/// `save` (a state stored whole) and `save_delta` on table `t`.
+fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
+    // The version of an append, read in the same statement from the execution's rows
+    // (`FROM {t} v WHERE v.execution_id = $2`): an `INSERT … SELECT` over one execution, the
+    // shape Citus routes to one shard (it refuses a subquery in `INSERT … VALUES`). On the
+    // time-partitioned layout the rows read are those at or above the floor ($14), and every
+    // row of the execution only when none is.
+    let next_version = format!(
+        "CASE WHEN $7::int8 = 0 THEN {} + 1 ELSE $7::int8 END",
+        start.highest(t, "MAX(v.version)", "$2")
+    );
+    // The checkpoint's own columns, each parameter cast: Citus sends an `INSERT … SELECT` to
+    // the shard as text, where a bare `$1` has no type.
+    let typed = "$1::text, $2::text, $3::text, $4::jsonb, $5::jsonb, $6::timestamptz";
+    let execution_rows = format!(
+        "FROM {t} v WHERE v.execution_id = $2{}{}",
+        start.key("v.", "$2"),
+        start.above("v.", "$14::int8")
+    );
+    let column = start.column();
+    // The parameters: the checkpoint, then how its state is stored (payload, base version,
+    // base hash, state hash, base depth), then the floor or the given start, if any.
+    let mut types = vec![
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::JSONB,
+        Type::JSONB,
+        Type::TIMESTAMPTZ,
+        Type::INT8,
+        Type::TEXT,
+        Type::BYTEA,
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::INT4,
+    ];
+    if start.floored() {
+        types.push(Type::INT8);
+    }
+    if start.given.is_some() {
+        types.push(Type::TIMESTAMPTZ);
+    }
+    [
+        // One statement, one round trip, for a state stored whole (a snapshot, or JSONB): an
+        // id that exists inserts nothing, and the careful path replaces it, rewriting the rows
+        // built on it first. $10, $11 and $13 (the base) are not used. The time-partitioned
+        // layout returns the row's start, for the store to learn where the execution lives.
+        Sql::new(
+            format!(
+                "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT {typed}, \
+                 {next_version}, $8::text, $9::bytea, NULL, NULL, $12::int8, 0{} \
+                 {execution_rows} ON CONFLICT {id_target} DO NOTHING RETURNING version{column}",
+                start.value("$2")
+            ),
+            &types,
+        ),
+        // The same for a delta. A delta is written only while its base row still holds the
+        // state it was computed against (same content hash, same chain depth); FOR SHARE keeps
+        // that row from being replaced or removed until this commits (a replacement or removal
+        // waits, then rewrites this row first). An id that exists inserts nothing: replacing a
+        // row goes through the careful path, which rewrites the rows built on it.
+        Sql::new(
+            format!(
+                "WITH b AS (SELECT 1 FROM {t} WHERE $10::int8 IS NOT NULL \
+                 AND execution_id = $2{} AND version = $10 AND state_hash = $11 \
+                 AND COALESCE(depth, 0) = $13 FOR SHARE) \
+                 INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) \
+                 SELECT {typed}, {next_version}, $8::text, $9::bytea, $10::int8, \
+                 $11::int8, $12::int8, CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END{} \
+                 {execution_rows} HAVING $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
+                 ON CONFLICT {id_target} DO NOTHING RETURNING version{column}",
+                start.key("", "$2"),
+                start.value("$2")
+            ),
+            &types,
+        ),
+    ]
 }
 
 impl Statements {
@@ -356,23 +444,6 @@ impl Statements {
         let column = start.column();
         let id_target = table.layout().id_conflict_target();
         let read = crate::state::chain::READ_COLUMNS;
-        // The version of an append, read in the same statement from the execution's rows
-        // (`FROM {t} v WHERE v.execution_id = $2`): an `INSERT … SELECT` over one execution,
-        // the shape Citus routes to one shard (it refuses a subquery in `INSERT … VALUES`).
-        // On the time-partitioned layout the rows read are those at or above the floor ($14),
-        // and every row of the execution only when none is.
-        let next_version = format!(
-            "CASE WHEN $7::int8 = 0 THEN {} + 1 ELSE $7::int8 END",
-            start.highest(&t, "MAX(v.version)", "$2")
-        );
-        // The checkpoint's own columns, each parameter cast: Citus sends an `INSERT … SELECT`
-        // to the shard as text, where a bare `$1` has no type.
-        let typed = "$1::text, $2::text, $3::text, $4::jsonb, $5::jsonb, $6::timestamptz";
-        let execution_rows = format!(
-            "FROM {t} v WHERE v.execution_id = $2{}{}",
-            start.key("v.", "$2"),
-            start.above("v.", "$14::int8")
-        );
         let page = |direction: &str| {
             let seed = format!(
                 "SELECT execution_id, version, base_version FROM {t} c WHERE execution_id = $1{} \
@@ -449,43 +520,13 @@ impl Statements {
         }
         let [reencrypt_read, reencrypt_write, reencrypt_bases] =
             crate::store::reencrypt::statements(&t);
+        let [save, save_delta] = save_statements(&t, &start, id_target);
         Statements {
             reencrypt_read,
             reencrypt_write,
             reencrypt_bases,
-            // One statement, one round trip, for a state stored whole (a snapshot, or JSONB):
-            // an id that exists inserts nothing, and the careful path replaces it, rewriting
-            // the rows built on it first. $10, $11 and $13 (the base) are not used.
-            save: Sql::new(
-                format!(
-                    "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT {typed}, \
-                     {next_version}, $8::text, $9::bytea, NULL, NULL, $12::int8, 0{} \
-                     {execution_rows} ON CONFLICT {id_target} DO NOTHING RETURNING version",
-                    start.value("$2")
-                ),
-                &save_types,
-            ),
-            // The same for a delta. A delta is written only while its base row still
-            // holds the state it was computed against (same content hash, same chain depth);
-            // FOR SHARE keeps that row from being replaced or removed until this commits (a
-            // replacement or removal waits, then rewrites this row first). An id that exists
-            // inserts nothing: replacing a row goes through the careful path, which rewrites
-            // the rows built on it.
-            save_delta: Sql::new(
-                format!(
-                    "WITH b AS (SELECT 1 FROM {t} WHERE $10::int8 IS NOT NULL \
-                     AND execution_id = $2{} AND version = $10 AND state_hash = $11 \
-                     AND COALESCE(depth, 0) = $13 FOR SHARE) \
-                     INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) \
-                     SELECT {typed}, {next_version}, $8::text, $9::bytea, $10::int8, \
-                     $11::int8, $12::int8, CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END{} \
-                     {execution_rows} HAVING $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
-                     ON CONFLICT {id_target} DO NOTHING RETURNING version",
-                    start.key("", "$2"),
-                    start.value("$2")
-                ),
-                &save_types,
-            ),
+            save,
+            save_delta,
             // The careful path's write, inside a transaction that holds the row and has
             // rewritten the rows built on it: a whole state, replacing the row. Its version is
             // always given (the row's own, or the checkpoint's), so it needs no read.

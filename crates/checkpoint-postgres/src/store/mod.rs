@@ -24,6 +24,7 @@ use crate::{
 pub(crate) mod batch;
 pub(crate) mod floors;
 pub(crate) mod group;
+pub(crate) mod leaves;
 pub(crate) mod notify;
 pub(crate) mod partitions;
 pub(crate) mod read;
@@ -56,6 +57,8 @@ pub struct PostgresStore {
     encoder: encoding::Encoder,
     group: Option<Arc<group::Committer>>,
     floors: Option<Arc<floors::VersionFloors>>,
+    /// On the time-partitioned layout: where each execution's rows live, once seen.
+    leaves: Option<Arc<leaves::Leaves>>,
     upkeep: Option<Arc<partitions::Upkeep>>,
     partitions_ahead: u16,
     migrated: Option<Arc<MigrationReport>>,
@@ -149,12 +152,8 @@ impl PostgresStore {
         if let Some(schedule) = options.retention_schedule() {
             schedule.validate(&options.input_limits())?;
         }
-        let group = grouped.then(|| {
-            Arc::new(group::Committer::new(
-                group_commit,
-                group::leaves::Leaves::of(&table),
-            ))
-        });
+        let group = grouped.then(|| Arc::new(group::Committer::new(group_commit)));
+        let leaves = leaves::Leaves::of(&table).map(Arc::new);
         let store = PostgresStore {
             retention: None,
             notify: options.is_notify(),
@@ -174,6 +173,7 @@ impl PostgresStore {
             },
             group,
             floors,
+            leaves,
             upkeep,
             partitions_ahead,
             migrated: None,

@@ -19,7 +19,6 @@
 //!   short; a group lost anyway (its runtime shut down) sends its saves back to their callers,
 //!   who make them alone: by id, so a group that did commit is found, not written twice.
 
-pub(crate) mod leaves;
 pub(crate) mod settings;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,8 +34,8 @@ use crate::error::{DbError, DbErrorKind};
 use crate::pool::Param;
 use crate::state::encoding::Encoded;
 use crate::store::append_backoff;
-use crate::store::group::leaves::{Leaves, Route};
 use crate::store::group::settings::{GroupCommit, GroupCommitStats};
+use crate::store::leaves::Route;
 use crate::PostgresStore;
 
 /// How often a group of appends that lost the race for its versions to another writer is sent
@@ -51,8 +50,6 @@ pub(crate) struct Committer {
     settings: GroupCommit,
     queue: Mutex<Queue>,
     stats: Mutex<GroupCommitStats>,
-    /// On the time-partitioned layout: where groups can be written directly.
-    leaves: Option<Leaves>,
 }
 
 struct Queue {
@@ -102,7 +99,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Committer {
-    pub fn new(settings: GroupCommit, leaves: Option<Leaves>) -> Self {
+    pub fn new(settings: GroupCommit) -> Self {
         Committer {
             settings,
             queue: Mutex::new(Queue {
@@ -110,7 +107,6 @@ impl Committer {
                 in_flight: 0,
             }),
             stats: Mutex::new(GroupCommitStats::default()),
-            leaves,
         }
     }
 
@@ -290,7 +286,7 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
         return;
     }
     let columns = Columns::of(&group);
-    let mut route = committer.leaves.as_ref().and_then(|leaves| {
+    let mut route = store.leaves.as_ref().and_then(|leaves| {
         leaves.route(
             group.iter().map(|m| m.execution_id.as_str()),
             columns.deltas,
@@ -298,7 +294,7 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
     });
     let (result, races) = loop {
         let (result, races) = write_columns(store, &columns, route.as_ref()).await;
-        match (route.take(), &result, &committer.leaves) {
+        match (route.take(), &result, &store.leaves) {
             // The partition refused the group: the partitioned table gives each save its
             // exact outcome, and the starts of the group's executions are learnt again.
             (Some(refused), Err(e), Some(leaves))
@@ -338,7 +334,7 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
             for member in group {
                 let reply = match versions.remove(&member.id) {
                     Some((version, start)) => {
-                        if let (Some(leaves), Some(start)) = (&committer.leaves, start) {
+                        if let (Some(leaves), Some(start)) = (&store.leaves, start) {
                             leaves.learn(&member.execution_id, start);
                         }
                         Reply::Stored(version)

@@ -1,20 +1,21 @@
-//! Groups written straight to one partition of the time-partitioned layout.
+//! Saves written straight to one partition of the time-partitioned layout.
 //!
-//! A group statement on the partitioned table cannot be narrowed to one partition when it
-//! starts (its executions are bound as an array), so under generic plans the server locks and
-//! opens every partition's indexes for every group, and looks each execution's start up per
-//! row: with 33 daily partitions a group of 16 cost about 1.7× the plain table's (`pgbench`,
-//! same statement, same run), written to its partition about 1.2×.
+//! A statement on the partitioned table is planned once for every partition: under generic
+//! plans the server locks every partition for each statement, and a group (its executions
+//! bound as an array) also opens every partition's indexes and looks each row's start up:
+//! with 33 daily partitions a group of 16 cost about 1.7× the plain table's (`pgbench`, same
+//! statement, same run), written to its partition about 1.2×.
 //!
-//! The store learns each execution's start from the rows a group returns. A group whose
-//! executions' starts are all known and all fall in one period is written to that period's
-//! partition (`<table>_p<YYYYMMDD>`, as the store names them), each row with its start bound.
+//! The store learns each execution's start from the rows its saves return. A save whose
+//! execution's start is known, or a group whose executions' starts are all known and fall in
+//! one period, is written to that period's partition (`<table>_p<YYYYMMDD>`, as the store
+//! names them), each row with its start bound.
 //! Nothing here is trusted: the foreign key to the registry refuses a start that is not the
-//! execution's, and the partition's bounds one outside it. A group the partition refuses for
-//! any reason, or a partition that is not there (dropped by retention, or made under another
-//! name), sends the group to the partitioned table, which gives every save its exact outcome;
-//! its executions' starts are forgotten, and a partition that is missing or has other bounds
-//! is not tried again by this store.
+//! execution's, and the partition's bounds one outside it. A save or group the partition
+//! refuses for any reason, or a partition that is not there (dropped by retention, or made
+//! under another name), is written through the partitioned table instead, which gives every
+//! save its exact outcome; its executions' starts are forgotten, and a partition that is
+//! missing or has other bounds is not tried again by this store.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -27,12 +28,19 @@ use tokio_postgres::error::SqlState;
 use crate::error::DbError;
 use crate::pool::Sql;
 use crate::schema::layout::PartitionPeriod;
-use crate::schema::statements::group_save_leaf;
+use crate::schema::statements::{group_save_leaf, save_leaf};
 use crate::schema::table::TableName;
 use crate::store::partitions::{partition_name, period_bounds};
 
 /// Most executions whose start is remembered; the least recently used goes first.
 const MAX_STARTS: usize = 100_000;
+
+/// The statements written to one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Group { deltas: bool },
+    Save { delta: bool },
+}
 
 /// The partition one group goes to, and each of its saves' start, in order.
 pub(crate) struct Route {
@@ -46,8 +54,8 @@ pub(crate) struct Leaves {
     table: TableName,
     period: PartitionPeriod,
     starts: Mutex<LruCache<String, OffsetDateTime>>,
-    /// By the first instant of a partition's period and whether the group holds deltas.
-    statements: Mutex<HashMap<(OffsetDateTime, bool), Arc<Sql>>>,
+    /// By the first instant of a partition's period and what the statement writes.
+    statements: Mutex<HashMap<(OffsetDateTime, Kind), Arc<Sql>>>,
     /// Periods whose partition was missing or refused a start of its period.
     unusable: Mutex<HashSet<OffsetDateTime>>,
 }
@@ -113,18 +121,7 @@ impl Leaves {
             starts
         };
         let period = period?;
-        if lock(&self.unusable).contains(&period) {
-            return None;
-        }
-        let statement = Arc::clone(
-            lock(&self.statements)
-                .entry((period, deltas))
-                .or_insert_with(|| {
-                    let suffix = crate::store::partitions::date_suffix(period);
-                    let leaf = self.table.qualify(&partition_name(&self.table, &suffix));
-                    Arc::new(group_save_leaf(&leaf, deltas))
-                }),
-        );
+        let statement = self.statement(period, Kind::Group { deltas })?;
         Some(Route {
             period,
             statement,
@@ -132,7 +129,46 @@ impl Leaves {
         })
     }
 
-    /// After a partition refused a group with `err`: a partition that is missing, or whose
+    /// The partition a single save of `execution` goes to, with its statement (`save`, or
+    /// `save_delta` for a `delta`) and the execution's start, when this store knows the start
+    /// and the partition is usable.
+    pub fn route_one(&self, execution: &str, delta: bool) -> Option<Route> {
+        let start = *lock(&self.starts).get(execution)?;
+        let (period, _) = period_bounds(self.period, start)?;
+        let statement = self.statement(period, Kind::Save { delta })?;
+        Some(Route {
+            period,
+            statement,
+            starts: vec![start],
+        })
+    }
+
+    /// The statement of `kind` on the partition of `period`, unless that partition is unusable.
+    fn statement(&self, period: OffsetDateTime, kind: Kind) -> Option<Arc<Sql>> {
+        if lock(&self.unusable).contains(&period) {
+            return None;
+        }
+        let mut statements = lock(&self.statements);
+        let statement = statements.entry((period, kind)).or_insert_with(|| {
+            let suffix = crate::store::partitions::date_suffix(period);
+            let leaf = self.table.qualify(&partition_name(&self.table, &suffix));
+            Arc::new(match kind {
+                Kind::Group { deltas } => group_save_leaf(&leaf, deltas),
+                Kind::Save { delta } => {
+                    let [save, save_delta] =
+                        save_leaf(&leaf, self.table.layout().id_conflict_target());
+                    if delta {
+                        save_delta
+                    } else {
+                        save
+                    }
+                }
+            })
+        });
+        Some(Arc::clone(statement))
+    }
+
+    /// After a partition refused a save or group with `err`: a partition that is missing, or whose
     /// bounds do not hold its period's starts, is not tried again.
     pub fn refused(&self, period: OffsetDateTime, err: &DbError) {
         let missing = err.code().is_some_and(|code| {
@@ -180,6 +216,17 @@ mod tests {
             .text
             .contains("INSERT INTO \"checkpoints_p20261206\""));
         assert!(leaves.route(["a", "c"], false).is_none(), "two days");
+        let one = leaves.route_one("c", true).expect("c's start is known");
+        assert_eq!(one.starts, [datetime!(2026-12-05 12:00 UTC)]);
+        assert!(one
+            .statement
+            .text
+            .contains("INSERT INTO \"checkpoints_p20261205\""));
+        assert!(
+            one.statement.text.contains("FOR SHARE"),
+            "a delta checks its base"
+        );
+        assert!(leaves.route_one("d", false).is_none());
         assert!(leaves.route(["a", "d"], false).is_none(), "one unknown");
         leaves.forget(["a"]);
         assert!(!leaves.knows("a"));
