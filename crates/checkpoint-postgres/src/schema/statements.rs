@@ -318,6 +318,24 @@ pub(crate) fn save_leaf(leaf: &str, id_target: &str) -> [Sql; 2] {
     save_statements(leaf, &Start::leaf("$14::timestamptz"), id_target)
 }
 
+/// The parameters of the save statements: the checkpoint, then how its state is stored
+/// (payload, base version, base hash, state hash, base depth).
+const SAVE_TYPES: [Type; 13] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::JSONB,
+    Type::TIMESTAMPTZ,
+    Type::INT8,
+    Type::TEXT,
+    Type::BYTEA,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT4,
+];
+
 /// `save` (a state stored whole) and `save_delta` on table `t`.
 fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
     // The version of an append, read in the same statement from the execution's rows
@@ -338,23 +356,8 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
         start.above("v.", "$14::int8")
     );
     let column = start.column();
-    // The parameters: the checkpoint, then how its state is stored (payload, base version,
-    // base hash, state hash, base depth), then the floor or the given start, if any.
-    let mut types = vec![
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::JSONB,
-        Type::JSONB,
-        Type::TIMESTAMPTZ,
-        Type::INT8,
-        Type::TEXT,
-        Type::BYTEA,
-        Type::INT8,
-        Type::INT8,
-        Type::INT8,
-        Type::INT4,
-    ];
+    // Then the floor or the given start, if any.
+    let mut types = SAVE_TYPES.to_vec();
     if start.floored() {
         types.push(Type::INT8);
     }
@@ -497,27 +500,6 @@ impl Statements {
              FROM {t}) r WHERE r.rank > $1 \
              AND r.\"timestamp\" < COALESCE($2::timestamptz, 'infinity')"
         );
-        // The save statements' parameters: the checkpoint, then how its state is stored
-        // (payload, base version, base hash, state hash, base depth).
-        let mut save_types = vec![
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::JSONB,
-            Type::JSONB,
-            Type::TIMESTAMPTZ,
-            Type::INT8,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT4,
-        ];
-        // The floor, where the append's read takes one.
-        if start.floored() {
-            save_types.push(Type::INT8);
-        }
         let [reencrypt_read, reencrypt_write, reencrypt_bases] =
             crate::store::reencrypt::statements(&t);
         let [save, save_delta] = save_statements(&t, &start, id_target);
@@ -544,7 +526,7 @@ impl Statements {
                     start.value("$2")
                 ),
                 // The checkpoint, the payload, and the state hash in the place of the base.
-                &save_types[..10],
+                &SAVE_TYPES[..10],
             ),
             // The row of an id: in the whole table where ids are unique across it (a row found in
             // another execution is a save that would move it), in the execution otherwise.
