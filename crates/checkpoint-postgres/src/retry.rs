@@ -226,6 +226,60 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
+    /// Each retry is counted once, under the server's SQLSTATE or `connection`; the attempt
+    /// that succeeds and a final failure are not retries.
+    #[tokio::test]
+    async fn each_retry_is_counted_under_its_cause() {
+        use checkpoint_core::telemetry::testing::{find, samples};
+        use checkpoint_core::telemetry::{COLLECTION, OPERATION, RETRIES, SYSTEM};
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        let recorder = DebuggingRecorder::new();
+        let _installed = metrics::set_default_local_recorder(&recorder);
+        let failures = [
+            DbError::server(SqlState::T_R_SERIALIZATION_FAILURE, None, "conflict"),
+            DbError::server(SqlState::T_R_DEADLOCK_DETECTED, None, "deadlock"),
+            DbError::connection("reset"),
+            DbError::server(SqlState::T_R_SERIALIZATION_FAILURE, None, "conflict"),
+        ];
+        let calls = AtomicUsize::new(0);
+        let result = fast()
+            .max_retries(8)
+            .run(&meter(), "save", || async {
+                match failures.get(calls.fetch_add(1, Ordering::SeqCst)) {
+                    Some(err) => Err(err.copied().into_core()),
+                    None => Ok(()),
+                }
+            })
+            .await;
+        assert!(result.is_ok());
+        let _: Result<()> = fast()
+            .run(&meter(), "load", || async {
+                Err(DbError::server(SqlState::UNDEFINED_TABLE, None, "gone").into_core())
+            })
+            .await;
+        let all = samples(&recorder);
+        for (cause, expected) in [("40001", 2), ("40P01", 1), ("connection", 1)] {
+            assert!(
+                matches!(
+                    find(
+                        &all,
+                        RETRIES,
+                        &[
+                            (SYSTEM, "postgresql"),
+                            (COLLECTION, "test"),
+                            (OPERATION, "save"),
+                            ("cause", cause)
+                        ]
+                    ),
+                    Some(DebugValue::Counter(n)) if *n == expected
+                ),
+                "{cause}: {expected} expected in {all:?}"
+            );
+        }
+        assert_eq!(all.len(), 3, "a final failure is no retry: {all:?}");
+    }
+
     #[tokio::test]
     async fn a_final_failure_is_returned_at_once() {
         let calls = AtomicUsize::new(0);

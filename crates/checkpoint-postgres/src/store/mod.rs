@@ -65,8 +65,9 @@ pub struct PostgresStore {
     /// Scheduled retention, when the options ask for it: the task ends when the last clone
     /// of this store goes (the task's own clone holds none).
     retention: Option<Arc<checkpoint_core::retention::RetentionTask>>,
-    /// Whether acknowledged writes are announced on the table's channel (`notify.rs`).
-    notify: bool,
+    /// The table's channel, where acknowledged writes are announced (`notify.rs`); `None`
+    /// when notifications are off.
+    notify: Option<Arc<str>>,
     /// Operation durations, retries, group sizes, states written
     /// ([`telemetry`](checkpoint_core::telemetry)), labelled with the table.
     meter: Meter,
@@ -156,7 +157,9 @@ impl PostgresStore {
         let leaves = leaves::Leaves::of(&table).map(Arc::new);
         let store = PostgresStore {
             retention: None,
-            notify: options.is_notify(),
+            notify: options
+                .is_notify()
+                .then(|| Arc::from(notify::channel_of(&table))),
             meter: meter_for(&table),
             pool: Arc::new(pool),
             sql: Arc::new(statements::Statements::new(&table)),

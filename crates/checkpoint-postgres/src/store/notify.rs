@@ -28,15 +28,18 @@ pub(crate) fn channel_of(table: &TableName) -> String {
     )
 }
 
-/// The statement that announces the executions of an array.
-pub(crate) fn announce_statement() -> Sql {
-    Sql::new(
-        "SELECT pg_notify($1, e) FROM (SELECT DISTINCT unnest($2::text[]) AS e) AS x",
-        &[
-            tokio_postgres::types::Type::TEXT,
-            tokio_postgres::types::Type::TEXT_ARRAY,
-        ],
-    )
+/// The statement that announces the executions of an array, built once.
+fn announce_statement() -> &'static Sql {
+    static ANNOUNCE: std::sync::LazyLock<Sql> = std::sync::LazyLock::new(|| {
+        Sql::new(
+            "SELECT pg_notify($1, e) FROM (SELECT DISTINCT unnest($2::text[]) AS e) AS x",
+            &[
+                tokio_postgres::types::Type::TEXT,
+                tokio_postgres::types::Type::TEXT_ARRAY,
+            ],
+        )
+    });
+    &ANNOUNCE
 }
 
 impl PostgresStore {
@@ -49,16 +52,19 @@ impl PostgresStore {
     /// Announces new checkpoints of `executions`, when notifications are on. The checkpoints
     /// are stored already: a failure here is logged, never returned.
     pub(crate) async fn announce<'a>(&self, executions: impl IntoIterator<Item = &'a str>) {
-        if !self.notify {
+        let Some(channel) = &self.notify else {
             return;
-        }
+        };
         let executions: Vec<&str> = executions.into_iter().collect();
         if executions.is_empty() {
             return;
         }
-        let channel = self.channel();
-        let statement = announce_statement();
-        if let Err(err) = self.pool.query(&statement, &[&channel, &executions]).await {
+        let channel: &str = channel;
+        if let Err(err) = self
+            .pool
+            .query(announce_statement(), &[&channel, &executions])
+            .await
+        {
             tracing::warn!(error = %err, "could not announce new checkpoints");
         }
     }
