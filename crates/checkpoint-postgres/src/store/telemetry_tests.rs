@@ -77,3 +77,69 @@ async fn operations_retries_and_states_are_recorded() {
         "{text_len} bytes expected in {all:?}"
     );
 }
+
+/// A state sealed under a key this store does not hold fails the read, and the failure is
+/// counted by kind, beside the failed operation.
+#[tokio::test]
+async fn a_state_that_cannot_be_opened_is_counted_by_kind() {
+    use crate::state::encryption::{Encryption, EncryptionKey, KEY_BYTES};
+    use checkpoint_core::telemetry::ENCRYPTION_FAILURES;
+
+    let recorder = DebuggingRecorder::new();
+    let _installed = metrics::set_default_local_recorder(&recorder);
+    let ours = Encryption::new(EncryptionKey::new("ours", &[2; KEY_BYTES]).unwrap());
+    let theirs = Encryption::new(EncryptionKey::new("theirs", &[3; KEY_BYTES]).unwrap());
+    let sealed = theirs.seal(42, b"\x01\x00{\"secret\":1}").unwrap();
+    let pool = MockPool::default();
+    let store = store_with(
+        &pool,
+        options()
+            .state_encoding(crate::StateEncoding::delta(1).unwrap())
+            .encryption(ours),
+    )
+    .await;
+    let checkpoint = Checkpoint::new("exec-1", "plan", json!(null)).with_id("cp-1");
+    pool.reply(Reply::Rows(vec![Row(vec![
+        Cell::Text(checkpoint.id.clone()),
+        Cell::Text(checkpoint.execution_id.clone()),
+        Cell::Text(checkpoint.node_name.clone()),
+        Cell::Null,
+        Cell::Json(json!({})),
+        Cell::Timestamp(checkpoint.timestamp),
+        Cell::Int(1),
+        Cell::Null,
+        Cell::Bytes(sealed),
+        Cell::Null,
+        Cell::Null,
+        Cell::Int(42),
+        Cell::Int(0),
+        Cell::Bool(true),
+    ])]));
+    let err = store.load("cp-1").await.unwrap_err();
+    assert_eq!(
+        crate::EncryptionError::of(&err).map(|e| e.kind()),
+        Some("unknown_key"),
+        "{err:?}"
+    );
+
+    let all = samples(&recorder);
+    let table = [(SYSTEM, "postgresql"), (COLLECTION, "checkpoints")];
+    let mut kind = table.to_vec();
+    kind.push(("kind", "unknown_key"));
+    assert!(
+        matches!(
+            find(&all, ENCRYPTION_FAILURES, &kind),
+            Some(DebugValue::Counter(1))
+        ),
+        "{all:?}"
+    );
+    let mut failed = table.to_vec();
+    failed.extend([(OPERATION, "load"), (ERROR_TYPE, err.kind())]);
+    assert!(
+        matches!(
+            find(&all, OPERATION_DURATION, &failed),
+            Some(DebugValue::Histogram(samples)) if samples.len() == 1
+        ),
+        "{all:?}"
+    );
+}
