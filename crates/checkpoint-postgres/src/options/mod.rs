@@ -636,6 +636,52 @@ impl PostgresOptions {
     pub fn input_limits(&self) -> Limits {
         self.limits
     }
+
+    /// Checks that the options fit together, without any connection: the table name, the
+    /// group commit bounds, encryption with a state encoding that can seal, the partitions
+    /// made ahead on a time-partitioned layout, and the retention schedule. `connect` and
+    /// `with_pool` run it first, so nothing is created for options it refuses.
+    ///
+    /// ```
+    /// use checkpoint_postgres::{Encryption, EncryptionKey, PostgresOptions, StateEncoding};
+    ///
+    /// let key = EncryptionKey::new("k1", &[7; 32])?;
+    /// let sealed_jsonb = PostgresOptions::new("postgres://app@localhost/app")?
+    ///     .state_encoding(StateEncoding::Jsonb)
+    ///     .encryption(Encryption::new(key));
+    /// assert!(sealed_jsonb.validate().is_err());
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the option at fault.
+    pub fn validate(&self) -> Result<()> {
+        let table = self.table_name()?;
+        self.group_commit.validate()?;
+        if self.encryption.is_some() && self.encoding == StateEncoding::Jsonb {
+            return Err(Error::invalid(
+                "state_encoding",
+                "encryption needs delta storage: the JSONB column holds states in plain text \
+                 (StateEncoding::delta(1) stores every checkpoint whole, encrypted)",
+            ));
+        }
+        if table.layout().period().is_some()
+            && !(1..=crate::MAX_PARTITIONS_AHEAD).contains(&self.partitions_ahead)
+        {
+            return Err(Error::invalid(
+                "partitions_ahead",
+                format!(
+                    "{} periods is outside 1..={}",
+                    self.partitions_ahead,
+                    crate::MAX_PARTITIONS_AHEAD
+                ),
+            ));
+        }
+        if let Some(schedule) = &self.retention {
+            schedule.validate(&self.limits)?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for PostgresOptions {

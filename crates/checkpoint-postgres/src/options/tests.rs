@@ -288,3 +288,76 @@ fn the_distributed_layout_never_forces_generic_plans() {
         assert!(!set.contains("plan_cache_mode"), "{set}");
     }
 }
+
+mod validation {
+    use super::*;
+    use checkpoint_core::RetentionPolicy;
+    use proptest::prelude::*;
+
+    fn base(layout: TableLayout) -> PostgresOptions {
+        PostgresOptions::new("postgres://app@localhost/app")
+            .unwrap()
+            .table_layout(layout)
+    }
+
+    fn refused_field(options: &PostgresOptions) -> Option<String> {
+        match options.validate() {
+            Ok(()) => None,
+            Err(Error::InvalidInput { field, .. }) => Some(field),
+            Err(other) => panic!("not an InvalidInput: {other:?}"),
+        }
+    }
+
+    proptest! {
+        /// Partitions made ahead are checked on a time-partitioned layout only, against
+        /// 1..=MAX_PARTITIONS_AHEAD, naming the option.
+        #[test]
+        fn partitions_ahead_count_on_the_time_layout_only(
+            ahead in any::<u16>(),
+            hash in 1..=crate::MAX_HASH_PARTITIONS,
+            pick in 0..4usize,
+        ) {
+            let layout = [
+                TableLayout::Plain,
+                TableLayout::hash_partitioned(hash).unwrap(),
+                TableLayout::Distributed,
+                TableLayout::time_partitioned(crate::PartitionPeriod::Week),
+            ][pick];
+            let options = base(layout).partitions_ahead(ahead);
+            let expected = (layout.period().is_some()
+                && !(1..=crate::MAX_PARTITIONS_AHEAD).contains(&ahead))
+                .then(|| "partitions_ahead".to_owned());
+            prop_assert_eq!(refused_field(&options), expected);
+        }
+
+        /// Group commit bounds are checked with the bound named.
+        #[test]
+        fn group_commit_bounds_are_checked(saves in 0..=GroupCommit::MAX_SAVES + 8) {
+            let options = base(TableLayout::Plain)
+                .group_commit(GroupCommit::default().max_saves(saves));
+            let expected = !(1..=GroupCommit::MAX_SAVES).contains(&saves);
+            prop_assert_eq!(
+                refused_field(&options),
+                expected.then(|| "group_commit_max_saves".to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn sealed_jsonb_and_bad_schedules_are_refused_before_any_connection() {
+        let key = crate::EncryptionKey::new("k1", &[7; 32]).unwrap();
+        let sealed = base(TableLayout::Plain).encryption(Encryption::new(key));
+        assert_eq!(refused_field(&sealed), None, "delta storage seals");
+        assert_eq!(
+            refused_field(&sealed.state_encoding(StateEncoding::Jsonb)),
+            Some("state_encoding".to_owned())
+        );
+        let too_often = checkpoint_core::retention::RetentionSchedule::new(
+            RetentionPolicy::keep_last(5),
+            Duration::from_millis(1),
+        );
+        assert!(refused_field(&base(TableLayout::Plain).retention(too_often)).is_some());
+        let bad_name = base(TableLayout::Plain).table("no spaces allowed");
+        assert_eq!(refused_field(&bad_name), Some("table".to_owned()));
+    }
+}

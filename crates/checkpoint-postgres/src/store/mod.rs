@@ -18,7 +18,7 @@ use crate::schema::{self, constraints, statements, MigrationReport};
 use crate::state::{cache, encoding};
 use crate::{
     DbPool, DeadpoolPool, GroupCommitStats, Param, PostgresOptions, ReencryptBatch, RetryPolicy,
-    Row, Sql, StateEncoding, Statements, TableLayout, TableName, MAX_PARTITIONS_AHEAD,
+    Row, Sql, StateEncoding, Statements, TableLayout, TableName,
 };
 
 pub(crate) mod batch;
@@ -98,7 +98,7 @@ impl PostgresStore {
     ///   example a wrong password, or no right to create the table) otherwise.
     #[instrument(level = "info", name = "checkpoint_connect", skip(options), fields(options = ?options), err)]
     pub async fn connect(options: PostgresOptions) -> Result<Self> {
-        options.table_name()?;
+        options.validate()?;
         let pool = DeadpoolPool::from_options(&options)?.metered(meter_for(&options.table_name()?));
         let warm = options.pool_min_size();
         let store = Self::with_pool(pool.clone(), &options).await?;
@@ -117,31 +117,15 @@ impl PostgresStore {
     /// # Errors
     /// As [`connect`](Self::connect).
     pub async fn with_pool(pool: impl DbPool, options: &PostgresOptions) -> Result<Self> {
+        options.validate()?;
         let table = options.table_name()?;
         let group_commit = options.group_commit_settings();
-        group_commit.validate()?;
-        if options.encryption_keys().is_some() && options.encoding() == StateEncoding::Jsonb {
-            return Err(Error::invalid(
-                "state_encoding",
-                "encryption needs delta storage: the JSONB column holds states in plain text \
-                 (StateEncoding::delta(1) stores every checkpoint whole, encrypted)",
-            ));
-        }
         let partitions_ahead = options.partitions_ahead_periods();
-        let upkeep = match table.layout().period() {
-            Some(_) => {
-                if !(1..=MAX_PARTITIONS_AHEAD).contains(&partitions_ahead) {
-                    return Err(Error::invalid(
-                        "partitions_ahead",
-                        format!("{partitions_ahead} periods is outside 1..={MAX_PARTITIONS_AHEAD}"),
-                    ));
-                }
-                options
-                    .is_partition_upkeep()
-                    .then(|| Arc::new(partitions::Upkeep::default()))
-            }
-            None => None,
-        };
+        let upkeep = table
+            .layout()
+            .period()
+            .filter(|_| options.is_partition_upkeep())
+            .map(|_| Arc::new(partitions::Upkeep::default()));
         // On the distributed layout a group of executions would be a multi-shard transaction
         // per group, in a statement that joins rows Citus cannot: every save is its own
         // statement there, routed to its shard.
@@ -150,9 +134,6 @@ impl PostgresStore {
             .layout()
             .floored_appends()
             .then(|| Arc::new(floors::VersionFloors::default()));
-        if let Some(schedule) = options.retention_schedule() {
-            schedule.validate(&options.input_limits())?;
-        }
         let group = grouped.then(|| Arc::new(group::Committer::new(group_commit)));
         let leaves = leaves::Leaves::of(&table).map(Arc::new);
         let store = PostgresStore {
