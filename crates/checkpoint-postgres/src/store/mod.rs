@@ -477,7 +477,11 @@ impl CheckpointStore for PostgresStore {
         self.observe("save", async {
             self.limits.check_checkpoint(checkpoint)?;
             partitions::upkeep(self).await;
-            let version = write::save(self, checkpoint).await?;
+            // In the next group when group commit is on, alone otherwise.
+            let version = match &self.group {
+                Some(committer) => group::save(self, committer, checkpoint).await?,
+                None => write::save_alone(self, checkpoint).await?,
+            };
             self.announce([checkpoint.execution_id.as_str()]).await;
             Ok(version)
         })

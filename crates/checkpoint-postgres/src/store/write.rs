@@ -125,14 +125,6 @@ pub(crate) async fn finish<T>(
     }
 }
 
-/// `save`: in the next group when group commit is on, alone otherwise.
-pub(crate) async fn save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
-    match &store.group {
-        Some(committer) => crate::store::group::save(store, committer, checkpoint).await,
-        None => save_alone(store, checkpoint).await,
-    }
-}
-
 /// A save in its own statement: one round trip, or the careful path when the id exists or
 /// the delta's base changed.
 pub(crate) async fn save_alone(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
