@@ -837,4 +837,64 @@ async fn straight_to_the_partition(group: GroupCommit) {
     round(&store, &executions, 8).await;
     assert_eq!(store.latest("g0").await.unwrap().unwrap().version, 3);
     assert_eq!(store.latest("g7").await.unwrap().unwrap().version, 8);
+
+    // Today's partition is detached (as pg_partman's retention with keep_table does): a save
+    // of an execution the store knows lives there is never acknowledged into the detached
+    // table, and is refused as the partitioned table refuses it (no partition for its start).
+    let suffix = format!(
+        "{:04}{:02}{:02}",
+        today.year(),
+        u8::from(today.month()),
+        today.day()
+    );
+    let leaf = format!("\"{schema}\".\"checkpoints_p{suffix}\"");
+    let parent = format!("\"{schema}\".checkpoints");
+    let bound: String = client
+        .query_one(
+            &format!("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE oid = '{leaf}'::regclass"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let count = |table: String| {
+        let client = &client;
+        async move {
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            n
+        }
+    };
+    client
+        .batch_execute(&format!("ALTER TABLE {parent} DETACH PARTITION {leaf}"))
+        .await
+        .unwrap();
+    let before = count(leaf.clone()).await;
+    let refused = store
+        .save(&Checkpoint::new("g7", "n", json!({"step": 9})))
+        .await
+        .unwrap_err();
+    assert!(!refused.to_string().is_empty());
+    assert_eq!(
+        count(leaf.clone()).await,
+        before,
+        "nothing went into the detached table"
+    );
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {parent} ATTACH PARTITION {leaf} {bound}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .save(&Checkpoint::new("g7", "n", json!({"step": 9})))
+            .await
+            .unwrap(),
+        9,
+        "once attached again, saves carry on"
+    );
 }

@@ -71,6 +71,9 @@ struct Start {
     /// The start each row is given, where a statement writes to one partition directly: the
     /// bound expression (`n.start` in a group, `$14::timestamptz` in a single save).
     given: Option<&'static str>,
+    /// Where a statement writes to one partition directly: the condition that the partition
+    /// is still attached to the table (a detached one has no bounds left to check).
+    attached: Option<String>,
 }
 
 impl Start {
@@ -82,6 +85,7 @@ impl Start {
                 read: Some(table.started_function()),
                 floored,
                 given: None,
+                attached: None,
             },
             TableLayout::Plain | TableLayout::HashPartitioned { .. } | TableLayout::Distributed => {
                 Start {
@@ -89,20 +93,27 @@ impl Start {
                     read: None,
                     floored,
                     given: None,
+                    attached: None,
                 }
             }
         }
     }
 
-    /// One partition of the time-partitioned layout, written directly: every row of an
-    /// execution is there, so reads need neither the start nor a floor, and each row's start
-    /// is given.
-    fn leaf(given: &'static str) -> Self {
+    /// Partition `leaf` of `table` (both quoted) of the time-partitioned layout, written
+    /// directly: every row of an execution is there, so reads need neither the start nor a
+    /// floor; each row's start is given; and nothing is written unless the partition is still
+    /// attached to the table.
+    fn leaf(given: &'static str, leaf: &str, table: &str) -> Self {
+        // Validated names hold no quote, so they can stand in a literal.
         Start {
             record: None,
             read: None,
             floored: false,
             given: Some(given),
+            attached: Some(format!(
+                "EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = '{leaf}'::regclass \
+                 AND inhparent = '{table}'::regclass)"
+            )),
         }
     }
 
@@ -275,7 +286,7 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
              n.execution_id, n.node_name, n.state, n.metadata, n.ts, {version}, n.parent_id, \
              n.payload, n.base_version, n.base_hash, n.state_hash, \
              CASE WHEN n.base_version IS NULL THEN 0 ELSE n.base_depth + 1 END{value} \
-             FROM n ORDER BY n.ord RETURNING id, version{column}",
+             FROM n{attached} ORDER BY n.ord RETURNING id, version{column}",
             highest = start.highest(
                 t,
                 &format!(
@@ -287,6 +298,11 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
             ),
             column = start.column(),
             value = start.value("n.execution_id"),
+            attached = start
+                .attached
+                .as_ref()
+                .map(|c| format!(" WHERE {c}"))
+                .unwrap_or_default(),
         ),
         &[
             &BATCH_TYPES[..],
@@ -303,19 +319,23 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
 }
 
 /// The group statement written to one partition (`leaf`, quoted) of the time-partitioned
-/// layout, for a group whose executions all started in that partition's period: the rows'
+/// `table`, for a group whose executions all started in that partition's period: the rows'
 /// starts are bound (`$15`), and every read of an execution's rows reads that partition only.
 /// The foreign key to the registry and the partition's bounds refuse a start that is not the
-/// execution's.
-pub(crate) fn group_save_leaf(leaf: &str, deltas: bool) -> Sql {
-    group_save(leaf, &Start::leaf("n.start"), deltas)
+/// execution's; a partition no longer attached to the table stores nothing and returns no row.
+pub(crate) fn group_save_leaf(leaf: &str, table: &TableName, deltas: bool) -> Sql {
+    group_save(leaf, &Start::leaf("n.start", leaf, &table.quoted()), deltas)
 }
 
 /// `save` and `save_delta` written to one partition (`leaf`, quoted) of the time-partitioned
-/// layout, for an execution whose start the store has learnt: the start is bound (`$14`), and
-/// the append reads that partition only. Checked as [`group_save_leaf`] is.
-pub(crate) fn save_leaf(leaf: &str, id_target: &str) -> [Sql; 2] {
-    save_statements(leaf, &Start::leaf("$14::timestamptz"), id_target)
+/// `table`, for an execution whose start the store has learnt: the start is bound (`$14`),
+/// and the append reads that partition only. Checked as [`group_save_leaf`] is.
+pub(crate) fn save_leaf(leaf: &str, table: &TableName) -> [Sql; 2] {
+    save_statements(
+        leaf,
+        &Start::leaf("$14::timestamptz", leaf, &table.quoted()),
+        table.layout().id_conflict_target(),
+    )
 }
 
 /// The parameters of the save statements: the checkpoint, then how its state is stored
@@ -356,6 +376,12 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
         start.above("v.", "$14::int8")
     );
     let column = start.column();
+    let attached = start.attached.as_ref();
+    let having = attached.map(|c| format!(" HAVING {c}")).unwrap_or_default();
+    let delta_having = match attached {
+        Some(c) => format!("HAVING ($10::int8 IS NULL OR EXISTS (SELECT 1 FROM b)) AND {c}"),
+        None => "HAVING $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b)".to_owned(),
+    };
     // Then the floor or the given start, if any.
     let mut types = SAVE_TYPES.to_vec();
     if start.floored() {
@@ -373,7 +399,8 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
             format!(
                 "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT {typed}, \
                  {next_version}, $8::text, $9::bytea, NULL, NULL, $12::int8, 0{} \
-                 {execution_rows} ON CONFLICT {id_target} DO NOTHING RETURNING version{column}",
+                 {execution_rows}{having} ON CONFLICT {id_target} DO NOTHING RETURNING \
+                 version{column}",
                 start.value("$2")
             ),
             &types,
@@ -391,7 +418,7 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
                  INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) \
                  SELECT {typed}, {next_version}, $8::text, $9::bytea, $10::int8, \
                  $11::int8, $12::int8, CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END{} \
-                 {execution_rows} HAVING $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b) \
+                 {execution_rows} {delta_having} \
                  ON CONFLICT {id_target} DO NOTHING RETURNING version{column}",
                 start.key("", "$2"),
                 start.value("$2")

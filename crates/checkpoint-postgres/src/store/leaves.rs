@@ -25,7 +25,9 @@ use lru::LruCache;
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
 
-use crate::error::DbError;
+use checkpoint_core::Error;
+
+use crate::error::{DbError, DbErrorKind};
 use crate::pool::Sql;
 use crate::schema::layout::PartitionPeriod;
 use crate::schema::statements::{group_save_leaf, save_leaf};
@@ -153,10 +155,9 @@ impl Leaves {
             let suffix = crate::store::partitions::date_suffix(period);
             let leaf = self.table.qualify(&partition_name(&self.table, &suffix));
             Arc::new(match kind {
-                Kind::Group { deltas } => group_save_leaf(&leaf, deltas),
+                Kind::Group { deltas } => group_save_leaf(&leaf, &self.table, deltas),
                 Kind::Save { delta } => {
-                    let [save, save_delta] =
-                        save_leaf(&leaf, self.table.layout().id_conflict_target());
+                    let [save, save_delta] = save_leaf(&leaf, &self.table);
                     if delta {
                         save_delta
                     } else {
@@ -168,16 +169,48 @@ impl Leaves {
         Some(Arc::clone(statement))
     }
 
-    /// After a partition refused a save or group with `err`: a partition that is missing, or whose
-    /// bounds do not hold its period's starts, is not tried again.
-    pub fn refused(&self, period: OffsetDateTime, err: &DbError) {
-        let missing = err.code().is_some_and(|code| {
+    /// Whether a save or group that `route`'s partition refused with `err` goes through the
+    /// partitioned table instead: for what a partition can refuse that the partitioned table
+    /// may not (a constraint: the registry's key, the partition's bounds, a unique index; or
+    /// a partition that is gone), not for a lost connection or any other failure, which the
+    /// partitioned table would meet too. The starts of `executions` are then forgotten, and a
+    /// partition that is missing, or whose bounds do not hold its period's starts, is not
+    /// tried again.
+    pub fn reroutes<'a>(
+        &self,
+        route: &Route,
+        err: &Error,
+        executions: impl IntoIterator<Item = &'a str>,
+    ) -> bool {
+        let Some(db) = DbError::of(err).filter(|db| {
+            db.kind() == DbErrorKind::Server
+                && db.code().is_some_and(|code| {
+                    code.code().starts_with("23") || *code == SqlState::UNDEFINED_TABLE
+                })
+        }) else {
+            return false;
+        };
+        let missing = db.code().is_some_and(|code| {
             *code == SqlState::UNDEFINED_TABLE || *code == SqlState::CHECK_VIOLATION
         });
         if missing {
-            lock(&self.unusable).insert(period);
-            lock(&self.statements).retain(|(p, _), _| *p != period);
+            self.unusable(route.period);
         }
+        self.forget(executions);
+        true
+    }
+
+    /// After a group written to `route`'s partition stored nothing (the partition is no
+    /// longer attached to the table): it is not tried again, and the group's starts are
+    /// forgotten.
+    pub fn detached<'a>(&self, route: &Route, executions: impl IntoIterator<Item = &'a str>) {
+        self.unusable(route.period);
+        self.forget(executions);
+    }
+
+    fn unusable(&self, period: OffsetDateTime) {
+        lock(&self.unusable).insert(period);
+        lock(&self.statements).retain(|(p, _), _| *p != period);
     }
 }
 
@@ -236,14 +269,41 @@ mod tests {
     #[test]
     fn a_missing_partition_is_not_tried_again_and_other_refusals_keep_it() {
         let leaves = leaves();
-        leaves.learn("a", datetime!(2026-12-06 01:00 UTC));
-        let period = datetime!(2026-12-06 00:00 UTC);
-        let unique = DbError::server(SqlState::UNIQUE_VIOLATION, Some("x"), "dup");
-        leaves.refused(period, &unique);
+        let learn = || leaves.learn("a", datetime!(2026-12-06 01:00 UTC));
+        learn();
+        let route = leaves.route(["a"], true).expect("a's start is known");
+
+        // A lost connection, or a failure the partitioned table would meet too, is not the
+        // partition's doing: nothing changes.
+        let lost = DbError::connection("reset").into_core();
+        let syntax = DbError::server(SqlState::SYNTAX_ERROR, None, "bad").into_core();
+        for err in [lost, syntax] {
+            assert!(!leaves.reroutes(&route, &err, ["a"]), "{err}");
+            assert!(leaves.route(["a"], true).is_some());
+        }
+
+        // Another refusal reroutes and forgets the start, but keeps the partition.
+        let unique = DbError::server(SqlState::UNIQUE_VIOLATION, Some("x"), "dup").into_core();
+        assert!(leaves.reroutes(&route, &unique, ["a"]));
+        assert!(!leaves.knows("a"));
+        learn();
         assert!(leaves.route(["a"], true).is_some());
-        let missing = DbError::server(SqlState::UNDEFINED_TABLE, None, "gone");
-        leaves.refused(period, &missing);
-        assert!(leaves.route(["a"], true).is_none());
+
+        // A missing partition, or one out of its bounds, is not tried again.
+        for code in [SqlState::UNDEFINED_TABLE, SqlState::CHECK_VIOLATION] {
+            let fresh = super::tests::leaves();
+            fresh.learn("a", datetime!(2026-12-06 01:00 UTC));
+            let route = fresh.route(["a"], false).expect("known");
+            let err = DbError::server(code.clone(), None, "refused").into_core();
+            assert!(fresh.reroutes(&route, &err, ["a"]));
+            fresh.learn("a", datetime!(2026-12-06 01:00 UTC));
+            assert!(fresh.route(["a"], true).is_none(), "{code:?}");
+            assert!(fresh.route_one("a", false).is_none(), "{code:?}");
+        }
+
+        // A partition that stored nothing (detached) is not tried again either.
+        leaves.detached(&route, ["a"]);
+        learn();
         assert!(leaves.route(["a"], false).is_none());
     }
 }

@@ -19,6 +19,11 @@ pub(crate) fn rebuild_rows(store: &PostgresStore, rows: Vec<Row>) -> Result<Vec<
             Stored::from_row(row, wanted)
         })
         .collect::<Result<Vec<_>>>()?;
+    rebuild(store, stored)
+}
+
+/// The checkpoints of rows already decoded, ascending by version.
+fn rebuild(store: &PostgresStore, stored: Vec<Stored>) -> Result<Vec<Rebuilt>> {
     chain::rebuild(
         stored,
         store.payload_limit(),
@@ -26,57 +31,57 @@ pub(crate) fn rebuild_rows(store: &PostgresStore, rows: Vec<Row>) -> Result<Vec<
     )
 }
 
+/// The last checkpoint read, remembered as the base of the next delta of its execution.
+fn last(store: &PostgresStore, mut read: Vec<Rebuilt>) -> Option<Checkpoint> {
+    let read = read.pop()?;
+    store.encoder.remember_read(&read);
+    Some(read.checkpoint)
+}
+
 /// One checkpoint, remembered as the base of the next delta of its execution.
 fn one(store: &PostgresStore, rows: Vec<Row>) -> Result<Option<Checkpoint>> {
-    let Some(read) = rebuild_rows(store, rows)?.pop() else {
-        return Ok(None);
-    };
-    store.encoder.remember_read(&read);
-    Ok(Some(read.checkpoint))
+    Ok(last(store, rebuild_rows(store, rows)?))
+}
+
+/// The one execution of `executions` (those holding `id`): `None` when there is none,
+/// [`Error::Ambiguous`] naming them when there are several.
+fn single_execution(id: &str, mut executions: Vec<String>) -> Result<Option<String>> {
+    executions.sort_unstable();
+    executions.dedup();
+    if executions.len() > 1 {
+        return Err(Error::Ambiguous {
+            id: id.to_owned(),
+            executions,
+        });
+    }
+    Ok(executions.pop())
 }
 
 /// The checkpoint of `id`. Where ids are unique per execution, two executions holding it are
 /// [`Error::Ambiguous`], never an arbitrary one of the two.
 pub(crate) async fn load(store: &PostgresStore, id: &str) -> Result<Checkpoint> {
+    let not_found = || Error::NotFound { id: id.to_owned() };
     let rows = store.query("load", &store.sql.load, &[&id]).await?;
     if store.table.layout().id_scope() == IdScope::Global {
         // Ids are unique across the table: one row, with its chain, in one statement.
-        return one(store, rows)?.ok_or_else(|| Error::NotFound { id: id.to_owned() });
+        return one(store, rows)?.ok_or_else(not_found);
     }
     // The id's row in each execution holding it, as stored, without chains.
     let mut stored = rows
         .into_iter()
         .map(|row| Stored::from_row(row, true))
         .collect::<Result<Vec<_>>>()?;
-    if stored.len() > 1 {
-        let mut executions: Vec<String> = stored
-            .into_iter()
-            .map(|s| s.execution_id().to_owned())
-            .collect();
-        executions.sort_unstable();
-        executions.dedup();
-        return Err(Error::Ambiguous {
-            id: id.to_owned(),
-            executions,
-        });
-    }
-    let Some(row) = stored.pop() else {
-        return Err(Error::NotFound { id: id.to_owned() });
-    };
+    single_execution(
+        id,
+        stored.iter().map(|s| s.execution_id().to_owned()).collect(),
+    )?;
+    let row = stored.pop().ok_or_else(not_found)?;
     if row.is_delta() {
         // Its chain lives in its execution's partition or shard.
         let execution = row.execution_id().to_owned();
         return load_in(store, &execution, id).await;
     }
-    let read = chain::rebuild(
-        vec![row],
-        store.payload_limit(),
-        store.encoder.encryption.as_ref(),
-    )?
-    .pop()
-    .ok_or_else(|| Error::NotFound { id: id.to_owned() })?;
-    store.encoder.remember_read(&read);
-    Ok(read.checkpoint)
+    last(store, rebuild(store, vec![row])?).ok_or_else(not_found)
 }
 
 /// The checkpoint of `id` in `execution_id`: one execution's rows, one partition or shard.
@@ -97,17 +102,11 @@ pub(crate) async fn execution_of(store: &PostgresStore, id: &str) -> Result<Opti
     let rows = store
         .query("id_executions", &store.sql.id_executions, &[&id])
         .await?;
-    let mut executions = rows
+    let executions = rows
         .iter()
         .map(|r| r.text(0))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    if executions.len() > 1 {
-        return Err(Error::Ambiguous {
-            id: id.to_owned(),
-            executions,
-        });
-    }
-    Ok(executions.pop())
+    single_execution(id, executions)
 }
 
 pub(crate) async fn latest(

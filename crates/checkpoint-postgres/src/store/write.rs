@@ -55,8 +55,24 @@ impl<'a> SaveArgs<'a> {
 
     /// For [`Statements::save`](crate::Statements).
     pub fn save_params(&self) -> Vec<Param<'_>> {
+        let mut params = self.row_params();
+        if let Some(floor) = &self.floor {
+            params.push(floor);
+        }
+        params
+    }
+
+    /// For a save written straight to a partition: the row, then the execution's start.
+    fn partition_params<'b>(&'b self, start: &'b OffsetDateTime) -> Vec<Param<'b>> {
+        let mut params = self.row_params();
+        params.push(start);
+        params
+    }
+
+    /// The checkpoint, then how its state is stored.
+    fn row_params(&self) -> Vec<Param<'_>> {
         let cp = self.checkpoint;
-        let mut params: Vec<Param<'_>> = vec![
+        vec![
             &cp.id,
             &cp.execution_id,
             &cp.node_name,
@@ -70,11 +86,7 @@ impl<'a> SaveArgs<'a> {
             &self.base_hash,
             &self.state_hash,
             &self.base_depth,
-        ];
-        if let Some(floor) = &self.floor {
-            params.push(floor);
-        }
-        params
+        ]
     }
 
     /// For [`Statements::upsert`](crate::Statements): always a whole state, at `version`
@@ -145,51 +157,45 @@ pub(crate) async fn save_encoded(
     } else {
         &store.sql.save
     };
-    if let Some(leaves) = &store.leaves {
-        if let Some(route) = leaves.route_one(&checkpoint.execution_id, args.base_version.is_some())
-        {
-            // Straight to the partition of the execution's start; anything but a stored row
-            // or an existing id goes through the partitioned table below, which tells exactly.
-            let mut with_start = args.save_params();
-            with_start.push(&route.starts[0]);
-            match store.query("save", &route.statement, &with_start).await {
-                Ok(rows) => {
-                    return match rows.first() {
-                        Some(row) => {
-                            let version = row.int(0)?;
-                            store.encoder.remember(checkpoint, version, &args.encoded);
-                            store.wrote(args.encoded.written());
-                            store.saved(checkpoint, version);
-                            Ok(version)
-                        }
-                        None => careful_save(store, checkpoint).await,
-                    };
-                }
-                Err(e) => {
-                    if let Some(db) = DbError::of(&e) {
-                        leaves.refused(route.period, db);
-                    }
-                    leaves.forget([checkpoint.execution_id.as_str()]);
-                }
-            }
-        }
-    }
-    for attempt in 0..MAX_APPEND_ATTEMPTS {
+    // Straight to the partition of the execution's start, where the store knows it. Only a
+    // stored row or a failure the partitioned table would meet too ends the save there;
+    // nothing stored (the id exists, the base changed, or the partition is no longer attached)
+    // and a refusal only the partition makes go through the partitioned table, which tells
+    // exactly.
+    let mut route = store
+        .leaves
+        .as_ref()
+        .and_then(|leaves| leaves.route_one(&checkpoint.execution_id, args.base_version.is_some()));
+    let mut attempt = 0;
+    while attempt < MAX_APPEND_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(append_backoff(attempt)).await;
         }
-        match store.query("save", statement, &params).await {
+        let result = match &route {
+            Some(routed) => {
+                let with_start = args.partition_params(&routed.starts[0]);
+                store.query("save", &routed.statement, &with_start).await
+            }
+            None => store.query("save", statement, &params).await,
+        };
+        if let (Some(routed), Some(leaves)) = (route.take(), &store.leaves) {
+            match &result {
+                Ok(rows) if rows.is_empty() => continue,
+                Err(e) if leaves.reroutes(&routed, e, [checkpoint.execution_id.as_str()]) => {
+                    continue
+                }
+                _ => {}
+            }
+        }
+        attempt += 1;
+        match result {
             Ok(rows) => {
                 return match rows.first() {
                     Some(row) => {
-                        let version = row.int(0)?;
                         if let (Some(leaves), Ok(start)) = (&store.leaves, row.timestamp(1)) {
                             leaves.learn(&checkpoint.execution_id, start);
                         }
-                        store.encoder.remember(checkpoint, version, &args.encoded);
-                        store.wrote(args.encoded.written());
-                        store.saved(checkpoint, version);
-                        Ok(version)
+                        acknowledged(store, checkpoint, &args.encoded, row.int(0)?)
                     }
                     // The id exists, or the base no longer holds the state the delta needs.
                     None => careful_save(store, checkpoint).await,
@@ -212,6 +218,20 @@ pub(crate) async fn save_encoded(
     Err(contended(&checkpoint.execution_id))
 }
 
+/// A save stored at `version`: remembered as the next delta's base, counted, and its
+/// version kept as the execution's floor.
+fn acknowledged(
+    store: &PostgresStore,
+    checkpoint: &Checkpoint,
+    encoded: &Encoded<'_>,
+    version: i64,
+) -> Result<i64> {
+    store.encoder.remember(checkpoint, version, encoded);
+    store.wrote(encoded.written());
+    store.saved(checkpoint, version);
+    Ok(version)
+}
+
 /// The careful path of `save`, one transaction: the whole state, after the rows built on the
 /// row it replaces have become snapshots.
 async fn careful_save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
@@ -229,10 +249,7 @@ async fn careful_save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<
             })
             .await?;
         if let Some(version) = outcome {
-            store.encoder.remember(checkpoint, version, &args.encoded);
-            store.wrote(args.encoded.written());
-            store.saved(checkpoint, version);
-            return Ok(version);
+            return acknowledged(store, checkpoint, &args.encoded, version);
         }
     }
     Err(contended(&checkpoint.execution_id))

@@ -292,28 +292,26 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
             columns.deltas,
         )
     });
+    let executions = || group.iter().map(|m| m.execution_id.as_str());
     let (result, races) = loop {
         let (result, races) = write_columns(store, &columns, route.as_ref()).await;
-        match (route.take(), &result, &store.leaves) {
-            // The partition refused the group: the partitioned table gives each save its
-            // exact outcome, and the starts of the group's executions are learnt again.
-            (Some(refused), Err(e), Some(leaves))
-                if DbError::of(e).is_some_and(|db| db.kind() == DbErrorKind::Server) =>
-            {
-                if let Some(db) = DbError::of(e) {
-                    leaves.refused(refused.period, db);
-                }
-                leaves.forget(group.iter().map(|m| m.execution_id.as_str()));
-                lock(&committer.stats).routed(false);
-            }
-            (Some(_), _, _) => {
+        let (Some(routed), Some(leaves)) = (route.take(), &store.leaves) else {
+            break (result, races);
+        };
+        match &result {
+            // Stored nothing: the partition is no longer attached to the table.
+            Ok(rows) if rows.is_empty() => leaves.detached(&routed, executions()),
+            // Refused by the partition: the partitioned table gives each save its exact
+            // outcome, and the starts of the group's executions are learnt again.
+            Err(e) if leaves.reroutes(&routed, e, executions()) => {}
+            _ => {
                 if result.is_ok() {
                     lock(&committer.stats).routed(true);
                 }
                 break (result, races);
             }
-            _ => break (result, races),
         }
+        lock(&committer.stats).routed(false);
     };
     drop(columns);
     let split = matches!(&result, Err(e) if is_refusal(e));
