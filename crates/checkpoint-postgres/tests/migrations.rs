@@ -357,7 +357,7 @@ async fn base_keys(client: &tokio_postgres::Client, schema: &str) -> Vec<(String
 /// `id` is gone; each partition's delta key references the partition itself and still refuses
 /// to lose a base; appends continue the versions.
 #[tokio::test]
-async fn partitioned_tables_of_schema_4_move_to_5_keeping_every_row() {
+async fn partitioned_tables_of_schema_4_move_to_the_current_schema_keeping_every_row() {
     for layout in [
         TableLayout::hash_partitioned(4).unwrap(),
         TableLayout::time_partitioned(PartitionPeriod::Day),
@@ -397,11 +397,22 @@ async fn partitioned_tables_of_schema_4_move_to_5_keeping_every_row() {
         let mut undo = format!(
             "DROP INDEX {key}; CREATE UNIQUE INDEX checkpoints_execution_id_key ON {t} \
              ({id_columns}); CREATE INDEX checkpoints_id_idx ON {t} (id); \
-             DELETE FROM {migrations} WHERE version = 5;",
+             DELETE FROM {migrations} WHERE version >= 5;",
             key = q("checkpoints_execution_id_key"),
             t = q("checkpoints"),
             migrations = q("checkpoints_migrations"),
         );
+        if time {
+            // Schema 4's foreign key from each row's start to the registry (gone at 6).
+            undo.push_str(&format!(
+                "ALTER TABLE {x} ADD CONSTRAINT checkpoints_started_key \
+                 UNIQUE (execution_id, started); \
+                 ALTER TABLE {t} ADD CONSTRAINT checkpoints_start_key FOREIGN KEY \
+                 (execution_id, execution_start) REFERENCES {x} (execution_id, started);",
+                t = q("checkpoints"),
+                x = q("checkpoints_executions")
+            ));
+        }
         if !time {
             for p in 0..4 {
                 undo.push_str(&format!(
@@ -419,8 +430,27 @@ async fn partitioned_tables_of_schema_4_move_to_5_keeping_every_row() {
         assert_eq!(migration_rows(&schema).await, [3, 4], "made in one step");
 
         let store = PostgresStore::connect(options).await.unwrap();
-        assert_eq!(store.migration_report().unwrap().applied, [5], "{layout}");
-        assert_eq!(migration_rows(&schema).await, [3, 4, 5]);
+        assert_eq!(
+            store.migration_report().unwrap().applied,
+            [5, 6],
+            "{layout}"
+        );
+        assert_eq!(migration_rows(&schema).await, [3, 4, 5, 6]);
+        // No key ties a row to the registry any more; the registry keeps its primary key only.
+        let registry_keys: Vec<String> = client
+            .query(
+                "SELECT conname::text FROM pg_catalog.pg_constraint c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.connamespace \
+                 WHERE n.nspname = $1 AND c.conname IN ('checkpoints_start_key', \
+                 'checkpoints_started_key')",
+                &[&schema],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert!(registry_keys.is_empty(), "{layout}: {registry_keys:?}");
         let indexes = index_columns(&client, &schema).await;
         let id_key = if time {
             "(id, execution_id, execution_start)"

@@ -71,6 +71,9 @@ struct Start {
     /// The start each row is given, where a statement writes to one partition directly: the
     /// bound expression (`n.start` in a group, `$14::timestamptz` in a single save).
     given: Option<&'static str>,
+    /// Where a statement writes to one partition directly: the registry of starts (quoted,
+    /// qualified) that each given start is checked against.
+    registry: Option<String>,
     /// Where a statement writes to one partition directly: the condition that the partition
     /// is still attached to the table (a detached one has no bounds left to check).
     attached: Option<String>,
@@ -85,6 +88,7 @@ impl Start {
                 read: Some(table.started_function()),
                 floored,
                 given: None,
+                registry: None,
                 attached: None,
             },
             TableLayout::Plain | TableLayout::HashPartitioned { .. } | TableLayout::Distributed => {
@@ -93,23 +97,27 @@ impl Start {
                     read: None,
                     floored,
                     given: None,
+                    registry: None,
                     attached: None,
                 }
             }
         }
     }
 
-    /// Partition `leaf` of `table` (both quoted) of the time-partitioned layout, written
-    /// directly: every row of an execution is there, so reads need neither the start nor a
-    /// floor; each row's start is given; and nothing is written unless the partition is still
-    /// attached to the table.
-    fn leaf(given: &'static str, leaf: &str, table: &str) -> Self {
+    /// Partition `leaf` (quoted) of the time-partitioned `table`, written directly: every row
+    /// of an execution is there, so reads need neither the start nor a floor; each row's start
+    /// is given, and written only if the registry holds it for the row's execution; and nothing
+    /// is written unless the partition is still attached to the table.
+    fn leaf(given: &'static str, leaf: &str, table: &TableName) -> Self {
+        let registry = table.qualify(&table.executions_table());
+        let table = table.quoted();
         // Validated names hold no quote, so they can stand in a literal.
         Start {
             record: None,
             read: None,
             floored: false,
             given: Some(given),
+            registry: Some(registry),
             attached: Some(format!(
                 "EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = '{leaf}'::regclass \
                  AND inhparent = '{table}'::regclass)"
@@ -134,10 +142,17 @@ impl Start {
         }
     }
 
-    /// The value an insert adds: `, start(<execution>)`.
+    /// The value an insert adds: `, start(<execution>)`, or the given start where the
+    /// registry holds it for `<execution>`. A start the registry does not hold (the execution
+    /// moved, or was forgotten with its partition) is NULL, which the column refuses
+    /// (`23502`): the store then writes through the partitioned table. A foreign key did this
+    /// up to schema 5, at the cost of a query and a row lock per inserted row.
     fn value(&self, execution: &str) -> String {
-        if let Some(given) = self.given {
-            return format!(", {given}");
+        if let (Some(given), Some(registry)) = (self.given, &self.registry) {
+            return format!(
+                ", (SELECT r.started FROM {registry} r WHERE r.execution_id = {execution} \
+                 AND r.started = {given})"
+            );
         }
         self.record
             .as_ref()
@@ -321,10 +336,11 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
 /// The group statement written to one partition (`leaf`, quoted) of the time-partitioned
 /// `table`, for a group whose executions all started in that partition's period: the rows'
 /// starts are bound (`$15`), and every read of an execution's rows reads that partition only.
-/// The foreign key to the registry and the partition's bounds refuse a start that is not the
-/// execution's; a partition no longer attached to the table stores nothing and returns no row.
+/// A start the registry does not hold for its execution fails the statement (see
+/// `Start::value`), as does one outside the partition's bounds; a partition no longer attached
+/// to the table stores nothing and returns no row.
 pub(crate) fn group_save_leaf(leaf: &str, table: &TableName, deltas: bool) -> Sql {
-    group_save(leaf, &Start::leaf("n.start", leaf, &table.quoted()), deltas)
+    group_save(leaf, &Start::leaf("n.start", leaf, table), deltas)
 }
 
 /// `save` and `save_delta` written to one partition (`leaf`, quoted) of the time-partitioned
@@ -333,7 +349,7 @@ pub(crate) fn group_save_leaf(leaf: &str, table: &TableName, deltas: bool) -> Sq
 pub(crate) fn save_leaf(leaf: &str, table: &TableName) -> [Sql; 2] {
     save_statements(
         leaf,
-        &Start::leaf("$14::timestamptz", leaf, &table.quoted()),
+        &Start::leaf("$14::timestamptz", leaf, table),
         table.layout().id_conflict_target(),
     )
 }

@@ -10,8 +10,9 @@
 //! execution's start is known, or a group whose executions' starts are all known and fall in
 //! one period, is written to that period's partition (`<table>_p<YYYYMMDD>`, as the store
 //! names them), each row with its start bound.
-//! Nothing here is trusted: the foreign key to the registry refuses a start that is not the
-//! execution's, and the partition's bounds one outside it. A save or group the partition
+//! Nothing here is trusted: the statement writes a start only if the registry holds it for
+//! the row's execution (a NULL start otherwise, which the column refuses), and the partition's
+//! bounds refuse one outside it. A save or group the partition
 //! refuses for any reason, or a partition that is not there (dropped by retention, or made
 //! under another name), is written through the partitioned table instead, which gives every
 //! save its exact outcome; its executions' starts are forgotten, and a partition that is
@@ -171,11 +172,11 @@ impl Leaves {
 
     /// Whether a save or group that `route`'s partition refused with `err` goes through the
     /// partitioned table instead: for what a partition can refuse that the partitioned table
-    /// may not (a constraint: the registry's key, the partition's bounds, a unique index; or
-    /// a partition that is gone), not for a lost connection or any other failure, which the
-    /// partitioned table would meet too. The starts of `executions` are then forgotten, and a
-    /// partition that is missing, or whose bounds do not hold its period's starts, is not
-    /// tried again.
+    /// may not (a constraint: a start the registry does not hold, the partition's bounds, a
+    /// unique index; or a partition that is gone), not for a lost connection or any other
+    /// failure, which the partitioned table would meet too. The starts of `executions` are
+    /// then forgotten, and a partition that is missing, or whose bounds do not hold its
+    /// period's starts, is not tried again.
     pub fn reroutes<'a>(
         &self,
         route: &Route,
