@@ -3,6 +3,11 @@
 //! saves at 1 and 16 tasks, reads by execution (`latest`, one partition), by id alone (`load`,
 //! every partition; on the distributed layout a lookup of the execution, then the read there)
 //! and by execution and id (`load_in`).
+//!
+//! Every layout is measured in two rounds, the second in reverse order, and each figure is the
+//! mean of its two rounds: a machine that slows down or speeds up steadily during the run then
+//! weighs on every layout alike, where one round in one order charged it to the layouts
+//! measured last.
 
 use checkpoint_core::{Checkpoint, CheckpointStore};
 use checkpoint_postgres::TableLayout;
@@ -22,7 +27,42 @@ pub struct LayoutFigures {
     pub load_in: Figures,
 }
 
-pub async fn measure(bench: &Bench, layout: TableLayout) -> anyhow::Result<LayoutFigures> {
+impl LayoutFigures {
+    /// The two rounds of one layout as one.
+    fn mean(&self, other: &LayoutFigures) -> LayoutFigures {
+        LayoutFigures {
+            save_1: self.save_1.mean(&other.save_1),
+            save_16: self.save_16.mean(&other.save_16),
+            latest: self.latest.mean(&other.latest),
+            load: self.load.mean(&other.load),
+            load_in: self.load_in.mean(&other.load_in),
+        }
+    }
+}
+
+/// Every layout of `layouts`, in two rounds (the second in reverse order): each one's figures,
+/// in the order given.
+pub async fn measure_all(
+    bench: &Bench,
+    layouts: &[TableLayout],
+) -> anyhow::Result<Vec<LayoutFigures>> {
+    let mut first = Vec::with_capacity(layouts.len());
+    for layout in layouts {
+        first.push(measure(bench, *layout).await?);
+    }
+    let mut second = Vec::with_capacity(layouts.len());
+    for layout in layouts.iter().rev() {
+        second.push(measure(bench, *layout).await?);
+    }
+    second.reverse();
+    Ok(first
+        .iter()
+        .zip(&second)
+        .map(|(a, b)| a.mean(b))
+        .collect())
+}
+
+async fn measure(bench: &Bench, layout: TableLayout) -> anyhow::Result<LayoutFigures> {
     let setup = Setup {
         layout,
         ..Setup::default()

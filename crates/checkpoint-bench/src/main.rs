@@ -385,14 +385,22 @@ async fn retention_by_drop(bench: &Bench, args: &Args, report: &mut Report) -> a
     Ok(())
 }
 
-/// Every layout, then each one's ratios to the plain table.
+/// Every layout (two rounds, see [`layout`]), then each one's ratios to the plain table.
 async fn layouts(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     use checkpoint_postgres::{PartitionPeriod, TableLayout};
-    let plain = layout::measure(bench, TableLayout::Plain).await?;
-    let hashed = layout::measure(bench, TableLayout::hash_partitioned(16)?).await?;
     // Daily partitions for the past 30 days, today and two ahead (see Bench::store_with).
-    let timed = layout::measure(bench, TableLayout::time_partitioned(PartitionPeriod::Day)).await?;
-    let distributed = layout::measure(bench, TableLayout::Distributed).await?;
+    let [plain, hashed, timed, distributed]: [layout::LayoutFigures; 4] = layout::measure_all(
+        bench,
+        &[
+            TableLayout::Plain,
+            TableLayout::hash_partitioned(16)?,
+            TableLayout::time_partitioned(PartitionPeriod::Day),
+            TableLayout::Distributed,
+        ],
+    )
+    .await?
+    .try_into()
+    .map_err(|_| anyhow::anyhow!("one figure per layout"))?;
     for (name, f) in [
         ("plain", &plain),
         ("hash16", &hashed),

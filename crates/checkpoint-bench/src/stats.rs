@@ -20,6 +20,19 @@ pub struct Figures {
     pub p99_ms: f64,
 }
 
+impl Figures {
+    /// The figures of two rounds of one workload as one: operations added, rates and
+    /// percentiles averaged.
+    pub fn mean(&self, other: &Figures) -> Figures {
+        Figures {
+            ops: self.ops.saturating_add(other.ops),
+            per_second: (self.per_second + other.per_second) / 2.0,
+            p50_ms: (self.p50_ms + other.p50_ms) / 2.0,
+            p99_ms: (self.p99_ms + other.p99_ms) / 2.0,
+        }
+    }
+}
+
 impl Samples {
     pub fn new() -> Self {
         Samples {
