@@ -55,11 +55,7 @@ pub async fn measure_all(
         second.push(measure(bench, *layout).await?);
     }
     second.reverse();
-    Ok(first
-        .iter()
-        .zip(&second)
-        .map(|(a, b)| a.mean(b))
-        .collect())
+    Ok(first.iter().zip(&second).map(|(a, b)| a.mean(b)).collect())
 }
 
 async fn measure(bench: &Bench, layout: TableLayout) -> anyhow::Result<LayoutFigures> {

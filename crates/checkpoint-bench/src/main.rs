@@ -508,9 +508,44 @@ async fn sqlite(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             &f.latest,
         );
         report.row(
+            &format!("sqlite_{d}_page_20"),
+            &format!("sqlite {d}: 20 newest (list_page)"),
+            &f.page_20,
+        );
+        report.row(
             &format!("sqlite_{d}_load"),
             &format!("sqlite {d}: load by id"),
             &f.load,
+        );
+        report.row(
+            &format!("sqlite_{d}_bare_insert"),
+            &format!("sqlite {d}: bare rusqlite insert + commit"),
+            &f.bare.insert,
+        );
+        report.row(
+            &format!("sqlite_{d}_bare_read_1"),
+            &format!("sqlite {d}: bare rusqlite read, newest row"),
+            &f.bare.read_1,
+        );
+        report.row(
+            &format!("sqlite_{d}_bare_read_20"),
+            &format!("sqlite {d}: bare rusqlite read, 20 newest"),
+            &f.bare.read_20,
+        );
+        report.value(
+            &format!("ratio_sqlite_{d}_save_1_vs_bare_insert"),
+            &format!("ratio: sqlite {d} save, 1 task / bare insert + commit"),
+            f.save_1.per_second / f.bare.insert.per_second,
+        );
+        report.value(
+            &format!("ratio_sqlite_{d}_latest_p50_vs_bare"),
+            &format!("ratio: sqlite {d} latest p50 / bare read"),
+            f.latest.p50_ms / f.bare.read_1.p50_ms,
+        );
+        report.value(
+            &format!("ratio_sqlite_{d}_page_20_p50_vs_bare"),
+            &format!("ratio: sqlite {d} 20 newest p50 / bare read of 20"),
+            f.page_20.p50_ms / f.bare.read_20.p50_ms,
         );
         report.value(
             &format!("sqlite_{d}_bytes_per_checkpoint"),

@@ -1,11 +1,13 @@
 //! The `sqlite` workloads: `SqliteStore` on a file in the system temp dir, no server, under each
 //! durability setting in the same run (`Full`, the default, is the baseline the others are
-//! compared with).
+//! compared with); and the physical limit underneath, the same file driven by a bare
+//! `rusqlite` loop on one connection (no pool, no async, no encoding): an insert and its
+//! commit, the read of the newest row of an execution, the read of its 20 newest.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use checkpoint_core::{Checkpoint, CheckpointStore};
+use checkpoint_core::{Checkpoint, CheckpointStore, ListQuery};
 use checkpoint_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 use crate::stats::{save_from_tasks, time_latest, time_load, Figures, Samples};
@@ -23,7 +25,11 @@ pub struct SqliteFigures {
     pub mean_group_4: f64,
     pub batch_1000: Figures,
     pub latest: Figures,
+    /// `list_page` of an execution's 20 newest checkpoints.
+    pub page_20: Figures,
     pub load: Figures,
+    /// The bare `rusqlite` loop on the same file.
+    pub bare: BareFigures,
     /// The database file (and its WAL) per stored checkpoint.
     pub bytes_per_checkpoint: f64,
     /// The stored (compressed) state per checkpoint.
@@ -86,12 +92,15 @@ pub async fn measure(
         .map(|cp| cp.id)
         .collect();
     let load = time_load(&store, seconds, &ids, 11).await?;
+    let page_20 = time_page(&store, seconds, 13).await?;
 
     let stats = store.stats().await?;
     let checkpoints = stats.checkpoints.max(1) as f64;
     let bytes_per_checkpoint = file_bytes(&path) as f64 / checkpoints;
     let state_bytes_per_checkpoint = stats.state_bytes as f64 / checkpoints;
     store.close();
+    let stored_state = sample_state(&path)?;
+    let bare = tokio::task::block_in_place(|| bare(&path, durability, seconds, &stored_state))?;
     Ok(SqliteFigures {
         durability,
         save_1,
@@ -99,8 +108,143 @@ pub async fn measure(
         mean_group_4,
         batch_1000,
         latest,
+        page_20,
         load,
+        bare,
         bytes_per_checkpoint,
         state_bytes_per_checkpoint,
     })
 }
+
+/// `list_page` of the 20 newest checkpoints of random executions, for `budget`.
+async fn time_page(
+    store: &dyn CheckpointStore,
+    budget: Duration,
+    seed: u64,
+) -> anyhow::Result<Figures> {
+    let mut picker = crate::workloads::Picker::new(seed);
+    Ok(crate::stats::run_for(budget, usize::MAX, |_| {
+        let query = ListQuery::new(format!("e{}", picker.below(EXECUTIONS)))
+            .descending()
+            .limit(20);
+        async move {
+            anyhow::ensure!(store.list_page(&query).await?.items.len() == 20);
+            Ok(())
+        }
+    })
+    .await?
+    .figures())
+}
+
+/// What a bare `rusqlite` loop does on the store's file, with the store's settings.
+pub struct BareFigures {
+    /// `BEGIN IMMEDIATE`, one insert of a stored row, `COMMIT`.
+    pub insert: Figures,
+    /// The newest row of an execution, by the `(execution_id, version)` index.
+    pub read_1: Figures,
+    /// The 20 newest rows of an execution.
+    pub read_20: Figures,
+}
+
+/// One state as the store wrote it, for the bare inserts to write the same bytes.
+fn sample_state(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let conn = rusqlite::Connection::open(path)?;
+    Ok(conn.query_row(
+        "SELECT state FROM checkpoints WHERE execution_id = 'e0' ORDER BY version DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// The bare loop: one connection in WAL mode with the store's `synchronous`, the store's
+/// table and statements, every column read into owned values and nothing decoded.
+fn bare(
+    path: &Path,
+    durability: Durability,
+    budget: Duration,
+    state: &[u8],
+) -> anyhow::Result<BareFigures> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", durability.pragma())?;
+
+    let mut insert = Samples::new();
+    let started = Instant::now();
+    let mut i: i64 = 0;
+    while started.elapsed() < budget {
+        let t = Instant::now();
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        conn.prepare_cached(
+            "INSERT INTO checkpoints (id, execution_id, version, node_name, parent_id, \
+             timestamp_us, metadata, state) VALUES (?1, ?2, ?3, 'node', NULL, ?4, '{}', ?5)",
+        )?
+        .execute(rusqlite::params![
+            format!("bare-{i}"),
+            "bare",
+            i + 1,
+            i,
+            state
+        ])?;
+        conn.execute_batch("COMMIT")?;
+        insert.record(t.elapsed());
+        i += 1;
+    }
+    insert.set_elapsed(started.elapsed());
+
+    let read = |limit: i64, seed: u64| -> anyhow::Result<Figures> {
+        let mut picker = crate::workloads::Picker::new(seed);
+        let mut samples = Samples::new();
+        let started = Instant::now();
+        while started.elapsed() < budget {
+            let execution = format!("e{}", picker.below(EXECUTIONS));
+            let t = Instant::now();
+            let mut statement = conn.prepare_cached(
+                "SELECT id, execution_id, version, node_name, parent_id, timestamp_us, \
+                 metadata, state FROM checkpoints WHERE execution_id = ?1 \
+                 ORDER BY version DESC LIMIT ?2",
+            )?;
+            let mut rows = statement.query(rusqlite::params![execution, limit])?;
+            let mut read = 0;
+            while let Some(row) = rows.next()? {
+                let owned: BareRow = (
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                    row.get(7)?,
+                );
+                std::hint::black_box(owned);
+                read += 1;
+            }
+            anyhow::ensure!(
+                read == limit,
+                "execution {execution} has fewer than {limit} rows"
+            );
+            samples.record(t.elapsed());
+        }
+        samples.set_elapsed(started.elapsed());
+        Ok(samples.figures())
+    };
+    let read_1 = read(1, 7)?;
+    let read_20 = read(20, 13)?;
+    Ok(BareFigures {
+        insert: insert.figures(),
+        read_1,
+        read_20,
+    })
+}
+
+/// A row as the bare loop reads it: every column, owned, nothing decoded.
+type BareRow = (
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    i64,
+    String,
+    Vec<u8>,
+);

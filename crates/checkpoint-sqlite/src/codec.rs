@@ -27,7 +27,8 @@ const LEVEL: i32 = 1;
 pub(crate) fn encode(state: &Value) -> Result<Vec<u8>, String> {
     let text = serde_json::to_vec(state).map_err(|e| e.to_string())?;
     if text.len() >= COMPRESS_FROM {
-        let frame = zstd::bulk::compress(&text, LEVEL).map_err(|e| e.to_string())?;
+        let frame =
+            checkpoint_format::zstd_frames::compress(&text, LEVEL).map_err(|e| e.to_string())?;
         if frame.len() < text.len() {
             let mut out = Vec::with_capacity(frame.len() + 1);
             out.push(ZSTD);
@@ -47,14 +48,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Value, String> {
     match format {
         PLAIN => serde_json::from_slice(payload).map_err(|e| e.to_string()),
         ZSTD => {
-            let size = zstd::zstd_safe::get_frame_content_size(payload)
-                .map_err(|_| "the compressed state is not a Zstandard frame".to_owned())?
-                .ok_or("the compressed state does not record its size")?;
-            let size = usize::try_from(size)
-                .ok()
-                .filter(|&n| n <= SQLITE_MAX_LENGTH)
-                .ok_or_else(|| format!("the compressed state claims {size} bytes"))?;
-            let text = zstd::bulk::decompress(payload, size).map_err(|e| e.to_string())?;
+            let text = checkpoint_format::zstd_frames::decompress(payload, SQLITE_MAX_LENGTH)
+                .map_err(|e| match e {
+                    checkpoint_format::FormatError::TooLarge { size, .. } => {
+                        format!("the compressed state claims {size} bytes")
+                    }
+                    other => format!("the compressed state is not a readable frame: {other}"),
+                })?;
             serde_json::from_slice(&text).map_err(|e| e.to_string())
         }
         other => Err(format!("unknown state format {other}")),

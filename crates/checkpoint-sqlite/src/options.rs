@@ -39,7 +39,12 @@ pub enum Durability {
 }
 
 impl Durability {
-    pub(crate) fn pragma(self) -> &'static str {
+    /// The value of SQLite's `synchronous` pragma this setting stands for.
+    ///
+    /// ```
+    /// assert_eq!(checkpoint_sqlite::Durability::Full.pragma(), "FULL");
+    /// ```
+    pub fn pragma(self) -> &'static str {
         match self {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",

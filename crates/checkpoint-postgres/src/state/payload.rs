@@ -11,9 +11,7 @@
 //! with a `base_version` holds a delta against that version). With encryption on, this payload
 //! is sealed whole (format 2, `crypto.rs`).
 
-use std::cell::RefCell;
 use std::fmt;
-use std::io::Read;
 
 use checkpoint_core::equal::ExactNumber;
 use serde_json::Value;
@@ -117,7 +115,7 @@ pub(crate) fn encode(json: &[u8], compression: Compression) -> Result<Vec<u8>, D
         Compression::None => out.extend_from_slice(json),
         Compression::Lz4 => out.extend_from_slice(&lz4_flex::compress_prepend_size(json)),
         Compression::Zstd { level } => {
-            let packed = zstd_compress(json, level)
+            let packed = checkpoint_format::zstd_frames::compress(json, level)
                 .map_err(|e| DbError::decode(format!("zstd compression failed: {e}")))?;
             out.extend_from_slice(&packed);
         }
@@ -194,8 +192,13 @@ pub(crate) fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, DbError> {
             }
             text
         }
-        2 => zstd_decompress(body, limit)
-            .map_err(|e| DbError::decode(format!("zstd payload: {e}")))?,
+        2 => checkpoint_format::zstd_frames::decompress(body, limit).map_err(|e| match e {
+            checkpoint_format::FormatError::TooLarge { size, limit } => DbError::decode(format!(
+                "zstd payload: the payload expands to {size} bytes, more than the {limit} this \
+                 store reads"
+            )),
+            other => DbError::decode(format!("zstd payload: {other}")),
+        })?,
         other => {
             return Err(DbError::decode(format!(
                 "stored payload codec {other} is unknown to this release"
@@ -206,59 +209,6 @@ pub(crate) fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, DbError> {
         return Err(too_large(text.len(), limit));
     }
     Ok(text)
-}
-
-thread_local! {
-    // A zstd context allocates its tables when made (over a megabyte to compress at level 3):
-    // one per thread, reused, keeps that cost off every save and every delta read.
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { RefCell::new(None) };
-}
-
-fn zstd_compress(json: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    COMPRESSOR.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.as_ref().is_none_or(|(l, _)| *l != level) {
-            *cell = Some((level, zstd::bulk::Compressor::new(level)?));
-        }
-        match cell.as_mut() {
-            Some((_, compressor)) => compressor.compress(json),
-            None => zstd::bulk::compress(json, level),
-        }
-    })
-}
-
-fn zstd_decompress(body: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
-    // Frames written by this store record their size; the size read from storage is checked
-    // before it sizes a buffer.
-    let known = zstd::zstd_safe::get_frame_content_size(body)
-        .ok()
-        .flatten()
-        .and_then(|size| usize::try_from(size).ok());
-    match known {
-        Some(size) if size > limit => Err(std::io::Error::other(format!(
-            "the payload expands to {size} bytes, more than the {limit} this store reads"
-        ))),
-        Some(size) => DECOMPRESSOR.with(|cell| {
-            let mut cell = cell.borrow_mut();
-            if cell.is_none() {
-                *cell = Some(zstd::bulk::Decompressor::new()?);
-            }
-            match cell.as_mut() {
-                Some(decompressor) => decompressor.decompress(body, size),
-                None => zstd::bulk::decompress(body, size),
-            }
-        }),
-        None => {
-            let mut text = Vec::new();
-            zstd::stream::read::Decoder::new(body)?
-                .take(limit as u64 + 1)
-                .read_to_end(&mut text)?;
-            Ok(text)
-        }
-    }
 }
 
 fn too_large(size: usize, limit: usize) -> DbError {

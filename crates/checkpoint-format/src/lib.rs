@@ -1,0 +1,35 @@
+//! The stored form of checkpoint states, shared by every backend that stores them.
+//!
+//! A backend crate owns its driver and its rows; what a state becomes on its way into a row
+//! lives here, once, with no driver: today the Zstandard frames that PostgreSQL's payloads and
+//! SQLite's stored states are written as ([`zstd_frames`]). Its errors are its own
+//! ([`FormatError`]), for each backend to report in its terms.
+//!
+//! ```
+//! let text = br#"{"messages": ["hello", "hello", "hello", "hello"]}"#.repeat(20);
+//! let frame = checkpoint_format::zstd_frames::compress(&text, 1)?;
+//! assert!(frame.len() < text.len());
+//! assert_eq!(checkpoint_format::zstd_frames::decompress(&frame, text.len())?, text);
+//! # Ok::<(), checkpoint_format::FormatError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod zstd_frames;
+
+/// Why a state could not be put into, or read from, its stored form.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// A frame records that it expands to more bytes than the caller reads.
+    #[error("the frame expands to {size} bytes, more than the {limit} allowed")]
+    TooLarge {
+        /// What the frame says it expands to, or what was read before giving up.
+        size: u64,
+        /// The most the caller reads.
+        limit: usize,
+    },
+    /// Zstandard refused the bytes (not a frame, damaged, truncated) or could not set up.
+    #[error("zstd: {0}")]
+    Zstd(#[from] std::io::Error),
+}
