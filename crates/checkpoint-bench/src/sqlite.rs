@@ -93,6 +93,9 @@ pub async fn measure(
         .collect();
     let load = time_load(&store, seconds, &ids, 11).await?;
     let page_20 = time_page(&store, seconds, 13).await?;
+    // Right after the store's reads, on the file as they found it (the bare inserts come last,
+    // as they grow the file and its log).
+    let (read_1, read_20) = tokio::task::block_in_place(|| bare_reads(&path, seconds))?;
 
     let stats = store.stats().await?;
     let checkpoints = stats.checkpoints.max(1) as f64;
@@ -100,7 +103,13 @@ pub async fn measure(
     let state_bytes_per_checkpoint = stats.state_bytes as f64 / checkpoints;
     store.close();
     let stored_state = sample_state(&path)?;
-    let bare = tokio::task::block_in_place(|| bare(&path, durability, seconds, &stored_state))?;
+    let insert =
+        tokio::task::block_in_place(|| bare_inserts(&path, durability, seconds, &stored_state))?;
+    let bare = BareFigures {
+        insert,
+        read_1,
+        read_20,
+    };
     Ok(SqliteFigures {
         durability,
         save_1,
@@ -156,14 +165,14 @@ fn sample_state(path: &Path) -> anyhow::Result<Vec<u8>> {
     )?)
 }
 
-/// The bare loop: one connection in WAL mode with the store's `synchronous`, the store's
-/// table and statements, every column read into owned values and nothing decoded.
-fn bare(
+/// The bare inserts: one connection in WAL mode with the store's `synchronous`, each insert of
+/// a row as the store writes it in a transaction of its own.
+fn bare_inserts(
     path: &Path,
     durability: Durability,
     budget: Duration,
     state: &[u8],
-) -> anyhow::Result<BareFigures> {
+) -> anyhow::Result<Figures> {
     let conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", durability.pragma())?;
@@ -190,7 +199,13 @@ fn bare(
         i += 1;
     }
     insert.set_elapsed(started.elapsed());
+    Ok(insert.figures())
+}
 
+/// The bare reads: one connection, the store's statement, every column read into owned
+/// values and nothing decoded; the newest row, then the 20 newest, of random executions.
+fn bare_reads(path: &Path, budget: Duration) -> anyhow::Result<(Figures, Figures)> {
+    let conn = rusqlite::Connection::open(path)?;
     let read = |limit: i64, seed: u64| -> anyhow::Result<Figures> {
         let mut picker = crate::workloads::Picker::new(seed);
         let mut samples = Samples::new();
@@ -198,12 +213,13 @@ fn bare(
         while started.elapsed() < budget {
             let execution = format!("e{}", picker.below(EXECUTIONS));
             let t = Instant::now();
-            let mut statement = conn.prepare_cached(
+            // The limit written into the statement, as the store's `latest` has it.
+            let mut statement = conn.prepare_cached(&format!(
                 "SELECT id, execution_id, version, node_name, parent_id, timestamp_us, \
                  metadata, state FROM checkpoints WHERE execution_id = ?1 \
-                 ORDER BY version DESC LIMIT ?2",
-            )?;
-            let mut rows = statement.query(rusqlite::params![execution, limit])?;
+                 ORDER BY version DESC LIMIT {limit}"
+            ))?;
+            let mut rows = statement.query([&execution])?;
             let mut read = 0;
             while let Some(row) = rows.next()? {
                 let owned: BareRow = (
@@ -228,13 +244,7 @@ fn bare(
         samples.set_elapsed(started.elapsed());
         Ok(samples.figures())
     };
-    let read_1 = read(1, 7)?;
-    let read_20 = read(20, 13)?;
-    Ok(BareFigures {
-        insert: insert.figures(),
-        read_1,
-        read_20,
-    })
+    Ok((read(1, 7)?, read(20, 13)?))
 }
 
 /// A row as the bare loop reads it: every column, owned, nothing decoded.

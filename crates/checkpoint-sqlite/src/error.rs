@@ -171,6 +171,14 @@ pub(crate) fn driver(err: rusqlite::Error) -> Error {
     SqliteError::from(err).into_core()
 }
 
+/// Whether `err` is SQLite saying another connection holds a lock it needs (`SQLITE_BUSY`,
+/// `SQLITE_LOCKED`): worth waiting for, not a failure of the statement.
+pub(crate) fn is_busy(err: &Error) -> bool {
+    SqliteError::of(err)
+        .and_then(SqliteError::code)
+        .is_some_and(|code| matches!(code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+}
+
 /// Whether `err` is the unique index on `(execution_id, version)` refusing a second holder of
 /// one version: the database enforcing the version rule.
 pub(crate) fn is_version_taken(err: &rusqlite::Error) -> bool {

@@ -64,7 +64,7 @@ pub use options::{Durability, Location, SqliteOptions, DEFAULT_BUSY_TIMEOUT, SQL
 pub use schema::SCHEMA_VERSION;
 
 use crate::pool::Db;
-use crate::row::StoredRow;
+use crate::row::{RawRow, StoredRow};
 
 /// The version of the SQLite library linked in (bundled with this crate), such as `3.50.2`.
 pub fn sqlite_version() -> &'static str {
@@ -136,6 +136,8 @@ impl SqliteStore {
         if !migrated.is_empty() {
             tracing::info!(?migrated, location = ?options.location, "migrated the checkpoint schema");
         }
+        // Once the file and its schema exist.
+        db.open_readers().await;
         let schedule = options.retention.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
             retention: schedule.map(|schedule| retention_task(weak.clone(), schedule)),
@@ -212,6 +214,53 @@ impl SqliteStore {
     {
         self.inner.db.read(move |conn| f(conn)).await
     }
+
+    /// A short read of undecoded rows (`f`: by an index, a bounded number of rows), then
+    /// `decode`: the read runs on this thread when a quick reader is idle, through the pool
+    /// otherwise; the rows are decoded here when their stored states are small, on a blocking
+    /// thread when not (a large state takes milliseconds to decompress and parse).
+    async fn read_rows<R, T, F, D>(&self, f: F, decode: D) -> Result<T>
+    where
+        F: Fn(&rusqlite::Connection) -> Result<R> + Send + 'static,
+        D: FnOnce(R) -> Result<T> + Send + 'static,
+        R: StoredStates + Send + 'static,
+        T: Send + 'static,
+    {
+        let rows = match self.inner.db.read_here(&f) {
+            Some(rows) => rows?,
+            None => self.read(move |conn| f(conn)).await?,
+        };
+        if rows.state_bytes() <= DECODE_HERE {
+            return decode(rows);
+        }
+        tokio::task::spawn_blocking(move || decode(rows))
+            .await
+            .map_err(|e| SqliteError::Panicked(e.to_string()).into_core())?
+    }
+}
+
+/// Stored state bytes up to which rows read quickly are decoded on the calling thread: a few
+/// tens of microseconds of work at most.
+const DECODE_HERE: usize = 16 * 1024;
+
+/// Undecoded rows, by what decoding them costs.
+trait StoredStates {
+    /// The stored bytes of their states.
+    fn state_bytes(&self) -> usize;
+}
+
+impl StoredStates for Option<RawRow> {
+    fn state_bytes(&self) -> usize {
+        self.as_ref().map_or(0, RawRow::state_bytes)
+    }
+}
+
+impl StoredStates for Vec<RawRow> {
+    fn state_bytes(&self) -> usize {
+        self.iter()
+            .map(RawRow::state_bytes)
+            .fold(0, usize::saturating_add)
+    }
 }
 
 /// The background task of `schedule` over the store `weak` points to: each pass runs while the
@@ -274,8 +323,13 @@ impl CheckpointStore for SqliteStore {
             .meter
             .observe("load", async {
                 check_id("id", id)?;
-                let id = id.to_owned();
-                self.read(move |conn| read::load(conn, &id)).await
+                let wanted = id.to_owned();
+                let missing = id.to_owned();
+                self.read_rows(
+                    move |conn| read::load(conn, &wanted),
+                    move |row| row.ok_or(Error::NotFound { id: missing })?.decode(),
+                )
+                .await
             })
             .await
     }
@@ -322,8 +376,11 @@ impl CheckpointStore for SqliteStore {
             .observe("latest", async {
                 check_id("execution_id", execution_id)?;
                 let execution_id = execution_id.to_owned();
-                self.read(move |conn| read::latest(conn, &execution_id))
-                    .await
+                self.read_rows(
+                    move |conn| read::latest(conn, &execution_id),
+                    |row| row.map(RawRow::decode).transpose(),
+                )
+                .await
             })
             .await
     }
@@ -334,7 +391,21 @@ impl CheckpointStore for SqliteStore {
             .observe("list_page", async {
                 self.limits().check_list_query(query)?;
                 let query = query.clone();
-                self.read(move |conn| read::page(conn, &query)).await
+                if !read::unfiltered(&query) {
+                    return self.read(move |conn| read::page(conn, &query)).await;
+                }
+                let limit = query.limit;
+                self.read_rows(
+                    move |conn| read::page_rows(conn, &query),
+                    move |rows| {
+                        let items = rows
+                            .into_iter()
+                            .map(RawRow::decode)
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok(Page::from_overfetch(items, limit))
+                    },
+                )
+                .await
             })
             .await
     }

@@ -20,6 +20,9 @@ use crate::row::StoredRow;
 /// Statements kept prepared per connection: every statement the store runs, with room.
 const STATEMENT_CACHE: usize = 64;
 
+/// Connections kept for quick reads (see [`Db::read_here`]), at most.
+const READERS: usize = 4;
+
 /// Opens connections set up for this store. Unlike deadpool-sqlite's manager, it does not run a
 /// query on a blocking thread each time a pooled connection is handed out: a connection is
 /// only discarded when a call panicked while holding it.
@@ -68,6 +71,12 @@ pub(crate) struct Db {
     write_turn: tokio::sync::Mutex<()>,
     busy_timeout: Duration,
     saves: Arc<Queue>,
+    /// Idle connections for quick reads, and whether the store is closed (then none is
+    /// handed out or taken back).
+    readers: std::sync::Mutex<(Vec<Connection>, bool)>,
+    /// The file quick reads open, `None` for an in-memory database (each connection to
+    /// `:memory:` is a database of its own).
+    reader_path: Option<PathBuf>,
 }
 
 /// The path SQLite should open: relative paths that SQLite would read as something other than
@@ -120,6 +129,21 @@ fn set_up(
     Ok(())
 }
 
+/// A connection for quick reads: it only reads (`query_only`), and never waits for a lock (a
+/// busy database sends the read through the pool instead).
+fn reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(Duration::ZERO)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
 impl Db {
     pub(crate) fn open(options: &SqliteOptions) -> Result<Db> {
         options.validate()?;
@@ -134,6 +158,7 @@ impl Db {
             memory,
         };
         let busy_timeout = options.busy_timeout;
+        let reader_path = (!memory).then(|| manager.path.clone());
         let pool = Pool::builder(manager)
             .runtime(Runtime::Tokio1)
             .max_size(options.max_connections)
@@ -145,9 +170,63 @@ impl Db {
             write_turn: tokio::sync::Mutex::new(()),
             busy_timeout,
             saves: Arc::default(),
+            readers: std::sync::Mutex::new((Vec::new(), false)),
+            reader_path,
         })
     }
 
+    /// Opens the connections for quick reads, on a blocking thread. A file that cannot be
+    /// opened again leaves the store with none: every read then takes the pool.
+    pub(crate) async fn open_readers(&self) {
+        let Some(path) = self.reader_path.clone() else {
+            return;
+        };
+        let opened = tokio::task::spawn_blocking(move || {
+            (0..READERS)
+                .map_while(|_| reader(&path).ok())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        self.idle_readers().0.extend(opened);
+    }
+
+    fn idle_readers(&self) -> std::sync::MutexGuard<'_, (Vec<Connection>, bool)> {
+        self.readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs the short read `f` on an idle reader connection, on the calling thread: no trip to
+    /// a blocking thread and back, which cost more than SQLite's own work on one indexed row
+    /// (measured: `latest` p50 28 µs through the pool, against 13 µs for the bare read).
+    /// `None` when no reader is idle (they are all busy, or the store is in memory or closed)
+    /// or when the database is busy (a reader never waits for a lock): the caller then reads
+    /// through the pool, which waits up to the busy timeout. `f` must be short (rows by an
+    /// index, a bounded number, not decoded): it holds the calling thread.
+    pub(crate) fn read_here<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Option<Result<T>> {
+        let conn = {
+            let mut idle = self.idle_readers();
+            if idle.1 {
+                return None;
+            }
+            idle.0.pop()?
+        };
+        let out = f(&conn);
+        let busy = matches!(&out, Err(e) if error::is_busy(e));
+        let mut idle = self.idle_readers();
+        if !idle.1 {
+            idle.0.push(conn);
+        }
+        if busy {
+            None
+        } else {
+            Some(out)
+        }
+    }
     /// Runs `f` on a pooled connection, on a blocking thread.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
@@ -237,8 +316,13 @@ impl Db {
         .await
     }
 
-    /// Closes the pool: calls after this fail with [`Error::Unavailable`].
+    /// Closes the pool and the quick readers: calls after this fail with
+    /// [`Error::Unavailable`].
     pub(crate) fn close(&self) {
+        let mut idle = self.idle_readers();
+        idle.1 = true;
+        idle.0.clear();
+        drop(idle);
         self.pool.close();
     }
 }
@@ -246,6 +330,61 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn busy() -> Error {
+        error::driver(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        ))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quick_read_that_meets_a_busy_database_gives_way_and_keeps_its_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&SqliteOptions::file(dir.path().join("q.db"))).unwrap();
+        db.read(|conn| crate::schema::migrate(conn).map_err(SqliteError::into_core))
+            .await
+            .unwrap();
+        db.open_readers().await;
+        assert_eq!(db.idle_readers().0.len(), READERS);
+
+        // Busy: no answer here, the caller reads through the pool; the reader stays.
+        assert!(db.read_here(|_| Err::<(), _>(busy())).is_none());
+        assert_eq!(db.idle_readers().0.len(), READERS);
+        // Any other error is the read's answer.
+        let refused = db.read_here(|_| Err::<(), _>(Error::invalid("x", "no")));
+        assert!(matches!(refused, Some(Err(Error::InvalidInput { .. }))));
+        // Readers read the file and only read it.
+        let n = db.read_here(|conn| {
+            conn.query_row("SELECT count(*) FROM checkpoints", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(error::driver)
+        });
+        assert!(matches!(n, Some(Ok(0))));
+        let write = db.read_here(|conn| {
+            conn.execute("DELETE FROM checkpoints", [])
+                .map_err(error::driver)
+        });
+        assert!(matches!(write, Some(Err(_))), "a quick reader never writes");
+
+        // All taken: the next read finds none idle.
+        let taken: Vec<_> = std::iter::from_fn(|| db.idle_readers().0.pop()).collect();
+        assert_eq!(taken.len(), READERS);
+        assert!(db.read_here(|_| Ok(())).is_none());
+        db.idle_readers().0.extend(taken);
+
+        db.close();
+        assert!(db.read_here(|_| Ok(())).is_none());
+        assert!(db.idle_readers().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_database_has_no_quick_readers() {
+        let db = Db::open(&SqliteOptions::in_memory()).unwrap();
+        db.open_readers().await;
+        assert!(db.read_here(|_| Ok(())).is_none());
+    }
 
     #[test]
     fn names_sqlite_would_misread_are_made_literal() {

@@ -2,24 +2,20 @@
 //! by the primary key, so its cost follows the rows it returns, not the table's size.
 
 use checkpoint_core::{
-    Checkpoint, Damage, Error, ExecutionQuery, ExecutionSummary, ListQuery, Order, Page, Result,
+    Checkpoint, Damage, ExecutionQuery, ExecutionSummary, ListQuery, Order, Page, Result,
     Verification,
 };
 use rusqlite::{Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use crate::error::driver;
-use crate::row::{self, COLUMNS};
+use crate::row::{self, RawRow, COLUMNS};
 
-pub(crate) fn load(conn: &Connection, id: &str) -> Result<Checkpoint> {
-    let mut statement = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM checkpoints WHERE id = ?1"))
-        .map_err(driver)?;
-    let mut rows = statement.query([id]).map_err(driver)?;
-    match rows.next().map_err(driver)? {
-        Some(found) => row::read(found),
-        None => Err(Error::NotFound { id: id.to_owned() }),
-    }
+/// The row of checkpoint `id`, if any, undecoded.
+pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<RawRow>> {
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM checkpoints WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], RawRow::get).optional())
+        .map_err(driver)
 }
 
 pub(crate) fn list(conn: &Connection, execution_id: &str) -> Result<Vec<Checkpoint>> {
@@ -36,24 +32,65 @@ pub(crate) fn list(conn: &Connection, execution_id: &str) -> Result<Vec<Checkpoi
     Ok(out)
 }
 
-pub(crate) fn latest(conn: &Connection, execution_id: &str) -> Result<Option<Checkpoint>> {
-    let mut statement = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1
-             ORDER BY version DESC LIMIT 1"
-        ))
-        .map_err(driver)?;
-    let mut rows = statement.query([execution_id]).map_err(driver)?;
-    rows.next().map_err(driver)?.map(row::read).transpose()
+/// The row of the newest checkpoint of `execution_id`, if any, undecoded.
+pub(crate) fn latest(conn: &Connection, execution_id: &str) -> Result<Option<RawRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1
+         ORDER BY version DESC LIMIT 1"
+    ))
+    .and_then(|mut s| s.query_row([execution_id], RawRow::get).optional())
+    .map_err(driver)
+}
+
+/// One page's rows, undecoded, for a query without metadata filters (see [`unfiltered`]): at
+/// most `query.limit + 1`, the one past the page telling whether another follows.
+pub(crate) fn page_rows(conn: &Connection, query: &ListQuery) -> Result<Vec<RawRow>> {
+    debug_assert!(unfiltered(query));
+    let mut rows = Vec::new();
+    walk_page(conn, query, |found| {
+        rows.push(RawRow::get(found).map_err(driver)?);
+        Ok(true)
+    })?;
+    Ok(rows)
+}
+
+/// Whether `query` is a page whose rows all match: no metadata filter, so the statement's
+/// `LIMIT` is the page.
+pub(crate) fn unfiltered(query: &ListQuery) -> bool {
+    query.metadata.is_empty()
 }
 
 /// One page. The version window and node filter are in the statement, so the index walk starts
-/// at the cursor; metadata filters compare in Rust with [`ListQuery::matches`], the rule every
-/// backend shares, decoding a row's state only once its metadata matched.
+/// at the cursor; metadata filters compare in Rust with the rule every backend shares, decoding
+/// a row's state only once its metadata matched.
 pub(crate) fn page(conn: &Connection, query: &ListQuery) -> Result<Page> {
+    let mut items = Vec::new();
+    walk_page(conn, query, |found| {
+        let raw = RawRow::get(found).map_err(driver)?;
+        let metadata = raw.metadata()?;
+        let matches = query.metadata.iter().all(|(key, want)| {
+            metadata
+                .get(key)
+                .is_some_and(|have| checkpoint_core::json_equal(have, want))
+        });
+        if matches {
+            items.push(raw.decode_with(metadata)?);
+        }
+        Ok(matches)
+    })?;
+    Ok(Page::from_overfetch(items, query.limit))
+}
+
+/// Runs `query`'s statement and hands each row to `take` (which says whether it kept it) until
+/// `query.limit + 1` rows were kept or the rows run out.
+fn walk_page(
+    conn: &Connection,
+    query: &ListQuery,
+    mut take: impl FnMut(&rusqlite::Row<'_>) -> Result<bool>,
+) -> Result<()> {
     if let (Some(after), Some(before)) = (query.after_version, query.before_version) {
         if after >= before {
-            return Ok(Page::default());
+            return Ok(());
         }
     }
     let mut sql = format!("SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1");
@@ -72,7 +109,7 @@ pub(crate) fn page(conn: &Connection, query: &ListQuery) -> Result<Page> {
     });
     // Without metadata filters every row in the window matches, so the page is one LIMIT.
     let wanted = query.limit + 1;
-    let filtered = !query.metadata.is_empty();
+    let filtered = !unfiltered(query);
     sql.push_str(if filtered { " LIMIT -1" } else { " LIMIT ?5" });
     let mut statement = conn.prepare_cached(&sql).map_err(driver)?;
     // Parameters past the statement's highest one stay unbound.
@@ -90,27 +127,16 @@ pub(crate) fn page(conn: &Connection, query: &ListQuery) -> Result<Page> {
     bind(4, &query.node_name)?;
     bind(5, &i64::try_from(wanted).unwrap_or(i64::MAX))?;
     let mut rows = statement.raw_query();
-    let mut items = Vec::new();
-    while items.len() < wanted {
+    let mut kept = 0;
+    while kept < wanted {
         let Some(found) = rows.next().map_err(driver)? else {
             break;
         };
-        if filtered {
-            let id: String = found.get(0).map_err(driver)?;
-            let metadata = row::metadata(&id, found)?;
-            let matches = query.metadata.iter().all(|(key, want)| {
-                metadata
-                    .get(key)
-                    .is_some_and(|have| checkpoint_core::json_equal(have, want))
-            });
-            if matches {
-                items.push(row::read_with(found, metadata)?);
-            }
-        } else {
-            items.push(row::read(found)?);
+        if take(found)? {
+            kept += 1;
         }
     }
-    Ok(Page::from_overfetch(items, query.limit))
+    Ok(())
 }
 
 pub(crate) fn executions(

@@ -63,35 +63,73 @@ pub(crate) fn corrupt(id: &str, reason: impl Into<String>) -> Error {
     .into_core()
 }
 
-/// The metadata of a row selected with [`COLUMNS`].
-pub(crate) fn metadata(id: &str, row: &Row<'_>) -> Result<Map<String, Value>> {
-    let text: String = row.get(6).map_err(crate::error::driver)?;
-    serde_json::from_str(&text).map_err(|e| corrupt(id, format!("metadata: {e}")))
+/// A row selected with [`COLUMNS`] as SQLite holds it: copied out, nothing decoded. Reading
+/// and decoding are apart so that a read can leave the connection before its states are
+/// decompressed and parsed (see [`SqliteStore`](crate::SqliteStore)'s quick reads).
+pub(crate) struct RawRow {
+    id: String,
+    execution_id: String,
+    version: i64,
+    node_name: String,
+    parent_id: Option<String>,
+    timestamp_us: i64,
+    metadata: String,
+    state: Vec<u8>,
 }
 
-/// The checkpoint of a row selected with [`COLUMNS`], given its already decoded metadata.
-pub(crate) fn read_with(row: &Row<'_>, metadata: Map<String, Value>) -> Result<Checkpoint> {
-    let get = |e| crate::error::driver(e);
-    let id: String = row.get(0).map_err(get)?;
-    let state: Vec<u8> = row.get(7).map_err(get)?;
-    let state = codec::decode(&state).map_err(|reason| corrupt(&id, format!("state: {reason}")))?;
-    let timestamp = from_micros(&id, row.get(5).map_err(get)?)?;
-    Ok(Checkpoint {
-        execution_id: row.get(1).map_err(get)?,
-        version: row.get(2).map_err(get)?,
-        node_name: row.get(3).map_err(get)?,
-        parent_id: row.get(4).map_err(get)?,
-        timestamp,
-        metadata,
-        state,
-        id,
-    })
+impl RawRow {
+    /// Copies a row selected with [`COLUMNS`].
+    pub(crate) fn get(row: &Row<'_>) -> rusqlite::Result<RawRow> {
+        Ok(RawRow {
+            id: row.get(0)?,
+            execution_id: row.get(1)?,
+            version: row.get(2)?,
+            node_name: row.get(3)?,
+            parent_id: row.get(4)?,
+            timestamp_us: row.get(5)?,
+            metadata: row.get(6)?,
+            state: row.get(7)?,
+        })
+    }
+
+    /// The stored state's bytes: what decoding it costs grows with them.
+    pub(crate) fn state_bytes(&self) -> usize {
+        self.state.len()
+    }
+
+    /// The row's metadata.
+    pub(crate) fn metadata(&self) -> Result<Map<String, Value>> {
+        serde_json::from_str(&self.metadata)
+            .map_err(|e| corrupt(&self.id, format!("metadata: {e}")))
+    }
+
+    /// The checkpoint, given its already decoded metadata.
+    pub(crate) fn decode_with(self, metadata: Map<String, Value>) -> Result<Checkpoint> {
+        let state = codec::decode(&self.state)
+            .map_err(|reason| corrupt(&self.id, format!("state: {reason}")))?;
+        let timestamp = from_micros(&self.id, self.timestamp_us)?;
+        Ok(Checkpoint {
+            execution_id: self.execution_id,
+            version: self.version,
+            node_name: self.node_name,
+            parent_id: self.parent_id,
+            timestamp,
+            metadata,
+            state,
+            id: self.id,
+        })
+    }
+
+    /// The checkpoint.
+    pub(crate) fn decode(self) -> Result<Checkpoint> {
+        let metadata = self.metadata()?;
+        self.decode_with(metadata)
+    }
 }
 
 /// The checkpoint of a row selected with [`COLUMNS`].
 pub(crate) fn read(row: &Row<'_>) -> Result<Checkpoint> {
-    let id: String = row.get(0).map_err(crate::error::driver)?;
-    read_with(row, metadata(&id, row)?)
+    RawRow::get(row).map_err(crate::error::driver)?.decode()
 }
 
 #[cfg(test)]

@@ -137,7 +137,9 @@ pub(crate) fn fork(
     id: &str,
     new_execution_id: &str,
 ) -> Result<Checkpoint> {
-    let source = read::load(conn, id)?;
+    let source = read::load(conn, id)?
+        .ok_or_else(|| Error::NotFound { id: id.to_owned() })?
+        .decode()?;
     let taken: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM checkpoints WHERE execution_id = ?1 LIMIT 1")
         .and_then(|mut s| s.query_row([new_execution_id], |r| r.get(0)).optional())
