@@ -76,17 +76,13 @@ async fn fresh_database_gets_the_current_schema() {
         .collect();
     assert_eq!(columns, expected);
 
-    let indexes: Vec<String> = client
-        .query(
-            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 \
-             AND tablename = 'checkpoints' ORDER BY indexname",
-            &[&schema],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let indexes = texts(
+        &client,
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 \
+         AND tablename = 'checkpoints' ORDER BY indexname",
+        &schema,
+    )
+    .await;
     assert_eq!(
         indexes,
         [
@@ -437,19 +433,15 @@ async fn partitioned_tables_of_schema_4_move_to_the_current_schema_keeping_every
         );
         assert_eq!(migration_rows(&schema).await, [3, 4, 5, 6]);
         // No key ties a row to the registry any more; the registry keeps its primary key only.
-        let registry_keys: Vec<String> = client
-            .query(
-                "SELECT conname::text FROM pg_catalog.pg_constraint c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.connamespace \
-                 WHERE n.nspname = $1 AND c.conname IN ('checkpoints_start_key', \
-                 'checkpoints_started_key')",
-                &[&schema],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let registry_keys = texts(
+            &client,
+            "SELECT conname::text FROM pg_catalog.pg_constraint c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.connamespace \
+             WHERE n.nspname = $1 AND c.conname IN ('checkpoints_start_key', \
+             'checkpoints_started_key')",
+            &schema,
+        )
+        .await;
         assert!(registry_keys.is_empty(), "{layout}: {registry_keys:?}");
         let indexes = index_columns(&client, &schema).await;
         let id_key = if time {
@@ -520,4 +512,15 @@ async fn partitioned_tables_of_schema_4_move_to_the_current_schema_keeping_every
         assert_eq!(next, 6, "{layout}");
         store.close();
     }
+}
+
+/// The first column, as text, of every row `sql` returns for `schema` (its `$1`).
+async fn texts(client: &tokio_postgres::Client, sql: &str, schema: &str) -> Vec<String> {
+    client
+        .query(sql, &[&schema])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
