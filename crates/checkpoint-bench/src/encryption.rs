@@ -15,7 +15,7 @@ use crate::workloads::{payload, Bench, Picker};
 const EXECUTIONS: usize = 50;
 
 /// Sequential save and `latest` figures of one store set-up.
-pub struct Pair {
+pub(crate) struct Pair {
     pub save: Figures,
     pub latest: Figures,
 }
@@ -52,7 +52,11 @@ async fn store(bench: &Bench, encrypted: bool, whole: bool) -> anyhow::Result<Po
 
 /// One task saving states of `state_bytes` for the configured time, then reading `latest` of
 /// random executions for as long.
-pub async fn measure(bench: &Bench, state_bytes: usize, encrypted: bool) -> anyhow::Result<Pair> {
+pub(crate) async fn measure(
+    bench: &Bench,
+    state_bytes: usize,
+    encrypted: bool,
+) -> anyhow::Result<Pair> {
     let store = store(bench, encrypted, state_bytes > 16 * 1024).await?;
     let state = state(state_bytes);
     let save = run_for(bench.seconds, usize::MAX, |i| {

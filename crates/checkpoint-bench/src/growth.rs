@@ -12,7 +12,7 @@ use crate::workloads::{Bench, Picker};
 
 /// How one run stores its states.
 #[derive(Clone, Copy, Debug)]
-pub struct Storage {
+pub(crate) struct Storage {
     pub name: &'static str,
     pub encoding: StateEncoding,
     pub compression: Compression,
@@ -20,7 +20,7 @@ pub struct Storage {
 
 /// The figures of one run.
 #[derive(Debug)]
-pub struct Growth {
+pub(crate) struct Growth {
     pub bytes_per_step: f64,
     pub save_p50_ms_first10: f64,
     pub save_p50_ms_last10: f64,
@@ -29,7 +29,7 @@ pub struct Growth {
 }
 
 impl Growth {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         let r = |x: f64| (x * 1000.0).round() / 1000.0;
         json!({
             "bytes_per_step": r(self.bytes_per_step),
@@ -43,19 +43,19 @@ impl Growth {
 
 /// A vocabulary of pseudo-random words, so messages compress like text rather than like
 /// repeated bytes or noise.
-pub fn vocabulary(picker: &mut Picker) -> Vec<String> {
+pub(crate) fn vocabulary(picker: &mut Picker) -> Vec<String> {
     (0..1024)
         .map(|_| {
             let len = 2 + picker.below(8);
             (0..len)
-                .map(|_| (b'a' + picker.below(26) as u8) as char)
+                .map(|_| char::from(b'a' + u8::try_from(picker.below(26)).unwrap_or(0)))
                 .collect()
         })
         .collect()
 }
 
 /// A message of about `bytes` bytes of words.
-pub fn message(picker: &mut Picker, words: &[String], bytes: usize) -> String {
+pub(crate) fn message(picker: &mut Picker, words: &[String], bytes: usize) -> String {
     let mut text = String::with_capacity(bytes + 16);
     while text.len() < bytes {
         if !text.is_empty() {
@@ -74,7 +74,7 @@ fn median(mut xs: Vec<Duration>) -> f64 {
 
 impl Bench {
     /// `steps` saves of a growing conversation on a fresh schema, then reads.
-    pub async fn growth(&self, storage: Storage, steps: usize) -> anyhow::Result<Growth> {
+    pub(crate) async fn growth(&self, storage: Storage, steps: usize) -> anyhow::Result<Growth> {
         let options = PostgresOptions::new(&self.server.url)?
             .schema(self.schema(&format!("growth_{}", storage.name)))
             .max_connections(2)
@@ -118,7 +118,9 @@ impl Bench {
             let started = Instant::now();
             let cp = store.latest("conversation").await?;
             latest.record(started.elapsed());
-            anyhow::ensure!(cp.is_some_and(|cp| cp.version == steps as i64));
+            anyhow::ensure!(
+                cp.is_some_and(|cp| i64::try_from(steps).is_ok_and(|s| cp.version == s))
+            );
         }
         let mut middle = Samples::new();
         let (low, high) = (steps * 2 / 5, steps * 3 / 5);

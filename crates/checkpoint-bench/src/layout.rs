@@ -19,7 +19,7 @@ const EXECUTIONS: usize = 100;
 const EACH: usize = 20;
 
 /// The figures of one layout.
-pub struct LayoutFigures {
+pub(crate) struct LayoutFigures {
     pub save_1: Figures,
     pub save_16: Figures,
     pub latest: Figures,
@@ -42,7 +42,7 @@ impl LayoutFigures {
 
 /// Every layout of `layouts`, in two rounds (the second in reverse order): each one's figures,
 /// in the order given.
-pub async fn measure_all(
+pub(crate) async fn measure_all(
     bench: &Bench,
     layouts: &[TableLayout],
 ) -> anyhow::Result<Vec<LayoutFigures>> {

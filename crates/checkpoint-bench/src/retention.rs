@@ -25,7 +25,7 @@ const CURRENT: usize = 1_000;
 const RETAIN_DAYS: i64 = 30;
 
 /// One side's figures.
-pub struct Removal {
+pub(crate) struct Removal {
     pub seconds: f64,
     pub vacuum_seconds: f64,
     pub rows_removed: u64,
@@ -34,7 +34,7 @@ pub struct Removal {
     pub bytes_left: i64,
 }
 
-pub struct RetentionFigures {
+pub(crate) struct RetentionFigures {
     pub delete: Removal,
     pub drop: Removal,
     pub partitions_dropped: usize,
@@ -72,7 +72,7 @@ async fn fill(bench: &Bench, store: &PostgresStore, old: usize) -> anyhow::Resul
 const COLUMNS: &str = "id, execution_id, node_name, state, metadata, \"timestamp\", version, \
                        parent_id, payload, base_version, base_hash, state_hash, depth";
 
-pub async fn measure(bench: &Bench, old: usize) -> anyhow::Result<RetentionFigures> {
+pub(crate) async fn measure(bench: &Bench, old: usize) -> anyhow::Result<RetentionFigures> {
     let plain = bench
         .store_with("retention_plain", 4, Setup::default())
         .await?;

@@ -13,13 +13,13 @@ use crate::workloads::{Bench, Setup};
 
 const TASKS: usize = 16;
 /// The checkpoints each execution keeps.
-pub const KEEP: u64 = 20;
+pub(crate) const KEEP: u64 = 20;
 
 /// The intervals measured.
-pub const EVERY: [Duration; 2] = [Duration::from_secs(1), Duration::from_millis(100)];
+pub(crate) const EVERY: [Duration; 2] = [Duration::from_secs(1), Duration::from_millis(100)];
 
 /// One run's figures.
-pub struct ScheduledFigures {
+pub(crate) struct ScheduledFigures {
     pub off: Figures,
     /// With a pass every [`EVERY`] interval, in that order.
     pub on: Vec<Figures>,
@@ -50,7 +50,7 @@ async fn run(bench: &Bench, schedule: Option<RetentionSchedule>) -> anyhow::Resu
 }
 
 /// Saves with retention off, then on at each interval of [`EVERY`].
-pub async fn measure(bench: &Bench) -> anyhow::Result<ScheduledFigures> {
+pub(crate) async fn measure(bench: &Bench) -> anyhow::Result<ScheduledFigures> {
     let (off, _) = run(bench, None).await?;
     let mut figures = ScheduledFigures {
         off,

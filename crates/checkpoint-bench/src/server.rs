@@ -10,10 +10,10 @@ use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
 
 /// The official image, used when no other is chosen.
-pub const DEFAULT_IMAGE: &str = "postgres:17-alpine";
+pub(crate) const DEFAULT_IMAGE: &str = "postgres:17-alpine";
 
 /// A server: the one given, or a container this run started (removed when dropped).
-pub struct Server {
+pub(crate) struct Server {
     pub url: String,
     pub image: String,
     _container: Option<ContainerAsync<Postgres>>,
@@ -21,7 +21,7 @@ pub struct Server {
 
 impl Server {
     /// Uses `url`, or starts `image` with `fsync` on, as production runs.
-    pub async fn start(url: Option<String>, image: &str) -> anyhow::Result<Server> {
+    pub(crate) async fn start(url: Option<String>, image: &str) -> anyhow::Result<Server> {
         if let Some(url) = url {
             return Ok(Server {
                 url,
@@ -50,7 +50,7 @@ impl Server {
     }
 
     /// A plain connection for set-up and inspection.
-    pub async fn client(&self) -> anyhow::Result<tokio_postgres::Client> {
+    pub(crate) async fn client(&self) -> anyhow::Result<tokio_postgres::Client> {
         let (client, connection) =
             tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
@@ -60,7 +60,7 @@ impl Server {
     /// Runs pgbench with `script` at `clients` for `seconds` and returns its transactions per
     /// second. Uses a local pgbench, or the server image's through Docker on the host network
     /// (the same loopback path the store takes).
-    pub fn pgbench(
+    pub(crate) fn pgbench(
         &self,
         script_dir: &Path,
         clients: usize,

@@ -17,7 +17,7 @@ use crate::workloads::payload;
 const EXECUTIONS: usize = 50;
 
 /// Every figure of one durability setting.
-pub struct SqliteFigures {
+pub(crate) struct SqliteFigures {
     pub durability: Durability,
     pub save_1: Figures,
     pub save_4: Figures,
@@ -47,7 +47,7 @@ fn file_bytes(path: &Path) -> u64 {
 
 /// Runs every workload on a new file with `durability`, states of `state_bytes`, `seconds` per
 /// timed workload.
-pub async fn measure(
+pub(crate) async fn measure(
     durability: Durability,
     seconds: Duration,
     state_bytes: usize,
@@ -146,7 +146,7 @@ async fn time_page(
 }
 
 /// What a bare `rusqlite` loop does on the store's file, with the store's settings.
-pub struct BareFigures {
+pub(crate) struct BareFigures {
     /// `BEGIN IMMEDIATE`, one insert of a stored row, `COMMIT`.
     pub insert: Figures,
     /// The newest row of an execution, by the `(execution_id, version)` index.

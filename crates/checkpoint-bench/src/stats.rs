@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 /// Latencies of one workload.
 #[derive(Debug, Default)]
-pub struct Samples {
+pub(crate) struct Samples {
     latencies: Vec<Duration>,
     elapsed: Duration,
     /// Units of work per operation (rows per batch), for the throughput figure.
@@ -13,7 +13,7 @@ pub struct Samples {
 
 /// The figures of one workload.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Figures {
+pub(crate) struct Figures {
     pub ops: usize,
     pub per_second: f64,
     pub p50_ms: f64,
@@ -23,7 +23,7 @@ pub struct Figures {
 impl Figures {
     /// The figures of two rounds of one workload as one: operations added, rates and
     /// percentiles averaged.
-    pub fn mean(&self, other: &Figures) -> Figures {
+    pub(crate) fn mean(&self, other: &Figures) -> Figures {
         Figures {
             ops: self.ops.saturating_add(other.ops),
             per_second: (self.per_second + other.per_second) / 2.0,
@@ -34,7 +34,7 @@ impl Figures {
 }
 
 impl Samples {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Samples {
             units_per_op: 1.0,
             ..Samples::default()
@@ -42,31 +42,36 @@ impl Samples {
     }
 
     /// Counts each operation as `units` (rows of a batch).
-    pub fn with_units(units: usize) -> Self {
+    pub(crate) fn with_units(units: usize) -> Self {
         Samples {
             units_per_op: units as f64,
             ..Samples::default()
         }
     }
 
-    pub fn record(&mut self, latency: Duration) {
+    pub(crate) fn record(&mut self, latency: Duration) {
         self.latencies.push(latency);
     }
 
-    pub fn merge(&mut self, other: Samples) {
+    pub(crate) fn merge(&mut self, other: Samples) {
         self.latencies.extend(other.latencies);
     }
 
-    pub fn set_elapsed(&mut self, elapsed: Duration) {
+    pub(crate) fn set_elapsed(&mut self, elapsed: Duration) {
         self.elapsed = elapsed;
     }
 
-    pub fn figures(mut self) -> Figures {
+    pub(crate) fn figures(mut self) -> Figures {
         self.latencies.sort_unstable();
         let pick = |q: f64| {
             if self.latencies.is_empty() {
                 return 0.0;
             }
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a float cast saturates, and the value is an index of latencies"
+            )]
             let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
             self.latencies[i].as_secs_f64() * 1000.0
         };
@@ -81,7 +86,11 @@ impl Samples {
 }
 
 /// Runs `op` repeatedly until `budget` has passed or `max_ops` ran, one after another.
-pub async fn run_for<F, Fut>(budget: Duration, max_ops: usize, mut op: F) -> anyhow::Result<Samples>
+pub(crate) async fn run_for<F, Fut>(
+    budget: Duration,
+    max_ops: usize,
+    mut op: F,
+) -> anyhow::Result<Samples>
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -101,7 +110,7 @@ where
 
 /// `latest` of random executions among `e{0}`..`e{executions - 1}` (each must have a
 /// checkpoint), for `budget`.
-pub async fn time_latest(
+pub(crate) async fn time_latest(
     store: &dyn checkpoint_core::CheckpointStore,
     budget: Duration,
     executions: usize,
@@ -120,7 +129,7 @@ pub async fn time_latest(
 }
 
 /// `load` of random ids among `ids`, for `budget`.
-pub async fn time_load(
+pub(crate) async fn time_load(
     store: &dyn checkpoint_core::CheckpointStore,
     budget: Duration,
     ids: &[String],
@@ -140,7 +149,7 @@ pub async fn time_load(
 }
 
 /// `load_in` of random `(execution, id)` pairs from `keys` for `budget`: the routed read by id.
-pub async fn time_load_in(
+pub(crate) async fn time_load_in(
     store: &dyn checkpoint_core::CheckpointStore,
     budget: Duration,
     keys: &[(String, String)],
@@ -161,7 +170,7 @@ pub async fn time_load_in(
 
 /// `tasks` tasks saving for `budget`, each its own checkpoints: task `t`'s `i`-th save is
 /// `checkpoint(t, i)`. Every latency counts; the throughput is of all tasks together.
-pub async fn save_from_tasks<S, F>(
+pub(crate) async fn save_from_tasks<S, F>(
     store: &S,
     tasks: usize,
     budget: Duration,

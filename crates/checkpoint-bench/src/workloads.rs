@@ -15,27 +15,27 @@ use crate::server::Server;
 use crate::stats::{run_for, save_from_tasks, Figures, Samples};
 
 /// A JSON state of `bytes` bytes (compact text), varied so it does not compress to nothing.
-pub fn payload(bytes: usize) -> Value {
+pub(crate) fn payload(bytes: usize) -> Value {
     let overhead = r#"{"data":""}"#.len();
     let data: String = (0..bytes.saturating_sub(overhead))
-        .map(|i| (b'a' + ((i * 7 + i / 26) % 26) as u8) as char)
+        .map(|i| char::from(b'a' + u8::try_from((i * 7 + i / 26) % 26).unwrap_or(0)))
         .collect();
     json!({ "data": data })
 }
 
 /// A cheap deterministic sequence for picking ids and executions.
-pub struct Picker(u64);
+pub(crate) struct Picker(u64);
 
 impl Picker {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Picker(seed.max(1))
     }
 
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
+        usize::try_from(self.0 % u64::try_from(n.max(1)).unwrap_or(u64::MAX)).unwrap_or(0)
     }
 }
 
@@ -57,7 +57,7 @@ fn run_mark() -> String {
 
 /// How a measured store is set up.
 #[derive(Clone, Copy, Debug)]
-pub struct Setup {
+pub(crate) struct Setup {
     /// `synchronous_commit` on.
     pub durable: bool,
     pub encoding: StateEncoding,
@@ -76,7 +76,7 @@ impl Default for Setup {
     }
 }
 
-pub struct Bench {
+pub(crate) struct Bench {
     pub server: Server,
     pub seconds: Duration,
     pub payload: Value,
@@ -86,7 +86,7 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(server: Server, seconds: Duration, state_bytes: usize) -> Self {
+    pub(crate) fn new(server: Server, seconds: Duration, state_bytes: usize) -> Self {
         Bench {
             server,
             seconds,
@@ -99,13 +99,13 @@ impl Bench {
     /// A fresh schema's name, `bench_<run>_<tag>_<n>`: no earlier run, and no other workload of
     /// this one, has used it, so every workload starts from empty tables whatever the database
     /// already holds.
-    pub fn schema(&self, tag: &str) -> String {
+    pub(crate) fn schema(&self, tag: &str) -> String {
         let n = self.schemas.fetch_add(1, Ordering::Relaxed);
         format!("bench_{}_{tag}_{n}", self.run)
     }
 
     /// A store on a fresh schema of its own, with the default state storage.
-    pub async fn store(
+    pub(crate) async fn store(
         &self,
         tag: &str,
         pool: usize,
@@ -119,7 +119,7 @@ impl Bench {
     }
 
     /// The options of a store on a fresh schema of its own, set up as `setup` says.
-    pub fn options_with(
+    pub(crate) fn options_with(
         &self,
         tag: &str,
         pool: usize,
@@ -136,7 +136,7 @@ impl Bench {
     }
 
     /// A store on a fresh schema of its own, set up as `setup` says.
-    pub async fn store_with(
+    pub(crate) async fn store_with(
         &self,
         tag: &str,
         pool: usize,
@@ -159,7 +159,7 @@ impl Bench {
     }
 
     /// `tasks` tasks appending to their own executions for the configured time.
-    pub async fn save(&self, tasks: usize, durable: bool) -> anyhow::Result<Figures> {
+    pub(crate) async fn save(&self, tasks: usize, durable: bool) -> anyhow::Result<Figures> {
         let setup = Setup {
             durable,
             ..Setup::default()
@@ -169,7 +169,7 @@ impl Bench {
 
     /// As [`Self::save`], with the store set up as `setup` says; also what group commit did
     /// during the timed part, when it is on.
-    pub async fn save_with(
+    pub(crate) async fn save_with(
         &self,
         tasks: usize,
         setup: Setup,
@@ -194,7 +194,7 @@ impl Bench {
 
     /// pgbench running the store's own save statement, prepared, with the same payload as a
     /// whole JSONB state (the single-row statement every save is measured against).
-    pub async fn pgbench(&self, clients: usize) -> anyhow::Result<f64> {
+    pub(crate) async fn pgbench(&self, clients: usize) -> anyhow::Result<f64> {
         let store = self
             .store_with(
                 "pgbench",
@@ -220,7 +220,7 @@ impl Bench {
     }
 
     /// `save_batch` of `size` new checkpoints, `batches` times.
-    pub async fn save_batch(&self, size: usize, batches: usize) -> anyhow::Result<Figures> {
+    pub(crate) async fn save_batch(&self, size: usize, batches: usize) -> anyhow::Result<Figures> {
         let store = self.store("batch", 2, true).await?;
         let mut samples = Samples::with_units(size);
         let started = Instant::now();
@@ -238,7 +238,7 @@ impl Bench {
     }
 
     /// Saves `executions` × `each` checkpoints with batches of 1,000 and returns their ids.
-    pub async fn fill(
+    pub(crate) async fn fill(
         &self,
         store: &PostgresStore,
         prefix: &str,
@@ -264,7 +264,7 @@ impl Bench {
     }
 
     /// Reads on 100 executions of 100 plus one history of 10,000.
-    pub async fn reads(&self) -> anyhow::Result<Reads> {
+    pub(crate) async fn reads(&self) -> anyhow::Result<Reads> {
         let store = self.store("reads", 2, true).await?;
         let ids = self.fill(&store, "exec", 100, 100).await?;
         self.fill(&store, "long", 1, 10_000).await?;
@@ -328,7 +328,7 @@ impl Bench {
     }
 
     /// `clear` of executions of 100 checkpoints.
-    pub async fn clear(&self, executions: usize) -> anyhow::Result<Figures> {
+    pub(crate) async fn clear(&self, executions: usize) -> anyhow::Result<Figures> {
         let store = self.store("clear", 2, true).await?;
         self.fill(&store, "clear", executions, 100).await?;
         let samples = run_for(Duration::from_secs(3600), executions, |i| {
@@ -344,7 +344,7 @@ impl Bench {
     }
 
     /// `prune` keeping the newest 10 of executions of 100 checkpoints.
-    pub async fn prune(&self, executions: usize) -> anyhow::Result<Figures> {
+    pub(crate) async fn prune(&self, executions: usize) -> anyhow::Result<Figures> {
         let store = self.store("prune", 2, true).await?;
         self.fill(&store, "prune", executions, 100).await?;
         let samples = run_for(Duration::from_secs(3600), executions, |i| {
@@ -361,7 +361,7 @@ impl Bench {
     }
 
     /// Median latencies of `latest`, `load` and `list_page` at 10,000 rows and at `total`.
-    pub async fn scale(&self, total: usize) -> anyhow::Result<Scale> {
+    pub(crate) async fn scale(&self, total: usize) -> anyhow::Result<Scale> {
         let store = self.store("scale", 8, true).await?;
         let ids = self.fill(&store, "exec", 100, 100).await?;
         let client = self.server.client().await?;
@@ -405,7 +405,7 @@ impl Bench {
         let large = self.probe(&store, &ids).await?;
         store.close();
         Ok(Scale {
-            rows: rows as usize,
+            rows: usize::try_from(rows)?,
             load_rows_per_second: (rows as f64 - 10_000.0) / load_seconds,
             small,
             large,
@@ -449,7 +449,7 @@ impl Bench {
 }
 
 /// Turns the store's save statement into a pgbench script with the same shape of arguments.
-pub fn pgbench_script(save: &str) -> String {
+pub(crate) fn pgbench_script(save: &str) -> String {
     // Highest placeholders first, so that `$1` never eats the start of `$13`.
     let arguments = [
         ("$13", "NULL"),
@@ -473,7 +473,7 @@ pub fn pgbench_script(save: &str) -> String {
     format!("\\set r random(1, 1000000000000000)\n\\set v 0\n{statement};\n")
 }
 
-pub struct Reads {
+pub(crate) struct Reads {
     pub load: Figures,
     pub latest: Figures,
     pub page_start: Figures,
@@ -482,7 +482,7 @@ pub struct Reads {
     pub bytes_per_checkpoint: f64,
 }
 
-pub struct Scale {
+pub(crate) struct Scale {
     pub rows: usize,
     pub load_rows_per_second: f64,
     /// Median ms of latest, load, list_page at 10,000 rows.
@@ -493,7 +493,7 @@ pub struct Scale {
 
 /// The memory backend: `latest` calls per second on one task, and `save` cost with few and
 /// many executions stored.
-pub async fn memory(state: &Value) -> anyhow::Result<(f64, f64, f64)> {
+pub(crate) async fn memory(state: &Value) -> anyhow::Result<(f64, f64, f64)> {
     let store = MemoryStore::new();
     for e in 0..100 {
         for _ in 0..10 {
@@ -533,7 +533,7 @@ pub async fn memory(state: &Value) -> anyhow::Result<(f64, f64, f64)> {
             for cp in &items {
                 store.save(cp).await?;
             }
-            anyhow::Ok(n as f64 / started.elapsed().as_secs_f64())
+            anyhow::Ok(f64::from(n) / started.elapsed().as_secs_f64())
         }
     };
     let few = save_rate(1_000).await?;

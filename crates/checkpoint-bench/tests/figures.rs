@@ -87,7 +87,7 @@ fn every_cited_figure_is_its_runs_value() {
                 .unwrap_or_else(|| panic!("{name:?}: no number before the citation of {key}"));
             let value = cited(run, key);
             // Written to its last decimal: within half a unit of it, however it was rounded.
-            let unit = 10f64.powi(-(decimals as i32));
+            let unit = 10f64.powi(-i32::try_from(decimals).unwrap());
             assert!(
                 (value - written).abs() <= unit / 2.0 + 1e-9,
                 "{name:?}: {written} is cited as {run} {key}, which is {value}"

@@ -18,7 +18,7 @@ use crate::diff::diff;
 use crate::output::{confirm, listing, pretty, progress};
 use crate::{transfer, Cli, Command, Connection, Exit};
 
-pub fn fail(message: impl Into<String>) -> Exit {
+pub(crate) fn fail(message: impl Into<String>) -> Exit {
     Exit {
         code: 2,
         message: message.into(),
@@ -26,7 +26,7 @@ pub fn fail(message: impl Into<String>) -> Exit {
 }
 
 /// One clear line for a store error, with the next step where there is one.
-pub fn explain(err: Error) -> Exit {
+pub(crate) fn explain(err: Error) -> Exit {
     if let Some(SqliteError::SchemaOutdated { found, expected }) = SqliteError::of(&err) {
         return fail(if *found == 0 {
             "the SQLite file holds no checkpoint tables: check --database-url, or run \
@@ -101,12 +101,12 @@ fn encryption_keys(connection: &Connection) -> Result<Option<Encryption>, Exit> 
 }
 
 /// Where the checkpoints are: a PostgreSQL database, or a SQLite file (`sqlite://path`).
-pub enum Database {
+pub(crate) enum Database {
     Postgres(Box<PostgresOptions>),
     Sqlite(SqliteOptions),
 }
 
-pub fn database(connection: &Connection) -> Result<Database, Exit> {
+pub(crate) fn database(connection: &Connection) -> Result<Database, Exit> {
     let url = connection.database_url.as_deref().unwrap_or_default();
     if !url.starts_with("sqlite:") {
         return options(connection).map(|o| Database::Postgres(Box::new(o)));
@@ -127,7 +127,7 @@ pub fn database(connection: &Connection) -> Result<Database, Exit> {
 
 /// Opens an existing SQLite file without changing its schema: a mistyped path is an error, not a
 /// new empty database.
-pub async fn open_sqlite(options: SqliteOptions) -> Result<SqliteStore, Exit> {
+pub(crate) async fn open_sqlite(options: SqliteOptions) -> Result<SqliteStore, Exit> {
     if let Some(path) = options.path() {
         if !path.exists() {
             return Err(fail(format!("no SQLite database at {}", path.display())));
@@ -171,12 +171,12 @@ async fn at_version(
         })
 }
 
-pub fn time(t: OffsetDateTime) -> String {
+pub(crate) fn time(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 /// `text` as an age, for the option `flag` (named in the error).
-pub fn parse_age(flag: &str, text: &str) -> Result<Duration, Exit> {
+pub(crate) fn parse_age(flag: &str, text: &str) -> Result<Duration, Exit> {
     humantime::parse_duration(text).map_err(|e| {
         fail(format!(
             "{flag} {text:?} is not a duration (30d, 12h, 1w): {e}"
@@ -184,7 +184,7 @@ pub fn parse_age(flag: &str, text: &str) -> Result<Duration, Exit> {
     })
 }
 
-pub async fn run(cli: Cli) -> Result<(), Exit> {
+pub(crate) async fn run(cli: Cli) -> Result<(), Exit> {
     let json = cli.json;
     match cli.command {
         Command::Migrate { check, layout } => {
@@ -466,7 +466,7 @@ async fn reencrypt(
     Ok(())
 }
 
-pub fn report(json: bool, value: Value, text: &str) {
+pub(crate) fn report(json: bool, value: Value, text: &str) {
     if json {
         println!("{value}");
     } else {

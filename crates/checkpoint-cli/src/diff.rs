@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 /// One difference at a JSON Pointer path.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Change {
+pub(crate) enum Change {
     Added {
         path: String,
         value: Value,
@@ -21,7 +21,7 @@ pub enum Change {
 }
 
 impl Change {
-    pub fn to_json(&self, section: &str) -> Value {
+    pub(crate) fn to_json(&self, section: &str) -> Value {
         match self {
             Change::Added { path, value } => {
                 json!({"section": section, "change": "added", "path": path, "to": value})
@@ -38,7 +38,7 @@ impl Change {
 
 /// The changes from `from` to `to`, computed as a JSON Patch (json-patch) and read back as
 /// added, removed and changed paths.
-pub fn diff(from: &Value, to: &Value) -> Vec<Change> {
+pub(crate) fn diff(from: &Value, to: &Value) -> Vec<Change> {
     let patch = json_patch::diff(from, to);
     patch
         .0

@@ -30,39 +30,39 @@ use clap::{Args, Parser, Subcommand};
 /// Inspect, diff, prune, export and import checkpoints.
 #[derive(Parser, Debug)]
 #[command(name = "checkpointctl", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
-    pub connection: Connection,
+    pub(crate) connection: Connection,
     /// Machine-readable JSON instead of tables.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// Where the checkpoints are.
 #[derive(Args, Debug, Clone)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// The database: `postgres://...` or `key=value` pairs for PostgreSQL, `sqlite://PATH` for
     /// a SQLite file (opened as it is: a missing file or schema is an error, except for
     /// `migrate` and `import`, which create them).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
     /// The checkpoint table (PostgreSQL).
     #[arg(long, default_value = "checkpoints", global = true)]
-    pub table: String,
+    pub(crate) table: String,
     /// The schema holding the table (PostgreSQL; default: the search path).
     #[arg(long, global = true)]
-    pub schema: Option<String>,
+    pub(crate) schema: Option<String>,
     /// A file of encryption keys, one `id:base64` per line, the write key first (for stores
     /// written with encryption on). The keys may instead be given in the environment variable
     /// CHECKPOINT_ENCRYPTION_KEYS; never on the command line.
     #[arg(long, global = true)]
-    pub encryption_keys_file: Option<std::path::PathBuf>,
+    pub(crate) encryption_keys_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Apply the schema migrations (or, with --check, say whether the schema is current).
     Migrate {
         /// Only check: exit code 1 when the schema is not current.
@@ -202,7 +202,7 @@ pub enum Command {
 
 /// What to do with the partitions.
 #[derive(Subcommand, Debug)]
-pub enum PartitionAction {
+pub(crate) enum PartitionAction {
     /// Each partition with its range of execution starts and estimated rows.
     List,
     /// Make the partitions of the current period and of --ahead periods after it.
@@ -239,9 +239,9 @@ pub enum PartitionAction {
 
 /// An error that ends the program with this exit code (1 for "not current", 2 for failures).
 #[derive(Debug)]
-pub struct Exit {
-    pub code: u8,
-    pub message: String,
+pub(crate) struct Exit {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 /// Lets a closed standard output end the process quietly, by SIGPIPE, as every Unix tool does

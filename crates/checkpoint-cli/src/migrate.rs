@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::commands::{database, explain, fail, report, Database};
 use crate::{Connection, Exit};
 
-pub async fn migrate(
+pub(crate) async fn migrate(
     connection: &Connection,
     check: bool,
     layout: Option<String>,

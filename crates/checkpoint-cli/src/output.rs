@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// Prints rows as a table, or as a JSON array of objects keyed by the headers. A column whose
 /// header ends in `bytes` holds a size: exact in JSON, humanized in the table (`20 KiB`).
-pub fn listing(json: bool, headers: &[&str], rows: Vec<Vec<Value>>) {
+pub(crate) fn listing(json: bool, headers: &[&str], rows: Vec<Vec<Value>>) {
     if json {
         let objects: Vec<Value> = rows
             .into_iter()
@@ -34,7 +34,7 @@ pub fn listing(json: bool, headers: &[&str], rows: Vec<Vec<Value>>) {
 }
 
 /// A size for people: `512 B`, `20 KiB`, `1.50 MiB`.
-pub fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     humansize::format_size(bytes, humansize::BINARY.decimal_places(2).decimal_zeroes(0))
 }
 
@@ -47,7 +47,7 @@ fn cell(value: &Value) -> String {
 }
 
 /// Pretty JSON, coloured when standard output is a terminal.
-pub fn pretty(value: &Value) -> String {
+pub(crate) fn pretty(value: &Value) -> String {
     let plain = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
     if std::io::stdout().is_terminal() {
         colored_json::to_colored_json_auto(value).unwrap_or(plain)
@@ -57,7 +57,7 @@ pub fn pretty(value: &Value) -> String {
 }
 
 /// A progress bar on a terminal (standard error), hidden otherwise.
-pub fn progress(total: Option<u64>, what: &str) -> ProgressBar {
+pub(crate) fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -78,7 +78,7 @@ pub fn progress(total: Option<u64>, what: &str) -> ProgressBar {
 }
 
 /// Asks `question` on a terminal; without a terminal (or with `--yes`) the answer is yes.
-pub fn confirm(question: &str, yes: bool) -> bool {
+pub(crate) fn confirm(question: &str, yes: bool) -> bool {
     if yes || !std::io::stdin().is_terminal() {
         return true;
     }

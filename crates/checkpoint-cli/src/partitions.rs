@@ -9,7 +9,7 @@ use crate::output::{confirm, listing};
 use crate::{Exit, PartitionAction};
 
 /// A `--layout` value: `plain`, `hash:N`, `day`, `week`, `month` or `distributed`.
-pub fn parse_layout(text: &str) -> Result<TableLayout, Exit> {
+pub(crate) fn parse_layout(text: &str) -> Result<TableLayout, Exit> {
     text.parse::<TableLayout>().map_err(|e| match e {
         checkpoint_core::Error::InvalidInput { reason, .. } => {
             fail(format!("--layout {text:?}: {reason}"))
@@ -20,7 +20,7 @@ pub fn parse_layout(text: &str) -> Result<TableLayout, Exit> {
 
 /// `options` with the layout the table was made with, so that every command opens a
 /// partitioned table as well as a plain one; a table not made yet keeps `options`' layout.
-pub async fn detected(options: PostgresOptions) -> Result<PostgresOptions, Exit> {
+pub(crate) async fn detected(options: PostgresOptions) -> Result<PostgresOptions, Exit> {
     match PostgresStore::table_layout_of(&options)
         .await
         .map_err(explain)?
@@ -62,7 +62,7 @@ fn cutoff(flag: &str, text: &str) -> Result<OffsetDateTime, Exit> {
         .ok_or_else(too_old)
 }
 
-pub async fn run(
+pub(crate) async fn run(
     options: PostgresOptions,
     action: PartitionAction,
     json: bool,

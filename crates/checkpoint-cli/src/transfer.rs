@@ -16,7 +16,7 @@ fn fail(message: impl Into<String>) -> Exit {
 }
 
 /// Every execution id, page by page.
-pub async fn all_executions(store: &dyn CheckpointStore) -> Result<Vec<String>, Error> {
+pub(crate) async fn all_executions(store: &dyn CheckpointStore) -> Result<Vec<String>, Error> {
     let mut ids = Vec::new();
     let mut query = ExecutionQuery::new(1000);
     loop {
@@ -30,7 +30,10 @@ pub async fn all_executions(store: &dyn CheckpointStore) -> Result<Vec<String>, 
 }
 
 /// Writes the checkpoints of `execution` (or of all executions) to standard output.
-pub async fn export(store: &dyn CheckpointStore, execution: Option<String>) -> Result<u64, Exit> {
+pub(crate) async fn export(
+    store: &dyn CheckpointStore,
+    execution: Option<String>,
+) -> Result<u64, Exit> {
     let executions = match execution {
         Some(execution) => vec![execution],
         None => all_executions(store)
@@ -61,7 +64,7 @@ pub async fn export(store: &dyn CheckpointStore, execution: Option<String>) -> R
 
 /// What an import did.
 #[derive(Debug, Default)]
-pub struct Imported {
+pub(crate) struct Imported {
     pub checkpoints: u64,
     pub batches: u64,
     pub conflicts: Vec<String>,
@@ -69,7 +72,7 @@ pub struct Imported {
 
 /// Reads `file` in batches of `batch_size`, each saved all or nothing. A batch that conflicts
 /// is reported and skipped; running the import again is safe (saves replace by id).
-pub async fn import(
+pub(crate) async fn import(
     store: &dyn CheckpointStore,
     file: &Path,
     batch_size: usize,

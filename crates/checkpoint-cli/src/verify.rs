@@ -8,7 +8,11 @@ use crate::commands::{database, explain, open_sqlite, Database};
 use crate::output::listing;
 use crate::{Connection, Exit};
 
-pub async fn run(connection: &Connection, execution: Option<&str>, json: bool) -> Result<(), Exit> {
+pub(crate) async fn run(
+    connection: &Connection,
+    execution: Option<&str>,
+    json: bool,
+) -> Result<(), Exit> {
     let found = match database(connection)? {
         Database::Postgres(options) => {
             let options = crate::partitions::detected(*options).await?;

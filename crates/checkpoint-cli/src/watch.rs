@@ -19,7 +19,7 @@ use crate::{Connection, Exit};
 const PAGE: usize = 200;
 
 /// Follows `execution` from after `after` (default: its latest version now).
-pub async fn run(
+pub(crate) async fn run(
     connection: &Connection,
     execution: &str,
     interval: Duration,

@@ -39,16 +39,16 @@ pub(crate) struct MockPool {
 }
 
 impl MockPool {
-    pub fn reply(&self, reply: Reply) -> &Self {
+    pub(crate) fn reply(&self, reply: Reply) -> &Self {
         self.lock().replies.push_back(reply);
         self
     }
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
     }
 
-    pub fn clear_calls(&self) {
+    pub(crate) fn clear_calls(&self) {
         self.lock().calls.clear();
     }
 

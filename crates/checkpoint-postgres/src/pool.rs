@@ -622,7 +622,7 @@ pub(crate) struct ConnectionLifetime {
 
 impl ConnectionLifetime {
     /// Whether a connection of this `age`, unused for `idle`, is past its time.
-    pub fn expired(&self, age: Duration, idle: Duration) -> bool {
+    pub(crate) fn expired(&self, age: Duration, idle: Duration) -> bool {
         self.max_lifetime.is_some_and(|max| age >= max)
             || self.max_idle_time.is_some_and(|max| idle >= max)
     }

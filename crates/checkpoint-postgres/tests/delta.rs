@@ -118,7 +118,7 @@ async fn two_instances_appending_alternately_each_read_the_other_whole() {
         state["writer"] = json!(step % 2);
         let mut cp = Checkpoint::new("shared", "n", state);
         cp.version = writer.save(&cp).await.unwrap();
-        assert_eq!(cp.version, step as i64);
+        assert_eq!(cp.version, i64::try_from(step).unwrap());
         expected.push(cp);
         // Each reads what the other just wrote: its cache then holds the other's row.
         let reader = if step % 2 == 0 { &b } else { &a };
@@ -292,7 +292,7 @@ async fn a_client_killed_mid_save_leaves_every_acknowledged_row_whole() {
         if acked.len() >= 150 || started.elapsed() > Duration::from_secs(60) {
             // SAFETY: kill(2) on our own child's pid.
             unsafe {
-                libc::kill(child.id() as i32, libc::SIGKILL);
+                libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGKILL);
             }
             break;
         }
@@ -311,7 +311,10 @@ async fn a_client_killed_mid_save_leaves_every_acknowledged_row_whole() {
     for execution in ["e0", "e1", "e2"] {
         let history = store.list(execution).await.expect("whole history");
         let versions: Vec<i64> = history.iter().map(|c| c.version).collect();
-        assert_eq!(versions, (1..=history.len() as i64).collect::<Vec<_>>());
+        assert_eq!(
+            versions,
+            (1..=i64::try_from(history.len()).unwrap()).collect::<Vec<_>>()
+        );
         let next = Checkpoint::new(execution, "n", json!({"after": "kill"}));
         store.save(&next).await.expect("save after the kill");
     }

@@ -430,7 +430,10 @@ async fn fail_over(synchronous: bool) -> Failover {
         let history = store.list(&format!("fo{e}")).await.unwrap();
         let versions: Vec<i64> = history.iter().map(|c| c.version).collect();
         if lost == 0 {
-            assert_eq!(versions, (1..=history.len() as i64).collect::<Vec<_>>());
+            assert_eq!(
+                versions,
+                (1..=i64::try_from(history.len()).unwrap()).collect::<Vec<_>>()
+            );
         }
     }
     Failover {

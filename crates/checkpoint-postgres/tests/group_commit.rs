@@ -333,7 +333,7 @@ async fn a_client_killed_while_groups_are_in_flight_loses_no_acknowledged_save()
         if acked.len() >= 600 || started.elapsed() > Duration::from_secs(60) {
             // SAFETY: kill(2) on our own child's pid.
             unsafe {
-                libc::kill(child.id() as i32, libc::SIGKILL);
+                libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGKILL);
             }
             break;
         }
@@ -361,7 +361,10 @@ async fn a_client_killed_while_groups_are_in_flight_loses_no_acknowledged_save()
         let execution = format!("g{e}");
         let history = store.list(&execution).await.expect("whole history");
         let versions: Vec<i64> = history.iter().map(|c| c.version).collect();
-        assert_eq!(versions, (1..=history.len() as i64).collect::<Vec<_>>());
+        assert_eq!(
+            versions,
+            (1..=i64::try_from(history.len()).unwrap()).collect::<Vec<_>>()
+        );
         let next = Checkpoint::new(&*execution, "n", json!({"after": "kill"}));
         store.save(&next).await.expect("save after the kill");
     }

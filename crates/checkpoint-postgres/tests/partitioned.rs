@@ -525,7 +525,10 @@ async fn retention_beside_live_saves_keeps_every_acknowledged_current_save() {
             // after the drop, in one partition.
             let history = store.list("exec-5").await.unwrap();
             let versions: Vec<i64> = history.iter().map(|c| c.version).collect();
-            assert_eq!(versions, (1..=history.len() as i64).collect::<Vec<_>>());
+            assert_eq!(
+                versions,
+                (1..=i64::try_from(history.len()).unwrap()).collect::<Vec<_>>()
+            );
             let after: Vec<_> = acknowledged
                 .iter()
                 .skip_while(|(_, v)| *v > 100)

@@ -46,7 +46,7 @@ async fn thirty_two_appenders_on_four_instances_lose_and_duplicate_nothing() {
 
     let history = stores[0].list("race").await.unwrap();
     let versions: Vec<i64> = history.iter().map(|cp| cp.version).collect();
-    let expected: Vec<i64> = (1..=(TASKS * EACH) as i64).collect();
+    let expected: Vec<i64> = (1..=i64::try_from(TASKS * EACH).unwrap()).collect();
     assert_eq!(versions, expected, "no duplicate or missing version");
     let mut rows: HashMap<&str, usize> = HashMap::new();
     for cp in &history {
@@ -106,7 +106,7 @@ async fn read_modify_write_with_the_version_rule_loses_no_update() {
         json!(total),
         "every increment counted once"
     );
-    assert_eq!(latest.version, total as i64 + 1);
+    assert_eq!(latest.version, i64::try_from(total).unwrap() + 1);
     let history = stores[0].list("counter").await.unwrap();
     for pair in history.windows(2) {
         assert_eq!(

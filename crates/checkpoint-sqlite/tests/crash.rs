@@ -100,7 +100,7 @@ async fn processes_killed_mid_write_lose_no_acknowledged_save() {
         // SIGKILL: no destructor, no close, the WAL left as it is mid-write.
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
+            libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGKILL);
         }
     }
     for child in &mut children {
@@ -129,12 +129,15 @@ async fn processes_killed_mid_write_lose_no_acknowledged_save() {
         let execution = format!("x{e}");
         let history = store.list(&execution).await.expect("whole history");
         let versions: Vec<i64> = history.iter().map(|c| c.version).collect();
-        assert_eq!(versions, (1..=history.len() as i64).collect::<Vec<_>>());
+        assert_eq!(
+            versions,
+            (1..=i64::try_from(history.len()).unwrap()).collect::<Vec<_>>()
+        );
         total += history.len();
         let next = Checkpoint::new(&*execution, "n", json!({"after": "kill"}));
         assert_eq!(
             store.save(&next).await.expect("save after the kill"),
-            history.len() as i64 + 1
+            i64::try_from(history.len()).unwrap() + 1
         );
     }
     assert!(

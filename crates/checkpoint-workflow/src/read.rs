@@ -41,6 +41,14 @@ pub struct History<'a, S: ?Sized> {
     next: Option<ListQuery>,
 }
 
+impl<S: ?Sized> std::fmt::Debug for History<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: CheckpointStore + ?Sized> History<'_, S> {
     /// The next page, or `None` after the last.
     pub async fn next_page(&mut self) -> Result<Option<Vec<Checkpoint>>> {

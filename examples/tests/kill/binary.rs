@@ -7,7 +7,7 @@ use std::path::PathBuf;
 ///
 /// # Panics
 /// When it was not built (the tests were run without `--workspace`).
-pub fn example_binary(name: &str) -> PathBuf {
+pub(super) fn example_binary(name: &str) -> PathBuf {
     let test_binary = std::env::current_exe().expect("test binary path");
     let target_dir = test_binary
         .parent()

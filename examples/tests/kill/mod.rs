@@ -12,7 +12,7 @@ use tokio::process::Command;
 
 mod binary;
 
-pub const NODES: [&str; 5] = ["download", "parse", "enrich", "summarize", "publish"];
+pub(crate) const NODES: [&str; 5] = ["download", "parse", "enrich", "summarize", "publish"];
 
 fn example(execution: &str, env: &[(&str, String)], log: &Path) -> Command {
     let mut command = Command::new(binary::example_binary("durable_workflow"));
@@ -29,7 +29,11 @@ fn example(execution: &str, env: &[(&str, String)], log: &Path) -> Command {
 
 /// Runs the scenario on `store`, the example reaching the same store through `env`; `log` is a
 /// fresh file path for the nodes' run log.
-pub async fn killed_run_resumes(store: &dyn CheckpointStore, env: &[(&str, String)], log: &Path) {
+pub(crate) async fn killed_run_resumes(
+    store: &dyn CheckpointStore,
+    env: &[(&str, String)],
+    log: &Path,
+) {
     let execution = "crash-me";
 
     let mut first = example(execution, env, log)

@@ -5,7 +5,7 @@ use checkpoint_core::{Checkpoint, CheckpointStore};
 use serde_json::json;
 
 /// Saves two executions: `a` (3 checkpoints, returned with their versions), `b` (2).
-pub async fn two_executions(store: &dyn CheckpointStore) -> Vec<Checkpoint> {
+pub(crate) async fn two_executions(store: &dyn CheckpointStore) -> Vec<Checkpoint> {
     let mut a = Vec::new();
     for (i, state) in [
         json!({"n": 1, "items": ["x"]}),
@@ -31,7 +31,11 @@ pub async fn two_executions(store: &dyn CheckpointStore) -> Vec<Checkpoint> {
 /// Runs `checkpointctl` on `database_url` with `leading` arguments (such as `--schema s`)
 /// before `args`, without encryption keys from the environment, and returns (exit code,
 /// stdout, stderr).
-pub fn run_ctl(database_url: &str, leading: &[&str], args: &[&str]) -> (i32, String, String) {
+pub(crate) fn run_ctl(
+    database_url: &str,
+    leading: &[&str],
+    args: &[&str],
+) -> (i32, String, String) {
     let output = assert_cmd::Command::cargo_bin("checkpointctl")
         .unwrap()
         .env("DATABASE_URL", database_url)
@@ -49,7 +53,7 @@ pub fn run_ctl(database_url: &str, leading: &[&str], args: &[&str]) -> (i32, Str
 
 /// The damage `checkpointctl verify --json` reported: (execution, version, reason) per
 /// damaged checkpoint, in its order.
-pub fn damaged(found: &serde_json::Value) -> Vec<(String, i64, String)> {
+pub(crate) fn damaged(found: &serde_json::Value) -> Vec<(String, i64, String)> {
     found["damaged"]
         .as_array()
         .expect("a list of damage")
@@ -65,7 +69,7 @@ pub fn damaged(found: &serde_json::Value) -> Vec<(String, i64, String)> {
 }
 
 /// A running `checkpointctl watch --json`, its printed checkpoints read line by line.
-pub struct Watch {
+pub(crate) struct Watch {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
 }
@@ -73,7 +77,7 @@ pub struct Watch {
 impl Watch {
     /// Starts `checkpointctl watch EXECUTION --json --after 0` with `args` on `database_url`
     /// (a `--schema` or `--interval` goes in `args`).
-    pub fn start(database_url: &str, execution: &str, args: &[&str]) -> Watch {
+    pub(crate) fn start(database_url: &str, execution: &str, args: &[&str]) -> Watch {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("checkpointctl"))
             .env("DATABASE_URL", database_url)
             .env_remove("CHECKPOINT_ENCRYPTION_KEYS")
@@ -98,7 +102,7 @@ impl Watch {
     }
 
     /// The version of the next checkpoint printed, waiting at most `wait`.
-    pub fn next_version(&self, wait: std::time::Duration) -> Option<i64> {
+    pub(crate) fn next_version(&self, wait: std::time::Duration) -> Option<i64> {
         let line = self.lines.recv_timeout(wait).ok()?;
         let value: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));

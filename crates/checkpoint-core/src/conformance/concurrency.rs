@@ -30,7 +30,7 @@ pub async fn racing_appenders_get_distinct_versions(store: Store) {
         .flat_map(|r| r.expect("task panicked"))
         .collect();
     all.sort_unstable();
-    let expected: Vec<i64> = (1..=(TASKS * EACH) as i64).collect();
+    let expected: Vec<i64> = (1..=i64::try_from(TASKS * EACH).expect("a small count")).collect();
     assert_eq!(all, expected);
     assert_eq!(versions(&store.list("race").await.unwrap()), expected);
 }
@@ -92,10 +92,16 @@ pub async fn concurrent_batches_stay_consecutive(store: Store) {
     for joined in join_all(tasks).await {
         let got = joined.expect("task panicked");
         let first = got[0];
-        assert_eq!(got, (first..first + SIZE as i64).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            (first..first + i64::try_from(SIZE).expect("a small count")).collect::<Vec<_>>()
+        );
         seen.extend(got);
     }
-    assert_eq!(seen, (1..=(BATCHES * SIZE) as i64).collect());
+    assert_eq!(
+        seen,
+        (1..=i64::try_from(BATCHES * SIZE).expect("a small count")).collect()
+    );
 }
 
 /// Readers running beside a writer only ever see whole checkpoints.

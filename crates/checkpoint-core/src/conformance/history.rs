@@ -120,7 +120,10 @@ pub async fn history_states_differing_by_one_edge_number_read_back_exactly(store
 /// A long history of growing states reads back whole, by id, list, latest and page.
 pub async fn history_of_growing_states_reads_back_whole(store: Store) {
     let saved = grow(&store, "e1", STEPS).await;
-    assert_eq!(versions(&saved), (1..=STEPS as i64).collect::<Vec<_>>());
+    assert_eq!(
+        versions(&saved),
+        (1..=i64::try_from(STEPS).expect("a small count")).collect::<Vec<_>>()
+    );
     assert_history(&store, "e1", &saved).await;
 }
 
@@ -251,7 +254,7 @@ pub async fn history_batches_keep_every_checkpoint(store: Store) {
     let mut items = vec![retried.clone(), replaced.clone()];
     items.extend(appended.iter().cloned());
     let stored = store.save_batch(&items).await.unwrap();
-    let top = STEPS as i64;
+    let top = i64::try_from(STEPS).expect("a small count");
     assert_eq!(
         stored,
         vec![top, replaced.version, top + 1, top + 2, top + 3]

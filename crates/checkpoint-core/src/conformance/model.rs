@@ -258,7 +258,7 @@ impl Ids {
 /// A state that grows and changes with `spec.state`, with the spec's edge number and padding.
 fn state(spec: &SaveSpec) -> Value {
     let n = spec.state;
-    let len = n.rem_euclid(6) as usize;
+    let len = usize::try_from(n.rem_euclid(6)).unwrap_or(0);
     let mut state = json!({
         "n": n,
         "log": (0..len).map(|i| format!("entry {i}")).collect::<Vec<_>>(),

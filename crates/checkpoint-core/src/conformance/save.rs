@@ -77,8 +77,8 @@ pub async fn save_round_trips_nested_json(store: Store) {
 
 /// A 1 MiB state survives byte for byte.
 pub async fn save_round_trips_large_state(store: Store) {
-    let blob: String = (0..1024 * 1024)
-        .map(|i| (b'a' + (i % 26) as u8) as char)
+    let blob: String = (0..1024 * 1024u32)
+        .map(|i| char::from(b'a' + u8::try_from(i % 26).unwrap_or(0)))
         .collect();
     let mut cp = checkpoint("e1", "n", json!({ "blob": blob }));
     cp.version = store.save(&cp).await.unwrap();

@@ -73,7 +73,8 @@ pub async fn beside_live_writers(store: Store, quiet: Store) {
                 let expected: Vec<i64> = (*first..=*last).collect();
                 assert_eq!(held, expected, "an unbroken run ending at the newest");
                 assert!(
-                    held.len() as u64 >= KEEP.min(*last as u64),
+                    u64::try_from(held.len()).unwrap_or(u64::MAX)
+                        >= KEEP.min(u64::try_from(*last).unwrap_or(0)),
                     "the newest {KEEP} always stay: {held:?}"
                 );
             }
@@ -90,7 +91,8 @@ pub async fn beside_live_writers(store: Store, quiet: Store) {
         let mut settled = true;
         for w in 0..WRITERS {
             let held = versions(&quiet, &format!("scheduled-{w}")).await;
-            let newest: Vec<i64> = (SAVES - KEEP as i64 + 1..=SAVES).collect();
+            let newest: Vec<i64> =
+                (SAVES - i64::try_from(KEEP).expect("a small count") + 1..=SAVES).collect();
             if held != newest {
                 assert!(held.ends_with(&newest), "{held:?}");
                 settled = false;
@@ -115,7 +117,7 @@ pub async fn beside_live_writers(store: Store, quiet: Store) {
 pub async fn stops_when_dropped(store: Store, quiet: Store) {
     drop(store);
     let execution = "after-the-drop";
-    for step in 1..=(KEEP as i64 + 5) {
+    for step in 1..=(i64::try_from(KEEP).expect("a small count") + 5) {
         quiet
             .save(&Checkpoint::new(execution, "step", json!({ "step": step })))
             .await

@@ -116,9 +116,9 @@ pub fn timestamp() -> impl Strategy<Value = OffsetDateTime> {
         |(day, second, nanos, offset)| {
             let date = Date::from_julian_day(day).ok()?;
             let time = Time::from_hms_nano(
-                (second / 3600) as u8,
-                (second / 60 % 60) as u8,
-                (second % 60) as u8,
+                u8::try_from(second / 3600).ok()?,
+                u8::try_from(second / 60 % 60).ok()?,
+                u8::try_from(second % 60).ok()?,
                 nanos,
             )
             .ok()?;

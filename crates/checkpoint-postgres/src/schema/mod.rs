@@ -485,7 +485,7 @@ pub(crate) async fn verify(
 #[cfg(test)]
 pub(crate) mod tests_support {
     /// Every migration of `layout` with its checksum, as a current database records them.
-    pub fn checksums(layout: super::TableLayout) -> Vec<(i32, String)> {
+    pub(crate) fn checksums(layout: super::TableLayout) -> Vec<(i32, String)> {
         super::chain(layout)
             .iter()
             .map(|m| (m.version, super::checksum(m)))
@@ -500,7 +500,7 @@ mod tests {
     #[test]
     fn migrations_are_ordered_from_one_without_gaps() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version, i as i32 + 1);
+            assert_eq!(m.version, i32::try_from(i).unwrap() + 1);
         }
     }
 

@@ -12,7 +12,7 @@ use crate::schema::layout::TableLayout;
 use crate::schema::table::TableName;
 
 /// The columns in the order every read decodes them.
-pub const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "id, execution_id, node_name, state, metadata, \"timestamp\", version, parent_id";
 
 /// The columns a save writes beyond [`COLUMNS`]: how the state is stored.

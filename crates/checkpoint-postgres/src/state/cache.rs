@@ -36,7 +36,7 @@ struct Inner {
 
 impl StateCache {
     /// A cache holding states of at most `budget` bytes in all; 0 holds nothing.
-    pub fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         StateCache {
             budget,
             inner: Mutex::new(Inner {
@@ -52,21 +52,21 @@ impl StateCache {
     }
 
     /// Forgets every state.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let mut inner = self.lock();
         inner.entries.clear();
         inner.bytes = 0;
     }
 
     /// The state remembered for `execution`.
-    pub fn get(&self, execution: &str) -> Option<CachedState> {
+    pub(crate) fn get(&self, execution: &str) -> Option<CachedState> {
         self.lock().entries.get(execution).cloned()
     }
 
     /// Remembers `entry` for `execution`, replacing what was there, then evicts the least
     /// recently used entries until the budget holds. A state larger than the whole budget is
     /// not kept.
-    pub fn put(&self, execution: &str, entry: CachedState) {
+    pub(crate) fn put(&self, execution: &str, entry: CachedState) {
         let mut inner = self.lock();
         if let Some(old) = inner.entries.pop(execution) {
             inner.bytes = inner.bytes.saturating_sub(old.size);
@@ -85,7 +85,7 @@ impl StateCache {
     }
 
     /// Forgets `execution` (cleared, or its remembered row is gone).
-    pub fn forget(&self, execution: &str) {
+    pub(crate) fn forget(&self, execution: &str) {
         let mut inner = self.lock();
         if let Some(old) = inner.entries.pop(execution) {
             inner.bytes = inner.bytes.saturating_sub(old.size);

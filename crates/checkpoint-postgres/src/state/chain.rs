@@ -55,17 +55,17 @@ pub(crate) struct Rebuilt {
 
 impl Stored {
     /// The execution the row belongs to.
-    pub fn execution_id(&self) -> &str {
+    pub(crate) fn execution_id(&self) -> &str {
         &self.checkpoint.execution_id
     }
 
     /// Whether the row holds a delta, whose state needs its chain of bases.
-    pub fn is_delta(&self) -> bool {
+    pub(crate) fn is_delta(&self) -> bool {
         self.base.is_some()
     }
 
     /// Decodes a row of [`READ_COLUMNS`]; `wanted` is its own flag or the caller's choice.
-    pub fn from_row(mut row: Row, wanted: bool) -> Result<Stored> {
+    pub(crate) fn from_row(mut row: Row, wanted: bool) -> Result<Stored> {
         let metadata = match row.take_json(4)? {
             None => Map::new(),
             Some(Value::Object(map)) => map,
@@ -373,7 +373,12 @@ mod tests_support {
     use serde_json::json;
     use time::OffsetDateTime;
 
-    pub fn row(version: i64, payload: Option<Vec<u8>>, base: Option<(i64, i64)>, hash: i64) -> Row {
+    pub(super) fn row(
+        version: i64,
+        payload: Option<Vec<u8>>,
+        base: Option<(i64, i64)>,
+        hash: i64,
+    ) -> Row {
         Row(vec![
             Cell::Text(format!("id-{version}")),
             Cell::Text("e".into()),
@@ -391,7 +396,7 @@ mod tests_support {
         ])
     }
 
-    pub fn history() -> (Vec<Value>, Vec<Row>) {
+    pub(super) fn history() -> (Vec<Value>, Vec<Row>) {
         let states: Vec<Value> = (0..4)
             .map(|n| json!({"m": (0..n).collect::<Vec<_>>()}))
             .collect();
@@ -404,16 +409,16 @@ mod tests_support {
         for v in 1..4 {
             let ops = delta::diff(&states[v - 1], &states[v]);
             rows.push(row(
-                v as i64 + 1,
+                i64::try_from(v).unwrap() + 1,
                 Some(encode(&serde_json::to_vec(&ops).unwrap(), Compression::default()).unwrap()),
-                Some((v as i64, state_hash(&states[v - 1]))),
+                Some((i64::try_from(v).unwrap(), state_hash(&states[v - 1]))),
                 state_hash(&states[v]),
             ));
         }
         (states, rows)
     }
 
-    pub fn stored(rows: Vec<Row>, wanted: &[i64]) -> Vec<Stored> {
+    pub(super) fn stored(rows: Vec<Row>, wanted: &[i64]) -> Vec<Stored> {
         rows.into_iter()
             .map(|r| {
                 let v = r.int(6).unwrap();
@@ -552,9 +557,9 @@ mod sealed_tests {
             let plain = row.take_bytes(8).unwrap().unwrap();
             let payload = with.seal(payload::state_hash(&states[i]), &plain).unwrap();
             let tag = payload::payload_tag(&payload);
-            let base = (i > 0).then(|| (i as i64, tags[i - 1]));
+            let base = (i > 0).then(|| (i64::try_from(i).unwrap(), tags[i - 1]));
             sealed.push(super::tests_support::row(
-                i as i64 + 1,
+                i64::try_from(i).unwrap() + 1,
                 Some(payload),
                 base,
                 tag,

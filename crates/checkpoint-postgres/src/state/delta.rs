@@ -277,7 +277,10 @@ mod tests {
     fn graft_into(value: &mut Value, graft: Value, seed: u64) {
         match value {
             Value::Object(map) if !map.is_empty() && !seed.is_multiple_of(3) => {
-                let key = map.keys().nth((seed as usize / 3) % map.len()).cloned();
+                let key = map
+                    .keys()
+                    .nth((usize::try_from(seed).unwrap_or(usize::MAX) / 3) % map.len())
+                    .cloned();
                 if let Some(key) = key {
                     if seed.is_multiple_of(5) {
                         map.remove(&key);
@@ -289,9 +292,13 @@ mod tests {
             Value::Array(items) if !items.is_empty() && !seed.is_multiple_of(3) => {
                 let len = items.len();
                 match seed % 4 {
-                    0 => items.truncate((seed as usize / 4) % len),
+                    0 => items.truncate((usize::try_from(seed).unwrap_or(usize::MAX) / 4) % len),
                     1 => items.push(graft),
-                    _ => graft_into(&mut items[(seed as usize / 4) % len], graft, seed / 7),
+                    _ => graft_into(
+                        &mut items[(usize::try_from(seed).unwrap_or(usize::MAX) / 4) % len],
+                        graft,
+                        seed / 7,
+                    ),
                 }
             }
             _ => *value = graft,

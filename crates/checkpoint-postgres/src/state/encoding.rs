@@ -107,12 +107,12 @@ pub(crate) struct Written {
 
 impl Encoded<'_> {
     /// The depth the row will have: 0 for a snapshot, one more than its base for a delta.
-    pub fn depth(&self) -> i32 {
+    pub(crate) fn depth(&self) -> i32 {
         self.base.map_or(0, |b| b.depth.saturating_add(1))
     }
 
     /// What the metrics count of this state once it is stored.
-    pub fn written(&self) -> Written {
+    pub(crate) fn written(&self) -> Written {
         let (storage, bytes) = match (&self.state, &self.payload) {
             (Some(Json(state)), _) => ("jsonb", json_len(state)),
             (None, Some(payload)) if self.base.is_some() => ("delta", payload.len()),
@@ -186,7 +186,7 @@ impl Encoder {
     /// Refuses a state this encoding cannot give back exactly: under
     /// [`StateEncoding::Jsonb`], the numbers the JSONB column would change (`-0.0`, whole
     /// floats from 1e16), as `InvalidInput` on `state`. Payloads keep every number.
-    pub fn admit(&self, checkpoint: &Checkpoint) -> Result<()> {
+    pub(crate) fn admit(&self, checkpoint: &Checkpoint) -> Result<()> {
         if self.encoding == StateEncoding::Jsonb {
             checkpoint_core::validate::check_jsonb_numbers("state", &checkpoint.state)?;
         }
@@ -195,7 +195,7 @@ impl Encoder {
 
     /// The row content for `checkpoint`: a delta when the cache holds a usable base and the
     /// delta is small, a full snapshot otherwise (always a snapshot when `full` is set).
-    pub fn encode<'a>(&self, checkpoint: &'a Checkpoint, full: bool) -> Result<Encoded<'a>> {
+    pub(crate) fn encode<'a>(&self, checkpoint: &'a Checkpoint, full: bool) -> Result<Encoded<'a>> {
         self.admit(checkpoint)?;
         let StateEncoding::Delta { snapshot_every } = self.encoding else {
             return Ok(Encoded {
@@ -270,7 +270,7 @@ impl Encoder {
 
     /// The snapshot form of a state that is already known (rewriting a row whose base goes; the
     /// row keeps its recorded state hash).
-    pub fn snapshot(&self, state: &Value) -> Result<Vec<u8>> {
+    pub(crate) fn snapshot(&self, state: &Value) -> Result<Vec<u8>> {
         let text = serde_json::to_vec(state)
             .map_err(|e| DbError::decode(format!("a state does not serialize: {e}")))?;
         let plain = payload::encode(&text, self.compression)?;
@@ -281,7 +281,7 @@ impl Encoder {
     }
 
     /// Remembers what was just stored at `version`, as the base of the next delta.
-    pub fn remember(&self, checkpoint: &Checkpoint, version: i64, encoded: &Encoded<'_>) {
+    pub(crate) fn remember(&self, checkpoint: &Checkpoint, version: i64, encoded: &Encoded<'_>) {
         if let Some(fingerprint) = encoded.fingerprint {
             self.cache.put(
                 &checkpoint.execution_id,
@@ -298,7 +298,7 @@ impl Encoder {
 
     /// Remembers a state read back from a row that can be a base, unless a newer one (or this
     /// one) is held already.
-    pub fn remember_read(&self, read: &crate::state::chain::Rebuilt) {
+    pub(crate) fn remember_read(&self, read: &crate::state::chain::Rebuilt) {
         if self.encoding == StateEncoding::Jsonb {
             return;
         }
@@ -394,7 +394,7 @@ mod tests {
         let enc = encoder(3);
         let mut depths = Vec::new();
         for v in 1..=7 {
-            let cp = Checkpoint::new("e", "n", conversation(v as usize + 3));
+            let cp = Checkpoint::new("e", "n", conversation(usize::try_from(v).unwrap() + 3));
             let stored = enc.encode(&cp, false).unwrap();
             depths.push(stored.depth());
             enc.remember(&cp, v, &stored);

@@ -27,10 +27,10 @@ use zeroize::Zeroizing;
 pub(crate) const SEALED: u8 = 2;
 
 /// Bytes in a key.
-pub const KEY_BYTES: usize = 32;
+pub(crate) const KEY_BYTES: usize = 32;
 
 /// The longest key id.
-pub const MAX_KEY_ID_BYTES: usize = 64;
+pub(crate) const MAX_KEY_ID_BYTES: usize = 64;
 
 /// Why a state could not be sealed or opened. The source of [`Error::Backend`] (never
 /// retryable), so callers can match on it:
@@ -311,7 +311,11 @@ impl Encryption {
         let mut out = Vec::with_capacity(header_len + NONCE_LEN + 8 + inner.len() + 16);
         out.push(SEALED);
         // Checked by `check_key_id`: at most 64 bytes.
-        out.push(key.id.len() as u8);
+        out.push(
+            u8::try_from(key.id.len()).map_err(|_| EncryptionError::Malformed {
+                reason: format!("key id of {} bytes", key.id.len()),
+            })?,
+        );
         out.extend_from_slice(key.id.as_bytes());
         out.extend_from_slice(&nonce);
         let mut sealed = Vec::with_capacity(8 + inner.len() + 16);

@@ -159,7 +159,7 @@ pub(crate) fn open(
 /// An opaque tag for a sealed payload, stored in `state_hash` in place of the content hash:
 /// it changes with every write and tells nothing about the state.
 pub(crate) fn payload_tag(payload: &[u8]) -> i64 {
-    xxhash_rust::xxh3::xxh3_64(payload) as i64
+    xxhash_rust::xxh3::xxh3_64(payload).cast_signed()
 }
 
 /// The JSON text of a plain stored payload, refused when it would expand past `limit` bytes.
@@ -241,7 +241,7 @@ pub(crate) fn fingerprint(value: &Value) -> Fingerprint {
     feed(&mut hasher, &mut size, value);
     Fingerprint {
         // Stored as BIGINT: the bits, reinterpreted.
-        hash: hasher.digest() as i64,
+        hash: hasher.digest().cast_signed(),
         size,
     }
 }

@@ -118,7 +118,7 @@ pub(crate) async fn save_appends(
         top.insert(row.text(0)?, row.int(1)?);
         written = row.int(2)?;
     }
-    if written != items.len() as i64 {
+    if usize::try_from(written).ok() != Some(items.len()) {
         return Err(Error::Backend {
             message: format!("a batch of {} wrote {written} rows", items.len()),
             retryable: false,

@@ -41,13 +41,13 @@ impl VersionFloors {
     }
 
     /// The floor of `execution`: 0 (read every row) when none is known.
-    pub fn get(&self, execution: &str) -> i64 {
+    pub(crate) fn get(&self, execution: &str) -> i64 {
         self.lock().get(execution).copied().unwrap_or(0)
     }
 
     /// Records that `execution` holds `version`. An append's version is the highest at its
     /// commit, the best floor; an explicit one only raises the floor.
-    pub fn saved(&self, execution: &str, version: i64, appended: bool) {
+    pub(crate) fn saved(&self, execution: &str, version: i64, appended: bool) {
         let mut entries = self.lock();
         match entries.get_mut(execution) {
             Some(floor) if !appended => *floor = (*floor).max(version),
@@ -59,12 +59,12 @@ impl VersionFloors {
     }
 
     /// Forgets `execution`, whose newest rows this store removed.
-    pub fn forget(&self, execution: &str) {
+    pub(crate) fn forget(&self, execution: &str) {
         self.lock().pop(execution);
     }
 
     /// Forgets every execution (a prune of them all).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.lock().clear();
     }
 }

@@ -70,7 +70,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Leaves {
     /// For a time-partitioned table; `None` for the other layouts.
-    pub fn of(table: &TableName) -> Option<Self> {
+    pub(crate) fn of(table: &TableName) -> Option<Self> {
         let period = table.layout().period()?;
         Some(Leaves {
             table: table.clone(),
@@ -84,12 +84,12 @@ impl Leaves {
     }
 
     /// Remembers that `execution` started at `start`, as a row the server wrote says.
-    pub fn learn(&self, execution: &str, start: OffsetDateTime) {
+    pub(crate) fn learn(&self, execution: &str, start: OffsetDateTime) {
         lock(&self.starts).put(execution.to_owned(), start);
     }
 
     /// Forgets the starts of `executions`.
-    pub fn forget<'a>(&self, executions: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn forget<'a>(&self, executions: impl IntoIterator<Item = &'a str>) {
         let mut starts = lock(&self.starts);
         for execution in executions {
             starts.pop(execution);
@@ -98,13 +98,13 @@ impl Leaves {
 
     /// Whether the store knows the start of `execution`.
     #[cfg(test)]
-    pub fn knows(&self, execution: &str) -> bool {
+    pub(crate) fn knows(&self, execution: &str) -> bool {
         lock(&self.starts).contains(execution)
     }
 
     /// The partition every execution of a group (given in order) started in, when this store
     /// knows all their starts, they share one period, and that period's partition is usable.
-    pub fn route<'a>(
+    pub(crate) fn route<'a>(
         &self,
         executions: impl IntoIterator<Item = &'a str>,
         deltas: bool,
@@ -135,7 +135,7 @@ impl Leaves {
     /// The partition a single save of `execution` goes to, with its statement (`save`, or
     /// `save_delta` for a `delta`) and the execution's start, when this store knows the start
     /// and the partition is usable.
-    pub fn route_one(&self, execution: &str, delta: bool) -> Option<Route> {
+    pub(crate) fn route_one(&self, execution: &str, delta: bool) -> Option<Route> {
         let start = *lock(&self.starts).get(execution)?;
         let (period, _) = period_bounds(self.period, start)?;
         let statement = self.statement(period, Kind::Save { delta })?;
@@ -177,7 +177,7 @@ impl Leaves {
     /// failure, which the partitioned table would meet too. The starts of `executions` are
     /// then forgotten, and a partition that is missing, or whose bounds do not hold its
     /// period's starts, is not tried again.
-    pub fn reroutes<'a>(
+    pub(crate) fn reroutes<'a>(
         &self,
         route: &Route,
         err: &Error,
@@ -204,7 +204,11 @@ impl Leaves {
     /// After a group written to `route`'s partition stored nothing (the partition is no
     /// longer attached to the table): it is not tried again, and the group's starts are
     /// forgotten.
-    pub fn detached<'a>(&self, route: &Route, executions: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn detached<'a>(
+        &self,
+        route: &Route,
+        executions: impl IntoIterator<Item = &'a str>,
+    ) {
         self.unusable(route.period);
         self.forget(executions);
     }

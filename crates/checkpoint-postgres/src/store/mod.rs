@@ -571,7 +571,7 @@ impl CheckpointStore for PostgresStore {
         self.observe("list_executions", async {
             self.limits.check_execution_query(query)?;
             let after = query.after.as_deref().unwrap_or("");
-            let limit = query.limit as i64;
+            let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
             let rows = self
                 .query("list_executions", &self.sql.executions, &[&after, &limit])
                 .await?;

@@ -140,7 +140,9 @@ pub(crate) async fn list_page(store: &PostgresStore, query: &ListQuery) -> Resul
     let highest = query.before_version.map_or(i64::MAX, |v| v - 1);
     let metadata = (!query.metadata.is_empty()).then_some(Json(&query.metadata));
     // One more than asked tells whether another page follows.
-    let fetch = query.limit as i64 + 1;
+    let fetch = i64::try_from(query.limit)
+        .unwrap_or(i64::MAX)
+        .saturating_add(1);
     let sql = match query.order {
         Order::Ascending => &store.sql.page_ascending,
         Order::Descending => &store.sql.page_descending,

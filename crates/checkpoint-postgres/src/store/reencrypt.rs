@@ -181,7 +181,7 @@ pub(crate) async fn reencrypt(
     }
     let after = after.unwrap_or("");
     // Checked above to fit.
-    let limit = limit as i64;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let outcome = store
         .retry
         .run(&store.meter, "reencrypt", || async {

@@ -37,7 +37,11 @@ pub(crate) struct SaveArgs<'a> {
 }
 
 impl<'a> SaveArgs<'a> {
-    pub fn new(store: &PostgresStore, checkpoint: &'a Checkpoint, encoded: Encoded<'a>) -> Self {
+    pub(crate) fn new(
+        store: &PostgresStore,
+        checkpoint: &'a Checkpoint,
+        encoded: Encoded<'a>,
+    ) -> Self {
         SaveArgs {
             floor: store
                 .floors
@@ -54,7 +58,7 @@ impl<'a> SaveArgs<'a> {
     }
 
     /// For [`Statements::save`](crate::Statements).
-    pub fn save_params(&self) -> Vec<Param<'_>> {
+    pub(crate) fn save_params(&self) -> Vec<Param<'_>> {
         let mut params = self.row_params();
         if let Some(floor) = &self.floor {
             params.push(floor);
@@ -442,7 +446,7 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
     }
     let cutoff = policy.cutoff(OffsetDateTime::now_utc());
     // Validated to fit in i64.
-    let keep = policy.keep_last.unwrap_or(0) as i64;
+    let keep = i64::try_from(policy.keep_last.unwrap_or(0)).unwrap_or(i64::MAX);
     let execution = policy.execution_id.as_deref();
     for attempt in 0..MAX_REMOVE_ATTEMPTS {
         if attempt > 0 {

@@ -24,10 +24,10 @@ use testcontainers_modules::testcontainers::{ContainerAsync, ContainerRequest, I
 use tokio::sync::OnceCell;
 
 /// The official image used when no other is chosen.
-pub const DEFAULT_IMAGE: &str = "postgres:17-alpine";
+pub(crate) const DEFAULT_IMAGE: &str = "postgres:17-alpine";
 
 /// A running server: the URL of its `postgres` database as a superuser.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub url: String,
     _container: Option<ContainerAsync<Postgres>>,
 }
@@ -36,7 +36,7 @@ static SERVER: OnceCell<TestServer> = OnceCell::const_new();
 static CONTAINER_IDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// The shared server, started on first use.
-pub async fn server() -> &'static TestServer {
+pub(crate) async fn server() -> &'static TestServer {
     SERVER.get_or_init(start).await
 }
 
@@ -80,7 +80,7 @@ async fn start() -> TestServer {
 
 /// Statics are never dropped, so testcontainers' own clean-up never runs for a shared
 /// container: remove it when the test binary exits.
-pub fn remove_at_exit(id: &str) {
+pub(crate) fn remove_at_exit(id: &str) {
     extern "C" fn remove() {
         let ids = CONTAINER_IDS
             .lock()
@@ -105,7 +105,7 @@ pub fn remove_at_exit(id: &str) {
 /// Whether a Docker engine answers, for a test that needs a container of its own (`what` says
 /// why). Without one it prints that the test is skipped and why, and returns `false`; with
 /// `CHECKPOINT_TEST_STRICT` set it fails instead, so that CI never skips.
-pub fn docker_or_skip(what: &str) -> bool {
+pub(crate) fn docker_or_skip(what: &str) -> bool {
     match without_docker(what) {
         None => true,
         Some(reason) => {
@@ -117,7 +117,7 @@ pub fn docker_or_skip(what: &str) -> bool {
 
 /// Why a test (`what`) that needs a container of its own cannot run here, if it cannot: no
 /// Docker engine answers. Under `CHECKPOINT_TEST_STRICT` that is a failure instead.
-pub fn without_docker(what: &str) -> Option<String> {
+pub(crate) fn without_docker(what: &str) -> Option<String> {
     let answers = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output()
@@ -132,7 +132,7 @@ pub fn without_docker(what: &str) -> Option<String> {
 /// Why a test (`what`) that runs `tool` beside PostgreSQL in the test image cannot run here, if
 /// it cannot: no Docker, or an image without the tool (the official image has no pgbouncer).
 /// Under `CHECKPOINT_TEST_STRICT` that is a failure instead.
-pub fn without_tool_in_image(what: &str, tool: &str) -> Option<String> {
+pub(crate) fn without_tool_in_image(what: &str, tool: &str) -> Option<String> {
     if let Some(reason) = without_docker(what) {
         return Some(reason);
     }
@@ -162,19 +162,19 @@ fn strict(reason: String) -> String {
 
 /// A server of the test's own, on a fixed host port so that its address survives a restart,
 /// for tests that stop, kill and restart it. Needs Docker; removed when dropped (and at exit).
-pub struct DedicatedServer {
+pub(crate) struct DedicatedServer {
     pub url: String,
     pub id: String,
     _container: ContainerAsync<Postgres>,
 }
 
 impl DedicatedServer {
-    pub async fn start() -> DedicatedServer {
+    pub(crate) async fn start() -> DedicatedServer {
         Self::start_with(|request| request).await
     }
 
     /// Starts a server after `customize` adjusted its container (files, commands).
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         customize: impl FnOnce(ContainerRequest<Postgres>) -> ContainerRequest<Postgres>,
     ) -> DedicatedServer {
         use testcontainers_modules::testcontainers::core::IntoContainerPort;
@@ -209,12 +209,12 @@ impl DedicatedServer {
     }
 
     /// The server's URL with `query` appended (`key=value&...`).
-    pub fn url_with(&self, query: &str) -> String {
+    pub(crate) fn url_with(&self, query: &str) -> String {
         format!("{}?{query}", self.url)
     }
 
     /// Runs `docker <args> <container>`.
-    pub fn docker(&self, args: &[&str]) {
+    pub(crate) fn docker(&self, args: &[&str]) {
         let status = Command::new("docker")
             .args(args)
             .arg(&self.id)
@@ -228,7 +228,7 @@ impl DedicatedServer {
     }
 
     /// Waits until the server accepts a query again and returns how long that took.
-    pub async fn wait_ready(&self, within: Duration) -> Duration {
+    pub(crate) async fn wait_ready(&self, within: Duration) -> Duration {
         let started = std::time::Instant::now();
         loop {
             if let Ok((client, connection)) =
@@ -251,7 +251,7 @@ impl DedicatedServer {
 }
 
 /// A schema name no other test of this run uses.
-pub fn unique_schema(prefix: &str) -> String {
+pub(crate) fn unique_schema(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
@@ -261,7 +261,7 @@ pub fn unique_schema(prefix: &str) -> String {
 }
 
 /// Options for a fresh, empty schema on the shared server.
-pub async fn options() -> PostgresOptions {
+pub(crate) async fn options() -> PostgresOptions {
     PostgresOptions::new(&server().await.url)
         .expect("test server URL parses")
         .schema(unique_schema("t"))
@@ -272,7 +272,7 @@ pub async fn options() -> PostgresOptions {
 /// (`plain`, `hash:N`, `day`, `week`, `month`, `distributed`), plain when unset. With
 /// `CHECKPOINT_TEST_DATABASE_URL` pointing at a Citus coordinator and
 /// `CHECKPOINT_TEST_LAYOUT=distributed`, the suite runs on distributed tables.
-pub fn layout_from_env() -> checkpoint_postgres::TableLayout {
+pub(crate) fn layout_from_env() -> checkpoint_postgres::TableLayout {
     match std::env::var("CHECKPOINT_TEST_LAYOUT") {
         Ok(text) => text
             .parse()
@@ -282,14 +282,14 @@ pub fn layout_from_env() -> checkpoint_postgres::TableLayout {
 }
 
 /// A connected store on a fresh, empty schema.
-pub async fn store() -> PostgresStore {
+pub(crate) async fn store() -> PostgresStore {
     PostgresStore::connect(options().await)
         .await
         .expect("connect to the test server")
 }
 
 /// A plain driver connection to the shared server, for set-up and inspection.
-pub async fn client() -> tokio_postgres::Client {
+pub(crate) async fn client() -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(&server().await.url, tokio_postgres::NoTls)
         .await
         .expect("connect to the test server");
@@ -299,7 +299,7 @@ pub async fn client() -> tokio_postgres::Client {
 
 /// A driver connection to `url` through the store's own connection set-up (TLS included),
 /// for inspecting servers that refuse plain connections.
-pub async fn client_to(url: &str) -> checkpoint_postgres::DeadpoolPool {
+pub(crate) async fn client_to(url: &str) -> checkpoint_postgres::DeadpoolPool {
     let options = PostgresOptions::new(url).expect("a valid URL");
     checkpoint_postgres::DeadpoolPool::from_options(&options).expect("a pool")
 }
@@ -307,7 +307,7 @@ pub async fn client_to(url: &str) -> checkpoint_postgres::DeadpoolPool {
 /// The plans of `sql` run as a prepared statement `name` with `args` (SQL literals), under a
 /// custom and then a generic plan (the ones cached statements use), one line per plan step.
 /// `explain` is the EXPLAIN option list; with `ANALYZE` each run is rolled back.
-pub async fn prepared_plans(
+pub(crate) async fn prepared_plans(
     client: &tokio_postgres::Client,
     name: &str,
     sql: &checkpoint_postgres::Sql,
@@ -345,7 +345,7 @@ pub async fn prepared_plans(
 
 /// The partitions (`<table>_p<digits>`) a plan reads when run, under a custom and under a
 /// generic plan.
-pub async fn partitions_read(
+pub(crate) async fn partitions_read(
     client: &tokio_postgres::Client,
     table: &str,
     name: &str,
@@ -393,7 +393,7 @@ pub async fn partitions_read(
 /// execution: each save is stored as that execution's own checkpoint (no lock, no probe of other
 /// partitions), `load_in` reads each back, and `load` by the bare id is `Ambiguous` naming all
 /// sixteen, never an arbitrary one of them.
-pub async fn race_one_id_into_many_executions(store: &PostgresStore) {
+pub(crate) async fn race_one_id_into_many_executions(store: &PostgresStore) {
     use checkpoint_core::{Checkpoint, CheckpointStore, Error, IdScope};
     assert_eq!(store.id_scope(), IdScope::PerExecution);
     for round in 0..5 {
@@ -433,7 +433,7 @@ pub async fn race_one_id_into_many_executions(store: &PostgresStore) {
 /// The statements keyed by one execution (`exec-5` of a seeded table), with SQL literals for
 /// their parameters, as the plan guards run them: each should read one partition of a table
 /// partitioned by execution.
-pub fn execution_keyed(
+pub(crate) fn execution_keyed(
     s: &checkpoint_postgres::Statements,
 ) -> Vec<(&'static str, &checkpoint_postgres::Sql, &'static str)> {
     vec![
@@ -461,7 +461,7 @@ pub fn execution_keyed(
 /// A `save_batch` of 100,000 new checkpoints (over 100 executions) on `store`, on a server with
 /// the stock `max_locks_per_transaction`: no lock is held per row, so it succeeds (schema 3's id
 /// guard failed with `out of shared memory` past about 15,000).
-pub async fn a_batch_of_100_000_is_stored(store: &PostgresStore) {
+pub(crate) async fn a_batch_of_100_000_is_stored(store: &PostgresStore) {
     use checkpoint_core::{Checkpoint, CheckpointStore};
     let batch: Vec<Checkpoint> = (0..100_000)
         .map(|i| {
@@ -481,7 +481,7 @@ pub async fn a_batch_of_100_000_is_stored(store: &PostgresStore) {
 
 /// A plain table of 1,000,000 checkpoints (10,000 executions of 100, timestamps over the past
 /// 11.6 days) in a schema of its own, made in SQL; returns its schema.
-pub async fn a_plain_table_of_a_million() -> String {
+pub(crate) async fn a_plain_table_of_a_million() -> String {
     let plain = PostgresStore::connect(options().await)
         .await
         .expect("connect");
@@ -505,7 +505,10 @@ pub async fn a_plain_table_of_a_million() -> String {
 /// Runs `copy` (the documented way over from a plain table, `{old}` and `{new}` standing for the
 /// two schemas) from a plain table of 1,000,000 rows into `store`'s, and checks that every row
 /// arrived and reads back.
-pub async fn the_documented_copy_of_a_million_rows_succeeds(store: &PostgresStore, copy: &str) {
+pub(crate) async fn the_documented_copy_of_a_million_rows_succeeds(
+    store: &PostgresStore,
+    copy: &str,
+) {
     use checkpoint_core::CheckpointStore;
     let old = a_plain_table_of_a_million().await;
     let new = store.table().schema().expect("a schema").to_owned();

@@ -99,7 +99,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Committer {
-    pub fn new(settings: GroupCommit) -> Self {
+    pub(crate) fn new(settings: GroupCommit) -> Self {
         Committer {
             settings,
             queue: Mutex::new(Queue {
@@ -110,11 +110,11 @@ impl Committer {
         }
     }
 
-    pub fn settings(&self) -> GroupCommit {
+    pub(crate) fn settings(&self) -> GroupCommit {
         self.settings
     }
 
-    pub fn stats(&self) -> GroupCommitStats {
+    pub(crate) fn stats(&self) -> GroupCommitStats {
         lock(&self.stats).clone()
     }
 

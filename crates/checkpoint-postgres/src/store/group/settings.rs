@@ -202,6 +202,11 @@ impl GroupCommitStats {
     /// The group size that `quantile` (0 to 1) of groups do not exceed (0 before the first
     /// group).
     pub fn size_quantile(&self, quantile: f64) -> usize {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a float cast saturates, and the value is between 0 and the group count"
+        )]
         let wanted = (quantile.clamp(0.0, 1.0) * self.groups as f64).ceil() as u64;
         let mut seen = 0u64;
         for (size, count) in self.sizes.iter().enumerate() {
