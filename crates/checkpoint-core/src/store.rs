@@ -339,12 +339,24 @@ impl ListQuery {
                 .node_name
                 .as_ref()
                 .is_none_or(|n| &checkpoint.node_name == n)
-            && self.metadata.iter().all(|(key, want)| {
-                checkpoint
-                    .metadata
-                    .get(key)
-                    .is_some_and(|have| json_equal(have, want))
-            })
+            && self.metadata_matches(&checkpoint.metadata)
+    }
+
+    /// Whether `metadata` passes the query's metadata filters: each key present and
+    /// [`json_equal`] to the wanted value. Backends that filter before they decode a state
+    /// (SQLite reads a row's metadata first) use this, as [`ListQuery::matches`] does.
+    ///
+    /// ```
+    /// use checkpoint_core::ListQuery;
+    /// let query = ListQuery::new("e").metadata_eq("step", 1);
+    /// let metadata = serde_json::json!({"step": 1.0, "node": "a"});
+    /// assert!(query.metadata_matches(metadata.as_object().unwrap()));
+    /// assert!(!ListQuery::new("e").metadata_eq("step", 2).metadata_matches(metadata.as_object().unwrap()));
+    /// ```
+    pub fn metadata_matches(&self, metadata: &Map<String, Value>) -> bool {
+        self.metadata
+            .iter()
+            .all(|(key, want)| metadata.get(key).is_some_and(|have| json_equal(have, want)))
     }
 }
 

@@ -61,18 +61,14 @@ pub(crate) fn unfiltered(query: &ListQuery) -> bool {
 }
 
 /// One page. The version window and node filter are in the statement, so the index walk starts
-/// at the cursor; metadata filters compare in Rust with the rule every backend shares, decoding
-/// a row's state only once its metadata matched.
+/// at the cursor; metadata filters compare in Rust with [`ListQuery::metadata_matches`], the rule
+/// every backend shares, decoding a row's state only once its metadata matched.
 pub(crate) fn page(conn: &Connection, query: &ListQuery) -> Result<Page> {
     let mut items = Vec::new();
     walk_page(conn, query, |found| {
         let raw = RawRow::get(found).map_err(driver)?;
         let metadata = raw.metadata()?;
-        let matches = query.metadata.iter().all(|(key, want)| {
-            metadata
-                .get(key)
-                .is_some_and(|have| checkpoint_core::json_equal(have, want))
-        });
+        let matches = query.metadata_matches(&metadata);
         if matches {
             items.push(raw.decode_with(metadata)?);
         }

@@ -100,10 +100,11 @@ async fn a_closed_file_store_refuses_quick_reads() {
     }
 }
 
-/// Many more concurrent reads than quick readers: those that find none idle go through the
-/// pool, and every one reads the right row.
+/// Many concurrent reads on two runtime threads share the quick readers (each taken and given
+/// back within one call; none idle is the unit test in `pool.rs`), and every one reads its own
+/// row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_readers_than_quick_connections_all_read_their_rows() {
+async fn concurrent_quick_reads_each_read_their_own_row() {
     let (_dir, path) = temp_db();
     let store = std::sync::Arc::new(SqliteStore::open(SqliteOptions::file(&path)).await.unwrap());
     for e in 0..8 {

@@ -68,15 +68,20 @@ struct Start {
     read: Option<String>,
     /// Whether an append's read of the highest version takes a floor.
     floored: bool,
-    /// The start each row is given, where a statement writes to one partition directly: the
-    /// bound expression (`n.start` in a group, `$14::timestamptz` in a single save).
-    given: Option<&'static str>,
-    /// Where a statement writes to one partition directly: the registry of starts (quoted,
-    /// qualified) that each given start is checked against.
-    registry: Option<String>,
-    /// Where a statement writes to one partition directly: the condition that the partition
-    /// is still attached to the table (a detached one has no bounds left to check).
-    attached: Option<String>,
+    /// Where a statement writes to one partition directly.
+    leaf: Option<Leaf>,
+}
+
+/// What a statement written to one partition directly adds.
+struct Leaf {
+    /// The start each row is given: the bound expression (`n.start` in a group,
+    /// `$14::timestamptz` in a single save).
+    given: &'static str,
+    /// The registry of starts (quoted, qualified) that each given start is checked against.
+    registry: String,
+    /// The condition that the partition is still attached to the table (a detached one has
+    /// no bounds left to check).
+    attached: String,
 }
 
 impl Start {
@@ -87,18 +92,14 @@ impl Start {
                 record: Some(table.start_function()),
                 read: Some(table.started_function()),
                 floored,
-                given: None,
-                registry: None,
-                attached: None,
+                leaf: None,
             },
             TableLayout::Plain | TableLayout::HashPartitioned { .. } | TableLayout::Distributed => {
                 Start {
                     record: None,
                     read: None,
                     floored,
-                    given: None,
-                    registry: None,
-                    attached: None,
+                    leaf: None,
                 }
             }
         }
@@ -116,12 +117,14 @@ impl Start {
             record: None,
             read: None,
             floored: false,
-            given: Some(given),
-            registry: Some(registry),
-            attached: Some(format!(
-                "EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = '{leaf}'::regclass \
-                 AND inhparent = '{table}'::regclass)"
-            )),
+            leaf: Some(Leaf {
+                given,
+                registry,
+                attached: format!(
+                    "EXISTS (SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = \
+                     '{leaf}'::regclass AND inhparent = '{table}'::regclass)"
+                ),
+            }),
         }
     }
 
@@ -135,7 +138,7 @@ impl Start {
 
     /// The column an insert adds.
     fn column(&self) -> &'static str {
-        if self.record.is_some() || self.given.is_some() {
+        if self.record.is_some() || self.leaf.is_some() {
             ", execution_start"
         } else {
             ""
@@ -148,7 +151,10 @@ impl Start {
     /// (`23502`): the store then writes through the partitioned table. A foreign key did this
     /// up to schema 5, at the cost of a query and a row lock per inserted row.
     fn value(&self, execution: &str) -> String {
-        if let (Some(given), Some(registry)) = (self.given, &self.registry) {
+        if let Some(Leaf {
+            given, registry, ..
+        }) = &self.leaf
+        {
             return format!(
                 ", (SELECT r.started FROM {registry} r WHERE r.execution_id = {execution} \
                  AND r.started = {given})"
@@ -260,7 +266,7 @@ const BATCH_TYPES: [Type; 10] = [
 fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
     // Written to one partition, each row's start comes with it; the time-partitioned layout
     // returns each row's start, for the store to learn where its execution's rows live.
-    let (given, given_column, given_types): (&str, &str, &[Type]) = if start.given.is_some() {
+    let (given, given_column, given_types): (&str, &str, &[Type]) = if start.leaf.is_some() {
         (
             ", $15::timestamptz[]",
             ", start",
@@ -314,9 +320,9 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
             column = start.column(),
             value = start.value("n.execution_id"),
             attached = start
-                .attached
+                .leaf
                 .as_ref()
-                .map(|c| format!(" WHERE {c}"))
+                .map(|l| format!(" WHERE {}", l.attached))
                 .unwrap_or_default(),
         ),
         &[
@@ -392,7 +398,7 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
         start.above("v.", "$14::int8")
     );
     let column = start.column();
-    let attached = start.attached.as_ref();
+    let attached = start.leaf.as_ref().map(|l| &l.attached);
     let having = attached.map(|c| format!(" HAVING {c}")).unwrap_or_default();
     let delta_having = match attached {
         Some(c) => format!("HAVING ($10::int8 IS NULL OR EXISTS (SELECT 1 FROM b)) AND {c}"),
@@ -403,7 +409,7 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
     if start.floored() {
         types.push(Type::INT8);
     }
-    if start.given.is_some() {
+    if start.leaf.is_some() {
         types.push(Type::TIMESTAMPTZ);
     }
     [
