@@ -199,6 +199,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Exit> {
             crate::partitions::run(*options, action, json).await
         }
         Command::Status => status(&cli.connection, json).await,
+        Command::Lease { action } => crate::lease::run(&cli.connection, action, json).await,
         Command::Executions { limit, after } => {
             let store = store(&cli.connection).await?;
             let mut query = ExecutionQuery::new(limit);

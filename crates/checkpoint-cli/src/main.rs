@@ -16,6 +16,7 @@
 
 mod commands;
 mod diff;
+mod lease;
 mod migrate;
 mod output;
 mod partitions;
@@ -191,12 +192,38 @@ pub(crate) enum Command {
         #[arg(long)]
         after: Option<i64>,
     },
+    /// An execution's lease (one writer per execution): show its holder, or break it.
+    Lease {
+        #[command(subcommand)]
+        action: LeaseAction,
+    },
     /// Read checkpoints from a JSON Lines file, in atomic batches.
     Import {
         file: std::path::PathBuf,
         /// Checkpoints per batch (each batch is all or nothing).
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+    },
+}
+
+/// What to do with a lease.
+#[derive(Subcommand, Debug)]
+pub(crate) enum LeaseAction {
+    /// The unexpired holder of the execution's lease: owner, fencing token, expiry.
+    Show { execution: String },
+    /// Take the lease over as an operator, with the next fencing token, whether it is held or
+    /// not: from then on every write of the holder is refused.
+    Break {
+        execution: String,
+        /// Who holds it after the break.
+        #[arg(long, default_value = "checkpointctl")]
+        owner: String,
+        /// How long the operator's lease lives (`1m`, `1h`); it can be taken over once expired.
+        #[arg(long, default_value = "1m")]
+        ttl: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
 }
 

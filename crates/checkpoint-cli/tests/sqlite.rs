@@ -174,7 +174,7 @@ async fn migrate_creates_the_tables_and_check_reports_a_file_without_them() {
     let migrated = json_of(&path, &["migrate"]);
     assert_eq!(
         migrated["applied"],
-        json!([checkpoint_sqlite::SCHEMA_VERSION])
+        json!((1..=checkpoint_sqlite::SCHEMA_VERSION).collect::<Vec<_>>())
     );
     let (code, _, err) = run(&path, &["migrate", "--check"]);
     assert_eq!(code, 0, "{err}");
@@ -400,4 +400,50 @@ fn watch_refuses_a_bad_interval() {
         assert!(out.is_empty());
         assert!(err.contains("--interval"), "{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lease_show_and_break_fence_the_holder_out() {
+    let f = fixture().await;
+    let free = json_of(&f.path, &["lease", "show", "a"]);
+    assert_eq!(free, json!({"execution_id": "a", "held": false}));
+    let held = f
+        .store
+        .acquire("a", "worker-1", std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    let shown = json_of(&f.path, &["lease", "show", "a"]);
+    assert_eq!(
+        (&shown["owner"], &shown["token"], &shown["held"]),
+        (&json!("worker-1"), &json!(1), &json!(true))
+    );
+    let (code, out, err) = run(&f.path, &["lease", "show", "a"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("a is leased to worker-1 (token 1) until "),
+        "{out}"
+    );
+
+    let broken = json_of(&f.path, &["lease", "break", "a", "--owner", "ops", "--yes"]);
+    assert_eq!(
+        (&broken["owner"], &broken["token"]),
+        (&json!("ops"), &json!(2))
+    );
+    let refused = f
+        .store
+        .save_fenced(&held.fence(), &Checkpoint::new("a", "late", json!(1)))
+        .await;
+    assert!(
+        matches!(&refused, Err(checkpoint_core::Error::LeaseLost { holder: Some(h), current_token: Some(2), .. }) if h == "ops"),
+        "{refused:?}"
+    );
+    assert_eq!(f.store.list("a").await.unwrap().len(), 3, "nothing stored");
+    assert_one_line_error(
+        run(&f.path, &["lease", "break", "a", "--ttl", "soon", "--yes"]),
+        "--ttl \"soon\" is not a duration",
+    );
+    assert_one_line_error(
+        run(&f.path, &["lease", "break", "a", "--ttl", "0s", "--yes"]),
+        "invalid ttl",
+    );
 }

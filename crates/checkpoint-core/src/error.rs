@@ -58,6 +58,41 @@ pub enum Error {
         executions: Vec<String>,
     },
 
+    /// The execution's lease is held by another worker and has not expired
+    /// ([`CheckpointStore::acquire`](crate::CheckpointStore::acquire)); nothing changed. Try
+    /// again after `expires_at`, or take it over as an operator
+    /// ([`CheckpointStore::take_over`](crate::CheckpointStore::take_over)).
+    #[error("execution {execution_id} is leased to {owner} (token {token}) until {expires_at}")]
+    LeaseHeld {
+        /// The execution.
+        execution_id: String,
+        /// Who holds its lease.
+        owner: String,
+        /// The holder's fencing token.
+        token: i64,
+        /// When the lease expires, by the store's clock.
+        expires_at: time::OffsetDateTime,
+    },
+
+    /// A fenced write, a renewal or a release carried a token that is not the execution's
+    /// current one: another worker took the lease over (or there is no lease). Nothing was
+    /// stored or changed. Stop working on the execution; retrying the same call fails the same
+    /// way.
+    #[error("lease of execution {execution_id} with token {token} is lost{}", match (holder, current_token) {
+        (Some(holder), Some(current)) => format!(" to {holder} (token {current})"),
+        _ => ": the execution has no lease".to_owned(),
+    })]
+    LeaseLost {
+        /// The execution.
+        execution_id: String,
+        /// The token the call carried.
+        token: i64,
+        /// Who holds the lease now (`None` when the execution has no lease).
+        holder: Option<String>,
+        /// The current token (`None` when the execution has no lease).
+        current_token: Option<i64>,
+    },
+
     /// The input breaks a rule of the contract; nothing was stored.
     #[error("invalid {field}: {reason}")]
     InvalidInput {
@@ -109,12 +144,15 @@ impl Error {
 
     /// A stable short name of the variant, for logs and metric labels
     /// ([`telemetry::ERROR_TYPE`](crate::telemetry::ERROR_TYPE)): `not_found`, `conflict`,
-    /// `ambiguous`, `invalid_input`, `serialization`, `unavailable` or `backend`.
+    /// `ambiguous`, `lease_held`, `lease_lost`, `invalid_input`, `serialization`, `unavailable`
+    /// or `backend`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::NotFound { .. } => "not_found",
             Error::Conflict { .. } => "conflict",
             Error::Ambiguous { .. } => "ambiguous",
+            Error::LeaseHeld { .. } => "lease_held",
+            Error::LeaseLost { .. } => "lease_lost",
             Error::InvalidInput { .. } => "invalid_input",
             Error::Serialization(_) => "serialization",
             Error::Unavailable { .. } => "unavailable",

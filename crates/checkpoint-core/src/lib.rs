@@ -32,6 +32,7 @@
 mod checkpoint;
 pub mod equal;
 mod error;
+pub mod lease;
 pub mod meta;
 pub mod retention;
 mod store;
@@ -44,6 +45,7 @@ pub mod conformance;
 
 pub use checkpoint::{normalize_timestamp, Checkpoint};
 pub use error::{BoxError, Error, Result};
+pub use lease::{Fence, Lease};
 pub use store::{
     json_equal, CheckpointStore, ExecutionQuery, ExecutionSummary, IdScope, ListQuery, Order, Page,
     RetentionPolicy,

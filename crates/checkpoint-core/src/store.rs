@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
+use crate::lease::{Fence, Lease};
 use crate::validate::{check_id, Limits};
 
 /// Where checkpoints live. Every backend implements this one contract, and the conformance suite
@@ -151,6 +152,94 @@ pub trait CheckpointStore: Send + Sync {
         self.save(&forked).await?;
         Ok(forked)
     }
+
+    /// Takes the lease of `execution_id` for `owner`, for `ttl` by the store's clock (see
+    /// [`lease`](crate::lease)): the first lease of an execution has token 1; a lease that
+    /// expired or was released is taken over with the next token.
+    ///
+    /// # Errors
+    /// [`Error::LeaseHeld`](crate::Error::LeaseHeld) with the holder and its expiry while
+    /// another lease is unexpired (whoever holds it, `owner` included);
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) on `execution_id`, `owner`, or a
+    /// `ttl` outside [`MIN_LEASE_TTL`](crate::lease::MIN_LEASE_TTL) to
+    /// [`MAX_LEASE_TTL`](crate::lease::MAX_LEASE_TTL).
+    async fn acquire(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease>;
+
+    /// Takes the lease of `execution_id` for `owner` whether or not it is held, with the next
+    /// token: an operator breaking a lease. Every write carrying the old token is refused from
+    /// then on.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire), without `LeaseHeld`.
+    async fn take_over(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease>;
+
+    /// Extends `lease` to `ttl` from now, by the store's clock; a lease that expired is
+    /// renewed as long as nobody took it over. Returns the lease with its new expiry.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) when its token is no longer the
+    /// execution's; [`Error::InvalidInput`](crate::Error::InvalidInput) as
+    /// [`acquire`](Self::acquire).
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease>;
+
+    /// Ends `lease` now, so that the next [`acquire`](Self::acquire) takes the execution over
+    /// at once. Releasing twice is not an error.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) when its token is no longer the
+    /// execution's.
+    async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// The unexpired lease of `execution_id`, if any.
+    async fn lease(&self, execution_id: &str) -> Result<Option<Lease>>;
+
+    /// [`save`](Self::save), only while `fence` holds the execution's current token, checked
+    /// atomically with the write.
+    ///
+    /// # Errors
+    /// As [`save`](Self::save); [`Error::LeaseLost`](crate::Error::LeaseLost) when the token is
+    /// not the execution's current one; [`Error::InvalidInput`](crate::Error::InvalidInput) on
+    /// `execution_id` when the checkpoint is of another execution than the fence's. A refused
+    /// write stores nothing.
+    async fn save_fenced(&self, fence: &Fence, checkpoint: &Checkpoint) -> Result<i64>;
+
+    /// [`save_batch`](Self::save_batch) under `fence`: every checkpoint must be of the fenced
+    /// execution.
+    ///
+    /// # Errors
+    /// As [`save_fenced`](Self::save_fenced) and [`save_batch`](Self::save_batch).
+    async fn save_batch_fenced(
+        &self,
+        fence: &Fence,
+        checkpoints: &[Checkpoint],
+    ) -> Result<Vec<i64>>;
+
+    /// [`delete`](Self::delete) of checkpoint `id` of the fenced execution under `fence`; an id
+    /// of another execution is left alone (`false`).
+    ///
+    /// # Errors
+    /// As [`save_fenced`](Self::save_fenced).
+    async fn delete_fenced(&self, fence: &Fence, id: &str) -> Result<bool>;
+
+    /// [`clear`](Self::clear) of the fenced execution under `fence`. Its lease stays.
+    ///
+    /// # Errors
+    /// As [`save_fenced`](Self::save_fenced).
+    async fn clear_fenced(&self, fence: &Fence) -> Result<u64>;
+
+    /// [`prune`](Self::prune) of the fenced execution under `fence`: the policy's
+    /// `execution_id` must be the fenced one or unset.
+    ///
+    /// # Errors
+    /// As [`save_fenced`](Self::save_fenced) and [`prune`](Self::prune).
+    async fn prune_fenced(&self, fence: &Fence, policy: &RetentionPolicy) -> Result<u64>;
+
+    /// [`fork`](Self::fork) of checkpoint `checkpoint_id` (of any execution) into the fenced
+    /// execution, under `fence`.
+    ///
+    /// # Errors
+    /// As [`save_fenced`](Self::save_fenced) and [`fork`](Self::fork).
+    async fn fork_fenced(&self, fence: &Fence, checkpoint_id: &str) -> Result<Checkpoint>;
 }
 
 /// Forwards every method to the store behind a pointer, so `Arc<dyn CheckpointStore>`,
@@ -200,6 +289,39 @@ macro_rules! forward_store {
             }
             async fn fork(&self, checkpoint_id: &str, new_execution_id: &str) -> Result<Checkpoint> {
                 (**self).fork(checkpoint_id, new_execution_id).await
+            }
+            async fn acquire(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+                (**self).acquire(execution_id, owner, ttl).await
+            }
+            async fn take_over(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+                (**self).take_over(execution_id, owner, ttl).await
+            }
+            async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+                (**self).renew(lease, ttl).await
+            }
+            async fn release(&self, lease: &Lease) -> Result<()> {
+                (**self).release(lease).await
+            }
+            async fn lease(&self, execution_id: &str) -> Result<Option<Lease>> {
+                (**self).lease(execution_id).await
+            }
+            async fn save_fenced(&self, fence: &Fence, checkpoint: &Checkpoint) -> Result<i64> {
+                (**self).save_fenced(fence, checkpoint).await
+            }
+            async fn save_batch_fenced(&self, fence: &Fence, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
+                (**self).save_batch_fenced(fence, checkpoints).await
+            }
+            async fn delete_fenced(&self, fence: &Fence, id: &str) -> Result<bool> {
+                (**self).delete_fenced(fence, id).await
+            }
+            async fn clear_fenced(&self, fence: &Fence) -> Result<u64> {
+                (**self).clear_fenced(fence).await
+            }
+            async fn prune_fenced(&self, fence: &Fence, policy: &RetentionPolicy) -> Result<u64> {
+                (**self).prune_fenced(fence, policy).await
+            }
+            async fn fork_fenced(&self, fence: &Fence, checkpoint_id: &str) -> Result<Checkpoint> {
+                (**self).fork_fenced(fence, checkpoint_id).await
             }
         }
     )*};

@@ -489,6 +489,16 @@ mod tests {
                 },
                 "ambiguous",
             ),
+            (
+                Error::LeaseHeld {
+                    execution_id: "e".into(),
+                    owner: "w".into(),
+                    token: 1,
+                    expires_at: time::OffsetDateTime::UNIX_EPOCH,
+                },
+                "lease_held",
+            ),
+            (crate::Fence::new("e", 1).lost(None), "lease_lost"),
             (Error::invalid("id", "empty"), "invalid_input"),
             (
                 Error::Serialization(serde_json::from_str::<u8>("x").unwrap_err()),

@@ -21,13 +21,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use checkpoint_core::lease::{
+    check_fence, check_lease_request, check_ttl, fenced_policy, next_lease, LeaseRequest,
+};
 use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
-    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Order,
-    Page, Result, RetentionPolicy,
+    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Fence, Lease, Limits,
+    ListQuery, Order, Page, Result, RetentionPolicy,
 };
 use time::OffsetDateTime;
 
@@ -75,6 +79,8 @@ struct Data {
     executions: HashMap<String, BTreeMap<i64, Checkpoint>>,
     /// The ids of `executions`, sorted, for paging through them.
     order: BTreeSet<String>,
+    /// Each execution's lease, expired ones included (they keep the token).
+    leases: HashMap<String, Lease>,
 }
 
 /// What undoes one applied save: remove the saved id, put back what it replaced.
@@ -181,6 +187,83 @@ impl Data {
             .insert(checkpoint.version, checkpoint);
     }
 
+    /// Applies a validated batch, all or nothing.
+    fn save_batch(&mut self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
+        let mut versions = Vec::with_capacity(checkpoints.len());
+        let mut undo = Vec::with_capacity(checkpoints.len());
+        for checkpoint in checkpoints {
+            match self.save(checkpoint) {
+                Ok((version, step)) => {
+                    versions.push(version);
+                    undo.push(step);
+                }
+                Err(err) => {
+                    for step in undo.into_iter().rev() {
+                        self.undo(step);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(versions)
+    }
+
+    fn clear(&mut self, execution_id: &str) -> u64 {
+        let Some(history) = self.executions.remove(execution_id) else {
+            return 0;
+        };
+        self.order.remove(execution_id);
+        for checkpoint in history.values() {
+            self.locations.remove(&checkpoint.id);
+        }
+        history.len() as u64
+    }
+
+    /// Applies a validated retention policy.
+    fn prune(&mut self, policy: &RetentionPolicy) -> u64 {
+        let cutoff = policy.cutoff(OffsetDateTime::now_utc());
+        let histories: Vec<&BTreeMap<i64, Checkpoint>> = match &policy.execution_id {
+            Some(execution) => self.executions.get(execution).into_iter().collect(),
+            None => self.executions.values().collect(),
+        };
+        let doomed: Vec<String> = histories
+            .into_iter()
+            .flat_map(|history| {
+                history
+                    .values()
+                    .rev()
+                    .zip(0u64..)
+                    .filter(|(cp, rank)| policy.removes(*rank, cp.timestamp, cutoff))
+                    .map(|(cp, _)| cp.id.clone())
+            })
+            .collect();
+        for id in &doomed {
+            self.remove(id);
+        }
+        doomed.len() as u64
+    }
+
+    /// Checks `fence` against its execution's lease.
+    fn fence(&self, fence: &Fence) -> Result<()> {
+        fence.check(
+            self.leases
+                .get(&fence.execution_id)
+                .map(|lease| (lease.owner.clone(), lease.token)),
+        )
+    }
+
+    /// Applies a lease request (validated) by the process clock and stores the result.
+    fn change_lease(&mut self, execution_id: &str, request: LeaseRequest<'_>) -> Result<Lease> {
+        let lease = next_lease(
+            execution_id,
+            self.leases.get(execution_id),
+            request,
+            OffsetDateTime::now_utc(),
+        )?;
+        self.leases.insert(execution_id.to_owned(), lease.clone());
+        Ok(lease)
+    }
+
     fn remove(&mut self, id: &str) -> Option<Checkpoint> {
         let (execution, version) = self.locations.remove(id)?;
         let history = self.executions.get_mut(&execution)?;
@@ -248,15 +331,7 @@ impl CheckpointStore for MemoryStore {
         self.meter
             .observe("clear", async {
                 check_id("execution_id", execution_id)?;
-                let mut data = self.write();
-                let Some(history) = data.executions.remove(execution_id) else {
-                    return Ok(0);
-                };
-                data.order.remove(execution_id);
-                for checkpoint in history.values() {
-                    data.locations.remove(&checkpoint.id);
-                }
-                Ok(history.len() as u64)
+                Ok(self.write().clear(execution_id))
             })
             .await
     }
@@ -310,24 +385,7 @@ impl CheckpointStore for MemoryStore {
         self.meter
             .observe("save_batch", async {
                 self.limits.check_batch(checkpoints)?;
-                let mut data = self.write();
-                let mut versions = Vec::with_capacity(checkpoints.len());
-                let mut undo = Vec::with_capacity(checkpoints.len());
-                for checkpoint in checkpoints {
-                    match data.save(checkpoint) {
-                        Ok((version, step)) => {
-                            versions.push(version);
-                            undo.push(step);
-                        }
-                        Err(err) => {
-                            for step in undo.into_iter().rev() {
-                                data.undo(step);
-                            }
-                            return Err(err);
-                        }
-                    }
-                }
-                Ok(versions)
+                self.write().save_batch(checkpoints)
             })
             .await
     }
@@ -365,27 +423,161 @@ impl CheckpointStore for MemoryStore {
         self.meter
             .observe("prune", async {
                 self.limits.check_retention(policy)?;
-                let cutoff = policy.cutoff(OffsetDateTime::now_utc());
+                Ok(self.write().prune(policy))
+            })
+            .await
+    }
+
+    async fn acquire(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        self.meter
+            .observe("acquire", async {
+                let ttl = check_lease_request(execution_id, owner, ttl)?;
+                self.write()
+                    .change_lease(execution_id, LeaseRequest::Acquire { owner, ttl })
+            })
+            .await
+    }
+
+    async fn take_over(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        self.meter
+            .observe("take_over", async {
+                let ttl = check_lease_request(execution_id, owner, ttl)?;
+                self.write()
+                    .change_lease(execution_id, LeaseRequest::TakeOver { owner, ttl })
+            })
+            .await
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        self.meter
+            .observe("renew", async {
+                check_fence(&lease.fence())?;
+                let ttl = check_ttl(ttl)?;
+                let token = lease.token;
+                self.write()
+                    .change_lease(&lease.execution_id, LeaseRequest::Renew { token, ttl })
+            })
+            .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        self.meter
+            .observe("release", async {
+                check_fence(&lease.fence())?;
+                let token = lease.token;
+                self.write()
+                    .change_lease(&lease.execution_id, LeaseRequest::Release { token })
+                    .map(drop)
+            })
+            .await
+    }
+
+    async fn lease(&self, execution_id: &str) -> Result<Option<Lease>> {
+        self.meter
+            .observe("lease", async {
+                check_id("execution_id", execution_id)?;
+                let now = OffsetDateTime::now_utc();
+                Ok(self
+                    .read()
+                    .leases
+                    .get(execution_id)
+                    .filter(|lease| lease.is_live_at(now))
+                    .cloned())
+            })
+            .await
+    }
+
+    async fn save_fenced(&self, fence: &Fence, checkpoint: &Checkpoint) -> Result<i64> {
+        self.meter
+            .observe("save", async {
+                check_fence(fence)?;
+                self.limits.check_checkpoint(checkpoint)?;
+                fence.covers(&checkpoint.execution_id)?;
                 let mut data = self.write();
-                let histories: Vec<&BTreeMap<i64, Checkpoint>> = match &policy.execution_id {
-                    Some(execution) => data.executions.get(execution).into_iter().collect(),
-                    None => data.executions.values().collect(),
-                };
-                let doomed: Vec<String> = histories
-                    .into_iter()
-                    .flat_map(|history| {
-                        history
-                            .values()
-                            .rev()
-                            .zip(0u64..)
-                            .filter(|(cp, rank)| policy.removes(*rank, cp.timestamp, cutoff))
-                            .map(|(cp, _)| cp.id.clone())
-                    })
-                    .collect();
-                for id in &doomed {
-                    data.remove(id);
+                data.fence(fence)?;
+                Ok(data.save(checkpoint)?.0)
+            })
+            .await
+    }
+
+    async fn save_batch_fenced(
+        &self,
+        fence: &Fence,
+        checkpoints: &[Checkpoint],
+    ) -> Result<Vec<i64>> {
+        self.meter
+            .observe("save_batch", async {
+                check_fence(fence)?;
+                self.limits.check_batch(checkpoints)?;
+                checkpoints
+                    .iter()
+                    .try_for_each(|cp| fence.covers(&cp.execution_id))?;
+                let mut data = self.write();
+                data.fence(fence)?;
+                data.save_batch(checkpoints)
+            })
+            .await
+    }
+
+    async fn delete_fenced(&self, fence: &Fence, id: &str) -> Result<bool> {
+        self.meter
+            .observe("delete", async {
+                check_fence(fence)?;
+                check_id("id", id)?;
+                let mut data = self.write();
+                data.fence(fence)?;
+                let ours = data
+                    .locations
+                    .get(id)
+                    .is_some_and(|(execution, _)| *execution == fence.execution_id);
+                Ok(ours && data.remove(id).is_some())
+            })
+            .await
+    }
+
+    async fn clear_fenced(&self, fence: &Fence) -> Result<u64> {
+        self.meter
+            .observe("clear", async {
+                check_fence(fence)?;
+                let mut data = self.write();
+                data.fence(fence)?;
+                Ok(data.clear(&fence.execution_id))
+            })
+            .await
+    }
+
+    async fn prune_fenced(&self, fence: &Fence, policy: &RetentionPolicy) -> Result<u64> {
+        self.meter
+            .observe("prune", async {
+                check_fence(fence)?;
+                let policy = fenced_policy(fence, policy)?;
+                self.limits.check_retention(&policy)?;
+                let mut data = self.write();
+                data.fence(fence)?;
+                Ok(data.prune(&policy))
+            })
+            .await
+    }
+
+    async fn fork_fenced(&self, fence: &Fence, checkpoint_id: &str) -> Result<Checkpoint> {
+        self.meter
+            .observe("fork", async {
+                check_fence(fence)?;
+                check_id("id", checkpoint_id)?;
+                let mut data = self.write();
+                data.fence(fence)?;
+                let source = data.get(checkpoint_id).ok_or_else(|| Error::NotFound {
+                    id: checkpoint_id.to_owned(),
+                })?;
+                if data.executions.contains_key(&fence.execution_id) {
+                    return Err(Error::Conflict {
+                        execution_id: fence.execution_id.clone(),
+                        version: 1,
+                    });
                 }
-                Ok(doomed.len() as u64)
+                let forked = source.forked_into(&fence.execution_id);
+                data.save(&forked)?;
+                Ok(forked)
             })
             .await
     }

@@ -393,10 +393,11 @@ async fn partitioned_tables_of_schema_4_move_to_the_current_schema_keeping_every
         let mut undo = format!(
             "DROP INDEX {key}; CREATE UNIQUE INDEX checkpoints_execution_id_key ON {t} \
              ({id_columns}); CREATE INDEX checkpoints_id_idx ON {t} (id); \
-             DELETE FROM {migrations} WHERE version >= 5;",
+             DELETE FROM {migrations} WHERE version >= 5; DROP TABLE {leases};",
             key = q("checkpoints_execution_id_key"),
             t = q("checkpoints"),
             migrations = q("checkpoints_migrations"),
+            leases = q("checkpoints_leases"),
         );
         if time {
             // Schema 4's foreign key from each row's start to the registry (gone at 6).
@@ -428,10 +429,15 @@ async fn partitioned_tables_of_schema_4_move_to_the_current_schema_keeping_every
         let store = PostgresStore::connect(options).await.unwrap();
         assert_eq!(
             store.migration_report().unwrap().applied,
-            [5, 6],
+            [5, 6, 7],
             "{layout}"
         );
-        assert_eq!(migration_rows(&schema).await, [3, 4, 5, 6]);
+        assert_eq!(migration_rows(&schema).await, [3, 4, 5, 6, 7]);
+        let lease = store
+            .acquire("after-upgrade", "w", std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(lease.token, 1, "schema 7 made the leases table");
         // No key ties a row to the registry any more; the registry keeps its primary key only.
         let registry_keys = texts(
             &client,

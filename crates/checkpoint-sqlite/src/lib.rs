@@ -40,6 +40,7 @@
 mod codec;
 mod commit;
 mod error;
+mod lease;
 mod options;
 mod pool;
 mod read;
@@ -48,14 +49,18 @@ mod schema;
 mod write;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use checkpoint_core::lease::{
+    check_fence, check_lease_request, check_ttl, fenced_policy, LeaseRequest,
+};
 use checkpoint_core::retention::{self, RetentionSchedule, RetentionTask};
 use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
-    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Limits, ListQuery, Page,
-    Result, RetentionPolicy, Verification,
+    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Fence, Lease, Limits,
+    ListQuery, Page, Result, RetentionPolicy, Verification,
 };
 
 pub use commit::CommitStats;
@@ -470,6 +475,195 @@ impl CheckpointStore for SqliteStore {
                     .db
                     .write(move |tx| write::fork(tx, &limits, &id, &target))
                     .await
+            })
+            .await
+    }
+
+    async fn acquire(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        self.inner
+            .meter
+            .observe("acquire", async {
+                let ttl = check_lease_request(execution_id, owner, ttl)?;
+                let (execution_id, owner) = (execution_id.to_owned(), owner.to_owned());
+                self.inner
+                    .db
+                    .write(move |tx| {
+                        let request = LeaseRequest::Acquire { owner: &owner, ttl };
+                        lease::change(tx, &execution_id, request)
+                    })
+                    .await
+            })
+            .await
+    }
+
+    async fn take_over(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        self.inner
+            .meter
+            .observe("take_over", async {
+                let ttl = check_lease_request(execution_id, owner, ttl)?;
+                let (execution_id, owner) = (execution_id.to_owned(), owner.to_owned());
+                self.inner
+                    .db
+                    .write(move |tx| {
+                        let request = LeaseRequest::TakeOver { owner: &owner, ttl };
+                        lease::change(tx, &execution_id, request)
+                    })
+                    .await
+            })
+            .await
+    }
+
+    async fn renew(&self, held: &Lease, ttl: Duration) -> Result<Lease> {
+        self.inner
+            .meter
+            .observe("renew", async {
+                check_fence(&held.fence())?;
+                let request = LeaseRequest::Renew {
+                    token: held.token,
+                    ttl: check_ttl(ttl)?,
+                };
+                let execution_id = held.execution_id.clone();
+                self.inner
+                    .db
+                    .write(move |tx| lease::change(tx, &execution_id, request))
+                    .await
+            })
+            .await
+    }
+
+    async fn release(&self, held: &Lease) -> Result<()> {
+        self.inner
+            .meter
+            .observe("release", async {
+                check_fence(&held.fence())?;
+                let request = LeaseRequest::Release { token: held.token };
+                let execution_id = held.execution_id.clone();
+                self.inner
+                    .db
+                    .write(move |tx| lease::change(tx, &execution_id, request).map(drop))
+                    .await
+            })
+            .await
+    }
+
+    async fn lease(&self, execution_id: &str) -> Result<Option<Lease>> {
+        self.inner
+            .meter
+            .observe("lease", async {
+                check_id("execution_id", execution_id)?;
+                let execution_id = execution_id.to_owned();
+                self.read(move |conn| lease::live(conn, &execution_id))
+                    .await
+            })
+            .await
+    }
+
+    async fn save_fenced(&self, fence: &Fence, checkpoint: &Checkpoint) -> Result<i64> {
+        self.inner
+            .meter
+            .observe("save", async {
+                check_fence(fence)?;
+                self.limits().check_checkpoint(checkpoint)?;
+                fence.covers(&checkpoint.execution_id)?;
+                let row = StoredRow::from_checkpoint(checkpoint)?;
+                self.fenced(fence, move |tx| write::save(tx, &row)).await
+            })
+            .await
+    }
+
+    async fn save_batch_fenced(
+        &self,
+        fence: &Fence,
+        checkpoints: &[Checkpoint],
+    ) -> Result<Vec<i64>> {
+        self.inner
+            .meter
+            .observe("save_batch", async {
+                check_fence(fence)?;
+                self.limits().check_batch(checkpoints)?;
+                checkpoints
+                    .iter()
+                    .try_for_each(|cp| fence.covers(&cp.execution_id))?;
+                let rows = checkpoints
+                    .iter()
+                    .map(StoredRow::from_checkpoint)
+                    .collect::<Result<Vec<_>>>()?;
+                self.fenced(fence, move |tx| write::save_all(tx, &rows))
+                    .await
+            })
+            .await
+    }
+
+    async fn delete_fenced(&self, fence: &Fence, id: &str) -> Result<bool> {
+        self.inner
+            .meter
+            .observe("delete", async {
+                check_fence(fence)?;
+                check_id("id", id)?;
+                let (id, execution_id) = (id.to_owned(), fence.execution_id.clone());
+                self.fenced(fence, move |tx| write::delete_in(tx, &execution_id, &id))
+                    .await
+            })
+            .await
+    }
+
+    async fn clear_fenced(&self, fence: &Fence) -> Result<u64> {
+        self.inner
+            .meter
+            .observe("clear", async {
+                check_fence(fence)?;
+                let execution_id = fence.execution_id.clone();
+                self.fenced(fence, move |tx| write::clear(tx, &execution_id))
+                    .await
+            })
+            .await
+    }
+
+    async fn prune_fenced(&self, fence: &Fence, policy: &RetentionPolicy) -> Result<u64> {
+        self.inner
+            .meter
+            .observe("prune", async {
+                check_fence(fence)?;
+                let policy = fenced_policy(fence, policy)?;
+                self.limits().check_retention(&policy)?;
+                self.fenced(fence, move |tx| write::prune(tx, &policy))
+                    .await
+            })
+            .await
+    }
+
+    async fn fork_fenced(&self, fence: &Fence, checkpoint_id: &str) -> Result<Checkpoint> {
+        self.inner
+            .meter
+            .observe("fork", async {
+                check_fence(fence)?;
+                check_id("id", checkpoint_id)?;
+                let (id, target, limits) = (
+                    checkpoint_id.to_owned(),
+                    fence.execution_id.clone(),
+                    self.limits(),
+                );
+                self.fenced(fence, move |tx| write::fork(tx, &limits, &id, &target))
+                    .await
+            })
+            .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs the write `f` in one immediate transaction after checking `fence` in it: no other
+    /// process can take the lease over between the check and the commit.
+    async fn fenced<T, F>(&self, fence: &Fence, f: F) -> Result<T>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let fence = fence.clone();
+        self.inner
+            .db
+            .write(move |tx| {
+                lease::check(tx, &fence)?;
+                f(tx)
             })
             .await
     }

@@ -50,7 +50,7 @@ pub(crate) fn to_micros(timestamp: OffsetDateTime) -> Result<i64> {
         .map_err(|_| Error::invalid("timestamp", "is outside the range SQLite stores"))
 }
 
-fn from_micros(id: &str, micros: i64) -> Result<OffsetDateTime> {
+pub(crate) fn from_micros(id: &str, micros: i64) -> Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
         .map_err(|e| corrupt(id, format!("timestamp {micros}: {e}")))
 }

@@ -12,12 +12,14 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "checkpoints table",
-    // STRICT: a value of the wrong type is refused, not silently stored as another.
-    // The unique index is the version rule: no two checkpoints of an execution share a version.
-    sql: "CREATE TABLE checkpoints (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "checkpoints table",
+        // STRICT: a value of the wrong type is refused, not silently stored as another.
+        // The unique index is the version rule: no two checkpoints of an execution share a
+        // version.
+        sql: "CREATE TABLE checkpoints (
               id           TEXT PRIMARY KEY NOT NULL,
               execution_id TEXT NOT NULL,
               version      INTEGER NOT NULL CHECK (version > 0),
@@ -29,10 +31,22 @@ const MIGRATIONS: &[Migration] = &[Migration {
           ) STRICT;
           CREATE UNIQUE INDEX checkpoints_execution_version
               ON checkpoints (execution_id, version);",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "leases table",
+        // A new table: online on a file of any size, and nothing existing changes.
+        sql: "CREATE TABLE checkpoint_leases (
+                  execution_id TEXT PRIMARY KEY NOT NULL,
+                  owner        TEXT NOT NULL,
+                  token        INTEGER NOT NULL CHECK (token > 0),
+                  expires_us   INTEGER NOT NULL
+              ) STRICT;",
+    },
+];
 
 /// The schema version this release creates and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const LEDGER: &str = "CREATE TABLE IF NOT EXISTS checkpoint_migrations (
                           version    INTEGER PRIMARY KEY NOT NULL,
@@ -127,7 +141,7 @@ mod tests {
     fn migrating_twice_applies_each_step_once() {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(version(&conn).unwrap(), None);
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2]);
         assert_eq!(migrate(&mut conn).unwrap(), Vec::<i64>::new());
         assert_eq!(version(&conn).unwrap(), Some(SCHEMA_VERSION));
     }
@@ -161,16 +175,16 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         conn.execute(
-            "INSERT INTO checkpoint_migrations VALUES (2, 'from the future', 'then')",
+            "INSERT INTO checkpoint_migrations VALUES (3, 'from the future', 'then')",
             [],
         )
         .unwrap();
         let err = migrate(&mut conn).unwrap_err();
         assert!(
-            matches!(err, SqliteError::SchemaTooNew { found: 2, known: 1 }),
+            matches!(err, SqliteError::SchemaTooNew { found: 3, known: 2 }),
             "{err}"
         );
-        assert_eq!(version(&conn).unwrap(), Some(2));
+        assert_eq!(version(&conn).unwrap(), Some(3));
     }
 
     #[test]
@@ -187,6 +201,31 @@ mod tests {
             matches!(&err, SqliteError::SchemaMismatch { version: 1, found, .. } if found == "something else"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_file_of_schema_1_gains_the_leases_table_keeping_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(LEDGER).unwrap();
+        conn.execute_batch(MIGRATIONS[0].sql).unwrap();
+        conn.execute(
+            "INSERT INTO checkpoint_migrations VALUES (1, 'checkpoints table', 'then')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO checkpoints VALUES ('a', 'e', 1, 'n', NULL, 0, '{}', x'00')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), vec![2]);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM checkpoints", [], |r| r.get(0))
+            .unwrap();
+        let leases: i64 = conn
+            .query_row("SELECT count(*) FROM checkpoint_leases", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((rows, leases), (1, 0));
     }
 
     #[test]

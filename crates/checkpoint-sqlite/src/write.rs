@@ -91,6 +91,14 @@ pub(crate) fn delete(conn: &Connection, id: &str) -> Result<bool> {
         .map_err(driver)
 }
 
+/// Removes checkpoint `id` only if it is of `execution_id`.
+pub(crate) fn delete_in(conn: &Connection, execution_id: &str, id: &str) -> Result<bool> {
+    conn.prepare_cached("DELETE FROM checkpoints WHERE id = ?1 AND execution_id = ?2")
+        .and_then(|mut s| s.execute([id, execution_id]))
+        .map(|n| n > 0)
+        .map_err(driver)
+}
+
 pub(crate) fn clear(conn: &Connection, execution_id: &str) -> Result<u64> {
     conn.prepare_cached("DELETE FROM checkpoints WHERE execution_id = ?1")
         .and_then(|mut s| s.execute([execution_id]))

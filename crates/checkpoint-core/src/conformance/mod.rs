@@ -27,6 +27,7 @@ pub mod concurrency;
 pub mod executions;
 pub mod fork;
 pub mod history;
+pub mod lease;
 pub mod model;
 pub mod page;
 pub mod prune;
@@ -172,6 +173,21 @@ macro_rules! conformance_tests {
             history::history_clear_then_grow_again,
             history::history_racing_appenders_read_back_whole,
             history::history_states_differing_by_one_edge_number_read_back_exactly,
+            lease::lease_first_holder_gets_token_one_and_others_are_refused,
+            lease::lease_expired_is_taken_over_with_a_higher_token,
+            lease::lease_covers_one_execution,
+            lease::lease_renew_extends_and_a_lost_lease_cannot_renew,
+            lease::lease_expired_but_not_taken_over_renews,
+            lease::lease_release_frees_the_execution,
+            lease::lease_take_over_breaks_a_live_lease,
+            lease::fenced_writes_with_the_current_token_act_as_unfenced,
+            lease::fenced_writes_with_a_lost_token_change_nothing,
+            lease::fenced_write_without_a_lease_is_refused,
+            lease::fenced_writes_stay_in_their_execution,
+            lease::unfenced_writes_ignore_leases,
+            lease::lease_input_is_checked,
+            lease::lease_racing_acquirers_one_wins,
+            lease::fenced_saves_racing_a_takeover_never_land_after_it,
         }
     };
 }

@@ -100,7 +100,43 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
                       statements (the plain table changes nothing)",
         sql: "SELECT 1;",
     },
+    LEASES,
 ];
+
+/// Schema 7 of every layout but the distributed one: the table of leases, one row per
+/// execution that ever had one (a new table: online on a checkpoint table of any size).
+const LEASES: Migration = Migration {
+    version: 7,
+    description: "leases with fencing tokens, one row per execution",
+    sql: "CREATE TABLE IF NOT EXISTS {leases} (
+            execution_id TEXT COLLATE \"C\" PRIMARY KEY,
+            owner TEXT NOT NULL,
+            token BIGINT NOT NULL CHECK (token > 0),
+            expires_at TIMESTAMPTZ NOT NULL
+          );",
+};
+
+/// Schema 7 of the distributed layout: the table of leases, distributed by `execution_id`
+/// and co-located with the checkpoint table under Citus, so a fenced write's check and its
+/// write go to one shard group.
+const DISTRIBUTED_LEASES: Migration = Migration {
+    version: 7,
+    description: "leases with fencing tokens, distributed with the checkpoint table",
+    sql: "CREATE TABLE IF NOT EXISTS {leases} (
+            execution_id TEXT COLLATE \"C\" PRIMARY KEY,
+            owner TEXT NOT NULL,
+            token BIGINT NOT NULL CHECK (token > 0),
+            expires_at TIMESTAMPTZ NOT NULL
+          );
+          DO $distribute$
+          BEGIN
+            IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+              PERFORM create_distributed_table('{leases_text}', 'execution_id',
+                                               colocate_with => '{table_text}');
+            END IF;
+          END
+          $distribute$;",
+};
 
 /// Schema 6 of the layouts other than the time-partitioned one: nothing changes.
 const NOTHING_AT_6: Migration = Migration {
@@ -239,8 +275,13 @@ const TIME_ID_FIRST: Migration = Migration {
 /// Schema 3 kept an id unique across partitions through a trigger (an advisory lock and a probe
 /// of every partition per row); schema 4 drops it ([`DROP_ID_GUARD`]). The partitions
 /// themselves are created after the last step, as many as the layout names.
-pub(crate) const HASH_MIGRATIONS: &[Migration] =
-    &[HASH_TABLE, DROP_ID_GUARD, HASH_LEAF_KEYS, NOTHING_AT_6];
+pub(crate) const HASH_MIGRATIONS: &[Migration] = &[
+    HASH_TABLE,
+    DROP_ID_GUARD,
+    HASH_LEAF_KEYS,
+    NOTHING_AT_6,
+    LEASES,
+];
 
 const HASH_TABLE: Migration = Migration {
     version: 3,
@@ -377,6 +418,7 @@ macro_rules! time_migrations {
             TIME_ID_SCOPE,
             TIME_ID_FIRST,
             TIME_START_CHECKED,
+            LEASES,
         ]
     };
 }
@@ -388,8 +430,12 @@ const TIME_MIGRATIONS_MONTH: &[Migration] = time_migrations!("month");
 /// The distributed layout ([`TableLayout::Distributed`]), one step at schema 4: a table keyed by
 /// `execution_id` in every index, distributed by it when the `citus` extension is present
 /// (from the coordinator, which keeps the migration record as a local table).
-pub(crate) const DISTRIBUTED_MIGRATIONS: &[Migration] =
-    &[DISTRIBUTED_TABLE, DISTRIBUTED_SAME, NOTHING_AT_6];
+pub(crate) const DISTRIBUTED_MIGRATIONS: &[Migration] = &[
+    DISTRIBUTED_TABLE,
+    DISTRIBUTED_SAME,
+    NOTHING_AT_6,
+    DISTRIBUTED_LEASES,
+];
 
 /// Schema 5 of the distributed layout: nothing changes (its table is not partitioned; Citus
 /// keeps its primary key as made).
@@ -504,6 +550,8 @@ pub(crate) fn render(migration: &Migration, table: &TableName) -> String {
         .replace("{id_index}", &format!("\"{}\"", table.derived("id_idx")))
         .replace("{id_guard}", &table.qualify(&table.derived("id_guard")))
         .replace("{executions}", &table.qualify(&table.executions_table()))
+        .replace("{leases}", &table.qualify(&table.leases_table()))
+        .replace("{leases_text}", &table.qualify(&table.leases_table()))
         .replace(
             "{executions_started}",
             &format!("\"{}\"", table.derived("started_idx")),
@@ -678,6 +726,36 @@ mod tests {
             "month",
             6,
             "b78fdb737d2a8e73447861a4963b200206aca62d1edb82b4d43a490c1ab6c8bd",
+        ),
+        (
+            "plain",
+            7,
+            "f271c0626533532e17c1288801fe69beb6cb909e225c22e335f3f36c12af43ec",
+        ),
+        (
+            "hash",
+            7,
+            "f271c0626533532e17c1288801fe69beb6cb909e225c22e335f3f36c12af43ec",
+        ),
+        (
+            "day",
+            7,
+            "f271c0626533532e17c1288801fe69beb6cb909e225c22e335f3f36c12af43ec",
+        ),
+        (
+            "week",
+            7,
+            "f271c0626533532e17c1288801fe69beb6cb909e225c22e335f3f36c12af43ec",
+        ),
+        (
+            "month",
+            7,
+            "f271c0626533532e17c1288801fe69beb6cb909e225c22e335f3f36c12af43ec",
+        ),
+        (
+            "distributed",
+            7,
+            "462a453a025a30f9e50314b598bfc60a48d8658c1d34c040bb0f577926e400e4",
         ),
         (
             "distributed",

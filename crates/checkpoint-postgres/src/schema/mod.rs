@@ -8,6 +8,7 @@
 
 pub(crate) mod constraints;
 pub(crate) mod layout;
+pub(crate) mod leases;
 pub(crate) mod migrations;
 pub(crate) mod statements;
 pub(crate) mod table;

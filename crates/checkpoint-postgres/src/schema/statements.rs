@@ -9,6 +9,7 @@ use tokio_postgres::types::Type;
 
 use crate::pool::Sql;
 use crate::schema::layout::TableLayout;
+use crate::schema::leases::LeaseStatements;
 use crate::schema::table::TableName;
 
 /// The columns in the order every read decodes them.
@@ -56,6 +57,8 @@ pub struct Statements {
     pub fork: Sql,
     pub fork_insert: Sql,
     pub fork_source: Sql,
+    /// The statements of leases.
+    pub leases: LeaseStatements,
 }
 
 /// What a time-partitioned layout adds to statements: the start every insert writes, and the
@@ -487,6 +490,9 @@ impl Statements {
             ("fork_insert", &self.fork_insert),
             ("fork_source", &self.fork_source),
         ]
+        .into_iter()
+        .chain(self.leases.all())
+        .collect()
     }
 
     /// Builds the statements for `table`.
@@ -847,6 +853,7 @@ impl Statements {
                 format!("SELECT base_version IS NOT NULL FROM {t} WHERE id = $1"),
                 &[Type::TEXT],
             ),
+            leases: LeaseStatements::new(table),
         }
     }
 }
@@ -996,7 +1003,12 @@ mod tests {
             } else {
                 assert_eq!(highest, sql.types.len(), "{}", sql.text);
             }
-            assert!(sql.text.contains("\"s\".\"cp\""));
+            let table = match name {
+                "lease_now" => continue,
+                lease if lease.starts_with("lease_") => "\"s\".\"cp_leases\"",
+                _ => "\"s\".\"cp\"",
+            };
+            assert!(sql.text.contains(table), "{name}: {}", sql.text);
         }
     }
 }

@@ -133,6 +133,11 @@ impl TableName {
         self.derived("executions")
     }
 
+    /// The table of each execution's lease, on every layout.
+    pub fn leases_table(&self) -> String {
+        self.derived("leases")
+    }
+
     /// The quoted, qualified function an insert calls for its execution's start (recording it
     /// on the execution's first save), of a time-partitioned layout.
     pub fn start_function(&self) -> String {
@@ -226,6 +231,7 @@ mod tests {
                         table.derived("start"),
                         table.derived("started"),
                         table.derived("started_idx"),
+                        table.leases_table(),
                     ];
                     assert!(
                         names.iter().all(|n| n.len() <= MAX_IDENTIFIER_BYTES),
@@ -234,7 +240,7 @@ mod tests {
                     assert_eq!(table.migrations_table(), format!("{name}_migrations"));
                     names.sort();
                     names.dedup();
-                    assert_eq!(names.len(), 12, "derived names collide at {len}: {names:?}");
+                    assert_eq!(names.len(), 13, "derived names collide at {len}: {names:?}");
                 }
                 Err(err) => {
                     assert!(len > MAX_TABLE_BYTES, "{len}: {err}");

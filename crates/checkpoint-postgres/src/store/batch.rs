@@ -225,7 +225,7 @@ pub(crate) async fn save_one_by_one(
     finish(tx, outcome).await
 }
 
-async fn write_one_by_one(
+pub(crate) async fn write_one_by_one(
     store: &PostgresStore,
     tx: &mut dyn DbTransaction,
     items: &[Checkpoint],

@@ -3,13 +3,17 @@
 //! writer in `group`, `partitions`, `reencrypt`, `verify`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use checkpoint_core::lease::{
+    check_fence, check_lease_request, check_ttl, fenced_policy, LeaseRequest,
+};
 use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
-    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, IdScope, Limits,
-    ListQuery, Page, Result, RetentionPolicy, Verification,
+    Checkpoint, CheckpointStore, Error, ExecutionQuery, ExecutionSummary, Fence, IdScope, Lease,
+    Limits, ListQuery, Page, Result, RetentionPolicy, Verification,
 };
 use tracing::instrument;
 
@@ -24,6 +28,7 @@ use crate::{
 pub(crate) mod batch;
 pub(crate) mod floors;
 pub(crate) mod group;
+pub(crate) mod lease;
 pub(crate) mod leaves;
 pub(crate) mod notify;
 pub(crate) mod partitions;
@@ -607,6 +612,130 @@ impl CheckpointStore for PostgresStore {
             let forked = read::fork(self, checkpoint_id, new_execution_id).await?;
             self.announce([new_execution_id]).await;
             Ok(forked)
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn acquire(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        self.observe("acquire", async {
+            let ttl = check_lease_request(execution_id, owner, ttl)?;
+            lease::change(self, execution_id, LeaseRequest::Acquire { owner, ttl }).await
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn take_over(&self, execution_id: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        self.observe("take_over", async {
+            let ttl = check_lease_request(execution_id, owner, ttl)?;
+            lease::change(self, execution_id, LeaseRequest::TakeOver { owner, ttl }).await
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn renew(&self, held: &Lease, ttl: Duration) -> Result<Lease> {
+        self.observe("renew", async {
+            check_fence(&held.fence())?;
+            let request = LeaseRequest::Renew {
+                token: held.token,
+                ttl: check_ttl(ttl)?,
+            };
+            lease::change(self, &held.execution_id, request).await
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn release(&self, held: &Lease) -> Result<()> {
+        self.observe("release", async {
+            check_fence(&held.fence())?;
+            let request = LeaseRequest::Release { token: held.token };
+            lease::change(self, &held.execution_id, request)
+                .await
+                .map(drop)
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn lease(&self, execution_id: &str) -> Result<Option<Lease>> {
+        self.observe("lease", async {
+            check_id("execution_id", execution_id)?;
+            lease::live(self, execution_id).await
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(id = %checkpoint.id, execution_id = %checkpoint.execution_id))]
+    async fn save_fenced(&self, fence: &Fence, checkpoint: &Checkpoint) -> Result<i64> {
+        self.observe("save", async {
+            check_fence(fence)?;
+            self.limits.check_checkpoint(checkpoint)?;
+            fence.covers(&checkpoint.execution_id)?;
+            lease::save(self, fence, checkpoint).await
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip_all, fields(items = checkpoints.len()))]
+    async fn save_batch_fenced(
+        &self,
+        fence: &Fence,
+        checkpoints: &[Checkpoint],
+    ) -> Result<Vec<i64>> {
+        self.observe("save_batch", async {
+            check_fence(fence)?;
+            self.limits.check_batch(checkpoints)?;
+            checkpoints
+                .iter()
+                .try_for_each(|cp| fence.covers(&cp.execution_id))?;
+            lease::save_batch(self, fence, checkpoints).await
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn delete_fenced(&self, fence: &Fence, id: &str) -> Result<bool> {
+        self.observe("delete", async {
+            check_fence(fence)?;
+            check_id("id", id)?;
+            let delete = lease::Delete {
+                execution_id: &fence.execution_id,
+                id,
+            };
+            lease::fenced(self, "delete", fence, &delete).await
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn clear_fenced(&self, fence: &Fence) -> Result<u64> {
+        self.observe("clear", async {
+            check_fence(fence)?;
+            lease::clear(self, fence).await
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn prune_fenced(&self, fence: &Fence, policy: &RetentionPolicy) -> Result<u64> {
+        self.observe("prune", async {
+            check_fence(fence)?;
+            let policy = fenced_policy(fence, policy)?;
+            self.limits.check_retention(&policy)?;
+            lease::prune(self, fence, &policy).await
+        })
+        .await
+    }
+
+    #[instrument(level = "debug", skip(self))]
+    async fn fork_fenced(&self, fence: &Fence, checkpoint_id: &str) -> Result<Checkpoint> {
+        self.observe("fork", async {
+            check_fence(fence)?;
+            check_id("id", checkpoint_id)?;
+            lease::fork(self, fence, checkpoint_id).await
         })
         .await
     }

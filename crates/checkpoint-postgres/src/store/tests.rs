@@ -556,6 +556,8 @@ async fn migration_runs_under_the_advisory_lock_in_one_transaction() {
         .reply(Reply::Affected(1))
         .reply(Reply::Affected(1))
         .reply(Reply::Affected(1))
+        .reply(Reply::Affected(1))
+        .reply(Reply::Affected(1))
         .reply(Reply::Affected(1));
     let store = PostgresStore::with_pool(pool.clone(), &options().auto_migrate(true))
         .await
@@ -570,7 +572,7 @@ async fn migration_runs_under_the_advisory_lock_in_one_transaction() {
         .any(|s| s.contains("CREATE TABLE IF NOT EXISTS \"checkpoints\"")));
     assert_eq!(store.table().table(), "checkpoints");
     let report = store.migration_report().expect("connect migrated");
-    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(report.applied, vec![1, 2, 3, 4, 5, 6, 7]);
     assert!(!report.adopted_reference_table);
 }
 

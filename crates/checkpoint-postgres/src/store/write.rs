@@ -224,7 +224,7 @@ pub(crate) async fn save_encoded(
 
 /// A save stored at `version`: remembered as the next delta's base, counted, and its
 /// version kept as the execution's floor.
-fn acknowledged(
+pub(crate) fn acknowledged(
     store: &PostgresStore,
     checkpoint: &Checkpoint,
     encoded: &Encoded<'_>,
@@ -378,7 +378,7 @@ pub(crate) async fn delete(store: &PostgresStore, id: &str) -> Result<bool> {
     }
 }
 
-async fn delete_in_tx(
+pub(crate) async fn delete_in_tx(
     store: &PostgresStore,
     tx: &mut dyn DbTransaction,
     id: &str,
@@ -477,7 +477,7 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
     })
 }
 
-async fn prune_in_tx(
+pub(crate) async fn prune_in_tx(
     store: &PostgresStore,
     tx: &mut dyn DbTransaction,
     execution: Option<&str>,

@@ -1,0 +1,386 @@
+//! Leases and fenced writes ([`checkpoint_core::lease`]) on `<table>_leases`.
+//!
+//! A lease change is one transaction: lock the execution's row, apply
+//! [`next_lease`] by the server's clock (`now()`), write the result. A fenced write is one
+//! transaction too: read the execution's lease row with a share lock, refuse the write unless
+//! its token is current, then write by the careful path (the one a save takes when its id
+//! exists: whole states, rows built on a replaced one rewritten first). The share lock makes a
+//! takeover wait for every write already checked, and every write checked after the takeover
+//! commits sees the new token, so no write with an old token lands after a new holder's.
+//! Fenced saves do not join group commit.
+
+use std::future::Future;
+
+use checkpoint_core::lease::{next_lease, LeaseRequest};
+use checkpoint_core::{Checkpoint, Error, Fence, Lease, Result, RetentionPolicy};
+use time::OffsetDateTime;
+
+use crate::pool::{DbTransaction, Param};
+use crate::store::write::{
+    acknowledged, delete_in_tx, finish, is_base_violation, prune_in_tx, save_in_tx, SaveArgs,
+};
+use crate::store::{append_backoff, batch, contended, partitions, read, MAX_APPEND_ATTEMPTS};
+use crate::PostgresStore;
+
+/// How often a lease change that met another writer making the execution's first lease row
+/// starts again: the second attempt finds the row and waits for its lock.
+const MAX_LEASE_ATTEMPTS: usize = 4;
+
+/// Applies `request` to the lease of `execution_id` and returns the lease as stored.
+pub(crate) async fn change(
+    store: &PostgresStore,
+    execution_id: &str,
+    request: LeaseRequest<'_>,
+) -> Result<Lease> {
+    for _ in 0..MAX_LEASE_ATTEMPTS {
+        let outcome = store
+            .retry
+            .run(&store.meter, "lease", || async {
+                let mut tx = store.pool.begin().await?;
+                let outcome = change_in_tx(store, tx.as_mut(), execution_id, request).await;
+                finish(tx, outcome).await
+            })
+            .await?;
+        if let Some(lease) = outcome {
+            return Ok(lease);
+        }
+    }
+    Err(Error::Backend {
+        message: format!(
+            "gave up changing the lease of execution {execution_id} after \
+             {MAX_LEASE_ATTEMPTS} attempts"
+        ),
+        retryable: true,
+        source: "the lease row kept appearing under a concurrent writer".into(),
+    })
+}
+
+/// `None` when another writer made the execution's first lease row meanwhile.
+async fn change_in_tx(
+    store: &PostgresStore,
+    tx: &mut dyn DbTransaction,
+    execution_id: &str,
+    request: LeaseRequest<'_>,
+) -> Result<Option<Lease>> {
+    let sql = &store.sql.leases;
+    let locked = tx.query(&sql.lock, &[&execution_id]).await?;
+    let (current, now) = match locked.first() {
+        Some(row) => (
+            Some(Lease::new(
+                execution_id,
+                row.text(0)?,
+                row.int(1)?,
+                row.timestamp(2)?,
+            )),
+            row.timestamp(3)?,
+        ),
+        None => (None, server_now(tx, store).await?),
+    };
+    let lease = next_lease(execution_id, current.as_ref(), request, now)?;
+    let params: [Param<'_>; 4] = [&execution_id, &lease.owner, &lease.token, &lease.expires_at];
+    if current.is_some() {
+        tx.execute(&sql.update, &params).await?;
+        Ok(Some(lease))
+    } else if tx.execute(&sql.insert, &params).await? == 1 {
+        Ok(Some(lease))
+    } else {
+        Ok(None)
+    }
+}
+
+async fn server_now(tx: &mut dyn DbTransaction, store: &PostgresStore) -> Result<OffsetDateTime> {
+    let rows = tx.query(&store.sql.leases.now, &[]).await?;
+    let row = rows.first().ok_or_else(|| Error::Backend {
+        message: "SELECT now() returned no row".into(),
+        retryable: false,
+        source: "the server answered nothing".into(),
+    })?;
+    Ok(row.timestamp(0)?)
+}
+
+/// The unexpired lease of `execution_id`, by the server's clock.
+pub(crate) async fn live(store: &PostgresStore, execution_id: &str) -> Result<Option<Lease>> {
+    let rows = store
+        .query("lease", &store.sql.leases.live, &[&execution_id])
+        .await?;
+    rows.first()
+        .map(|row| {
+            Ok(Lease::new(
+                execution_id,
+                row.text(0)?,
+                row.int(1)?,
+                row.timestamp(2)?,
+            ))
+        })
+        .transpose()
+}
+
+/// `save_fenced`, input checked: the careful path under the fence.
+pub(crate) async fn save(
+    store: &PostgresStore,
+    fence: &Fence,
+    checkpoint: &Checkpoint,
+) -> Result<i64> {
+    partitions::upkeep(store).await;
+    let encoded = store.encoder.encode(checkpoint, true)?;
+    let save = Save {
+        checkpoint,
+        args: SaveArgs::new(store, checkpoint, encoded),
+    };
+    let version = fenced(store, "save", fence, &save).await?;
+    let version = save.acknowledged(store, version)?;
+    store.announce([checkpoint.execution_id.as_str()]).await;
+    Ok(version)
+}
+
+/// `save_batch_fenced`, input checked: the batch's replay (one save after another, in one
+/// transaction) under the fence.
+pub(crate) async fn save_batch(
+    store: &PostgresStore,
+    fence: &Fence,
+    checkpoints: &[Checkpoint],
+) -> Result<Vec<i64>> {
+    // What the encoding refuses is refused before anything is written.
+    for checkpoint in checkpoints {
+        store.encoder.admit(checkpoint)?;
+    }
+    partitions::upkeep(store).await;
+    let versions = fenced(store, "save_batch", fence, &Batch(checkpoints)).await?;
+    let versions = store.saved_all(checkpoints, versions);
+    store.announce([fence.execution_id.as_str()]).await;
+    Ok(versions)
+}
+
+/// `clear_fenced`: the fenced execution's rows, forgotten by the caches first.
+pub(crate) async fn clear(store: &PostgresStore, fence: &Fence) -> Result<u64> {
+    store.encoder.cache.forget(&fence.execution_id);
+    store.forget_floors(Some(&fence.execution_id));
+    fenced(store, "clear", fence, &Clear(&fence.execution_id)).await
+}
+
+/// `prune_fenced`, `policy` checked and scoped to the fenced execution.
+pub(crate) async fn prune(
+    store: &PostgresStore,
+    fence: &Fence,
+    policy: &RetentionPolicy,
+) -> Result<u64> {
+    store.forget_floors(Some(&fence.execution_id));
+    let prune = Prune {
+        execution_id: &fence.execution_id,
+        // Validated to fit in i64.
+        keep: i64::try_from(policy.keep_last.unwrap_or(0)).unwrap_or(i64::MAX),
+        cutoff: policy.cutoff(OffsetDateTime::now_utc()),
+    };
+    fenced(store, "prune", fence, &prune).await
+}
+
+/// `fork_fenced`: the source read as `load` reads it (a fan-out where ids are unique per
+/// execution), its copy saved whole as version 1 of the fenced execution.
+pub(crate) async fn fork(
+    store: &PostgresStore,
+    fence: &Fence,
+    checkpoint_id: &str,
+) -> Result<Checkpoint> {
+    partitions::upkeep(store).await;
+    let forked = read::load(store, checkpoint_id)
+        .await?
+        .forked_into(&fence.execution_id);
+    let encoded = store.encoder.encode(&forked, true)?;
+    let fork = Fork(Save {
+        checkpoint: &forked,
+        args: SaveArgs::new(store, &forked, encoded),
+    });
+    let version = fenced(store, "fork", fence, &fork).await?;
+    fork.0.acknowledged(store, version)?;
+    store.announce([fence.execution_id.as_str()]).await;
+    Ok(forked)
+}
+
+/// A write a fenced transaction makes after its fence holds: `None` when it lost a race it
+/// should start again from (an append's next version, a delta added on a row it removes).
+pub(crate) trait FencedWrite: Sync {
+    type Output: Send;
+
+    fn write<'a>(
+        &'a self,
+        store: &'a PostgresStore,
+        tx: &'a mut dyn DbTransaction,
+    ) -> impl Future<Output = Result<Option<Self::Output>>> + Send + 'a;
+}
+
+/// Runs `write` in one transaction after checking `fence` in it, starting again when it lost
+/// a race, and retrying transient failures as every write does.
+pub(crate) async fn fenced<W: FencedWrite>(
+    store: &PostgresStore,
+    operation: &'static str,
+    fence: &Fence,
+    write: &W,
+) -> Result<W::Output> {
+    for attempt in 0..MAX_APPEND_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(append_backoff(attempt)).await;
+        }
+        let outcome = store
+            .retry
+            .run(&store.meter, operation, || async {
+                let mut tx = store.pool.begin().await?;
+                let outcome = match check(store, tx.as_mut(), fence).await {
+                    Ok(()) => write.write(store, tx.as_mut()).await,
+                    Err(err) => Err(err),
+                };
+                finish(tx, outcome).await
+            })
+            .await?;
+        if let Some(output) = outcome {
+            return Ok(output);
+        }
+    }
+    Err(contended(&fence.execution_id))
+}
+
+/// Refuses the transaction's write unless `fence` holds its execution's current token; the
+/// share lock it takes keeps that so until the transaction ends.
+async fn check(store: &PostgresStore, tx: &mut dyn DbTransaction, fence: &Fence) -> Result<()> {
+    let rows = tx
+        .query(&store.sql.leases.fence, &[&fence.execution_id])
+        .await?;
+    let current = rows
+        .first()
+        .map(|row| Ok::<_, Error>((row.text(0)?, row.int(1)?)))
+        .transpose()?;
+    fence.check(current)
+}
+
+/// A save, whole state, by the careful path.
+struct Save<'c> {
+    checkpoint: &'c Checkpoint,
+    args: SaveArgs<'c>,
+}
+
+impl FencedWrite for Save<'_> {
+    type Output = i64;
+
+    fn write<'a>(
+        &'a self,
+        store: &'a PostgresStore,
+        tx: &'a mut dyn DbTransaction,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send + 'a {
+        save_in_tx(store, tx, self.checkpoint, &self.args)
+    }
+}
+
+impl Save<'_> {
+    /// The save's version, counted and remembered as the save of this path is.
+    fn acknowledged(&self, store: &PostgresStore, version: i64) -> Result<i64> {
+        acknowledged(store, self.checkpoint, &self.args.encoded, version)
+    }
+}
+
+/// A batch, item by item in order.
+struct Batch<'c>(&'c [Checkpoint]);
+
+impl FencedWrite for Batch<'_> {
+    type Output = Vec<i64>;
+
+    fn write<'a>(
+        &'a self,
+        store: &'a PostgresStore,
+        tx: &'a mut dyn DbTransaction,
+    ) -> impl Future<Output = Result<Option<Vec<i64>>>> + Send + 'a {
+        batch::write_one_by_one(store, tx, self.0)
+    }
+}
+
+/// A delete of checkpoint `id` if it is of `execution_id`.
+pub(crate) struct Delete<'c> {
+    pub(crate) execution_id: &'c str,
+    pub(crate) id: &'c str,
+}
+
+impl FencedWrite for Delete<'_> {
+    type Output = bool;
+
+    async fn write(
+        &self,
+        store: &PostgresStore,
+        tx: &mut dyn DbTransaction,
+    ) -> Result<Option<bool>> {
+        let execution = Some(self.execution_id);
+        let locked = tx
+            .query(&store.sql.lock_row, &[&self.id, &execution])
+            .await?;
+        // On the plain table ids are global and the lock reads the id in any execution.
+        match locked.first().map(|row| row.text(0)).transpose()? {
+            Some(holder) if holder == self.execution_id => {
+                delete_in_tx(store, tx, self.id, execution).await.map(Some)
+            }
+            _ => Ok(Some(false)),
+        }
+    }
+}
+
+/// A clear of `execution_id`.
+struct Clear<'c>(&'c str);
+
+impl FencedWrite for Clear<'_> {
+    type Output = u64;
+
+    async fn write(
+        &self,
+        store: &PostgresStore,
+        tx: &mut dyn DbTransaction,
+    ) -> Result<Option<u64>> {
+        match tx.execute(&store.sql.clear, &[&self.0]).await {
+            Ok(removed) => Ok(Some(removed)),
+            // A delta added meanwhile on a row this clear removes: start again.
+            Err(e) if store.constraints.is_base_violation(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A prune of `execution_id`.
+struct Prune<'c> {
+    execution_id: &'c str,
+    keep: i64,
+    cutoff: Option<OffsetDateTime>,
+}
+
+impl FencedWrite for Prune<'_> {
+    type Output = u64;
+
+    async fn write(
+        &self,
+        store: &PostgresStore,
+        tx: &mut dyn DbTransaction,
+    ) -> Result<Option<u64>> {
+        let execution = Some(self.execution_id);
+        match prune_in_tx(store, tx, execution, self.keep, self.cutoff).await {
+            Ok(removed) => Ok(Some(removed)),
+            Err(e) if is_base_violation(store, &e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A fork: the copy saved as version 1 of its execution, which must have no checkpoint.
+struct Fork<'c>(Save<'c>);
+
+impl FencedWrite for Fork<'_> {
+    type Output = i64;
+
+    async fn write(
+        &self,
+        store: &PostgresStore,
+        tx: &mut dyn DbTransaction,
+    ) -> Result<Option<i64>> {
+        let execution = &self.0.checkpoint.execution_id;
+        if !tx.query(&store.sql.latest, &[execution]).await?.is_empty() {
+            return Err(Error::Conflict {
+                execution_id: execution.clone(),
+                version: 1,
+            });
+        }
+        self.0.write(store, tx).await
+    }
+}
