@@ -270,6 +270,16 @@ pub fn next_lease(
     }
 }
 
+/// Checks that every checkpoint of a fenced batch is of the fenced execution.
+///
+/// # Errors
+/// [`Error::InvalidInput`] on `execution_id` for the first that is not.
+pub fn check_fenced_batch(fence: &Fence, checkpoints: &[crate::Checkpoint]) -> Result<()> {
+    checkpoints
+        .iter()
+        .try_for_each(|checkpoint| fence.covers(&checkpoint.execution_id))
+}
+
 /// The input rules of [`acquire`](crate::CheckpointStore::acquire) and
 /// [`take_over`](crate::CheckpointStore::take_over): ids as everywhere, a time to live from
 /// [`MIN_LEASE_TTL`] to [`MAX_LEASE_TTL`]. Returns the time to live in whole microseconds,

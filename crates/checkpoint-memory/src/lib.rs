@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_core::lease::{
-    check_fence, check_lease_request, check_ttl, fenced_policy, next_lease, LeaseRequest,
+    check_fence, check_fenced_batch, check_lease_request, check_ttl, fenced_policy, next_lease,
+    LeaseRequest,
 };
 use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
@@ -509,9 +510,7 @@ impl CheckpointStore for MemoryStore {
             .observe("save_batch", async {
                 check_fence(fence)?;
                 self.limits.check_batch(checkpoints)?;
-                checkpoints
-                    .iter()
-                    .try_for_each(|cp| fence.covers(&cp.execution_id))?;
+                check_fenced_batch(fence, checkpoints)?;
                 let mut data = self.write();
                 data.fence(fence)?;
                 data.save_batch(checkpoints)

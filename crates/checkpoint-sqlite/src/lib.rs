@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_core::lease::{
-    check_fence, check_lease_request, check_ttl, fenced_policy, LeaseRequest,
+    check_fence, check_fenced_batch, check_lease_request, check_ttl, fenced_policy, LeaseRequest,
 };
 use checkpoint_core::retention::{self, RetentionSchedule, RetentionTask};
 use checkpoint_core::telemetry::{Meter, System};
@@ -581,9 +581,7 @@ impl CheckpointStore for SqliteStore {
             .observe("save_batch", async {
                 check_fence(fence)?;
                 self.limits().check_batch(checkpoints)?;
-                checkpoints
-                    .iter()
-                    .try_for_each(|cp| fence.covers(&cp.execution_id))?;
+                check_fenced_batch(fence, checkpoints)?;
                 let rows = checkpoints
                     .iter()
                     .map(StoredRow::from_checkpoint)

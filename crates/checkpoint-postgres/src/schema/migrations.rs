@@ -103,17 +103,24 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     LEASES,
 ];
 
+/// The table of leases as schema 7 makes it, part of each step's text (so of its checksum).
+macro_rules! leases_table {
+    () => {
+        "CREATE TABLE IF NOT EXISTS {leases} (
+            execution_id TEXT COLLATE \"C\" PRIMARY KEY,
+            owner TEXT NOT NULL,
+            token BIGINT NOT NULL CHECK (token > 0),
+            expires_at TIMESTAMPTZ NOT NULL
+          );"
+    };
+}
+
 /// Schema 7 of every layout but the distributed one: the table of leases, one row per
 /// execution that ever had one (a new table: online on a checkpoint table of any size).
 const LEASES: Migration = Migration {
     version: 7,
     description: "leases with fencing tokens, one row per execution",
-    sql: "CREATE TABLE IF NOT EXISTS {leases} (
-            execution_id TEXT COLLATE \"C\" PRIMARY KEY,
-            owner TEXT NOT NULL,
-            token BIGINT NOT NULL CHECK (token > 0),
-            expires_at TIMESTAMPTZ NOT NULL
-          );",
+    sql: leases_table!(),
 };
 
 /// Schema 7 of the distributed layout: the table of leases, distributed by `execution_id`
@@ -122,12 +129,9 @@ const LEASES: Migration = Migration {
 const DISTRIBUTED_LEASES: Migration = Migration {
     version: 7,
     description: "leases with fencing tokens, distributed with the checkpoint table",
-    sql: "CREATE TABLE IF NOT EXISTS {leases} (
-            execution_id TEXT COLLATE \"C\" PRIMARY KEY,
-            owner TEXT NOT NULL,
-            token BIGINT NOT NULL CHECK (token > 0),
-            expires_at TIMESTAMPTZ NOT NULL
-          );
+    sql: concat!(
+        leases_table!(),
+        "
           DO $distribute$
           BEGIN
             IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
@@ -135,7 +139,8 @@ const DISTRIBUTED_LEASES: Migration = Migration {
                                                colocate_with => '{table_text}');
             END IF;
           END
-          $distribute$;",
+          $distribute$;"
+    ),
 };
 
 /// Schema 6 of the layouts other than the time-partitioned one: nothing changes.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_core::lease::{
-    check_fence, check_lease_request, check_ttl, fenced_policy, LeaseRequest,
+    check_fence, check_fenced_batch, check_lease_request, check_ttl, fenced_policy, LeaseRequest,
 };
 use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
@@ -688,9 +688,7 @@ impl CheckpointStore for PostgresStore {
         self.observe("save_batch", async {
             check_fence(fence)?;
             self.limits.check_batch(checkpoints)?;
-            checkpoints
-                .iter()
-                .try_for_each(|cp| fence.covers(&cp.execution_id))?;
+            check_fenced_batch(fence, checkpoints)?;
             lease::save_batch(self, fence, checkpoints).await
         })
         .await
