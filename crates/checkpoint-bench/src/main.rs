@@ -265,6 +265,25 @@ async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resul
         );
     }
 
+    for tasks in [1, 16] {
+        let (plain, leased) = bench.save_leased(tasks).await?;
+        report.row(
+            &format!("save_unleased_{tasks}"),
+            &format!("save, {tasks} task(s), no lease (beside the leased rounds)"),
+            &plain,
+        );
+        report.row(
+            &format!("save_leased_{tasks}"),
+            &format!("save, {tasks} task(s), each save fenced by a lease"),
+            &leased,
+        );
+        report.value(
+            &format!("ratio_leased_vs_unleased_{tasks}"),
+            &format!("ratio: leased / unleased saves, {tasks} task(s)"),
+            leased.per_second / plain.per_second,
+        );
+    }
+
     let jsonb = Setup {
         encoding: StateEncoding::Jsonb,
         ..on

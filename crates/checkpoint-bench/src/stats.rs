@@ -180,16 +180,36 @@ where
     S: checkpoint_core::CheckpointStore + Clone + 'static,
     F: Fn(usize, usize) -> checkpoint_core::Checkpoint + Clone + Send + Sync + 'static,
 {
+    fenced_saves_from_tasks(store, tasks, budget, None, checkpoint).await
+}
+
+/// [`save_from_tasks`], each task's saves fenced by `fences[task]` when `fences` is given.
+pub(crate) async fn fenced_saves_from_tasks<S, F>(
+    store: &S,
+    tasks: usize,
+    budget: Duration,
+    fences: Option<std::sync::Arc<Vec<checkpoint_core::Fence>>>,
+    checkpoint: F,
+) -> anyhow::Result<Figures>
+where
+    S: checkpoint_core::CheckpointStore + Clone + 'static,
+    F: Fn(usize, usize) -> checkpoint_core::Checkpoint + Clone + Send + Sync + 'static,
+{
     let started = Instant::now();
     let runs = (0..tasks).map(|t| {
         let store = store.clone();
         let checkpoint = checkpoint.clone();
+        let fence = fences.as_ref().and_then(|all| all.get(t).cloned());
         tokio::spawn(async move {
             run_for(budget, usize::MAX, |i| {
                 let cp = checkpoint(t, i);
                 let store = &store;
+                let fence = fence.as_ref();
                 async move {
-                    store.save(&cp).await?;
+                    match fence {
+                        Some(fence) => store.save_fenced(fence, &cp).await?,
+                        None => store.save(&cp).await?,
+                    };
                     Ok(())
                 }
             })

@@ -12,7 +12,7 @@ use checkpoint_postgres::{
 use serde_json::{json, Value};
 
 use crate::server::Server;
-use crate::stats::{run_for, save_from_tasks, Figures, Samples};
+use crate::stats::{fenced_saves_from_tasks, run_for, save_from_tasks, Figures, Samples};
 
 /// A JSON state of `bytes` bytes (compact text), varied so it does not compress to nothing.
 pub(crate) fn payload(bytes: usize) -> Value {
@@ -190,6 +190,36 @@ impl Bench {
             .map(|(after, before)| after.since(&before));
         store.close();
         Ok((figures, groups))
+    }
+
+    /// `tasks` tasks appending to their own executions with group commit on, without and
+    /// with a lease on each execution (every save fenced): four rounds, unfenced, fenced,
+    /// fenced, unfenced, so that a drifting machine weighs on both alike; each the mean of
+    /// its two rounds.
+    pub(crate) async fn save_leased(&self, tasks: usize) -> anyhow::Result<(Figures, Figures)> {
+        let store = self.store_with("lease", tasks, Setup::default()).await?;
+        let mut fences = Vec::with_capacity(tasks);
+        for t in 0..tasks {
+            let execution = format!("exec-{t}");
+            store.save(&self.checkpoint(&execution)).await?;
+            let lease = store
+                .acquire(&execution, "bench", Duration::from_secs(3600))
+                .await?;
+            fences.push(lease.fence());
+        }
+        let fences = Arc::new(fences);
+        let payload = self.payload.clone();
+        let make = move |t: usize, _| Checkpoint::new(format!("exec-{t}"), "node", payload.clone());
+        let mut rounds: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+        for fenced in [false, true, true, false] {
+            let fences = fenced.then(|| Arc::clone(&fences));
+            let figures =
+                fenced_saves_from_tasks(&store, tasks, self.seconds, fences, make.clone()).await?;
+            rounds[usize::from(fenced)].push(figures);
+        }
+        store.close();
+        let [plain, leased] = rounds;
+        Ok((plain[0].mean(&plain[1]), leased[0].mean(&leased[1])))
     }
 
     /// pgbench running the store's own save statement, prepared, with the same payload as a

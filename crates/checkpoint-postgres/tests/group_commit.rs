@@ -89,6 +89,73 @@ async fn a_conflict_and_an_invalid_save_among_sixteen_fail_alone() {
 }
 
 #[tokio::test]
+async fn fenced_saves_travel_in_groups_and_a_stale_one_is_refused_alone() {
+    let store = support::store().await;
+    let long = Duration::from_secs(600);
+    let stale = store.acquire("lost", "worker-a", long).await.unwrap();
+    let current = store.take_over("lost", "worker-b", long).await.unwrap();
+    let mut held = Vec::new();
+    for i in 0..8 {
+        held.push(
+            store
+                .acquire(&format!("held-{i}"), "worker-c", long)
+                .await
+                .unwrap(),
+        );
+    }
+    let lead = Checkpoint::new("lead", "n", json!("first, alone"));
+    let mut saves: Vec<(Option<checkpoint_core::Fence>, Checkpoint)> = vec![(None, lead)];
+    for i in 0..16 {
+        saves.push(match i % 4 {
+            0 => (
+                Some(stale.fence()),
+                Checkpoint::new("lost", "late", json!({ "i": i })),
+            ),
+            1 => (
+                Some(current.fence()),
+                Checkpoint::new("lost", "now", json!({ "i": i })),
+            ),
+            2 => (
+                Some(held[i / 2].fence()),
+                Checkpoint::new(format!("held-{}", i / 2), "n", json!(i)),
+            ),
+            _ => (None, Checkpoint::new(format!("free-{i}"), "n", json!(i))),
+        });
+    }
+    let before = store.group_commit_stats().unwrap();
+    let results = join_all(saves.iter().map(|(fence, cp)| async {
+        match fence {
+            Some(fence) => store.save_fenced(fence, cp).await,
+            None => store.save(cp).await,
+        }
+    }))
+    .await;
+    for ((fence, cp), result) in saves.iter().zip(&results) {
+        if fence.as_ref() == Some(&stale.fence()) {
+            assert!(
+                matches!(result, Err(Error::LeaseLost { holder: Some(h), current_token: Some(2), .. }) if h == "worker-b"),
+                "{result:?}"
+            );
+            assert!(matches!(
+                store.load(&cp.id).await,
+                Err(Error::NotFound { .. })
+            ));
+        } else {
+            let version = *result.as_ref().unwrap();
+            assert_eq!(store.load(&cp.id).await.unwrap().version, version);
+        }
+    }
+    let lost = store.list("lost").await.unwrap();
+    assert_eq!(lost.len(), 4, "only the current holder's saves");
+    assert!(lost.iter().all(|cp| cp.node_name == "now"));
+    let groups = store.group_commit_stats().unwrap().since(&before);
+    assert!(
+        groups.largest() >= 12,
+        "fenced saves travelled together: {groups:?}"
+    );
+}
+
+#[tokio::test]
 async fn appends_in_one_group_get_consecutive_versions_in_arrival_order() {
     let store = support::store().await;
     store

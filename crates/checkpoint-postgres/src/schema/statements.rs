@@ -27,6 +27,8 @@ const STORAGE_COLUMNS: &str = "payload, base_version, base_hash, state_hash, dep
 pub struct Statements {
     pub save: Sql,
     pub save_delta: Sql,
+    pub save_fenced: Sql,
+    pub save_delta_fenced: Sql,
     pub upsert: Sql,
     pub lock_row: Sql,
     pub dependents: Sql,
@@ -266,7 +268,14 @@ const BATCH_TYPES: [Type; 10] = [
 /// holds the state it was computed against (same content hash, same depth) gets a NULL
 /// version, which fails the statement; `FOR SHARE` holds each base until commit, as in the
 /// single save.
-fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
+///
+/// Each save carries a fencing token (bound last; NULL for an unfenced save). With `leases`
+/// (the leases table, quoted), a fenced save is inserted only while its execution's lease
+/// holds that token, read `FOR SHARE`; one that no longer does is left out of the group and
+/// returns no row, so it is made alone, where it meets `LeaseLost`, while the others are
+/// stored. Without `leases` (the distributed layout, where fenced saves never join a group)
+/// the tokens are not read.
+fn group_save(t: &str, start: &Start, deltas: bool, leases: Option<&str>) -> Sql {
     // Written to one partition, each row's start comes with it; the time-partitioned layout
     // returns each row's start, for the store to learn where its execution's rows live.
     let (given, given_column, given_types): (&str, &str, &[Type]) = if start.leaf.is_some() {
@@ -277,6 +286,21 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
         )
     } else {
         ("", "", &[])
+    };
+    let fence_param = 15 + given_types.len();
+    let (fences, fenced) = match leases {
+        Some(leases) => (
+            format!(
+                ", fences AS (SELECT l.execution_id, l.token FROM {leases} l WHERE \
+                 l.execution_id IN (SELECT execution_id FROM i WHERE fence IS NOT NULL) \
+                 FOR SHARE)"
+            ),
+            Some(
+                "(n.fence IS NULL OR EXISTS (SELECT 1 FROM fences f WHERE f.execution_id = \
+                 n.execution_id AND f.token = n.fence))",
+            ),
+        ),
+        None => (String::new(), None),
     };
     let (check, version) = if deltas {
         (
@@ -297,12 +321,14 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
         format!(
             "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
              $5::jsonb[], $6::timestamptz[], $7::int8[], $8::text[], $9::bytea[], $10::int8[], \
-             $11::int8[], $12::int8[], $13::int4[], $14::int8[]{given}) WITH ORDINALITY AS \
+             $11::int8[], $12::int8[], $13::int4[], $14::int8[]{given}, \
+             ${fence_param}::int8[]) WITH ORDINALITY AS \
              i(id, execution_id, node_name, state, metadata, ts, version, parent_id, payload, \
-             base_version, base_hash, state_hash, base_depth, floor{given_column}, ord)), \
+             base_version, base_hash, state_hash, base_depth, floor{given_column}, fence, \
+             ord)), \
              top AS MATERIALIZED (SELECT e.execution_id, {highest} AS version \
              FROM (SELECT execution_id, MAX(floor) AS floor FROM i WHERE version = 0 \
-             GROUP BY execution_id) e){check}, \
+             GROUP BY execution_id) e){check}{fences}, \
              n AS (SELECT i.*, CASE WHEN i.version = 0 THEN top.version + row_number() OVER \
              (PARTITION BY i.execution_id, i.version = 0 ORDER BY i.ord) ELSE i.version END AS v \
              FROM i LEFT JOIN top ON top.execution_id = i.execution_id) \
@@ -322,11 +348,20 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
             ),
             column = start.column(),
             value = start.value("n.execution_id"),
-            attached = start
-                .leaf
-                .as_ref()
-                .map(|l| format!(" WHERE {}", l.attached))
-                .unwrap_or_default(),
+            attached = {
+                let conditions: Vec<&str> = start
+                    .leaf
+                    .as_ref()
+                    .map(|l| l.attached.as_str())
+                    .into_iter()
+                    .chain(fenced)
+                    .collect();
+                if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" WHERE {}", conditions.join(" AND "))
+                }
+            },
         ),
         &[
             &BATCH_TYPES[..],
@@ -337,6 +372,7 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
                 Type::INT8_ARRAY,
             ],
             given_types,
+            &[Type::INT8_ARRAY],
         ]
         .concat(),
     )
@@ -349,7 +385,13 @@ fn group_save(t: &str, start: &Start, deltas: bool) -> Sql {
 /// `Start::value`), as does one outside the partition's bounds; a partition no longer attached
 /// to the table stores nothing and returns no row.
 pub(crate) fn group_save_leaf(leaf: &str, table: &TableName, deltas: bool) -> Sql {
-    group_save(leaf, &Start::leaf("n.start", leaf, table), deltas)
+    let leases = table.qualify(&table.leases_table());
+    group_save(
+        leaf,
+        &Start::leaf("n.start", leaf, table),
+        deltas,
+        Some(&leases),
+    )
 }
 
 /// `save` and `save_delta` written to one partition (`leaf`, quoted) of the time-partitioned
@@ -360,6 +402,7 @@ pub(crate) fn save_leaf(leaf: &str, table: &TableName) -> [Sql; 2] {
         leaf,
         &Start::leaf("$14::timestamptz", leaf, table),
         table.layout().id_conflict_target(),
+        None,
     )
 }
 
@@ -381,8 +424,11 @@ const SAVE_TYPES: [Type; 13] = [
     Type::INT4,
 ];
 
-/// `save` (a state stored whole) and `save_delta` on table `t`.
-fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
+/// `save` (a state stored whole) and `save_delta` on table `t`. With `leases` (the leases
+/// table, quoted), their fenced forms: the execution's lease row is read `FOR SHARE` in the
+/// statement, and nothing is inserted unless its token is the one bound last (see
+/// [`crate::store::lease`]).
+fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>) -> [Sql; 2] {
     // The version of an append, read in the same statement from the execution's rows
     // (`FROM {t} v WHERE v.execution_id = $2`): an `INSERT … SELECT` over one execution, the
     // shape Citus routes to one shard (it refuses a subquery in `INSERT … VALUES`). On the
@@ -402,12 +448,7 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
     );
     let column = start.column();
     let attached = start.leaf.as_ref().map(|l| &l.attached);
-    let having = attached.map(|c| format!(" HAVING {c}")).unwrap_or_default();
-    let delta_having = match attached {
-        Some(c) => format!("HAVING ($10::int8 IS NULL OR EXISTS (SELECT 1 FROM b)) AND {c}"),
-        None => "HAVING $10::int8 IS NULL OR EXISTS (SELECT 1 FROM b)".to_owned(),
-    };
-    // Then the floor or the given start, if any.
+    // Then the floor or the given start, if any, then the fencing token.
     let mut types = SAVE_TYPES.to_vec();
     if start.floored() {
         types.push(Type::INT8);
@@ -415,6 +456,35 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
     if start.leaf.is_some() {
         types.push(Type::TIMESTAMPTZ);
     }
+    let fence = leases.map(|leases| {
+        types.push(Type::INT8);
+        (
+            format!(
+                "fence AS (SELECT 1 FROM {leases} WHERE execution_id = $2 AND token = ${}::int8 \
+                 FOR SHARE)",
+                types.len()
+            ),
+            "EXISTS (SELECT 1 FROM fence)",
+        )
+    });
+    let conditions: Vec<&str> = attached
+        .map(String::as_str)
+        .into_iter()
+        .chain(fence.as_ref().map(|(_, held)| *held))
+        .collect();
+    let having = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" HAVING {}", conditions.join(" AND "))
+    };
+    let delta_having = std::iter::once("($10::int8 IS NULL OR EXISTS (SELECT 1 FROM b))")
+        .chain(conditions.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let (with_fence, and_fence) = match &fence {
+        Some((cte, _)) => (format!("WITH {cte} "), format!(", {cte}")),
+        None => (String::new(), String::new()),
+    };
     [
         // One statement, one round trip, for a state stored whole (a snapshot, or JSONB): an
         // id that exists inserts nothing, and the careful path replaces it, rewriting the rows
@@ -422,8 +492,8 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
         // layout returns the row's start, for the store to learn where the execution lives.
         Sql::new(
             format!(
-                "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) SELECT {typed}, \
-                 {next_version}, $8::text, $9::bytea, NULL, NULL, $12::int8, 0{} \
+                "{with_fence}INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) \
+                 SELECT {typed}, {next_version}, $8::text, $9::bytea, NULL, NULL, $12::int8, 0{} \
                  {execution_rows}{having} ON CONFLICT {id_target} DO NOTHING RETURNING \
                  version{column}",
                 start.value("$2")
@@ -439,11 +509,11 @@ fn save_statements(t: &str, start: &Start, id_target: &str) -> [Sql; 2] {
             format!(
                 "WITH b AS (SELECT 1 FROM {t} WHERE $10::int8 IS NOT NULL \
                  AND execution_id = $2{} AND version = $10 AND state_hash = $11 \
-                 AND COALESCE(depth, 0) = $13 FOR SHARE) \
+                 AND COALESCE(depth, 0) = $13 FOR SHARE){and_fence} \
                  INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) \
                  SELECT {typed}, {next_version}, $8::text, $9::bytea, $10::int8, \
                  $11::int8, $12::int8, CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END{} \
-                 {execution_rows} {delta_having} \
+                 {execution_rows} HAVING {delta_having} \
                  ON CONFLICT {id_target} DO NOTHING RETURNING version{column}",
                 start.key("", "$2"),
                 start.value("$2")
@@ -459,6 +529,8 @@ impl Statements {
         vec![
             ("save", &self.save),
             ("save_delta", &self.save_delta),
+            ("save_fenced", &self.save_fenced),
+            ("save_delta_fenced", &self.save_delta_fenced),
             ("upsert", &self.upsert),
             ("lock_row", &self.lock_row),
             ("dependents", &self.dependents),
@@ -557,13 +629,21 @@ impl Statements {
         );
         let [reencrypt_read, reencrypt_write, reencrypt_bases] =
             crate::store::reencrypt::statements(&t);
-        let [save, save_delta] = save_statements(&t, &start, id_target);
+        let [save, save_delta] = save_statements(&t, &start, id_target, None);
+        let leases = table.qualify(&table.leases_table());
+        let [save_fenced, save_delta_fenced] =
+            save_statements(&t, &start, id_target, Some(&leases));
+        // Citus plans no `FOR SHARE` over the executions of a group: there fenced saves go
+        // alone, in a transaction of statements routed to one shard.
+        let group_fence = (table.layout() != TableLayout::Distributed).then_some(leases.as_str());
         Statements {
             reencrypt_read,
             reencrypt_write,
             reencrypt_bases,
             save,
             save_delta,
+            save_fenced,
+            save_delta_fenced,
             // The careful path's write, inside a transaction that holds the row and has
             // rewritten the rows built on it: a whole state, replacing the row. Its version is
             // always given (the row's own, or the checkpoint's), so it needs no read.
@@ -759,8 +839,8 @@ impl Statements {
                 // A batch's arrays without the versions, which the statement numbers.
                 &[&BATCH_TYPES[..6], &BATCH_TYPES[7..]].concat(),
             ),
-            group_save: group_save(&t, &start, false),
-            group_save_delta: group_save(&t, &start, true),
+            group_save: group_save(&t, &start, false, group_fence),
+            group_save_delta: group_save(&t, &start, true, group_fence),
             executions: Sql::new(
                 format!(
                     "SELECT execution_id, count(*), MAX(version), MAX(\"timestamp\") FROM {t} \

@@ -1,13 +1,21 @@
 //! Leases and fenced writes ([`checkpoint_core::lease`]) on `<table>_leases`.
 //!
-//! A lease change is one transaction: lock the execution's row, apply
-//! [`next_lease`] by the server's clock (`now()`), write the result. A fenced write is one
-//! transaction too: read the execution's lease row with a share lock, refuse the write unless
-//! its token is current, then write by the careful path (the one a save takes when its id
-//! exists: whole states, rows built on a replaced one rewritten first). The share lock makes a
-//! takeover wait for every write already checked, and every write checked after the takeover
-//! commits sees the new token, so no write with an old token lands after a new holder's.
-//! Fenced saves do not join group commit.
+//! A lease change is one transaction: lock the execution's row, apply [`next_lease`] by the
+//! server's clock (`now()`), write the result.
+//!
+//! A fenced save is the save's own statement with the check in it: the execution's lease row
+//! read `FOR SHARE` in a CTE, and nothing inserted unless its token is current. With group
+//! commit it joins groups, whose statement checks each member's token the same way and leaves
+//! out a member whose token is not current, which then goes alone. A save that stored nothing
+//! takes the careful path under the fence: one transaction that reads the lease row `FOR
+//! SHARE`, refuses the write with `LeaseLost` unless its token is current, then writes as a
+//! save whose id exists does (whole states, rows built on a replaced one rewritten first).
+//! The other fenced writes, and every fenced save on the distributed layout (Citus plans no
+//! `FOR SHARE` over a group's executions), take that transactional path.
+//!
+//! The share lock makes a takeover (which updates the row) wait for every write already
+//! checked, and every write checked after the takeover commits sees the new token, so no
+//! write with an old token lands after a new holder's.
 
 use std::future::Future;
 
@@ -19,8 +27,10 @@ use crate::pool::{DbTransaction, Param};
 use crate::store::write::{
     acknowledged, delete_in_tx, finish, is_base_violation, prune_in_tx, save_in_tx, SaveArgs,
 };
-use crate::store::{append_backoff, batch, contended, partitions, read, MAX_APPEND_ATTEMPTS};
-use crate::PostgresStore;
+use crate::store::{
+    append_backoff, batch, contended, group, partitions, read, write, MAX_APPEND_ATTEMPTS,
+};
+use crate::{PostgresStore, TableLayout};
 
 /// How often a lease change that met another writer making the execution's first lease row
 /// starts again: the second attempt finds the row and waits for its lock.
@@ -115,22 +125,38 @@ pub(crate) async fn live(store: &PostgresStore, execution_id: &str) -> Result<Op
         .transpose()
 }
 
-/// `save_fenced`, input checked: the careful path under the fence.
+/// `save_fenced`, input checked: the save's own statement carries the check (in the next
+/// group with group commit on), except on the distributed layout, whose fenced saves take the
+/// careful path under the fence.
 pub(crate) async fn save(
     store: &PostgresStore,
     fence: &Fence,
     checkpoint: &Checkpoint,
 ) -> Result<i64> {
     partitions::upkeep(store).await;
+    let version = match (&store.group, store.table.layout()) {
+        (_, TableLayout::Distributed) => careful_save(store, fence, checkpoint).await?,
+        (Some(committer), _) => group::save(store, committer, checkpoint, Some(fence)).await?,
+        (None, _) => write::save_alone(store, checkpoint, Some(fence)).await?,
+    };
+    store.announce([checkpoint.execution_id.as_str()]).await;
+    Ok(version)
+}
+
+/// The careful path of a fenced save: one transaction of the fence's check, the row's lock
+/// and the write of the whole state.
+pub(crate) async fn careful_save(
+    store: &PostgresStore,
+    fence: &Fence,
+    checkpoint: &Checkpoint,
+) -> Result<i64> {
     let encoded = store.encoder.encode(checkpoint, true)?;
     let save = Save {
         checkpoint,
         args: SaveArgs::new(store, checkpoint, encoded),
     };
     let version = fenced(store, "save", fence, &save).await?;
-    let version = save.acknowledged(store, version)?;
-    store.announce([checkpoint.execution_id.as_str()]).await;
-    Ok(version)
+    save.acknowledged(store, version)
 }
 
 /// `save_batch_fenced`, input checked: the batch's replay (one save after another, in one

@@ -484,8 +484,8 @@ impl CheckpointStore for PostgresStore {
             partitions::upkeep(self).await;
             // In the next group when group commit is on, alone otherwise.
             let version = match &self.group {
-                Some(committer) => group::save(self, committer, checkpoint).await?,
-                None => write::save_alone(self, checkpoint).await?,
+                Some(committer) => group::save(self, committer, checkpoint, None).await?,
+                None => write::save_alone(self, checkpoint, None).await?,
             };
             self.announce([checkpoint.execution_id.as_str()]).await;
             Ok(version)

@@ -8,7 +8,7 @@
 //! delta to its base row backs this up: no statement can leave a delta without its base.
 
 use checkpoint_core::validate::no_version_after;
-use checkpoint_core::{Checkpoint, Error, IdScope, Result, RetentionPolicy};
+use checkpoint_core::{Checkpoint, Error, Fence, IdScope, Result, RetentionPolicy};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio_postgres::error::SqlState;
@@ -143,8 +143,23 @@ pub(crate) async fn finish<T>(
 
 /// A save in its own statement: one round trip, or the careful path when the id exists or
 /// the delta's base changed.
-pub(crate) async fn save_alone(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
-    save_encoded(store, checkpoint, store.encoder.encode(checkpoint, false)?).await
+///
+/// With `fence`, the statement reads the execution's lease row `FOR SHARE` and stores nothing
+/// unless its token is current; nothing stored then takes the careful path under the fence,
+/// which tells a lost lease from an existing id. It goes to the partitioned table, never
+/// straight to a partition.
+pub(crate) async fn save_alone(
+    store: &PostgresStore,
+    checkpoint: &Checkpoint,
+    fence: Option<&Fence>,
+) -> Result<i64> {
+    save_encoded(
+        store,
+        checkpoint,
+        store.encoder.encode(checkpoint, false)?,
+        fence,
+    )
+    .await
 }
 
 /// [`save_alone`] of a checkpoint already encoded.
@@ -152,15 +167,25 @@ pub(crate) async fn save_encoded(
     store: &PostgresStore,
     checkpoint: &Checkpoint,
     encoded: Encoded<'_>,
+    fence: Option<&Fence>,
 ) -> Result<i64> {
     let args = SaveArgs::new(store, checkpoint, encoded);
-    let params = args.save_params();
+    let mut params = args.save_params();
+    let token = fence.map(|f| f.token);
     // A whole state needs no base check: the plain insert, the statement pgbench measures.
-    let statement = if args.base_version.is_some() {
-        &store.sql.save_delta
-    } else {
-        &store.sql.save
+    let statement = match (args.base_version.is_some(), &token) {
+        (false, None) => &store.sql.save,
+        (true, None) => &store.sql.save_delta,
+        (false, Some(token)) => {
+            params.push(token);
+            &store.sql.save_fenced
+        }
+        (true, Some(token)) => {
+            params.push(token);
+            &store.sql.save_delta_fenced
+        }
     };
+    let careful = || careful_save(store, checkpoint, fence);
     // Straight to the partition of the execution's start, where the store knows it. Only a
     // stored row or a failure the partitioned table would meet too ends the save there;
     // nothing stored (the id exists, the base changed, or the partition is no longer attached)
@@ -169,6 +194,7 @@ pub(crate) async fn save_encoded(
     let mut route = store
         .leaves
         .as_ref()
+        .filter(|_| fence.is_none())
         .and_then(|leaves| leaves.route_one(&checkpoint.execution_id, args.base_version.is_some()));
     let mut attempt = 0;
     while attempt < MAX_APPEND_ATTEMPTS {
@@ -201,8 +227,9 @@ pub(crate) async fn save_encoded(
                         }
                         acknowledged(store, checkpoint, &args.encoded, row.int(0)?)
                     }
-                    // The id exists, or the base no longer holds the state the delta needs.
-                    None => careful_save(store, checkpoint).await,
+                    // The id exists, the base no longer holds the state the delta needs, or
+                    // the fence no longer holds.
+                    None => careful().await,
                 };
             }
             // An append lost the race for the next version: another writer took it, so
@@ -211,9 +238,9 @@ pub(crate) async fn save_encoded(
             // No version follows the highest; unless the id exists (a retried append keeps its
             // version), which the careful path tells.
             Err(e) if checkpoint.version == 0 && is_past_the_highest_version(&e) => {
-                return careful_save(store, checkpoint).await
+                return careful().await
             }
-            Err(e) if is_base_violation(store, &e) => return careful_save(store, checkpoint).await,
+            Err(e) if is_base_violation(store, &e) => return careful().await,
             Err(e) => {
                 return Err(store.conflict_or(e, &checkpoint.execution_id, checkpoint.version))
             }
@@ -237,8 +264,15 @@ pub(crate) fn acknowledged(
 }
 
 /// The careful path of `save`, one transaction: the whole state, after the rows built on the
-/// row it replaces have become snapshots.
-async fn careful_save(store: &PostgresStore, checkpoint: &Checkpoint) -> Result<i64> {
+/// row it replaces have become snapshots; under `fence`, after the fence is checked in it.
+async fn careful_save(
+    store: &PostgresStore,
+    checkpoint: &Checkpoint,
+    fence: Option<&Fence>,
+) -> Result<i64> {
+    if let Some(fence) = fence {
+        return crate::store::lease::careful_save(store, fence, checkpoint).await;
+    }
     let args = SaveArgs::new(store, checkpoint, store.encoder.encode(checkpoint, true)?);
     for attempt in 0..MAX_APPEND_ATTEMPTS {
         if attempt > 0 {

@@ -24,7 +24,7 @@ pub(crate) mod settings;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use checkpoint_core::{Checkpoint, Error, Result};
+use checkpoint_core::{Checkpoint, Error, Fence, Result};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
@@ -74,6 +74,8 @@ struct Member {
     base_depth: Option<i32>,
     /// The floor of the append's read of the highest version (0: none known).
     floor: i64,
+    /// The fencing token of a fenced save.
+    fence: Option<i64>,
     bytes: usize,
     reply: oneshot::Sender<Reply>,
 }
@@ -366,17 +368,18 @@ async fn write_columns(
     columns: &Columns<'_>,
     route: Option<&Route>,
 ) -> (Result<Vec<crate::pool::Row>>, usize) {
-    let params = columns.params();
-    let mut with_starts: Vec<Param<'_>> = Vec::new();
-    let (statement, params): (&crate::pool::Sql, &[Param<'_>]) = match route {
+    // The columns, then the starts of a partition's statement, then the fencing tokens.
+    let mut params: Vec<Param<'_>> = columns.params().to_vec();
+    let statement = match route {
         Some(route) => {
-            with_starts.extend_from_slice(&params);
-            with_starts.push(&route.starts);
-            (&route.statement, &with_starts)
+            params.push(&route.starts);
+            &route.statement
         }
-        None if columns.deltas => (&store.sql.group_save_delta, &params),
-        None => (&store.sql.group_save, &params),
+        None if columns.deltas => &store.sql.group_save_delta,
+        None => &store.sql.group_save,
     };
+    params.push(&columns.fences);
+    let params = params.as_slice();
     let all_append = columns.versions.iter().all(|v| *v == 0);
     let mut races = 0;
     loop {
@@ -471,6 +474,7 @@ struct Columns<'a> {
     state_hashes: Vec<Option<i64>>,
     base_depths: Vec<Option<i32>>,
     floors: Vec<i64>,
+    fences: Vec<Option<i64>>,
     deltas: bool,
 }
 
@@ -491,6 +495,7 @@ impl<'a> Columns<'a> {
             state_hashes: group.iter().map(|m| m.state_hash).collect(),
             base_depths: group.iter().map(|m| m.base_depth).collect(),
             floors: group.iter().map(|m| m.floor).collect(),
+            fences: group.iter().map(|m| m.fence).collect(),
             deltas: group.iter().any(|m| m.base_version.is_some()),
         }
     }
@@ -517,15 +522,19 @@ impl<'a> Columns<'a> {
 
 /// `save` with group commit: the save joins the next group unless it is larger than a whole
 /// group may be.
+///
+/// A fenced save joins groups too: the group statement checks its token, and one whose token
+/// is no longer current is left out and made alone, where it meets `LeaseLost`.
 pub(crate) async fn save(
     store: &PostgresStore,
     committer: &Arc<Committer>,
     checkpoint: &Checkpoint,
+    fence: Option<&Fence>,
 ) -> Result<i64> {
     let encoded = store.encoder.encode(checkpoint, false)?;
     if !committer.settings.lone_saves_grouped && committer.try_lead() {
         let _lead = Lead { committer, store };
-        let outcome = crate::store::write::save_encoded(store, checkpoint, encoded).await;
+        let outcome = crate::store::write::save_encoded(store, checkpoint, encoded, fence).await;
         lock(&committer.stats).record(1, 0, false);
         if outcome.is_ok() {
             store.meter.group_written(1);
@@ -541,7 +550,7 @@ pub(crate) async fn save(
         + encoded.payload.as_ref().map_or(0, Vec::len)
         + metadata.0.get().len();
     if bytes > committer.settings.max_bytes {
-        return crate::store::write::save_encoded(store, checkpoint, encoded).await;
+        return crate::store::write::save_encoded(store, checkpoint, encoded, fence).await;
     }
     let written = encoded.written();
     let Encoded {
@@ -568,6 +577,7 @@ pub(crate) async fn save(
             state_hash: fingerprint.map(|f| f.hash),
             base_depth: base.map(|b| b.depth),
             floor: store.floor(&checkpoint.execution_id),
+            fence: fence.map(|f| f.token),
             bytes,
             reply,
         },
@@ -592,13 +602,13 @@ pub(crate) async fn save(
                 // caller gave up waiting).
                 while before.changed().await.is_ok() {}
             }
-            let outcome = crate::store::write::save_alone(store, checkpoint).await;
+            let outcome = crate::store::write::save_alone(store, checkpoint, fence).await;
             drop(turn);
             outcome
         }
         // The group was lost before it answered (its runtime shut down): saving alone finds
         // the row by id if the group did commit.
-        Err(_) => crate::store::write::save_alone(store, checkpoint).await,
+        Err(_) => crate::store::write::save_alone(store, checkpoint, fence).await,
     }
 }
 
