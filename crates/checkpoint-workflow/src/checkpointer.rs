@@ -3,7 +3,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use checkpoint_core::{Checkpoint, CheckpointStore, Result};
+use checkpoint_core::{Checkpoint, CheckpointStore, Fence, Result};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -60,6 +60,8 @@ pub struct Checkpointer<S> {
     pending: Option<Checkpoint>,
     since_save: u32,
     last_save: Option<Instant>,
+    /// The lease every write carries, when the writer holds one.
+    fence: Option<Fence>,
 }
 
 impl<S: CheckpointStore> Checkpointer<S> {
@@ -74,7 +76,16 @@ impl<S: CheckpointStore> Checkpointer<S> {
             pending: None,
             since_save: 0,
             last_save: None,
+            fence: None,
         }
+    }
+
+    /// Writes under `fence` (a lease of this execution, see [`checkpoint_core::lease`]): every
+    /// save is refused with [`Error::LeaseLost`](checkpoint_core::Error::LeaseLost), and
+    /// stores nothing, once another worker took the lease over.
+    pub fn fenced(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// Sets the save policy.
@@ -201,7 +212,10 @@ impl<S: CheckpointStore> Checkpointer<S> {
             None => 1,
         };
         checkpoint.parent_id = head.map(|h| h.id);
-        self.store.save(&checkpoint).await?;
+        match &self.fence {
+            Some(fence) => self.store.save_fenced(fence, &checkpoint).await?,
+            None => self.store.save(&checkpoint).await?,
+        };
         self.head = Some(Some(Head {
             id: checkpoint.id.clone(),
             version: checkpoint.version,

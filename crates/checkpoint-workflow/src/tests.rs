@@ -364,3 +364,174 @@ async fn an_execution_at_the_highest_version_takes_no_further_step_or_edit() {
     );
     assert_eq!(store.list("e").await.unwrap(), vec![top]);
 }
+
+mod leased {
+    use std::time::Duration;
+
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    fn nodes_of(checkpoints: &[checkpoint_core::Checkpoint]) -> Vec<&str> {
+        checkpoints.iter().map(|cp| cp.node_name.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_leased_run_writes_under_its_lease_and_releases_it_at_the_end() {
+        let store = MemoryStore::new();
+        let runs = Runs::default();
+        let outcome = pipeline(&runs)
+            .lease("worker-a", LONG)
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap();
+        assert_eq!(outcome.status, RunStatus::Finished);
+        assert_eq!(nodes_of(&store.list("e").await.unwrap()), ["a", "b", "c"]);
+        assert_eq!(store.lease("e").await.unwrap(), None, "released");
+        let next = store.acquire("e", "worker-b", LONG).await.unwrap();
+        assert_eq!(next.token, 2, "the run held token 1");
+    }
+
+    #[tokio::test]
+    async fn a_held_execution_is_refused_naming_its_holder_and_nothing_runs() {
+        let store = MemoryStore::new();
+        let holder = store.acquire("e", "worker-a", LONG).await.unwrap();
+        let runs = Runs::default();
+        let err = pipeline(&runs)
+            .lease("worker-b", LONG)
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap_err();
+        match err.as_store() {
+            Some(Error::LeaseHeld { owner, token, .. }) => {
+                assert_eq!((owner.as_str(), *token), ("worker-a", 1));
+            }
+            other => panic!("expected LeaseHeld, got {other:?}"),
+        }
+        assert_eq!(runs.count("a"), 0);
+        assert!(store.list("e").await.unwrap().is_empty());
+        assert_eq!(store.lease("e").await.unwrap(), Some(holder), "left alone");
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_releases_the_lease_and_the_resume_takes_it_again() {
+        let store = MemoryStore::new();
+        let runs = Runs::default();
+        let workflow = pipeline(&runs)
+            .interrupt_before("c")
+            .lease("worker-a", LONG);
+        let paused = workflow.run(&store, "e", Job::default()).await.unwrap();
+        assert_eq!(paused.status, RunStatus::Interrupted { next: "c".into() });
+        assert_eq!(
+            store.lease("e").await.unwrap(),
+            None,
+            "released at the pause"
+        );
+        let done = workflow.run(&store, "e", Job::default()).await.unwrap();
+        assert_eq!(done.status, RunStatus::Finished);
+        assert_eq!(runs.count("c"), 1);
+        assert_eq!(store.acquire("e", "w", LONG).await.unwrap().token, 3);
+    }
+
+    #[tokio::test]
+    async fn a_run_whose_lease_is_taken_over_stops_and_stores_nothing_more() {
+        let store = MemoryStore::new();
+        let operator = store.clone();
+        let workflow = Workflow::new("a")
+            .node("a", |n: u64| async move { Ok((n + 1, Next::to("b"))) })
+            .node("b", move |n: u64| {
+                let operator = operator.clone();
+                async move {
+                    operator.take_over("e", "operator", LONG).await?;
+                    Ok((n + 1, Next::to("c")))
+                }
+            })
+            .node("c", |n: u64| async move { Ok((n + 1, Next::End)) })
+            .lease("worker-a", LONG);
+        let err = workflow.run(&store, "e", 0).await.unwrap_err();
+        match err.as_store() {
+            Some(Error::LeaseLost {
+                holder: Some(holder),
+                current_token: Some(2),
+                ..
+            }) => assert_eq!(holder, "operator"),
+            other => panic!("expected LeaseLost, got {other:?}"),
+        }
+        assert_eq!(nodes_of(&store.list("e").await.unwrap()), ["a"]);
+        let lease = store.lease("e").await.unwrap().expect("the operator's");
+        assert_eq!(lease.owner, "operator", "not released by the stopped run");
+    }
+
+    #[tokio::test]
+    async fn a_node_longer_than_the_lease_keeps_it_by_renewal() {
+        let store = MemoryStore::new();
+        let probe = store.clone();
+        let ttl = Duration::from_millis(90);
+        let workflow = Workflow::new("slow")
+            .node("slow", move |n: u64| {
+                let probe = probe.clone();
+                async move {
+                    tokio::time::sleep(ttl * 4).await;
+                    // Several times its time to live into the node, the lease is still held.
+                    match probe.acquire("e", "worker-b", ttl).await {
+                        Err(Error::LeaseHeld { owner, .. }) if owner == "worker-a" => {}
+                        other => panic!("expected the lease still held, got {other:?}"),
+                    }
+                    Ok((n + 1, Next::End))
+                }
+            })
+            .lease("worker-a", ttl);
+        let outcome = workflow.run(&store, "e", 0).await.unwrap();
+        assert_eq!(outcome.state, 1);
+        assert_eq!(store.list("e").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lost_renewal_stops_the_node_at_once() {
+        let store = MemoryStore::new();
+        let operator = store.clone();
+        let ttl = Duration::from_millis(60);
+        let finished = Arc::new(Mutex::new(false));
+        let flag = Arc::clone(&finished);
+        let workflow = Workflow::new("slow")
+            .node("slow", move |n: u64| {
+                let operator = operator.clone();
+                let flag = Arc::clone(&flag);
+                async move {
+                    operator.take_over("e", "operator", LONG).await?;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    *flag.lock().unwrap() = true;
+                    Ok((n + 1, Next::End))
+                }
+            })
+            .lease("worker-a", ttl);
+        let started = std::time::Instant::now();
+        let err = workflow.run(&store, "e", 0).await.unwrap_err();
+        assert!(
+            matches!(err.as_store(), Some(Error::LeaseLost { .. })),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "stopped at the renewal"
+        );
+        assert!(!*finished.lock().unwrap(), "the node was dropped");
+        assert!(store.list("e").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bad_lease_setting_is_refused_before_anything_runs() {
+        let store = MemoryStore::new();
+        let runs = Runs::default();
+        let err = pipeline(&runs)
+            .lease("", LONG)
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap_err();
+        assert!(
+            err.as_store().is_some_and(|e| e.is_invalid_field("owner")),
+            "{err:?}"
+        );
+        assert_eq!(runs.count("a"), 0);
+    }
+}

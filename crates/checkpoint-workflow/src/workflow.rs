@@ -4,8 +4,9 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use checkpoint_core::{BoxError, Checkpoint, CheckpointStore};
+use checkpoint_core::{BoxError, Checkpoint, CheckpointStore, Lease};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -94,6 +95,14 @@ pub struct Workflow<S> {
     interrupt_after: HashSet<String>,
     policy: SavePolicy,
     max_steps: u64,
+    lease: Option<LeaseSettings>,
+}
+
+/// Who a run holds its execution's lease as, and for how long at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LeaseSettings {
+    owner: String,
+    ttl: Duration,
 }
 
 impl<S> std::fmt::Debug for Workflow<S> {
@@ -107,6 +116,7 @@ impl<S> std::fmt::Debug for Workflow<S> {
             .field("interrupt_after", &self.interrupt_after)
             .field("policy", &self.policy)
             .field("max_steps", &self.max_steps)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -127,6 +137,7 @@ where
             interrupt_after: HashSet::new(),
             policy: SavePolicy::EveryNode,
             max_steps: Self::DEFAULT_MAX_STEPS,
+            lease: None,
         }
     }
 
@@ -168,6 +179,40 @@ where
         self
     }
 
+    /// Runs every execution under a lease ([`checkpoint_core::lease`]) held as `owner` for
+    /// `ttl` at a time: [`run`](Self::run) takes the execution's lease first (an execution
+    /// another worker holds is refused with
+    /// [`Error::LeaseHeld`](checkpoint_core::Error::LeaseHeld), naming the holder, and nothing
+    /// runs), fences every save with it, renews it every third of `ttl` while a node runs, and
+    /// releases it when the run finishes, pauses or fails. When the lease is lost (another
+    /// worker or an operator took it over), the run stops at once with
+    /// [`Error::LeaseLost`](checkpoint_core::Error::LeaseLost), naming the new holder, and
+    /// nothing more of it is stored. `owner` should name this worker uniquely.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_memory::MemoryStore;
+    /// use checkpoint_workflow::{Next, Workflow};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), checkpoint_workflow::WorkflowError> {
+    /// let workflow = Workflow::new("step")
+    ///     .node("step", |n: u64| async move { Ok((n + 1, Next::End)) })
+    ///     .lease("worker-7", Duration::from_secs(30));
+    /// let store = MemoryStore::new();
+    /// workflow.run(&store, "run-1", 0).await?;
+    /// assert!(checkpoint_core::CheckpointStore::lease(&store, "run-1").await?.is_none(), "released");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lease(mut self, owner: impl Into<String>, ttl: Duration) -> Self {
+        self.lease = Some(LeaseSettings {
+            owner: owner.into(),
+            ttl,
+        });
+        self
+    }
+
     /// Runs execution `execution_id`: from `initial` at the start node when it has no
     /// checkpoint, otherwise from its latest checkpoint at the node that runs next (`initial`
     /// is then unused). Returns when the run finishes or pauses.
@@ -176,7 +221,9 @@ where
     /// - [`WorkflowError::Node`] when a node fails (its checkpoint, with the error, is saved);
     /// - [`WorkflowError::Store`] when the store fails, including
     ///   [`Error::Conflict`](checkpoint_core::Error::Conflict) when another runner advanced
-    ///   the same execution first;
+    ///   the same execution first, and, with a [`lease`](Self::lease),
+    ///   [`Error::LeaseHeld`](checkpoint_core::Error::LeaseHeld) and
+    ///   [`Error::LeaseLost`](checkpoint_core::Error::LeaseLost);
     /// - [`WorkflowError::UnknownNode`], [`WorkflowError::StepLimit`].
     pub async fn run<St>(
         &self,
@@ -187,10 +234,50 @@ where
     where
         St: CheckpointStore + ?Sized,
     {
+        let Some(settings) = &self.lease else {
+            return self.run_held(store, execution_id, initial, None).await;
+        };
+        let mut held = Held {
+            lease: store
+                .acquire(execution_id, &settings.owner, settings.ttl)
+                .await?,
+            ttl: settings.ttl,
+        };
+        let outcome = self
+            .run_held(store, execution_id, initial, Some(&mut held))
+            .await;
+        let lost = matches!(
+            &outcome,
+            Err(WorkflowError::Store(
+                checkpoint_core::Error::LeaseLost { .. }
+            ))
+        );
+        if !lost {
+            // The run's outcome stands either way: a lease not released expires.
+            if let Err(err) = store.release(&held.lease).await {
+                tracing::warn!(execution_id, error = %err, "could not release the run's lease");
+            }
+        }
+        outcome
+    }
+
+    async fn run_held<St>(
+        &self,
+        store: &St,
+        execution_id: &str,
+        initial: S,
+        mut held: Option<&mut Held>,
+    ) -> Result<RunOutcome<S>, WorkflowError>
+    where
+        St: CheckpointStore + ?Sized,
+    {
         let latest = store.latest(execution_id).await?;
         let mut checkpointer = Checkpointer::new(store, execution_id)
             .with_policy(self.policy)
             .continue_from(latest.as_ref());
+        if let Some(held) = &held {
+            checkpointer = checkpointer.fenced(held.lease.fence());
+        }
         let mut run = match &latest {
             None => Progress {
                 state: initial,
@@ -242,7 +329,12 @@ where
             }
 
             let input = run.state.clone();
-            let (state, next) = match body(run.state.clone()).await {
+            let work = body(run.state.clone());
+            let result = match held.as_deref_mut() {
+                Some(held) => held.renewing(store, work).await?,
+                None => work.await,
+            };
+            let (state, next) = match result {
                 Ok(done) => done,
                 Err(source) => {
                     let mut metadata = meta::run(run.step, Some(&node), "error");
@@ -290,6 +382,33 @@ where
             checkpoint: run.checkpoint,
             ran: run.ran,
         })
+    }
+}
+
+/// The lease a run holds, and how long it asks for at each renewal.
+struct Held {
+    lease: Lease,
+    ttl: Duration,
+}
+
+impl Held {
+    /// Runs `work` (a node), renewing the lease every third of its time to live meanwhile;
+    /// stops at once, dropping `work`, when a renewal finds the lease lost.
+    async fn renewing<St, F>(&mut self, store: &St, work: F) -> Result<F::Output, WorkflowError>
+    where
+        St: CheckpointStore + ?Sized,
+        F: Future,
+    {
+        let every = self.ttl / 3;
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return Ok(done),
+                () = tokio::time::sleep(every) => {
+                    self.lease = store.renew(&self.lease, self.ttl).await?;
+                }
+            }
+        }
     }
 }
 
