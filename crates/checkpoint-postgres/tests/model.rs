@@ -10,6 +10,7 @@ mod support;
 
 use std::sync::{Arc, OnceLock};
 
+use checkpoint_core::conformance::lease_model;
 use checkpoint_core::conformance::model::{self, Op};
 use checkpoint_memory::MemoryStore;
 use proptest::prelude::*;
@@ -87,5 +88,31 @@ proptest! {
     #[test]
     fn memory_and_postgres_jsonb_agree_on_every_sequence(ops in model::ops(false)) {
         runtime().block_on(check(ops, true));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(16),
+        max_shrink_iters: 50,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/model.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Leases keep their rules under generated interleavings of several workers, group commit
+    /// on (fenced saves go through the group statement).
+    #[test]
+    fn leases_keep_their_rules_on_every_sequence(ops in lease_model::ops()) {
+        runtime().block_on(async {
+            let options = support::options()
+                .await
+                .group_commit(checkpoint_postgres::GroupCommit::default().lone_saves_grouped(true));
+            let store = checkpoint_postgres::PostgresStore::connect(options)
+                .await
+                .expect("connect to the test server");
+            lease_model::check(Arc::new(store), &ops).await;
+        });
     }
 }

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use checkpoint_core::conformance::lease_model;
 use checkpoint_core::conformance::model::{self, Op};
 use checkpoint_memory::MemoryStore;
 use checkpoint_sqlite::{SqliteOptions, SqliteStore};
@@ -58,5 +59,27 @@ proptest! {
     #[test]
     fn memory_and_sqlite_agree_on_every_sequence(ops in model::ops(true)) {
         runtime().block_on(check(ops));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
+        max_shrink_iters: 50,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/model.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Leases keep their rules under generated interleavings of several workers, by SQLite's
+    /// clock.
+    #[test]
+    fn leases_keep_their_rules_on_every_sequence(ops in lease_model::ops()) {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            let store = open(&dir.path().join("leases.db")).await;
+            lease_model::check(Arc::new(store), &ops).await;
+        });
     }
 }

@@ -28,6 +28,7 @@ pub mod executions;
 pub mod fork;
 pub mod history;
 pub mod lease;
+pub mod lease_model;
 pub mod model;
 pub mod page;
 pub mod prune;
