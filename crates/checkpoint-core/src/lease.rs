@@ -8,6 +8,14 @@
 //! (a GC pause, a stopped VM, a partition) past its expiry and comes back after another took
 //! over cannot write any more.
 //!
+//! # Unleased writes
+//! Writes without a fence are not checked against leases, unless the store is set to refuse
+//! them (`MemoryStore::refusing_unleased_writes`, `SqliteOptions::refuse_unleased_writes`,
+//! `PostgresOptions::refuse_unleased_writes`): then an unfenced save, batch, delete, clear,
+//! prune of one execution or fork into an execution whose lease is unexpired is refused with
+//! [`Error::LeaseHeld`] and changes nothing. A prune of every execution (retention) is not
+//! refused.
+//!
 //! # Time
 //! Expiry is decided by the store's clock alone: PostgreSQL's `now()`, SQLite's clock, the
 //! process clock of the memory store. Clients never compare their clocks with each other or
@@ -267,6 +275,27 @@ pub fn next_lease(
                 held.expires_at.min(now),
             ))
         }
+    }
+}
+
+/// Refuses an unfenced write of `execution_id` while `current` is live at `now`, for stores
+/// set to refuse unleased writes of leased executions.
+///
+/// # Errors
+/// [`Error::LeaseHeld`] naming the holder.
+pub fn refuse_unleased(
+    execution_id: &str,
+    current: Option<&Lease>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    match current {
+        Some(held) if held.is_live_at(now) => Err(Error::LeaseHeld {
+            execution_id: execution_id.to_owned(),
+            owner: held.owner.clone(),
+            token: held.token,
+            expires_at: held.expires_at,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use checkpoint_core::lease::{
     check_fence, check_fenced_batch, check_lease_request, check_ttl, fenced_policy, next_lease,
-    LeaseRequest,
+    refuse_unleased, LeaseRequest,
 };
 use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
@@ -49,6 +49,8 @@ pub struct MemoryStore {
     /// Every operation's duration, as `db.system.name = memory`
     /// ([`telemetry`](checkpoint_core::telemetry)).
     meter: Meter,
+    /// Whether unfenced writes of an execution with an unexpired lease are refused.
+    refuse_unleased: bool,
 }
 
 impl Default for MemoryStore {
@@ -57,6 +59,7 @@ impl Default for MemoryStore {
             data: Arc::default(),
             limits: Limits::default(),
             meter: Meter::new(System::Memory, "checkpoints"),
+            refuse_unleased: false,
         }
     }
 }
@@ -102,6 +105,44 @@ impl MemoryStore {
             limits,
             ..Self::default()
         }
+    }
+
+    /// The same store, refusing every unfenced write (save, batch, delete, clear, prune of one
+    /// execution, fork into one) of an execution whose lease is unexpired with
+    /// [`Error::LeaseHeld`] (see [`checkpoint_core::lease`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+    /// use checkpoint_memory::MemoryStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> checkpoint_core::Result<()> {
+    /// let store = MemoryStore::new().refusing_unleased_writes();
+    /// store.acquire("run-1", "worker-a", Duration::from_secs(30)).await?;
+    /// let unleased = store.save(&Checkpoint::new("run-1", "n", serde_json::json!(1))).await;
+    /// assert!(matches!(unleased, Err(Error::LeaseHeld { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn refusing_unleased_writes(mut self) -> Self {
+        self.refuse_unleased = true;
+        self
+    }
+
+    /// Refuses an unfenced write of `executions` when the store says so and one is leased.
+    fn unleased<'a>(
+        &self,
+        data: &Data,
+        executions: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        if !self.refuse_unleased {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        executions
+            .into_iter()
+            .try_for_each(|execution| refuse_unleased(execution, data.leases.get(execution), now))
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Data> {
@@ -287,7 +328,9 @@ impl CheckpointStore for MemoryStore {
         self.meter
             .observe("save", async {
                 self.limits.check_checkpoint(checkpoint)?;
-                let (version, _) = self.write().save(checkpoint)?;
+                let mut data = self.write();
+                self.unleased(&data, [checkpoint.execution_id.as_str()])?;
+                let (version, _) = data.save(checkpoint)?;
                 Ok(version)
             })
             .await
@@ -323,7 +366,10 @@ impl CheckpointStore for MemoryStore {
         self.meter
             .observe("delete", async {
                 check_id("id", id)?;
-                Ok(self.write().remove(id).is_some())
+                let mut data = self.write();
+                let execution = data.locations.get(id).map(|(e, _)| e.clone());
+                self.unleased(&data, execution.as_deref())?;
+                Ok(data.remove(id).is_some())
             })
             .await
     }
@@ -332,7 +378,9 @@ impl CheckpointStore for MemoryStore {
         self.meter
             .observe("clear", async {
                 check_id("execution_id", execution_id)?;
-                Ok(self.write().clear(execution_id))
+                let mut data = self.write();
+                self.unleased(&data, [execution_id])?;
+                Ok(data.clear(execution_id))
             })
             .await
     }
@@ -386,7 +434,9 @@ impl CheckpointStore for MemoryStore {
         self.meter
             .observe("save_batch", async {
                 self.limits.check_batch(checkpoints)?;
-                self.write().save_batch(checkpoints)
+                let mut data = self.write();
+                self.unleased(&data, checkpoints.iter().map(|cp| cp.execution_id.as_str()))?;
+                data.save_batch(checkpoints)
             })
             .await
     }
@@ -424,7 +474,9 @@ impl CheckpointStore for MemoryStore {
         self.meter
             .observe("prune", async {
                 self.limits.check_retention(policy)?;
-                Ok(self.write().prune(policy))
+                let mut data = self.write();
+                self.unleased(&data, policy.execution_id.as_deref())?;
+                Ok(data.prune(policy))
             })
             .await
     }

@@ -3,7 +3,7 @@
 //! [`next_lease`] and writing it back is atomic across the processes sharing the file, and a
 //! fenced write checks its token in the same transaction as the write.
 
-use checkpoint_core::lease::{next_lease, LeaseRequest};
+use checkpoint_core::lease::{next_lease, refuse_unleased, LeaseRequest};
 use checkpoint_core::{Fence, Lease, Result};
 use rusqlite::{Connection, OptionalExtension};
 use time::OffsetDateTime;
@@ -74,6 +74,15 @@ pub(crate) fn change(
     })
     .map_err(driver)?;
     Ok(lease)
+}
+
+/// Refuses an unfenced write of `execution_id` while its lease is unexpired.
+pub(crate) fn unleased(conn: &Connection, execution_id: &str) -> Result<()> {
+    refuse_unleased(
+        execution_id,
+        stored(conn, execution_id)?.as_ref(),
+        now(conn)?,
+    )
 }
 
 /// Refuses the write unless `fence` holds its execution's current token.

@@ -318,6 +318,17 @@ impl CheckpointStore for SqliteStore {
             .observe("save", async {
                 self.limits().check_checkpoint(checkpoint)?;
                 let row = StoredRow::from_checkpoint(checkpoint)?;
+                if self.inner.options.refuse_unleased {
+                    let execution = checkpoint.execution_id.clone();
+                    return self
+                        .inner
+                        .db
+                        .write(move |tx| {
+                            lease::unleased(tx, &execution)?;
+                            write::save(tx, &row)
+                        })
+                        .await;
+                }
                 self.inner.db.save(row).await
             })
             .await
@@ -356,7 +367,18 @@ impl CheckpointStore for SqliteStore {
             .observe("delete", async {
                 check_id("id", id)?;
                 let id = id.to_owned();
-                self.inner.db.write(move |tx| write::delete(tx, &id)).await
+                let guarded = self.inner.options.refuse_unleased;
+                self.inner
+                    .db
+                    .write(move |tx| {
+                        if guarded {
+                            if let Some(execution) = read::execution_of(tx, &id)? {
+                                lease::unleased(tx, &execution)?;
+                            }
+                        }
+                        write::delete(tx, &id)
+                    })
+                    .await
             })
             .await
     }
@@ -367,9 +389,15 @@ impl CheckpointStore for SqliteStore {
             .observe("clear", async {
                 check_id("execution_id", execution_id)?;
                 let execution_id = execution_id.to_owned();
+                let guarded = self.inner.options.refuse_unleased;
                 self.inner
                     .db
-                    .write(move |tx| write::clear(tx, &execution_id))
+                    .write(move |tx| {
+                        if guarded {
+                            lease::unleased(tx, &execution_id)?;
+                        }
+                        write::clear(tx, &execution_id)
+                    })
                     .await
             })
             .await
@@ -427,9 +455,16 @@ impl CheckpointStore for SqliteStore {
                     .iter()
                     .map(StoredRow::from_checkpoint)
                     .collect::<Result<Vec<_>>>()?;
+                let guarded = self.inner.options.refuse_unleased;
                 self.inner
                     .db
-                    .write(move |tx| write::save_all(tx, &rows))
+                    .write(move |tx| {
+                        if guarded {
+                            rows.iter()
+                                .try_for_each(|row| lease::unleased(tx, &row.execution_id))?;
+                        }
+                        write::save_all(tx, &rows)
+                    })
                     .await
             })
             .await
@@ -452,9 +487,16 @@ impl CheckpointStore for SqliteStore {
             .observe("prune", async {
                 self.limits().check_retention(policy)?;
                 let policy = policy.clone();
+                let guarded = self.inner.options.refuse_unleased;
                 self.inner
                     .db
-                    .write(move |tx| write::prune(tx, &policy))
+                    .write(move |tx| {
+                        if let Some(execution) = policy.execution_id.as_deref().filter(|_| guarded)
+                        {
+                            lease::unleased(tx, execution)?;
+                        }
+                        write::prune(tx, &policy)
+                    })
                     .await
             })
             .await
@@ -471,9 +513,15 @@ impl CheckpointStore for SqliteStore {
                     new_execution_id.to_owned(),
                     self.limits(),
                 );
+                let guarded = self.inner.options.refuse_unleased;
                 self.inner
                     .db
-                    .write(move |tx| write::fork(tx, &limits, &id, &target))
+                    .write(move |tx| {
+                        if guarded {
+                            lease::unleased(tx, &target)?;
+                        }
+                        write::fork(tx, &limits, &id, &target)
+                    })
                     .await
             })
             .await

@@ -109,6 +109,7 @@ pub struct SqliteOptions {
     pub(crate) limits: Limits,
     pub(crate) auto_migrate: bool,
     pub(crate) retention: Option<RetentionSchedule>,
+    pub(crate) refuse_unleased: bool,
 }
 
 impl SqliteOptions {
@@ -123,6 +124,7 @@ impl SqliteOptions {
             limits: Limits::default(),
             auto_migrate: true,
             retention: None,
+            refuse_unleased: false,
         }
     }
 
@@ -235,6 +237,16 @@ impl SqliteOptions {
             Location::File(path) => Some(path),
             Location::Memory => None,
         }
+    }
+
+    /// Refuses every unfenced write (save, batch, delete, clear, prune of one execution, fork
+    /// into one) of an execution whose lease is unexpired with
+    /// [`Error::LeaseHeld`](checkpoint_core::Error::LeaseHeld), checked in the write's own
+    /// transaction (default: off; see [`checkpoint_core::lease`]). Unfenced saves then do not
+    /// join group commit.
+    pub fn refuse_unleased_writes(mut self, on: bool) -> Self {
+        self.refuse_unleased = on;
+        self
     }
 
     /// The chosen durability.

@@ -18,6 +18,13 @@ pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<RawRow>> {
         .map_err(driver)
 }
 
+/// The execution that holds checkpoint `id`.
+pub(crate) fn execution_of(conn: &Connection, id: &str) -> Result<Option<String>> {
+    conn.prepare_cached("SELECT execution_id FROM checkpoints WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(crate::error::driver)
+}
+
 pub(crate) fn list(conn: &Connection, execution_id: &str) -> Result<Vec<Checkpoint>> {
     let mut statement = conn
         .prepare_cached(&format!(

@@ -22,3 +22,25 @@ mod in_memory {
             .expect("open")
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unleased_writes_are_refused_while_leased_when_asked() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let options = SqliteOptions::file(dir.path().join("leased.db")).refuse_unleased_writes(true);
+    let store = SqliteStore::open(options).await.expect("open");
+    checkpoint_core::conformance::lease::unleased_writes_are_refused_while_leased(
+        std::sync::Arc::new(store),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unleased_saves_racing_a_first_acquire_never_land_after_it() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let options = SqliteOptions::file(dir.path().join("leased.db")).refuse_unleased_writes(true);
+    let store = SqliteStore::open(options).await.expect("open");
+    checkpoint_core::conformance::lease::unleased_saves_racing_a_first_acquire_never_land_after_it(
+        std::sync::Arc::new(store),
+    )
+    .await;
+}

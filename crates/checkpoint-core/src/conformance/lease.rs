@@ -424,3 +424,130 @@ pub async fn fenced_saves_racing_a_takeover_never_land_after_it(store: Store) {
         .collect();
     assert_eq!(old_versions, stored, "every acknowledged save is stored");
 }
+
+/// For a store set to refuse unleased writes of leased executions (not part of
+/// [`conformance_tests!`](crate::conformance_tests), whose stores are not): every unfenced
+/// write of an execution whose lease is unexpired is `LeaseHeld` naming the holder and changes
+/// nothing; fenced writes, executions without a live lease, and a prune of every execution go
+/// on as usual.
+pub async fn unleased_writes_are_refused_while_leased(store: Store) {
+    let before = fill(&store, "e", 3).await;
+    let source = fill(&store, "src", 1).await;
+    let lease = store.acquire("e", "worker-a", LONG).await.unwrap();
+    let fork_target = store.acquire("f", "worker-a", LONG).await.unwrap();
+    let held = |result: crate::Result<()>, what: &str| match result {
+        Err(Error::LeaseHeld {
+            execution_id,
+            owner,
+            token,
+            ..
+        }) => {
+            assert_eq!(owner, "worker-a", "{what}");
+            assert!(
+                (execution_id == "e" && token == lease.token)
+                    || (execution_id == "f" && token == fork_target.token),
+                "{what}: {execution_id} {token}"
+            );
+        }
+        other => panic!("{what}: expected LeaseHeld, got {other:?}"),
+    };
+    held(
+        store.save(&checkpoint("e", "n", json!(1))).await.map(drop),
+        "save",
+    );
+    let replace = Checkpoint {
+        state: json!("replaced"),
+        ..before[0].clone()
+    };
+    held(store.save(&replace).await.map(drop), "replace");
+    held(
+        store
+            .save_batch(&[
+                checkpoint("other", "n", json!(1)),
+                checkpoint("e", "n", json!(2)),
+            ])
+            .await
+            .map(drop),
+        "batch",
+    );
+    held(store.delete(&before[1].id).await.map(drop), "delete");
+    held(store.clear("e").await.map(drop), "clear");
+    held(
+        store
+            .prune(&RetentionPolicy::keep_last(1).for_execution("e"))
+            .await
+            .map(drop),
+        "prune",
+    );
+    held(store.fork(&source[0].id, "f").await.map(drop), "fork");
+    assert_exact(&store.list("e").await.unwrap(), &before, "e unchanged");
+    assert!(
+        store.list("other").await.unwrap().is_empty(),
+        "the batch stored nothing"
+    );
+    assert!(store.list("f").await.unwrap().is_empty());
+
+    // Fenced writes go on; so do executions without a live lease.
+    assert_eq!(
+        store
+            .save_fenced(&lease.fence(), &checkpoint("e", "n", json!(4)))
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .save(&checkpoint("free", "n", json!(1)))
+            .await
+            .unwrap(),
+        1
+    );
+    store.release(&lease).await.unwrap();
+    assert_eq!(
+        store.save(&checkpoint("e", "n", json!(5))).await.unwrap(),
+        5,
+        "released"
+    );
+    // A prune of every execution is retention, not a writer of one.
+    assert!(store.prune(&RetentionPolicy::keep_last(1)).await.unwrap() >= 4);
+}
+
+/// For a store set to refuse unleased writes: unfenced saves racing the execution's first
+/// acquire either land before it or are refused, never after it.
+pub async fn unleased_saves_racing_a_first_acquire_never_land_after_it(store: Store) {
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut stored = Vec::new();
+            for i in 0..200 {
+                match store.save(&checkpoint("e", "unleased", json!(i))).await {
+                    Ok(version) => stored.push(version),
+                    Err(Error::LeaseHeld { .. }) => break,
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            stored
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let lease = store.acquire("e", "worker-a", LONG).await.unwrap();
+    let mark = store
+        .save_fenced(&lease.fence(), &checkpoint("e", "leased", json!("mark")))
+        .await
+        .unwrap();
+    let stored = writer.await.unwrap();
+    let history = store.list("e").await.unwrap();
+    assert!(
+        history
+            .iter()
+            .all(|cp| cp.node_name == "leased" || cp.version < mark),
+        "an unleased save landed after the lease: {:?}",
+        versions(&history)
+    );
+    let unleased: Vec<i64> = history
+        .iter()
+        .filter(|cp| cp.node_name == "unleased")
+        .map(|cp| cp.version)
+        .collect();
+    assert_eq!(unleased, stored, "every acknowledged save is stored");
+}

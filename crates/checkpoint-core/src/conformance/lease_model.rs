@@ -52,7 +52,7 @@ pub enum LeaseOp {
     Acquire {
         /// Who.
         worker: usize,
-        /// [`SHORT`] or [`LONG`].
+        /// A 40 ms lease, or a 600 s one.
         short: bool,
     },
     /// `take_over`, for a long time.
@@ -64,7 +64,7 @@ pub enum LeaseOp {
     Renew {
         /// Who.
         worker: usize,
-        /// [`SHORT`] or [`LONG`].
+        /// A 40 ms lease, or a 600 s one.
         short: bool,
     },
     /// `release` of the last lease the worker was granted.

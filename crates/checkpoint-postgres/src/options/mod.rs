@@ -78,6 +78,7 @@ pub struct PostgresOptions {
     encryption: Option<Encryption>,
     retention: Option<RetentionSchedule>,
     notify: bool,
+    refuse_unleased: bool,
 }
 
 impl PostgresOptions {
@@ -139,6 +140,7 @@ impl PostgresOptions {
             encryption: None,
             retention: None,
             notify: false,
+            refuse_unleased: false,
         };
         for (key, value) in own_params {
             options.apply_parameter(&key, &value)?;
@@ -295,6 +297,22 @@ impl PostgresOptions {
     pub fn notify(mut self, on: bool) -> Self {
         self.notify = on;
         self
+    }
+
+    /// Refuses every unfenced write (save, batch, delete, clear, prune of one execution, fork
+    /// into one) of an execution whose lease is unexpired with
+    /// [`Error::LeaseHeld`](checkpoint_core::Error::LeaseHeld), checked in the write's own
+    /// transaction (default: off; see [`checkpoint_core::lease`]). Unfenced writes then take
+    /// the careful path, one transaction of the check and the write (states stored whole),
+    /// and do not join group commit; fenced writes are as fast as ever.
+    pub fn refuse_unleased_writes(mut self, on: bool) -> Self {
+        self.refuse_unleased = on;
+        self
+    }
+
+    /// Whether [`refuse_unleased_writes`](Self::refuse_unleased_writes) is on.
+    pub fn is_refusing_unleased_writes(&self) -> bool {
+        self.refuse_unleased
     }
 
     /// Whether [`notify`](Self::notify) is on.

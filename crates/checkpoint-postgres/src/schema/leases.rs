@@ -23,6 +23,9 @@ pub struct LeaseStatements {
     pub update: Sql,
     pub live: Sql,
     pub fence: Sql,
+    pub guard: Sql,
+    pub gate: Sql,
+    pub gate_shared: Sql,
 }
 
 impl LeaseStatements {
@@ -63,11 +66,29 @@ impl LeaseStatements {
                 format!("SELECT owner, token FROM {leases} WHERE execution_id = $1 FOR SHARE"),
                 &[Type::TEXT],
             ),
+            guard: Sql::new(
+                format!(
+                    "SELECT owner, token, expires_at, now() FROM {leases} \
+                     WHERE execution_id = $1 FOR SHARE"
+                ),
+                &[Type::TEXT],
+            ),
+            // An execution's first lease row cannot be locked before it exists: its insert and
+            // the check of an unleased write meet on a transaction lock keyed by the table and
+            // the execution instead (`$1`: the key's text).
+            gate: Sql::new(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                &[Type::TEXT],
+            ),
+            gate_shared: Sql::new(
+                "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))",
+                &[Type::TEXT],
+            ),
         }
     }
 
     /// Every statement with its name, for [`Statements::all`](crate::Statements::all).
-    pub fn all(&self) -> [(&'static str, &Sql); 6] {
+    pub fn all(&self) -> [(&'static str, &Sql); 9] {
         [
             ("lease_lock", &self.lock),
             ("lease_now", &self.now),
@@ -75,6 +96,9 @@ impl LeaseStatements {
             ("lease_update", &self.update),
             ("lease_live", &self.live),
             ("lease_fence", &self.fence),
+            ("lease_guard", &self.guard),
+            ("lease_gate", &self.gate),
+            ("lease_gate_shared", &self.gate_shared),
         ]
     }
 }

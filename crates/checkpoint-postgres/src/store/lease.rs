@@ -19,7 +19,7 @@
 
 use std::future::Future;
 
-use checkpoint_core::lease::{next_lease, LeaseRequest};
+use checkpoint_core::lease::{next_lease, refuse_unleased, LeaseRequest};
 use checkpoint_core::{Checkpoint, Error, Fence, Lease, Result, RetentionPolicy};
 use time::OffsetDateTime;
 
@@ -84,7 +84,13 @@ async fn change_in_tx(
             )),
             row.timestamp(3)?,
         ),
-        None => (None, server_now(tx, store).await?),
+        None => {
+            // The first lease row of the execution: taken under the gate that unleased writes
+            // check (see `unleased`).
+            tx.execute(&sql.gate, &[&gate_key(store, execution_id)])
+                .await?;
+            (None, server_now(tx, store).await?)
+        }
     };
     let lease = next_lease(execution_id, current.as_ref(), request, now)?;
     let params: [Param<'_>; 4] = [&execution_id, &lease.owner, &lease.token, &lease.expires_at];
@@ -135,7 +141,9 @@ pub(crate) async fn save(
 ) -> Result<i64> {
     partitions::upkeep(store).await;
     let version = match (&store.group, store.table.layout()) {
-        (_, TableLayout::Distributed) => careful_save(store, fence, checkpoint).await?,
+        (_, TableLayout::Distributed) => {
+            careful_save(store, &Guard::Fence(fence), checkpoint).await?
+        }
         (Some(committer), _) => group::save(store, committer, checkpoint, Some(fence)).await?,
         (None, _) => write::save_alone(store, checkpoint, Some(fence)).await?,
     };
@@ -143,11 +151,11 @@ pub(crate) async fn save(
     Ok(version)
 }
 
-/// The careful path of a fenced save: one transaction of the fence's check, the row's lock
+/// The careful path of a guarded save: one transaction of the guard's check, the row's lock
 /// and the write of the whole state.
 pub(crate) async fn careful_save(
     store: &PostgresStore,
-    fence: &Fence,
+    guard: &Guard<'_>,
     checkpoint: &Checkpoint,
 ) -> Result<i64> {
     let encoded = store.encoder.encode(checkpoint, true)?;
@@ -155,15 +163,15 @@ pub(crate) async fn careful_save(
         checkpoint,
         args: SaveArgs::new(store, checkpoint, encoded),
     };
-    let version = fenced(store, "save", fence, &save).await?;
+    let version = guarded(store, "save", guard, &save).await?;
     save.acknowledged(store, version)
 }
 
-/// `save_batch_fenced`, input checked: the batch's replay (one save after another, in one
-/// transaction) under the fence.
+/// A guarded batch, input checked: the batch's replay (one save after another, in one
+/// transaction) under the guard.
 pub(crate) async fn save_batch(
     store: &PostgresStore,
-    fence: &Fence,
+    guard: &Guard<'_>,
     checkpoints: &[Checkpoint],
 ) -> Result<Vec<i64>> {
     // What the encoding refuses is refused before anything is written.
@@ -171,54 +179,62 @@ pub(crate) async fn save_batch(
         store.encoder.admit(checkpoint)?;
     }
     partitions::upkeep(store).await;
-    let versions = fenced(store, "save_batch", fence, &Batch(checkpoints)).await?;
+    let versions = guarded(store, "save_batch", guard, &Batch(checkpoints)).await?;
     let versions = store.saved_all(checkpoints, versions);
-    store.announce([fence.execution_id.as_str()]).await;
+    store
+        .announce(checkpoints.iter().map(|cp| cp.execution_id.as_str()))
+        .await;
     Ok(versions)
 }
 
-/// `clear_fenced`: the fenced execution's rows, forgotten by the caches first.
-pub(crate) async fn clear(store: &PostgresStore, fence: &Fence) -> Result<u64> {
-    store.encoder.cache.forget(&fence.execution_id);
-    store.forget_floors(Some(&fence.execution_id));
-    fenced(store, "clear", fence, &Clear(&fence.execution_id)).await
+/// A guarded clear: the execution's rows, forgotten by the caches first.
+pub(crate) async fn clear(
+    store: &PostgresStore,
+    guard: &Guard<'_>,
+    execution_id: &str,
+) -> Result<u64> {
+    store.encoder.cache.forget(execution_id);
+    store.forget_floors(Some(execution_id));
+    guarded(store, "clear", guard, &Clear(execution_id)).await
 }
 
-/// `prune_fenced`, `policy` checked and scoped to the fenced execution.
+/// A guarded prune of `execution_id`, `policy` checked.
 pub(crate) async fn prune(
     store: &PostgresStore,
-    fence: &Fence,
+    guard: &Guard<'_>,
+    execution_id: &str,
     policy: &RetentionPolicy,
 ) -> Result<u64> {
-    store.forget_floors(Some(&fence.execution_id));
+    store.forget_floors(Some(execution_id));
     let prune = Prune {
-        execution_id: &fence.execution_id,
+        execution_id,
         // Validated to fit in i64.
         keep: i64::try_from(policy.keep_last.unwrap_or(0)).unwrap_or(i64::MAX),
         cutoff: policy.cutoff(OffsetDateTime::now_utc()),
     };
-    fenced(store, "prune", fence, &prune).await
+    guarded(store, "prune", guard, &prune).await
 }
 
-/// `fork_fenced`: the source read as `load` reads it (a fan-out where ids are unique per
-/// execution), its copy saved whole as version 1 of the fenced execution.
+/// A guarded fork: the source read as `load` reads it (a fan-out where ids are unique per
+/// execution), its copy saved whole as version 1 of `new_execution_id`.
 pub(crate) async fn fork(
     store: &PostgresStore,
-    fence: &Fence,
+    guard: &Guard<'_>,
     checkpoint_id: &str,
+    new_execution_id: &str,
 ) -> Result<Checkpoint> {
     partitions::upkeep(store).await;
     let forked = read::load(store, checkpoint_id)
         .await?
-        .forked_into(&fence.execution_id);
+        .forked_into(new_execution_id);
     let encoded = store.encoder.encode(&forked, true)?;
     let fork = Fork(Save {
         checkpoint: &forked,
         args: SaveArgs::new(store, &forked, encoded),
     });
-    let version = fenced(store, "fork", fence, &fork).await?;
+    let version = guarded(store, "fork", guard, &fork).await?;
     fork.0.acknowledged(store, version)?;
-    store.announce([fence.execution_id.as_str()]).await;
+    store.announce([new_execution_id]).await;
     Ok(forked)
 }
 
@@ -234,12 +250,20 @@ pub(crate) trait FencedWrite: Sync {
     ) -> impl Future<Output = Result<Option<Self::Output>>> + Send + 'a;
 }
 
-/// Runs `write` in one transaction after checking `fence` in it, starting again when it lost
+/// What a guarded write's transaction checks before it writes.
+pub(crate) enum Guard<'a> {
+    /// The fence holds its execution's current token.
+    Fence(&'a Fence),
+    /// None of these executions has an unexpired lease (a store refusing unleased writes).
+    Unleased(Vec<&'a str>),
+}
+
+/// Runs `write` in one transaction after checking `guard` in it, starting again when it lost
 /// a race, and retrying transient failures as every write does.
-pub(crate) async fn fenced<W: FencedWrite>(
+pub(crate) async fn guarded<W: FencedWrite>(
     store: &PostgresStore,
     operation: &'static str,
-    fence: &Fence,
+    guard: &Guard<'_>,
     write: &W,
 ) -> Result<W::Output> {
     for attempt in 0..MAX_APPEND_ATTEMPTS {
@@ -250,7 +274,7 @@ pub(crate) async fn fenced<W: FencedWrite>(
             .retry
             .run(&store.meter, operation, || async {
                 let mut tx = store.pool.begin().await?;
-                let outcome = match check(store, tx.as_mut(), fence).await {
+                let outcome = match check(store, tx.as_mut(), guard).await {
                     Ok(()) => write.write(store, tx.as_mut()).await,
                     Err(err) => Err(err),
                 };
@@ -261,20 +285,64 @@ pub(crate) async fn fenced<W: FencedWrite>(
             return Ok(output);
         }
     }
-    Err(contended(&fence.execution_id))
+    let execution = match guard {
+        Guard::Fence(fence) => fence.execution_id.as_str(),
+        Guard::Unleased(executions) => executions.first().copied().unwrap_or_default(),
+    };
+    Err(contended(execution))
 }
 
-/// Refuses the transaction's write unless `fence` holds its execution's current token; the
-/// share lock it takes keeps that so until the transaction ends.
-async fn check(store: &PostgresStore, tx: &mut dyn DbTransaction, fence: &Fence) -> Result<()> {
-    let rows = tx
-        .query(&store.sql.leases.fence, &[&fence.execution_id])
+/// Refuses the transaction's write unless `guard` holds; the share locks it takes keep that so
+/// until the transaction ends.
+async fn check(store: &PostgresStore, tx: &mut dyn DbTransaction, guard: &Guard<'_>) -> Result<()> {
+    match guard {
+        Guard::Fence(fence) => {
+            let rows = tx
+                .query(&store.sql.leases.fence, &[&fence.execution_id])
+                .await?;
+            let current = rows
+                .first()
+                .map(|row| Ok::<_, Error>((row.text(0)?, row.int(1)?)))
+                .transpose()?;
+            fence.check(current)
+        }
+        Guard::Unleased(executions) => {
+            // In one order, so that two writes of the same executions cannot deadlock.
+            let mut executions = executions.clone();
+            executions.sort_unstable();
+            executions.dedup();
+            for execution in executions {
+                unleased(store, tx, execution).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The key of the transaction lock on `execution_id`'s lease, for its first lease row.
+fn gate_key(store: &PostgresStore, execution_id: &str) -> String {
+    format!("{}:{execution_id}", store.table.quoted())
+}
+
+/// Refuses an unfenced write of `execution_id` while its lease is unexpired. The gate comes
+/// first: an acquire making the execution's first lease row holds it, so this either waits
+/// and then reads that row, or is done before the row exists.
+async fn unleased(
+    store: &PostgresStore,
+    tx: &mut dyn DbTransaction,
+    execution_id: &str,
+) -> Result<()> {
+    let sql = &store.sql.leases;
+    tx.execute(&sql.gate_shared, &[&gate_key(store, execution_id)])
         .await?;
-    let current = rows
-        .first()
-        .map(|row| Ok::<_, Error>((row.text(0)?, row.int(1)?)))
-        .transpose()?;
-    fence.check(current)
+    let rows = tx.query(&sql.guard, &[&execution_id]).await?;
+    match rows.first() {
+        Some(row) => {
+            let current = Lease::new(execution_id, row.text(0)?, row.int(1)?, row.timestamp(2)?);
+            refuse_unleased(execution_id, Some(&current), row.timestamp(3)?)
+        }
+        None => Ok(()),
+    }
 }
 
 /// A save, whole state, by the careful path.
@@ -342,6 +410,34 @@ impl FencedWrite for Delete<'_> {
             }
             _ => Ok(Some(false)),
         }
+    }
+}
+
+/// A delete of checkpoint `id` (of `execution`, where ids are unique per execution) by a
+/// store refusing unleased writes: the row is locked, then the lease of its execution checked.
+pub(crate) struct UnleasedDelete<'c> {
+    pub(crate) execution: Option<&'c str>,
+    pub(crate) id: &'c str,
+}
+
+impl FencedWrite for UnleasedDelete<'_> {
+    type Output = bool;
+
+    async fn write(
+        &self,
+        store: &PostgresStore,
+        tx: &mut dyn DbTransaction,
+    ) -> Result<Option<bool>> {
+        let locked = tx
+            .query(&store.sql.lock_row, &[&self.id, &self.execution])
+            .await?;
+        let Some(holder) = locked.first().map(|row| row.text(0)).transpose()? else {
+            return Ok(Some(false));
+        };
+        unleased(store, tx, &holder).await?;
+        delete_in_tx(store, tx, self.id, self.execution)
+            .await
+            .map(Some)
     }
 }
 

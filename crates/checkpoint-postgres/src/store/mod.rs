@@ -76,6 +76,8 @@ pub struct PostgresStore {
     /// Operation durations, retries, group sizes, states written
     /// ([`telemetry`](checkpoint_core::telemetry)), labelled with the table.
     meter: Meter,
+    /// Whether unfenced writes of an execution with an unexpired lease are refused.
+    refuse_unleased: bool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -142,6 +144,7 @@ impl PostgresStore {
         let group = grouped.then(|| Arc::new(group::Committer::new(group_commit)));
         let leaves = leaves::Leaves::of(&table).map(Arc::new);
         let store = PostgresStore {
+            refuse_unleased: options.is_refusing_unleased_writes(),
             retention: None,
             notify: options
                 .is_notify()
@@ -484,6 +487,10 @@ impl CheckpointStore for PostgresStore {
             partitions::upkeep(self).await;
             // In the next group when group commit is on, alone otherwise.
             let version = match &self.group {
+                _ if self.refuse_unleased => {
+                    let guard = lease::Guard::Unleased(vec![checkpoint.execution_id.as_str()]);
+                    lease::careful_save(self, &guard, checkpoint).await?
+                }
                 Some(committer) => group::save(self, committer, checkpoint, None).await?,
                 None => write::save_alone(self, checkpoint, None).await?,
             };
@@ -538,6 +545,10 @@ impl CheckpointStore for PostgresStore {
     async fn clear(&self, execution_id: &str) -> Result<u64> {
         self.observe("clear", async {
             check_id("execution_id", execution_id)?;
+            if self.refuse_unleased {
+                let guard = lease::Guard::Unleased(vec![execution_id]);
+                return lease::clear(self, &guard, execution_id).await;
+            }
             write::clear(self, execution_id).await
         })
         .await
@@ -563,6 +574,16 @@ impl CheckpointStore for PostgresStore {
 
     #[instrument(level = "debug", skip_all, fields(items = checkpoints.len()))]
     async fn save_batch(&self, checkpoints: &[Checkpoint]) -> Result<Vec<i64>> {
+        if self.refuse_unleased {
+            return self
+                .observe("save_batch", async {
+                    self.limits.check_batch(checkpoints)?;
+                    let executions = checkpoints.iter().map(|cp| cp.execution_id.as_str());
+                    let guard = lease::Guard::Unleased(executions.collect());
+                    lease::save_batch(self, &guard, checkpoints).await
+                })
+                .await;
+        }
         let versions = self
             .observe("save_batch", batch::save(self, checkpoints))
             .await?;
@@ -598,6 +619,14 @@ impl CheckpointStore for PostgresStore {
     async fn prune(&self, policy: &RetentionPolicy) -> Result<u64> {
         self.observe("prune", async {
             self.limits.check_retention(policy)?;
+            if let Some(execution) = policy
+                .execution_id
+                .as_deref()
+                .filter(|_| self.refuse_unleased)
+            {
+                let guard = lease::Guard::Unleased(vec![execution]);
+                return lease::prune(self, &guard, execution, policy).await;
+            }
             write::prune(self, policy).await
         })
         .await
@@ -608,6 +637,10 @@ impl CheckpointStore for PostgresStore {
         self.observe("fork", async {
             check_id("id", checkpoint_id)?;
             check_id("execution_id", new_execution_id)?;
+            if self.refuse_unleased {
+                let guard = lease::Guard::Unleased(vec![new_execution_id]);
+                return lease::fork(self, &guard, checkpoint_id, new_execution_id).await;
+            }
             partitions::upkeep(self).await;
             let forked = read::fork(self, checkpoint_id, new_execution_id).await?;
             self.announce([new_execution_id]).await;
@@ -689,7 +722,7 @@ impl CheckpointStore for PostgresStore {
             check_fence(fence)?;
             self.limits.check_batch(checkpoints)?;
             check_fenced_batch(fence, checkpoints)?;
-            lease::save_batch(self, fence, checkpoints).await
+            lease::save_batch(self, &lease::Guard::Fence(fence), checkpoints).await
         })
         .await
     }
@@ -703,7 +736,7 @@ impl CheckpointStore for PostgresStore {
                 execution_id: &fence.execution_id,
                 id,
             };
-            lease::fenced(self, "delete", fence, &delete).await
+            lease::guarded(self, "delete", &lease::Guard::Fence(fence), &delete).await
         })
         .await
     }
@@ -712,7 +745,7 @@ impl CheckpointStore for PostgresStore {
     async fn clear_fenced(&self, fence: &Fence) -> Result<u64> {
         self.observe("clear", async {
             check_fence(fence)?;
-            lease::clear(self, fence).await
+            lease::clear(self, &lease::Guard::Fence(fence), &fence.execution_id).await
         })
         .await
     }
@@ -723,7 +756,13 @@ impl CheckpointStore for PostgresStore {
             check_fence(fence)?;
             let policy = fenced_policy(fence, policy)?;
             self.limits.check_retention(&policy)?;
-            lease::prune(self, fence, &policy).await
+            lease::prune(
+                self,
+                &lease::Guard::Fence(fence),
+                &fence.execution_id,
+                &policy,
+            )
+            .await
         })
         .await
     }
@@ -733,7 +772,13 @@ impl CheckpointStore for PostgresStore {
         self.observe("fork", async {
             check_fence(fence)?;
             check_id("id", checkpoint_id)?;
-            lease::fork(self, fence, checkpoint_id).await
+            lease::fork(
+                self,
+                &lease::Guard::Fence(fence),
+                checkpoint_id,
+                &fence.execution_id,
+            )
+            .await
         })
         .await
     }

@@ -271,7 +271,8 @@ async fn careful_save(
     fence: Option<&Fence>,
 ) -> Result<i64> {
     if let Some(fence) = fence {
-        return crate::store::lease::careful_save(store, fence, checkpoint).await;
+        let guard = crate::store::lease::Guard::Fence(fence);
+        return crate::store::lease::careful_save(store, &guard, checkpoint).await;
     }
     let args = SaveArgs::new(store, checkpoint, store.encoder.encode(checkpoint, true)?);
     for attempt in 0..MAX_APPEND_ATTEMPTS {
@@ -392,6 +393,11 @@ pub(crate) async fn delete(store: &PostgresStore, id: &str) -> Result<bool> {
         _ => None,
     };
     let execution = execution.as_deref();
+    if store.refuse_unleased {
+        let delete = crate::store::lease::UnleasedDelete { execution, id };
+        let guard = crate::store::lease::Guard::Unleased(Vec::new());
+        return crate::store::lease::guarded(store, "delete", &guard, &delete).await;
+    }
     match store
         .execute("delete", &store.sql.delete, &[&id, &execution])
         .await
