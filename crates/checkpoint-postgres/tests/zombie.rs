@@ -7,14 +7,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+use checkpoint_core::conformance::zombie;
 use checkpoint_postgres::{PostgresOptions, PostgresStore, RetryPolicy};
-use serde_json::json;
 
 /// The frozen holder's time to live: short, so the freeze outlasts it.
 const ZOMBIE_TTL: Duration = Duration::from_millis(300);
@@ -54,84 +51,18 @@ async fn frozen_holder_thawed_after_a_takeover(url: &str, while_frozen: impl FnO
         .stderr(Stdio::null())
         .spawn()
         .expect("start a child");
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("piped");
-    std::thread::spawn(move || {
-        // The child's test harness may print on the same line before a report: each report
-        // starts at its `@`.
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let Some((_, report)) = line.split_once('@') else {
-                continue;
-            };
-            if tx.send(report.to_owned()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while lines
-        .iter()
-        .filter(|l: &&String| l.starts_with("ack "))
-        .count()
-        < 5
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the child saved too little: {lines:?}"
-        );
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            lines.push(line);
-        }
-    }
+    let mut reports = zombie::Reports::follow(&mut child);
+    reports.wait_for_acks(5, Duration::from_secs(60));
     signal(&child, libc::SIGSTOP);
-    std::thread::sleep(Duration::from_millis(50));
-    lines.extend(rx.try_iter());
+    reports.drain();
     while_frozen();
     tokio::time::sleep(ZOMBIE_TTL * 3).await;
-
-    let new = store
-        .acquire("run", "worker-b", Duration::from_secs(600))
-        .await
-        .expect("the frozen lease expired");
-    assert_eq!(new.token, 2);
-    let mark = Checkpoint::new("run", "taken-over", json!({"by": "worker-b"}));
-    let mark_version = store.save_fenced(&new.fence(), &mark).await.unwrap();
-
+    let takeover = zombie::take_over(&store).await;
     signal(&child, libc::SIGCONT);
-    let status = child.wait().expect("the child ends");
-    lines.extend(rx.iter());
-    assert!(status.success(), "{status}: {lines:?}");
-    assert_eq!(
-        lines.last().map(String::as_str),
-        Some("lost worker-b 2"),
-        "{lines:?}"
-    );
-
-    let acked: Vec<(String, i64)> = lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("ack "))
-        .map(|l| {
-            let (id, version) = l.split_once(' ').expect("id version");
-            (id.to_owned(), version.parse().expect("version"))
-        })
-        .collect();
-    let history = store.list("run").await.unwrap();
-    let stored: Vec<(String, i64)> = history
-        .iter()
-        .filter(|cp| cp.node_name == "zombie")
-        .map(|cp| (cp.id.clone(), cp.version))
-        .collect();
-    assert_eq!(
-        stored, acked,
-        "exactly the frozen holder's acknowledged saves"
-    );
-    assert!(stored.iter().all(|(_, v)| *v < mark_version));
-    assert_eq!(history.last().map(|cp| &cp.id), Some(&mark.id));
-    assert_eq!(store.lease("run").await.unwrap(), Some(new));
+    reports.finish(child);
+    let acked = zombie::check(&store, &reports, &takeover).await;
     println!(
-        "frozen holder: {} saves acknowledged before the freeze, refused after the takeover",
-        acked.len()
+        "frozen holder: {acked} saves acknowledged before the freeze, refused after the takeover"
     );
 }
 
@@ -159,9 +90,7 @@ async fn a_frozen_holder_thawed_after_a_server_restart_and_a_takeover_stores_not
     .await;
 }
 
-/// The child of the zombie tests: takes the lease of `run` and saves under it every 100 ms,
-/// printing each acknowledged save, until a save is refused; then prints who holds the lease.
-/// A save that fails for a reason that may pass (the server restarting) is tried again.
+/// The child of the zombie tests ([`zombie::hold_and_save`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run as a child process by the zombie tests"]
 async fn child_holding_a_lease() {
@@ -170,31 +99,5 @@ async fn child_holding_a_lease() {
     let store = PostgresStore::connect(options(&url, &schema))
         .await
         .expect("connect");
-    let lease = store
-        .acquire("run", "worker-a", ZOMBIE_TTL)
-        .await
-        .expect("acquire");
-    let mut transient = 0;
-    for step in 0.. {
-        let cp = Checkpoint::new("run", "zombie", json!({"step": step}));
-        let outcome = store.save_fenced(&lease.fence(), &cp).await;
-        let mut out = std::io::stdout().lock();
-        match outcome {
-            Ok(version) => writeln!(out, "@ack {} {version}", cp.id).expect("stdout"),
-            Err(Error::LeaseLost {
-                holder: Some(holder),
-                current_token: Some(token),
-                ..
-            }) => {
-                writeln!(out, "@lost {holder} {token}").expect("stdout");
-                return;
-            }
-            Err(e) if e.is_retryable() && transient < 100 => transient += 1,
-            Err(other) => panic!("unexpected {other:?}"),
-        }
-        out.flush().expect("stdout");
-        drop(out);
-        // Long enough that the parent freezes this process between writes.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    zombie::hold_and_save(&store, ZOMBIE_TTL).await;
 }

@@ -384,18 +384,34 @@ pub async fn lease_racing_acquirers_one_wins(store: Store) {
 /// never stored after it.
 pub async fn fenced_saves_racing_a_takeover_never_land_after_it(store: Store) {
     let old = store.acquire("e", "worker-a", LONG).await.unwrap();
+    let taker = store.clone();
+    saves_racing_a_grant(&store, Some(old.fence()), async move {
+        taker.take_over("e", "worker-b", LONG).await.unwrap()
+    })
+    .await;
+}
+
+/// Saves to `e`, fenced by `fence` or not, one after another on a task of their own, racing
+/// `grant` (a new lease of `e`): those stored are stored before the grant's first save, and
+/// every save acknowledged is stored. The saves stop at their first refusal.
+async fn saves_racing_a_grant(
+    store: &Store,
+    fence: Option<Fence>,
+    grant: impl std::future::Future<Output = Lease>,
+) {
     let writer = {
         let store = store.clone();
-        let fence = old.fence();
         tokio::spawn(async move {
             let mut stored = Vec::new();
-            for i in 0..40 {
-                match store
-                    .save_fenced(&fence, &checkpoint("e", "old", json!(i)))
-                    .await
-                {
+            for i in 0..200 {
+                let cp = checkpoint("e", "racing", json!(i));
+                let outcome = match &fence {
+                    Some(fence) => store.save_fenced(fence, &cp).await,
+                    None => store.save(&cp).await,
+                };
+                match outcome {
                     Ok(version) => stored.push(version),
-                    Err(Error::LeaseLost { .. }) => break,
+                    Err(Error::LeaseLost { .. } | Error::LeaseHeld { .. }) => break,
                     Err(other) => panic!("unexpected {other:?}"),
                 }
             }
@@ -403,9 +419,9 @@ pub async fn fenced_saves_racing_a_takeover_never_land_after_it(store: Store) {
         })
     };
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let new = store.take_over("e", "worker-b", LONG).await.unwrap();
+    let lease = grant.await;
     let mark = store
-        .save_fenced(&new.fence(), &checkpoint("e", "new", json!("mark")))
+        .save_fenced(&lease.fence(), &checkpoint("e", "granted", json!("mark")))
         .await
         .unwrap();
     let stored = writer.await.unwrap();
@@ -413,16 +429,16 @@ pub async fn fenced_saves_racing_a_takeover_never_land_after_it(store: Store) {
     assert!(
         history
             .iter()
-            .all(|cp| cp.node_name == "new" || cp.version < mark),
-        "an old holder's save landed after the takeover: {:?}",
+            .all(|cp| cp.node_name == "granted" || cp.version < mark),
+        "a racing save landed after the grant: {:?}",
         versions(&history)
     );
-    let old_versions: Vec<i64> = history
+    let racing: Vec<i64> = history
         .iter()
-        .filter(|cp| cp.node_name == "old")
+        .filter(|cp| cp.node_name == "racing")
         .map(|cp| cp.version)
         .collect();
-    assert_eq!(old_versions, stored, "every acknowledged save is stored");
+    assert_eq!(racing, stored, "every acknowledged save is stored");
 }
 
 /// For a store set to refuse unleased writes of leased executions (not part of
@@ -515,39 +531,9 @@ pub async fn unleased_writes_are_refused_while_leased(store: Store) {
 /// For a store set to refuse unleased writes: unfenced saves racing the execution's first
 /// acquire either land before it or are refused, never after it.
 pub async fn unleased_saves_racing_a_first_acquire_never_land_after_it(store: Store) {
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut stored = Vec::new();
-            for i in 0..200 {
-                match store.save(&checkpoint("e", "unleased", json!(i))).await {
-                    Ok(version) => stored.push(version),
-                    Err(Error::LeaseHeld { .. }) => break,
-                    Err(other) => panic!("unexpected {other:?}"),
-                }
-            }
-            stored
-        })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let lease = store.acquire("e", "worker-a", LONG).await.unwrap();
-    let mark = store
-        .save_fenced(&lease.fence(), &checkpoint("e", "leased", json!("mark")))
-        .await
-        .unwrap();
-    let stored = writer.await.unwrap();
-    let history = store.list("e").await.unwrap();
-    assert!(
-        history
-            .iter()
-            .all(|cp| cp.node_name == "leased" || cp.version < mark),
-        "an unleased save landed after the lease: {:?}",
-        versions(&history)
-    );
-    let unleased: Vec<i64> = history
-        .iter()
-        .filter(|cp| cp.node_name == "unleased")
-        .map(|cp| cp.version)
-        .collect();
-    assert_eq!(unleased, stored, "every acknowledged save is stored");
+    let acquirer = store.clone();
+    saves_racing_a_grant(&store, None, async move {
+        acquirer.acquire("e", "worker-a", LONG).await.unwrap()
+    })
+    .await;
 }

@@ -38,6 +38,7 @@ pub mod save;
 pub mod scheduled;
 pub mod strategies;
 pub mod validation;
+pub mod zombie;
 
 /// A shared handle to the store under test.
 pub type Store = Arc<dyn CheckpointStore>;
