@@ -633,8 +633,9 @@ impl Statements {
         let leases = table.qualify(&table.leases_table());
         let [save_fenced, save_delta_fenced] =
             save_statements(&t, &start, id_target, Some(&leases));
-        // Citus plans no `FOR SHARE` over the executions of a group: there fenced saves go
-        // alone, in a transaction of statements routed to one shard.
+        // The distributed layout has no group commit (`PostgresStore::with_pool`), and its
+        // fenced saves go alone, in a transaction of statements each routed to one shard:
+        // its group statements read no tokens.
         let group_fence = (table.layout() != TableLayout::Distributed).then_some(leases.as_str());
         Statements {
             reencrypt_read,

@@ -10,8 +10,9 @@
 //! takes the careful path under the fence: one transaction that reads the lease row `FOR
 //! SHARE`, refuses the write with `LeaseLost` unless its token is current, then writes as a
 //! save whose id exists does (whole states, rows built on a replaced one rewritten first).
-//! The other fenced writes, and every fenced save on the distributed layout (Citus plans no
-//! `FOR SHARE` over a group's executions), take that transactional path.
+//! The other fenced writes take that transactional path, and so does every fenced save on the
+//! distributed layout: Citus locks a row only in a query it sends whole to one shard, which a
+//! save with a locking CTE is not known to be, while each statement of the transaction is.
 //!
 //! The share lock makes a takeover (which updates the row) wait for every write already
 //! checked, and every write checked after the takeover commits sees the new token, so no
