@@ -17,13 +17,13 @@ async fn plans(client: &tokio_postgres::Client, name: &str, sql: &Sql, args: &st
 
 /// The arguments of a group of two saves (appends to two executions) for the group commit
 /// statements; `bases` and `depths` make the first a delta or not.
-fn group_args(bases: &str, depths: &str) -> String {
+fn group_args(bases: &str, depths: &str, fences: &str) -> String {
     format!(
         "ARRAY['g-1', 'g-2'], ARRAY['exec-5', 'exec-6'], ARRAY['n', 'n'], \
          ARRAY[NULL, NULL]::jsonb[], ARRAY['{{}}', '{{}}']::jsonb[], ARRAY[now(), now()], \
          ARRAY[0, 0]::int8[], ARRAY[NULL, NULL]::text[], ARRAY['\\x00', '\\x00']::bytea[], \
          ARRAY[{bases}]::int8[], ARRAY[{bases}]::int8[], ARRAY[1, 2]::int8[], \
-         ARRAY[{depths}]::int4[], ARRAY[0, 0]::int8[]"
+         ARRAY[{depths}]::int4[], ARRAY[0, 0]::int8[], ARRAY[{fences}]::int8[]"
     )
 }
 
@@ -39,8 +39,11 @@ async fn single_execution_statements_use_the_index_at_100k_rows() {
              SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
                     now() - make_interval(secs => g), g % 100 + 1
                FROM generate_series(0, 99999) AS g;
-             ANALYZE {table};",
-            schema = store.table().schema().unwrap()
+             INSERT INTO {leases} (execution_id, owner, token, expires_at)
+             SELECT 'exec-' || g, 'w', 1, now() FROM generate_series(0, 99999) AS g;
+             ANALYZE {table}; ANALYZE {leases};",
+            schema = store.table().schema().unwrap(),
+            leases = store.table().qualify(&store.table().leases_table())
         ))
         .await
         .unwrap();
@@ -71,15 +74,27 @@ async fn single_execution_statements_use_the_index_at_100k_rows() {
             &s.save_delta,
             "'new-id', 'exec-5', 'n', NULL, '{}', now(), 0, NULL, '\\x0100', 3, 1, 7, 0".to_owned(),
         ),
+        // A fenced save reads its execution's lease row by its key too.
+        (
+            "save_fenced",
+            &s.save_fenced,
+            "'new-id', 'exec-5', 'n', '{}', '{}', now(), 0, NULL, NULL, NULL, NULL, 7, 0, 1"
+                .to_owned(),
+        ),
         (
             "group_save",
             &s.group_save,
-            group_args("NULL, NULL", "NULL, NULL"),
+            group_args("NULL, NULL", "NULL, NULL", "NULL, NULL"),
         ),
         (
             "group_delta",
             &s.group_save_delta,
-            group_args("3, NULL", "0, NULL"),
+            group_args("3, NULL", "0, NULL", "NULL, NULL"),
+        ),
+        (
+            "group_fenced",
+            &s.group_save,
+            group_args("NULL, NULL", "NULL, NULL", "1, NULL"),
         ),
     ]);
     for (name, sql, args) in cases {

@@ -292,7 +292,7 @@ fn group_save(t: &str, start: &Start, deltas: bool, leases: Option<&str>) -> Sql
         Some(leases) => (
             format!(
                 ", fences AS (SELECT l.execution_id, l.token FROM {leases} l WHERE \
-                 l.execution_id IN (SELECT execution_id FROM i WHERE fence IS NOT NULL) \
+                 l.execution_id = ANY(ARRAY(SELECT execution_id FROM i WHERE fence IS NOT NULL)) \
                  FOR SHARE)"
             ),
             Some(
