@@ -49,7 +49,6 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::store::RetentionPolicy;
 use crate::validate::check_id;
 
 /// The shortest time to live a lease may ask for.
@@ -299,16 +298,6 @@ pub fn refuse_unleased(
     }
 }
 
-/// Checks that every checkpoint of a fenced batch is of the fenced execution.
-///
-/// # Errors
-/// [`Error::InvalidInput`] on `execution_id` for the first that is not.
-pub fn check_fenced_batch(fence: &Fence, checkpoints: &[crate::Checkpoint]) -> Result<()> {
-    checkpoints
-        .iter()
-        .try_for_each(|checkpoint| fence.covers(&checkpoint.execution_id))
-}
-
 /// The input rules of [`acquire`](crate::CheckpointStore::acquire) and
 /// [`take_over`](crate::CheckpointStore::take_over): ids as everywhere, a time to live from
 /// [`MIN_LEASE_TTL`] to [`MAX_LEASE_TTL`]. Returns the time to live in whole microseconds,
@@ -335,18 +324,6 @@ pub fn check_ttl(ttl: Duration) -> Result<i64> {
     }
     let micros = ttl.as_micros() + u128::from(!ttl.subsec_nanos().is_multiple_of(1_000));
     i64::try_from(micros).map_err(|_| Error::invalid("ttl", "too long"))
-}
-
-/// `policy` for the fenced execution alone, as [`prune_fenced`](crate::CheckpointStore::prune_fenced)
-/// applies it.
-///
-/// # Errors
-/// [`Error::InvalidInput`] on `execution_id` when the policy names another execution.
-pub fn fenced_policy(fence: &Fence, policy: &RetentionPolicy) -> Result<RetentionPolicy> {
-    if let Some(execution) = &policy.execution_id {
-        fence.covers(execution)?;
-    }
-    Ok(policy.clone().for_execution(&fence.execution_id))
 }
 
 /// The input rules of a lease handed back to the store ([`renew`](crate::CheckpointStore::renew),

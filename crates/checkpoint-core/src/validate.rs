@@ -69,6 +69,60 @@ impl Limits {
         self
     }
 
+    /// The input rules of a fenced save ([`save_fenced`](crate::CheckpointStore::save_fenced)):
+    /// the fence's, the checkpoint's, and that it is of the fenced execution.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the first field at fault.
+    pub fn check_fenced_checkpoint(
+        &self,
+        fence: &crate::Fence,
+        checkpoint: &Checkpoint,
+    ) -> Result<()> {
+        crate::lease::check_fence(fence)?;
+        self.check_checkpoint(checkpoint)?;
+        fence.covers(&checkpoint.execution_id)
+    }
+
+    /// The input rules of a fenced batch
+    /// ([`save_batch_fenced`](crate::CheckpointStore::save_batch_fenced)): the fence's, the
+    /// batch's, and that every checkpoint is of the fenced execution.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the first field at fault.
+    pub fn check_fenced_batch(
+        &self,
+        fence: &crate::Fence,
+        checkpoints: &[Checkpoint],
+    ) -> Result<()> {
+        crate::lease::check_fence(fence)?;
+        self.check_batch(checkpoints)?;
+        checkpoints
+            .iter()
+            .try_for_each(|checkpoint| fence.covers(&checkpoint.execution_id))
+    }
+
+    /// The input rules of a fenced prune
+    /// ([`prune_fenced`](crate::CheckpointStore::prune_fenced)), and the policy it applies:
+    /// `policy` for the fenced execution alone.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the first field at fault; on `execution_id` when the
+    /// policy names another execution.
+    pub fn check_fenced_retention(
+        &self,
+        fence: &crate::Fence,
+        policy: &RetentionPolicy,
+    ) -> Result<RetentionPolicy> {
+        crate::lease::check_fence(fence)?;
+        if let Some(execution) = &policy.execution_id {
+            fence.covers(execution)?;
+        }
+        let policy = policy.clone().for_execution(&fence.execution_id);
+        self.check_retention(&policy)?;
+        Ok(policy)
+    }
+
     /// Checks every field of `checkpoint`.
     ///
     /// # Errors

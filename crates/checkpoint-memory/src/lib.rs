@@ -25,8 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use checkpoint_core::lease::{
-    check_fence, check_fenced_batch, check_lease_request, check_ttl, fenced_policy, next_lease,
-    refuse_unleased, LeaseRequest,
+    check_fence, check_lease_request, check_ttl, next_lease, refuse_unleased, LeaseRequest,
 };
 use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
@@ -543,9 +542,7 @@ impl CheckpointStore for MemoryStore {
     async fn save_fenced(&self, fence: &Fence, checkpoint: &Checkpoint) -> Result<i64> {
         self.meter
             .observe("save", async {
-                check_fence(fence)?;
-                self.limits.check_checkpoint(checkpoint)?;
-                fence.covers(&checkpoint.execution_id)?;
+                self.limits.check_fenced_checkpoint(fence, checkpoint)?;
                 let mut data = self.write();
                 data.fence(fence)?;
                 Ok(data.save(checkpoint)?.0)
@@ -560,9 +557,7 @@ impl CheckpointStore for MemoryStore {
     ) -> Result<Vec<i64>> {
         self.meter
             .observe("save_batch", async {
-                check_fence(fence)?;
-                self.limits.check_batch(checkpoints)?;
-                check_fenced_batch(fence, checkpoints)?;
+                self.limits.check_fenced_batch(fence, checkpoints)?;
                 let mut data = self.write();
                 data.fence(fence)?;
                 data.save_batch(checkpoints)
@@ -600,9 +595,7 @@ impl CheckpointStore for MemoryStore {
     async fn prune_fenced(&self, fence: &Fence, policy: &RetentionPolicy) -> Result<u64> {
         self.meter
             .observe("prune", async {
-                check_fence(fence)?;
-                let policy = fenced_policy(fence, policy)?;
-                self.limits.check_retention(&policy)?;
+                let policy = self.limits.check_fenced_retention(fence, policy)?;
                 let mut data = self.write();
                 data.fence(fence)?;
                 Ok(data.prune(&policy))

@@ -52,9 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use checkpoint_core::lease::{
-    check_fence, check_fenced_batch, check_lease_request, check_ttl, fenced_policy, LeaseRequest,
-};
+use checkpoint_core::lease::{check_fence, check_lease_request, check_ttl, LeaseRequest};
 use checkpoint_core::retention::{self, RetentionSchedule, RetentionTask};
 use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
@@ -610,9 +608,7 @@ impl CheckpointStore for SqliteStore {
         self.inner
             .meter
             .observe("save", async {
-                check_fence(fence)?;
-                self.limits().check_checkpoint(checkpoint)?;
-                fence.covers(&checkpoint.execution_id)?;
+                self.limits().check_fenced_checkpoint(fence, checkpoint)?;
                 let row = StoredRow::from_checkpoint(checkpoint)?;
                 self.fenced(fence, move |tx| write::save(tx, &row)).await
             })
@@ -627,9 +623,7 @@ impl CheckpointStore for SqliteStore {
         self.inner
             .meter
             .observe("save_batch", async {
-                check_fence(fence)?;
-                self.limits().check_batch(checkpoints)?;
-                check_fenced_batch(fence, checkpoints)?;
+                self.limits().check_fenced_batch(fence, checkpoints)?;
                 let rows = checkpoints
                     .iter()
                     .map(StoredRow::from_checkpoint)
@@ -669,9 +663,7 @@ impl CheckpointStore for SqliteStore {
         self.inner
             .meter
             .observe("prune", async {
-                check_fence(fence)?;
-                let policy = fenced_policy(fence, policy)?;
-                self.limits().check_retention(&policy)?;
+                let policy = self.limits().check_fenced_retention(fence, policy)?;
                 self.fenced(fence, move |tx| write::prune(tx, &policy))
                     .await
             })

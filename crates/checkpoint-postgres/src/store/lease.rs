@@ -386,42 +386,24 @@ impl FencedWrite for Batch<'_> {
     }
 }
 
-/// A delete of checkpoint `id` if it is of `execution_id`.
+/// A delete of checkpoint `id` under a guard: the row is locked (in `execution`, where ids
+/// are unique per execution; the plain table's lock reads the id in any execution), then its
+/// execution checked as `rule` says.
 pub(crate) struct Delete<'c> {
-    pub(crate) execution_id: &'c str,
     pub(crate) id: &'c str,
+    pub(crate) execution: Option<&'c str>,
+    pub(crate) rule: DeleteRule,
+}
+
+/// What a guarded delete checks of the locked row's execution.
+pub(crate) enum DeleteRule {
+    /// It is the fenced one (`execution`); a row of another is left alone.
+    Fenced,
+    /// It has no unexpired lease.
+    Unleased,
 }
 
 impl FencedWrite for Delete<'_> {
-    type Output = bool;
-
-    async fn write(
-        &self,
-        store: &PostgresStore,
-        tx: &mut dyn DbTransaction,
-    ) -> Result<Option<bool>> {
-        let execution = Some(self.execution_id);
-        let locked = tx
-            .query(&store.sql.lock_row, &[&self.id, &execution])
-            .await?;
-        // On the plain table ids are global and the lock reads the id in any execution.
-        match locked.first().map(|row| row.text(0)).transpose()? {
-            Some(holder) if holder == self.execution_id => {
-                delete_in_tx(store, tx, self.id, execution).await.map(Some)
-            }
-            _ => Ok(Some(false)),
-        }
-    }
-}
-
-/// A delete of checkpoint `id` (of `execution`, where ids are unique per execution) by a
-/// store refusing unleased writes: the row is locked, then the lease of its execution checked.
-pub(crate) struct UnleasedDelete<'c> {
-    pub(crate) execution: Option<&'c str>,
-    pub(crate) id: &'c str,
-}
-
-impl FencedWrite for UnleasedDelete<'_> {
     type Output = bool;
 
     async fn write(
@@ -435,7 +417,13 @@ impl FencedWrite for UnleasedDelete<'_> {
         let Some(holder) = locked.first().map(|row| row.text(0)).transpose()? else {
             return Ok(Some(false));
         };
-        unleased(store, tx, &holder).await?;
+        match self.rule {
+            DeleteRule::Fenced if Some(holder.as_str()) != self.execution => {
+                return Ok(Some(false))
+            }
+            DeleteRule::Fenced => {}
+            DeleteRule::Unleased => unleased(store, tx, &holder).await?,
+        }
         delete_in_tx(store, tx, self.id, self.execution)
             .await
             .map(Some)

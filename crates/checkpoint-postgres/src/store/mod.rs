@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use checkpoint_core::lease::{
-    check_fence, check_fenced_batch, check_lease_request, check_ttl, fenced_policy, LeaseRequest,
-};
+use checkpoint_core::lease::{check_fence, check_lease_request, check_ttl, LeaseRequest};
 use checkpoint_core::telemetry::{Meter, System};
 use checkpoint_core::validate::check_id;
 use checkpoint_core::{
@@ -704,9 +702,7 @@ impl CheckpointStore for PostgresStore {
     #[instrument(level = "debug", skip_all, fields(id = %checkpoint.id, execution_id = %checkpoint.execution_id))]
     async fn save_fenced(&self, fence: &Fence, checkpoint: &Checkpoint) -> Result<i64> {
         self.observe("save", async {
-            check_fence(fence)?;
-            self.limits.check_checkpoint(checkpoint)?;
-            fence.covers(&checkpoint.execution_id)?;
+            self.limits.check_fenced_checkpoint(fence, checkpoint)?;
             lease::save(self, fence, checkpoint).await
         })
         .await
@@ -719,9 +715,7 @@ impl CheckpointStore for PostgresStore {
         checkpoints: &[Checkpoint],
     ) -> Result<Vec<i64>> {
         self.observe("save_batch", async {
-            check_fence(fence)?;
-            self.limits.check_batch(checkpoints)?;
-            check_fenced_batch(fence, checkpoints)?;
+            self.limits.check_fenced_batch(fence, checkpoints)?;
             lease::save_batch(self, &lease::Guard::Fence(fence), checkpoints).await
         })
         .await
@@ -733,8 +727,9 @@ impl CheckpointStore for PostgresStore {
             check_fence(fence)?;
             check_id("id", id)?;
             let delete = lease::Delete {
-                execution_id: &fence.execution_id,
                 id,
+                execution: Some(&fence.execution_id),
+                rule: lease::DeleteRule::Fenced,
             };
             lease::guarded(self, "delete", &lease::Guard::Fence(fence), &delete).await
         })
@@ -753,9 +748,7 @@ impl CheckpointStore for PostgresStore {
     #[instrument(level = "debug", skip(self))]
     async fn prune_fenced(&self, fence: &Fence, policy: &RetentionPolicy) -> Result<u64> {
         self.observe("prune", async {
-            check_fence(fence)?;
-            let policy = fenced_policy(fence, policy)?;
-            self.limits.check_retention(&policy)?;
+            let policy = self.limits.check_fenced_retention(fence, policy)?;
             lease::prune(
                 self,
                 &lease::Guard::Fence(fence),

@@ -394,7 +394,11 @@ pub(crate) async fn delete(store: &PostgresStore, id: &str) -> Result<bool> {
     };
     let execution = execution.as_deref();
     if store.refuse_unleased {
-        let delete = crate::store::lease::UnleasedDelete { execution, id };
+        let delete = crate::store::lease::Delete {
+            id,
+            execution,
+            rule: crate::store::lease::DeleteRule::Unleased,
+        };
         let guard = crate::store::lease::Guard::Unleased(Vec::new());
         return crate::store::lease::guarded(store, "delete", &guard, &delete).await;
     }
