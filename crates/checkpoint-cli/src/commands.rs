@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use checkpoint_core::{Checkpoint, CheckpointStore, Error, ExecutionQuery, RetentionPolicy};
+use checkpoint_core::{Checkpoint, CheckpointStore, Error, RetentionPolicy};
 use checkpoint_postgres::{
     DbPool, DeadpoolPool, Encryption, EncryptionError, PostgresOptions, PostgresStore, SchemaError,
     Sql,
 };
 use checkpoint_sqlite::{SqliteError, SqliteOptions, SqliteStore};
+use checkpoint_workflow::meta;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -200,30 +201,18 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Exit> {
         }
         Command::Status => status(&cli.connection, json).await,
         Command::Lease { action } => crate::lease::run(&cli.connection, action, json).await,
-        Command::Executions { limit, after } => {
+        Command::Executions {
+            limit,
+            after,
+            stale,
+        } => {
             let store = store(&cli.connection).await?;
-            let mut query = ExecutionQuery::new(limit);
-            if let Some(after) = after {
-                query = query.after(after);
+            match stale {
+                None => crate::executions::list(store.as_ref(), limit, after, json).await,
+                Some(graph) => {
+                    crate::executions::stale(store.as_ref(), &graph, limit, after, json).await
+                }
             }
-            let page = store.list_executions(&query).await.map_err(explain)?;
-            let rows = page
-                .into_iter()
-                .map(|s| {
-                    vec![
-                        json!(s.execution_id),
-                        json!(s.checkpoint_count),
-                        json!(s.latest_version),
-                        json!(time(s.last_timestamp)),
-                    ]
-                })
-                .collect();
-            listing(
-                json,
-                &["execution", "checkpoints", "latest_version", "last_update"],
-                rows,
-            );
-            Ok(())
         }
         Command::History { execution, limit } => {
             let store = store(&cli.connection).await?;
@@ -232,24 +221,34 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Exit> {
             if history.is_empty() {
                 return Err(fail(format!("no checkpoint in execution {execution}")));
             }
+            let history: Vec<Checkpoint> = history.into_iter().take(limit).collect();
+            // Workflow columns in the table only for a workflow's history; JSON always has them.
+            let workflow = json
+                || history
+                    .iter()
+                    .any(|cp| meta::state_version(cp).is_some() || meta::graph(cp).is_some());
             let rows = history
-                .into_iter()
-                .take(limit)
+                .iter()
                 .map(|cp| {
-                    vec![
+                    let mut row = vec![
                         json!(cp.version),
                         json!(cp.node_name),
                         json!(time(cp.timestamp)),
                         json!(cp.id),
                         json!(cp.state.to_string().len()),
-                    ]
+                    ];
+                    if workflow {
+                        row.push(json!(meta::state_version(cp)));
+                        row.push(json!(meta::graph(cp)));
+                    }
+                    row
                 })
                 .collect();
-            listing(
-                json,
-                &["version", "node", "time", "id", "state_bytes"],
-                rows,
-            );
+            let mut headers = vec!["version", "node", "time", "id", "state_bytes"];
+            if workflow {
+                headers.extend(["state_version", "graph"]);
+            }
+            listing(json, &headers, rows);
             Ok(())
         }
         Command::Show { id } => {
@@ -259,6 +258,13 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Exit> {
             if json {
                 println!("{value}");
             } else {
+                // A workflow's checkpoint: what it was written by, before the whole of it.
+                if let Some(version) = meta::state_version(&checkpoint) {
+                    println!("state version: {version}");
+                }
+                if let Some(graph) = meta::graph(&checkpoint) {
+                    println!("graph: {graph}");
+                }
                 println!("{}", pretty(&value));
             }
             Ok(())

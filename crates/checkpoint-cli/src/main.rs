@@ -16,6 +16,7 @@
 
 mod commands;
 mod diff;
+mod executions;
 mod lease;
 mod migrate;
 mod output;
@@ -88,8 +89,15 @@ pub(crate) enum Command {
         /// List the executions after this id (the last one of the previous page).
         #[arg(long)]
         after: Option<String>,
+        /// Only the unfinished executions whose latest checkpoint was saved under another
+        /// workflow graph than this fingerprint (`Workflow::fingerprint`): those a deploy of
+        /// that graph refuses to resume without a rename mapping or permission. Reads every
+        /// execution's latest checkpoint.
+        #[arg(long, value_name = "FINGERPRINT")]
+        stale: Option<String>,
     },
-    /// One execution's history: version, node, time, id, state size.
+    /// One execution's history: version, node, time, id, state size, state version and
+    /// workflow graph.
     History {
         execution: String,
         /// Most checkpoints to list.

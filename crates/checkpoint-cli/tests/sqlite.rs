@@ -447,3 +447,65 @@ async fn lease_show_and_break_fence_the_holder_out() {
         "invalid ttl",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_checkpoints_show_their_graph_and_stale_executions_are_listed() {
+    use checkpoint_workflow::conformance::{graph_v1, graph_v2, pause_under_v1, DocV1, DocV2};
+
+    let f = fixture().await;
+    pause_under_v1(&f.store, "doc-1").await;
+    graph_v2(false)
+        .run(&f.store, "doc-2", DocV2::default())
+        .await
+        .unwrap();
+    pause_under_v1(&f.store, "doc-3").await;
+    graph_v1()
+        .run(&f.store, "doc-3", DocV1::default())
+        .await
+        .unwrap();
+    let (v1, v2) = (graph_v1().fingerprint(), graph_v2(false).fingerprint());
+
+    let stale = json_of(&f.path, &["executions", "--stale", v2.as_str()]);
+    assert_eq!(
+        stale,
+        json!([{
+            "execution": "doc-1",
+            "graph": v1.as_str(),
+            "next": "review",
+            "outcome": "interrupted",
+            "state_version": 1,
+            "last_update": stale[0]["last_update"],
+        }]),
+        "paused under another graph; doc-3 finished, doc-2 is on this graph, a and b are not workflows"
+    );
+    let stale = json_of(&f.path, &["executions", "--stale", v1.as_str()]);
+    let names: Vec<&str> = stale
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["execution"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["doc-2"]);
+    let none = json_of(
+        &f.path,
+        &["executions", "--stale", v1.as_str(), "--after", "doc-2"],
+    );
+    assert_eq!(none, json!([]));
+
+    let history = json_of(&f.path, &["history", "doc-2"]);
+    assert_eq!(history[0]["state_version"], 2);
+    assert_eq!(history[0]["graph"], v2.as_str());
+    let plain = json_of(&f.path, &["history", "a"]);
+    assert_eq!(
+        (&plain[0]["state_version"], &plain[0]["graph"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    let id = history[0]["id"].as_str().unwrap();
+    let (code, out, err) = run(&f.path, &["show", id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!("state version: 2\ngraph: {v2}\n{{")),
+        "{out}"
+    );
+}

@@ -3,11 +3,12 @@
 
 mod support;
 
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use checkpoint_core::{CheckpointStore, Error};
-use checkpoint_postgres::PostgresStore;
-use checkpoint_workflow::{meta, Next, RunStatus, Workflow, WorkflowStoreExt};
+use checkpoint_postgres::{PostgresOptions, PostgresStore};
+use checkpoint_workflow::{conformance, meta, Next, RunStatus, Workflow, WorkflowStoreExt};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -171,4 +172,42 @@ async fn a_node_error_is_saved_and_the_next_run_retries_it() {
         (done.ran.as_slice(), done.state),
         (&["fetch".to_string()][..], 7)
     );
+}
+
+/// Deploying a new graph while an execution is paused (`checkpoint_workflow::conformance`):
+/// version 1 pauses it in a child process that then exits, and version 2 (a field added by a
+/// migration, a node renamed) resumes it in this process.
+#[tokio::test]
+async fn an_execution_paused_under_one_graph_resumes_under_the_next() {
+    let url = support::server().await.url.clone();
+    let schema = support::unique_schema("deploy");
+    let status = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--ignored",
+            "--exact",
+            "child_pausing_under_version_1",
+            "--test-threads=1",
+        ])
+        .env("DEPLOY_URL", &url)
+        .env("DEPLOY_SCHEMA", &schema)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run the child");
+    assert!(status.success(), "the child paused the execution: {status}");
+
+    let options = PostgresOptions::new(&url).unwrap().schema(&schema);
+    let store = PostgresStore::connect(options).await.unwrap();
+    conformance::resume_under_v2(&store, "doc-1").await;
+}
+
+/// The child: pauses the execution under version 1, then the process ends.
+#[tokio::test]
+#[ignore = "run as a child process by the deploy test"]
+async fn child_pausing_under_version_1() {
+    let url = std::env::var("DEPLOY_URL").expect("set by the parent");
+    let schema = std::env::var("DEPLOY_SCHEMA").expect("set by the parent");
+    let options = PostgresOptions::new(&url).unwrap().schema(&schema);
+    let store = PostgresStore::connect(options).await.unwrap();
+    conformance::pause_under_v1(&store, "doc-1").await;
+    store.close();
 }

@@ -35,13 +35,19 @@
 #![warn(missing_docs)]
 
 mod checkpointer;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
+pub mod graph;
 pub mod meta;
+pub mod migrate;
 mod read;
 mod workflow;
 
 pub use checkpointer::{Checkpointer, SavePolicy};
 pub use error::WorkflowError;
+pub use graph::{Fingerprint, GraphChange, GraphShape};
+pub use migrate::{MigrationError, Migrations, VersionedState};
 pub use read::{History, Resumed, WorkflowStoreExt};
 pub use workflow::{Next, NodeResult, RunOutcome, RunStatus, Workflow};
 

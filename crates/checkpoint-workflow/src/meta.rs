@@ -8,6 +8,9 @@
 //! | `outcome` | `"ok"`, `"finished"`, `"interrupted"`, `"error"` or `"updated"` |
 //! | `interrupt` | `"before"` or `"after"` on a pause |
 //! | `error` | the node's error message when `outcome` is `"error"` |
+//! | `state_version` | the version of the state's shape ([`crate::Migrations`]) |
+//! | `graph` | the workflow's [`Fingerprint`](crate::Fingerprint) |
+//! | `graph_nodes` | the workflow's node names, sorted, to say what changed on resume |
 
 use checkpoint_core::Checkpoint;
 use serde_json::{Map, Value};
@@ -24,6 +27,16 @@ pub const OUTCOME: &str = "outcome";
 pub const INTERRUPT: &str = "interrupt";
 /// The node's error message.
 pub const ERROR: &str = "error";
+
+/// The version of the state's shape ([`crate::Migrations`]); absent means version 1.
+pub const STATE_VERSION: &str = "state_version";
+/// The fingerprint of the workflow's graph ([`crate::Fingerprint`]).
+pub const GRAPH: &str = "graph";
+/// The workflow's node names, sorted.
+pub const GRAPH_NODES: &str = "graph_nodes";
+
+/// The successor that ends a run, in [`Workflow::edges`](crate::Workflow::edges).
+pub const END: &str = "__end__";
 
 /// The node the runner starts from when a pause comes before any node ran.
 pub const START: &str = "__start__";
@@ -55,6 +68,19 @@ pub fn has_next(checkpoint: &Checkpoint) -> bool {
 pub fn paused_before(checkpoint: &Checkpoint) -> Option<String> {
     let before = checkpoint.metadata.get(INTERRUPT).and_then(Value::as_str) == Some("before");
     before.then(|| next(checkpoint)).flatten()
+}
+
+/// The graph fingerprint recorded on `checkpoint`, if any.
+pub fn graph(checkpoint: &Checkpoint) -> Option<&str> {
+    checkpoint.metadata.get(GRAPH).and_then(Value::as_str)
+}
+
+/// The state version recorded on `checkpoint`, if it records a valid one.
+pub fn state_version(checkpoint: &Checkpoint) -> Option<u64> {
+    checkpoint
+        .metadata
+        .get(STATE_VERSION)
+        .and_then(Value::as_u64)
 }
 
 /// Metadata for a checkpoint the runner writes.

@@ -7,6 +7,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::meta;
+use crate::migrate::Migrations;
+use crate::WorkflowError;
 
 /// A checkpoint with its state typed.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +32,29 @@ impl<T: DeserializeOwned> Resumed<T> {
             next: meta::next(&checkpoint),
             step: meta::step(&checkpoint),
             state: checkpoint.state_as()?,
+            checkpoint,
+        })
+    }
+
+    /// Upgrades `checkpoint` in memory ([`Migrations::upgrade_checkpoint`]) and types it.
+    fn migrated(
+        mut checkpoint: Checkpoint,
+        migrations: &Migrations,
+    ) -> std::result::Result<Self, WorkflowError> {
+        let execution_id = checkpoint.execution_id.clone();
+        let failed = |source| WorkflowError::Migration {
+            execution_id: execution_id.clone(),
+            source,
+        };
+        migrations
+            .upgrade_checkpoint(&mut checkpoint)
+            .map_err(failed)?;
+        let state = migrations.state_as(&checkpoint).map_err(failed)?;
+        Ok(Resumed {
+            node: checkpoint.node_name.clone(),
+            next: meta::next(&checkpoint),
+            step: meta::step(&checkpoint),
+            state,
             checkpoint,
         })
     }
@@ -59,6 +84,76 @@ impl<S: CheckpointStore + ?Sized> History<'_, S> {
         self.next = query.next(&page);
         Ok(Some(page.items))
     }
+
+    /// The next page with every state upgraded to `migrations`' current version (in memory;
+    /// the stored checkpoints are untouched), or `None` after the last.
+    ///
+    /// # Errors
+    /// [`WorkflowError::Store`], or [`WorkflowError::Migration`] for the first checkpoint of
+    /// the page that cannot be upgraded (the page is then lost, the walk goes on after it).
+    pub async fn next_page_migrated(
+        &mut self,
+        migrations: &Migrations,
+    ) -> std::result::Result<Option<Vec<Checkpoint>>, WorkflowError> {
+        let Some(mut page) = self.next_page().await? else {
+            return Ok(None);
+        };
+        for checkpoint in &mut page {
+            migrations
+                .upgrade_checkpoint(checkpoint)
+                .map_err(|source| WorkflowError::Migration {
+                    execution_id: checkpoint.execution_id.clone(),
+                    source,
+                })?;
+        }
+        Ok(Some(page))
+    }
+}
+
+/// The checkpoint an edit of `execution_id` follows.
+pub(crate) async fn latest_to_edit<S: CheckpointStore + ?Sized>(
+    store: &S,
+    execution_id: &str,
+) -> Result<Checkpoint> {
+    store.latest(execution_id).await?.ok_or_else(|| {
+        Error::invalid(
+            "execution_id",
+            format!("{execution_id} has no checkpoint to update"),
+        )
+    })
+}
+
+/// An edit of `latest`: `state` as its next version, keeping its progress, its pause, its
+/// graph and its state version.
+pub(crate) fn edit_of<T: Serialize + ?Sized>(
+    latest: &Checkpoint,
+    execution_id: &str,
+    as_node: &str,
+    state: &T,
+) -> Result<Checkpoint> {
+    let mut edit = Checkpoint::from_state(execution_id, as_node, state)?
+        .with_parent(&latest.id)
+        .with_version(checkpoint_core::validate::next_version(
+            execution_id,
+            latest.version,
+        )?);
+    for key in [
+        meta::STEP,
+        meta::NEXT,
+        meta::INTERRUPT,
+        meta::GRAPH,
+        meta::GRAPH_NODES,
+        meta::STATE_VERSION,
+    ] {
+        if let Some(value) = latest.metadata.get(key) {
+            edit.metadata.insert(key.into(), value.clone());
+        }
+    }
+    edit.metadata
+        .insert(meta::SOURCE.into(), Value::from("update"));
+    edit.metadata
+        .insert(meta::OUTCOME.into(), Value::from("updated"));
+    Ok(edit)
 }
 
 /// Workflow reads and edits on any store.
@@ -93,6 +188,37 @@ pub trait WorkflowStoreExt: CheckpointStore {
         }
     }
 
+    /// [`resume`](Self::resume) with the state upgraded to `migrations`' current version
+    /// ([`crate::migrate`]); the stored checkpoint is untouched.
+    ///
+    /// # Errors
+    /// [`WorkflowError::Store`]; [`WorkflowError::Migration`] when the state cannot be
+    /// upgraded or is not a `T`.
+    async fn resume_migrated<T: DeserializeOwned>(
+        &self,
+        execution_id: &str,
+        migrations: &Migrations,
+    ) -> std::result::Result<Option<Resumed<T>>, WorkflowError> {
+        match self.latest(execution_id).await? {
+            Some(checkpoint) => Resumed::migrated(checkpoint, migrations).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`resume_from`](Self::resume_from) with the state upgraded to `migrations`' current
+    /// version: time travel to a checkpoint saved by older code.
+    ///
+    /// # Errors
+    /// As [`resume_migrated`](Self::resume_migrated); [`Error::NotFound`] (as
+    /// [`WorkflowError::Store`]) for an unknown id.
+    async fn resume_from_migrated<T: DeserializeOwned>(
+        &self,
+        id: &str,
+        migrations: &Migrations,
+    ) -> std::result::Result<Resumed<T>, WorkflowError> {
+        Resumed::migrated(self.load(id).await?, migrations)
+    }
+
     /// Checkpoint `id` with its state as `T`.
     ///
     /// # Errors
@@ -112,7 +238,11 @@ pub trait WorkflowStoreExt: CheckpointStore {
 
     /// A person's edit: `state` becomes the next version of `execution_id`, saved as if node
     /// `as_node` had produced it. It keeps the latest checkpoint's step, next node and pause,
-    /// so a paused run continues with the edited state; metadata `source` is `"update"`.
+    /// so a paused run continues with the edited state; metadata `source` is `"update"`. It
+    /// also keeps the latest checkpoint's graph and state version: the edit is taken to be
+    /// in the shape of the state it replaces. To record the running code's version instead
+    /// (the edited state was read through migrations), use
+    /// [`Workflow::update_state`](crate::Workflow::update_state).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when the execution has no checkpoint;
@@ -123,27 +253,8 @@ pub trait WorkflowStoreExt: CheckpointStore {
         as_node: &str,
         state: &T,
     ) -> Result<Checkpoint> {
-        let latest = self.latest(execution_id).await?.ok_or_else(|| {
-            Error::invalid(
-                "execution_id",
-                format!("{execution_id} has no checkpoint to update"),
-            )
-        })?;
-        let mut edit = Checkpoint::from_state(execution_id, as_node, state)?
-            .with_parent(&latest.id)
-            .with_version(checkpoint_core::validate::next_version(
-                execution_id,
-                latest.version,
-            )?);
-        for key in [meta::STEP, meta::NEXT, meta::INTERRUPT] {
-            if let Some(value) = latest.metadata.get(key) {
-                edit.metadata.insert(key.into(), value.clone());
-            }
-        }
-        edit.metadata
-            .insert(meta::SOURCE.into(), Value::from("update"));
-        edit.metadata
-            .insert(meta::OUTCOME.into(), Value::from("updated"));
+        let latest = latest_to_edit(self, execution_id).await?;
+        let edit = edit_of(&latest, execution_id, as_node, state)?;
         self.save(&edit).await?;
         Ok(edit)
     }

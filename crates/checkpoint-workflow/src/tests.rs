@@ -535,3 +535,305 @@ mod leased {
         assert_eq!(runs.count("a"), 0);
     }
 }
+
+/// Graph fingerprints and state versions on resume.
+mod deploy {
+    use super::*;
+    use crate::graph::GraphChange;
+
+    fn v1() -> Workflow<Job> {
+        pipeline(&Runs::default()).interrupt_before("b")
+    }
+
+    async fn paused_under_v1(store: &MemoryStore) {
+        let paused = v1().run(store, "e", Job::default()).await.unwrap();
+        assert_eq!(paused.status, RunStatus::Interrupted { next: "b".into() });
+    }
+
+    /// v1 with `b` renamed `b2` (and `a` going to it).
+    fn renamed_b(runs: &Runs) -> Workflow<Job> {
+        let runs_b = runs.clone();
+        Workflow::new("a")
+            .node("a", |job: Job| async move { Ok((job, Next::to("b2"))) })
+            .node("b2", move |mut job: Job| {
+                let runs = runs_b.clone();
+                async move {
+                    runs.hit("b2");
+                    job.done.push("b2".into());
+                    Ok((job, Next::to("c")))
+                }
+            })
+            .node("c", |mut job: Job| async move {
+                job.done.push("c".into());
+                Ok((job, Next::End))
+            })
+            .interrupt_before("b2")
+    }
+
+    #[tokio::test]
+    async fn every_checkpoint_records_the_graph_and_the_state_version() {
+        let store = MemoryStore::new();
+        let workflow = pipeline(&Runs::default()).migrations(Migrations::new(4));
+        workflow.run(&store, "e", Job::default()).await.unwrap();
+        let print = workflow.fingerprint();
+        for cp in store.list("e").await.unwrap() {
+            assert_eq!(meta::graph(&cp), Some(print.as_str()));
+            assert_eq!(meta::state_version(&cp), Some(4));
+            assert_eq!(cp.metadata[meta::GRAPH_NODES], json!(["a", "b", "c"]));
+        }
+    }
+
+    #[tokio::test]
+    async fn another_graph_is_refused_naming_what_changed_and_nothing_runs() {
+        let store = MemoryStore::new();
+        paused_under_v1(&store).await;
+        let before = store.list("e").await.unwrap();
+        let runs = Runs::default();
+        let err = renamed_b(&runs)
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap_err();
+        let WorkflowError::GraphChanged {
+            execution_id,
+            change,
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(execution_id, "e");
+        assert_eq!(
+            **change,
+            GraphChange {
+                stored: v1().fingerprint().to_string(),
+                current: renamed_b(&runs).fingerprint(),
+                added: vec!["b2".into()],
+                removed: vec!["b".into()],
+                renamed: vec![],
+            }
+        );
+        assert!(err
+            .to_string()
+            .starts_with("execution e was saved under another graph"));
+        assert_eq!(runs.count("b2"), 0);
+        assert_eq!(store.list("e").await.unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn a_rename_mapping_resumes_at_the_renamed_node() {
+        let store = MemoryStore::new();
+        paused_under_v1(&store).await;
+        let runs = Runs::default();
+        let done = renamed_b(&runs)
+            .renamed("b", "b2")
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap();
+        assert_eq!(done.status, RunStatus::Finished);
+        assert_eq!(done.ran, ["b2", "c"]);
+        assert_eq!(
+            runs.count("b2"),
+            1,
+            "the pause before b is the pause before b2"
+        );
+    }
+
+    #[tokio::test]
+    async fn allowed_changes_resume_while_the_node_exists_and_refuse_once_it_is_gone() {
+        let store = MemoryStore::new();
+        paused_under_v1(&store).await;
+        let before = store.list("e").await.unwrap();
+        let err = renamed_b(&Runs::default())
+            .allow_graph_changes()
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, WorkflowError::NodeGone { node, change, .. }
+                if node == "b" && change.removed == ["b"]),
+            "{err:?}"
+        );
+        assert_eq!(store.list("e").await.unwrap(), before);
+
+        // Same nodes, one interrupt fewer: a changed fingerprint whose node still exists.
+        let done = pipeline(&Runs::default())
+            .allow_graph_changes()
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap();
+        assert_eq!(done.ran, ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn the_same_graph_resumes_without_permission() {
+        let store = MemoryStore::new();
+        paused_under_v1(&store).await;
+        let done = v1().run(&store, "e", Job::default()).await.unwrap();
+        assert_eq!(done.ran, ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn an_older_state_is_migrated_on_resume_and_saved_as_a_new_checkpoint() {
+        let store = MemoryStore::new();
+        paused_under_v1(&store).await;
+        let before = store.list("e").await.unwrap();
+        // Version 2 counts in `total` ten times what version 1 did.
+        let migrations = Migrations::new(2).step(1, |mut state| {
+            let total = state["total"].as_u64().ok_or("no total")?;
+            state["total"] = (total * 10).into();
+            Ok(state)
+        });
+        let done = v1()
+            .migrations(migrations.clone())
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            done.state.total, 12,
+            "a's 1 became 10, then b and c added 1 each"
+        );
+        let after = store.list("e").await.unwrap();
+        assert_eq!(
+            &after[..before.len()],
+            &before[..],
+            "stored states are not rewritten"
+        );
+        for cp in &after[before.len()..] {
+            assert_eq!(meta::state_version(cp), Some(2));
+        }
+
+        // Reading back: old checkpoints come up through the migrations, new ones as they are.
+        let first: Resumed<Job> = store
+            .resume_from_migrated(&before[0].id, &migrations)
+            .await
+            .unwrap();
+        assert_eq!(first.state.total, 10);
+        assert_eq!(first.checkpoint.metadata[meta::STATE_VERSION], json!(2));
+        let mut history = store.history("e", 2);
+        let mut totals = Vec::new();
+        while let Some(page) = history.next_page_migrated(&migrations).await.unwrap() {
+            totals.extend(page.iter().map(|cp| cp.state["total"].as_u64().unwrap()));
+        }
+        assert_eq!(totals, [10, 10, 11, 12]);
+        let latest: Resumed<Job> = store
+            .resume_migrated("e", &migrations)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(latest.state.total, 12);
+    }
+
+    #[tokio::test]
+    async fn a_state_newer_than_the_code_is_refused_and_nothing_runs() {
+        let store = MemoryStore::new();
+        let runs = Runs::default();
+        pipeline(&runs)
+            .interrupt_before("b")
+            .migrations(Migrations::new(3))
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap();
+        let before = store.list("e").await.unwrap();
+        let err = v1().run(&store, "e", Job::default()).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                WorkflowError::Migration {
+                    source: MigrationError::TooNew {
+                        found: 3,
+                        current: 1
+                    },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "execution e: the state is at version 3, newer than version 1, the newest this code knows"
+        );
+        assert_eq!(store.list("e").await.unwrap(), before);
+        let read = store.resume_migrated::<Job>("e", &Migrations::new(2)).await;
+        assert!(
+            matches!(read, Err(WorkflowError::Migration { .. })),
+            "{read:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_registry_is_refused_before_anything_runs() {
+        let store = MemoryStore::new();
+        let runs = Runs::default();
+        let err = pipeline(&runs)
+            .migrations(Migrations::new(2).step(1, Ok).step(1, Ok))
+            .run(&store, "e", Job::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                WorkflowError::Migration {
+                    source: MigrationError::Malformed { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(runs.count("a"), 0);
+        assert!(store.list("e").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_undeclared_successor_stops_the_run_before_its_result_is_saved() {
+        let store = MemoryStore::new();
+        let runs = Runs::default();
+        let workflow = pipeline(&runs).edges("a", ["c"]).edges("b", ["c"]);
+        let err = workflow.run(&store, "e", Job::default()).await.unwrap_err();
+        assert!(
+            matches!(&err, WorkflowError::UndeclaredEdge { from, to } if from == "a" && to == "b"),
+            "{err:?}"
+        );
+        assert!(store.list("e").await.unwrap().is_empty());
+
+        let declared = pipeline(&runs)
+            .edges("a", ["b"])
+            .edges("b", ["c"])
+            .edges("c", [meta::END]);
+        assert_ne!(declared.fingerprint(), pipeline(&runs).fingerprint());
+        let done = declared.run(&store, "e", Job::default()).await.unwrap();
+        assert_eq!(done.ran, ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn edits_record_the_version_they_are_written_in() {
+        let store = MemoryStore::new();
+        paused_under_v1(&store).await;
+        let kept = store
+            .update_state("e", "human", &Job::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            meta::state_version(&kept),
+            Some(1),
+            "the edited state's version"
+        );
+        assert_eq!(meta::graph(&kept), Some(v1().fingerprint().as_str()));
+
+        let v2 = v1().migrations(Migrations::new(2).step(1, Ok));
+        let edit = v2
+            .update_state(&store, "e", "human", &Job::default())
+            .await
+            .unwrap();
+        assert_eq!(meta::state_version(&edit), Some(2));
+        assert_eq!(meta::paused_before(&edit).as_deref(), Some("b"));
+        assert_eq!(edit.parent_id.as_deref(), Some(kept.id.as_str()));
+        let err = v2
+            .update_state(&store, "nobody", "human", &Job::default())
+            .await
+            .unwrap_err();
+        assert!(
+            err.as_store()
+                .is_some_and(|e| e.is_invalid_field("execution_id")),
+            "{err:?}"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! [`Workflow`]: named async nodes over a typed state, run durably.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,11 +9,13 @@ use std::time::Duration;
 use checkpoint_core::{BoxError, Checkpoint, CheckpointStore, Lease};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::checkpointer::{Checkpointer, SavePolicy};
 use crate::error::WorkflowError;
+use crate::graph::{Fingerprint, GraphChange, GraphShape};
 use crate::meta;
+use crate::migrate::Migrations;
 
 /// Where a node sends the run next.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +98,10 @@ pub struct Workflow<S> {
     policy: SavePolicy,
     max_steps: u64,
     lease: Option<LeaseSettings>,
+    migrations: Migrations,
+    edges: BTreeMap<String, BTreeSet<String>>,
+    renames: BTreeMap<String, String>,
+    allow_graph_changes: bool,
 }
 
 /// Who a run holds its execution's lease as, and for how long at a time.
@@ -117,6 +123,10 @@ impl<S> std::fmt::Debug for Workflow<S> {
             .field("policy", &self.policy)
             .field("max_steps", &self.max_steps)
             .field("lease", &self.lease)
+            .field("migrations", &self.migrations)
+            .field("edges", &self.edges)
+            .field("renames", &self.renames)
+            .field("allow_graph_changes", &self.allow_graph_changes)
             .finish()
     }
 }
@@ -138,6 +148,10 @@ where
             policy: SavePolicy::EveryNode,
             max_steps: Self::DEFAULT_MAX_STEPS,
             lease: None,
+            migrations: Migrations::default(),
+            edges: BTreeMap::new(),
+            renames: BTreeMap::new(),
+            allow_graph_changes: false,
         }
     }
 
@@ -177,6 +191,91 @@ where
     pub fn max_steps(mut self, limit: u64) -> Self {
         self.max_steps = limit;
         self
+    }
+
+    /// Declares the successors of node `from` ([`meta::END`] for the end of the run): they
+    /// become part of the graph's [`fingerprint`](Self::fingerprint), and a run whose node
+    /// `from` returns another successor stops with [`WorkflowError::UndeclaredEdge`] before
+    /// that node's result is saved. Nodes without declared successors may go anywhere.
+    /// Calling it again for one node adds to its successors.
+    pub fn edges<I, T>(mut self, from: impl Into<String>, to: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.edges
+            .entry(from.into())
+            .or_default()
+            .extend(to.into_iter().map(Into::into));
+        self
+    }
+
+    /// The state versions this workflow reads and writes ([`crate::migrate`]). Every
+    /// checkpoint it saves records [`Migrations::current`]; an execution saved at an older
+    /// version is upgraded step by step when it resumes (and saved at the current version
+    /// with its next checkpoint), and one saved at a newer version is refused with
+    /// [`WorkflowError::Migration`]. Default: version 1, no migrations.
+    pub fn migrations(mut self, migrations: Migrations) -> Self {
+        self.migrations = migrations;
+        self
+    }
+
+    /// Resumes executions saved under another graph (another [`fingerprint`](Self::fingerprint))
+    /// as long as the node they resume at still exists. Without this or a
+    /// [`renamed`](Self::renamed) mapping, such an execution is refused with
+    /// [`WorkflowError::GraphChanged`].
+    pub fn allow_graph_changes(mut self) -> Self {
+        self.allow_graph_changes = true;
+        self
+    }
+
+    /// Node `old` of an earlier graph is node `new` in this one: an execution saved under
+    /// another graph that resumes at (or paused before) `old` resumes at `new`. Giving a
+    /// mapping allows resuming under a changed graph, as
+    /// [`allow_graph_changes`](Self::allow_graph_changes) does.
+    pub fn renamed(mut self, old: impl Into<String>, new: impl Into<String>) -> Self {
+        self.renames.insert(old.into(), new.into());
+        self
+    }
+
+    /// The workflow's structure: start node, node names, declared edges, interrupt points.
+    pub fn shape(&self) -> GraphShape {
+        GraphShape {
+            start: self.start.clone(),
+            nodes: self.nodes.keys().cloned().collect(),
+            edges: self.edges.clone(),
+            interrupt_before: self.interrupt_before.iter().cloned().collect(),
+            interrupt_after: self.interrupt_after.iter().cloned().collect(),
+        }
+    }
+
+    /// The fingerprint of [`shape`](Self::shape), recorded in every checkpoint the workflow
+    /// saves ([`crate::graph`]).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.shape().fingerprint()
+    }
+
+    /// A person's edit, as [`WorkflowStoreExt::update_state`](crate::WorkflowStoreExt::update_state),
+    /// recording this workflow's state version and graph on it: use it when the state is
+    /// versioned, so the edit is read back at the version it was written in.
+    ///
+    /// # Errors
+    /// As [`WorkflowStoreExt::update_state`](crate::WorkflowStoreExt::update_state).
+    pub async fn update_state<St>(
+        &self,
+        store: &St,
+        execution_id: &str,
+        as_node: &str,
+        state: &S,
+    ) -> Result<Checkpoint, WorkflowError>
+    where
+        St: CheckpointStore + ?Sized,
+    {
+        let latest = crate::read::latest_to_edit(store, execution_id).await?;
+        let mut edit = crate::read::edit_of(&latest, execution_id, as_node, state)?;
+        Stamp::new(&self.shape(), &self.migrations).apply(&mut edit.metadata);
+        store.save(&edit).await?;
+        Ok(edit)
     }
 
     /// Runs every execution under a lease ([`checkpoint_core::lease`]) held as `owner` for
@@ -224,7 +323,11 @@ where
     ///   the same execution first, and, with a [`lease`](Self::lease),
     ///   [`Error::LeaseHeld`](checkpoint_core::Error::LeaseHeld) and
     ///   [`Error::LeaseLost`](checkpoint_core::Error::LeaseLost);
-    /// - [`WorkflowError::UnknownNode`], [`WorkflowError::StepLimit`].
+    /// - [`WorkflowError::UnknownNode`], [`WorkflowError::StepLimit`],
+    ///   [`WorkflowError::UndeclaredEdge`];
+    /// - before any node runs: [`WorkflowError::Migration`] when the execution's state cannot
+    ///   be read at this workflow's state version, [`WorkflowError::GraphChanged`] and
+    ///   [`WorkflowError::NodeGone`] when it was saved under another graph ([`crate::graph`]).
     pub async fn run<St>(
         &self,
         store: &St,
@@ -234,6 +337,12 @@ where
     where
         St: CheckpointStore + ?Sized,
     {
+        self.migrations
+            .check()
+            .map_err(|source| WorkflowError::Migration {
+                execution_id: execution_id.to_owned(),
+                source,
+            })?;
         let Some(settings) = &self.lease else {
             return self.run_held(store, execution_id, initial, None).await;
         };
@@ -271,6 +380,8 @@ where
     where
         St: CheckpointStore + ?Sized,
     {
+        let shape = self.shape();
+        let stamp = Stamp::new(&shape, &self.migrations);
         let latest = store.latest(execution_id).await?;
         let mut checkpointer = Checkpointer::new(store, execution_id)
             .with_policy(self.policy)
@@ -288,21 +399,25 @@ where
                 checkpoint: None,
                 ran: Vec::new(),
             },
-            Some(cp) => Progress {
-                state: cp.state_as()?,
-                // A checkpoint written outside the runner says nothing of what comes next:
-                // start over at the start node with its state.
-                next: if meta::has_next(cp) {
-                    meta::next(cp)
-                } else {
-                    Some(self.start.clone())
-                },
-                last_node: cp.node_name.clone(),
-                step: meta::step(cp),
-                resuming_pause: meta::paused_before(cp),
-                checkpoint: latest.clone(),
-                ran: Vec::new(),
-            },
+            Some(cp) => {
+                let route = self.route(execution_id, cp, &shape, &stamp)?;
+                let state =
+                    self.migrations
+                        .state_as(cp)
+                        .map_err(|source| WorkflowError::Migration {
+                            execution_id: execution_id.to_owned(),
+                            source,
+                        })?;
+                Progress {
+                    state,
+                    next: route.next,
+                    last_node: route.last_node,
+                    step: meta::step(cp),
+                    resuming_pause: route.paused_before,
+                    checkpoint: latest.clone(),
+                    ran: Vec::new(),
+                }
+            }
         };
 
         while let Some(node) = run.next.clone() {
@@ -313,7 +428,7 @@ where
             if self.interrupt_before.contains(&node)
                 && run.resuming_pause.take().as_deref() != Some(node.as_str())
             {
-                let mut metadata = meta::run(run.step, Some(&node), "interrupted");
+                let mut metadata = stamp.run(run.step, Some(&node), "interrupted");
                 metadata.insert(meta::INTERRUPT.into(), Value::from("before"));
                 let saved = checkpointer
                     .save_now(&run.last_node, &run.state, metadata)
@@ -337,12 +452,25 @@ where
             let (state, next) = match result {
                 Ok(done) => done,
                 Err(source) => {
-                    let mut metadata = meta::run(run.step, Some(&node), "error");
+                    let mut metadata = stamp.run(run.step, Some(&node), "error");
                     metadata.insert(meta::ERROR.into(), Value::from(source.to_string()));
                     checkpointer.save_now(&node, &input, metadata).await?;
                     return Err(WorkflowError::Node { node, source });
                 }
             };
+            if let Some(allowed) = self.edges.get(&node) {
+                let to = match &next {
+                    Next::Node(name) => name.as_str(),
+                    Next::End => meta::END,
+                };
+                if !allowed.contains(to) {
+                    checkpointer.flush().await?;
+                    return Err(WorkflowError::UndeclaredEdge {
+                        from: node,
+                        to: to.to_owned(),
+                    });
+                }
+            }
             run.ran.push(node.clone());
             run.step += 1;
             run.state = state;
@@ -355,18 +483,18 @@ where
 
             match next {
                 None => {
-                    let metadata = meta::run(run.step, None, "finished");
+                    let metadata = stamp.run(run.step, None, "finished");
                     let saved = checkpointer.save_now(&node, &run.state, metadata).await?;
                     run.checkpoint = Some(saved);
                 }
                 Some(following) if self.interrupt_after.contains(&node) => {
-                    let mut metadata = meta::run(run.step, Some(&following), "interrupted");
+                    let mut metadata = stamp.run(run.step, Some(&following), "interrupted");
                     metadata.insert(meta::INTERRUPT.into(), Value::from("after"));
                     let saved = checkpointer.save_now(&node, &run.state, metadata).await?;
                     return Ok(run.paused(following, saved));
                 }
                 Some(following) => {
-                    let metadata = meta::run(run.step, Some(&following), "ok");
+                    let metadata = stamp.run(run.step, Some(&following), "ok");
                     if let Some(saved) = checkpointer
                         .record_with(&node, &run.state, metadata)
                         .await?
@@ -382,6 +510,115 @@ where
             checkpoint: run.checkpoint,
             ran: run.ran,
         })
+    }
+}
+
+/// Where a resumed execution goes on, its node names read through this graph's renames.
+struct Route {
+    next: Option<String>,
+    last_node: String,
+    paused_before: Option<String>,
+}
+
+impl<S> Workflow<S> {
+    /// Where `latest` resumes under this graph, or why it may not.
+    fn route(
+        &self,
+        execution_id: &str,
+        latest: &Checkpoint,
+        shape: &GraphShape,
+        stamp: &Stamp,
+    ) -> Result<Route, WorkflowError> {
+        let mut route = Route {
+            // A checkpoint written outside the runner says nothing of what comes next: start
+            // over at the start node with its state.
+            next: if meta::has_next(latest) {
+                meta::next(latest)
+            } else {
+                Some(self.start.clone())
+            },
+            last_node: latest.node_name.clone(),
+            paused_before: meta::paused_before(latest),
+        };
+        // Checkpoints written outside the runner, or before fingerprints, say nothing of
+        // their graph: they resume as they always did.
+        let Some(stored) = meta::graph(latest) else {
+            return Ok(route);
+        };
+        if stored == stamp.graph {
+            return Ok(route);
+        }
+        let stored_nodes: BTreeSet<String> = latest
+            .metadata
+            .get(meta::GRAPH_NODES)
+            .and_then(Value::as_array)
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let change = Box::new(GraphChange::between(
+            stored.to_owned(),
+            &stored_nodes,
+            shape,
+            &self.renames,
+        ));
+        if !self.allow_graph_changes && self.renames.is_empty() {
+            return Err(WorkflowError::GraphChanged {
+                execution_id: execution_id.to_owned(),
+                change,
+            });
+        }
+        let rename = |name: String| self.renames.get(&name).cloned().unwrap_or(name);
+        route.next = route.next.map(rename);
+        route.last_node = rename(route.last_node);
+        route.paused_before = route.paused_before.map(rename);
+        match &route.next {
+            Some(node) if !shape.nodes.contains(node) => Err(WorkflowError::NodeGone {
+                execution_id: execution_id.to_owned(),
+                node: node.clone(),
+                change,
+            }),
+            _ => Ok(route),
+        }
+    }
+}
+
+/// What every checkpoint of this workflow records besides its progress: its graph and its
+/// state version.
+struct Stamp {
+    graph: String,
+    nodes: Value,
+    version: u32,
+}
+
+impl Stamp {
+    fn new(shape: &GraphShape, migrations: &Migrations) -> Self {
+        Stamp {
+            graph: shape.fingerprint().to_string(),
+            nodes: shape
+                .nodes
+                .iter()
+                .map(|n| Value::from(n.as_str()))
+                .collect(),
+            version: migrations.current(),
+        }
+    }
+
+    fn apply(&self, metadata: &mut Map<String, Value>) {
+        metadata.insert(meta::GRAPH.into(), Value::from(self.graph.as_str()));
+        metadata.insert(meta::GRAPH_NODES.into(), self.nodes.clone());
+        metadata.insert(meta::STATE_VERSION.into(), Value::from(self.version));
+    }
+
+    /// [`meta::run`] with the stamp.
+    fn run(&self, step: u64, next: Option<&str>, outcome: &str) -> Map<String, Value> {
+        let mut metadata = meta::run(step, next, outcome);
+        self.apply(&mut metadata);
+        metadata
     }
 }
 
