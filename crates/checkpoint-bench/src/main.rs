@@ -11,10 +11,13 @@
 //! cargo run --release -p checkpoint-bench -- --only sqlite     # SQLite, no server needed
 //! cargo run --release -p checkpoint-bench -- --only layout     # plain vs partitioned and distributed
 //! cargo run --release -p checkpoint-bench -- --only retention  # prune's DELETE vs dropping partitions
+//! cargo run --release -p checkpoint-bench --features adk -- --only adk  # adk-graph's checkpointer
 //! ```
 //!
 //! Prints a table and, last, one JSON line with every figure.
 
+#[cfg(feature = "adk")]
+mod adk;
 mod encryption;
 mod growth;
 mod layout;
@@ -95,6 +98,9 @@ enum Only {
     /// partitions (time-partitioned table); not part of the default run (it loads two tables
     /// of 1,100,000 rows).
     Retention,
+    /// adk-graph's checkpointer over the store, without and with a retention policy, against
+    /// the store's own save (needs the `adk` feature); not part of the default run.
+    Adk,
 }
 
 struct Report {
@@ -168,6 +174,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.only == Some(Only::Retention) {
         retention_by_drop(&bench, &args, &mut report).await?;
+    }
+    if args.only == Some(Only::Adk) {
+        adk_checkpointer(&bench, &mut report).await?;
     }
     if args.only.is_none() {
         rest(&bench, &args, &mut report).await?;
@@ -312,6 +321,45 @@ async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resul
 }
 
 /// Saves beside scheduled retention, against saves without it, twice.
+/// adk-graph's checkpointer over the store ([`adk`]).
+#[cfg(feature = "adk")]
+async fn adk_checkpointer(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    for tasks in [1, 16] {
+        let f = adk::measure(bench, tasks).await?;
+        report.row(
+            &format!("adk_store_save_{tasks}"),
+            &format!("adk: store save, {tasks} tasks"),
+            &f.store,
+        );
+        report.row(
+            &format!("adk_save_{tasks}"),
+            &format!("adk: adapter save, {tasks} tasks"),
+            &f.adapter,
+        );
+        report.row(
+            &format!("adk_save_prune_{tasks}"),
+            &format!("adk: adapter save + prune, {tasks} tasks"),
+            &f.pruning,
+        );
+        report.value(
+            &format!("ratio_adk_save_vs_store_{tasks}"),
+            "  ratio: adapter / store",
+            f.adapter.per_second / f.store.per_second,
+        );
+        report.value(
+            &format!("ratio_adk_prune_vs_save_{tasks}"),
+            &format!("  ratio: with keep_last({}) / without", adk::KEEP),
+            f.pruning.per_second / f.adapter.per_second,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "adk"))]
+async fn adk_checkpointer(_bench: &Bench, _report: &mut Report) -> anyhow::Result<()> {
+    anyhow::bail!("the adk workloads need the `adk` feature: cargo run --release -p checkpoint-bench --features adk -- --only adk")
+}
+
 async fn scheduled_retention(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     for round in 1..=2 {
         let f = scheduled::measure(bench).await?;

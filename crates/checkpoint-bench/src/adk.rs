@@ -1,0 +1,121 @@
+//! The `adk` workloads (feature `adk`): adk-graph's checkpointer over `PostgresStore`
+//! ([`checkpoint_adk::AdkCheckpointer`]) saving without a retention policy and with one (adk's
+//! executor prunes after every save), against the store's own save of the same state, at 1 and
+//! 16 tasks, each task on its own thread. Each figure is the mean of two rounds, the second in
+//! reverse order.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use adk_graph::checkpoint::{Checkpointer, RetentionPolicy};
+use adk_graph::state::{Checkpoint as AdkCheckpoint, State};
+use checkpoint_adk::AdkCheckpointer;
+use checkpoint_core::{Checkpoint, CheckpointStore};
+use checkpoint_postgres::PostgresStore;
+
+use crate::stats::{Figures, Samples};
+use crate::workloads::{Bench, Setup};
+
+/// The checkpoints a policy keeps per thread.
+pub(crate) const KEEP: usize = 20;
+
+/// What one round measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    /// `PostgresStore::save` of the adk checkpoint's JSON: the store underneath.
+    Store,
+    /// The adapter's `save`.
+    Adapter,
+    /// The adapter's `save`, then `prune` with `keep_last(KEEP)`.
+    AdapterPruning,
+}
+
+const WAYS: [Way; 3] = [Way::Store, Way::Adapter, Way::AdapterPruning];
+
+/// The figures at one task count.
+pub(crate) struct AdkFigures {
+    pub store: Figures,
+    pub adapter: Figures,
+    pub pruning: Figures,
+}
+
+/// Each way at `tasks` tasks, two rounds, the second in reverse order.
+pub(crate) async fn measure(bench: &Bench, tasks: usize) -> anyhow::Result<AdkFigures> {
+    let store = bench.store_with("adk", tasks, Setup::default()).await?;
+    let adapter = Arc::new(AdkCheckpointer::new(store.clone()));
+    let mut rounds: Vec<(Way, Figures)> = Vec::new();
+    for (round, way) in WAYS.iter().chain(WAYS.iter().rev()).enumerate() {
+        let figures = run(bench, &store, &adapter, *way, tasks, round).await?;
+        rounds.push((*way, figures));
+    }
+    let mean = |way: Way| {
+        let mut of = rounds.iter().filter(|(w, _)| *w == way).map(|(_, f)| f);
+        match (of.next(), of.next()) {
+            (Some(a), Some(b)) => a.mean(b),
+            _ => unreachable!("every way runs twice"),
+        }
+    };
+    store.close();
+    Ok(AdkFigures {
+        store: mean(Way::Store),
+        adapter: mean(Way::Adapter),
+        pruning: mean(Way::AdapterPruning),
+    })
+}
+
+async fn run(
+    bench: &Bench,
+    store: &PostgresStore,
+    adapter: &Arc<AdkCheckpointer<PostgresStore>>,
+    way: Way,
+    tasks: usize,
+    round: usize,
+) -> anyhow::Result<Figures> {
+    let budget = bench.seconds;
+    let mut state = State::new();
+    state.insert("messages".into(), bench.payload.clone());
+    let policy = RetentionPolicy::keep_last(KEEP);
+    let started = Instant::now();
+    let runs = (0..tasks).map(|t| {
+        let store = store.clone();
+        let adapter = Arc::clone(adapter);
+        let state = state.clone();
+        let policy = policy.clone();
+        // A thread per task and round: every way starts on threads without history.
+        let thread = format!("adk-{round}-{t}");
+        tokio::spawn(async move {
+            let mut samples = Samples::new();
+            let begun = Instant::now();
+            let mut step = 0usize;
+            while begun.elapsed() < budget {
+                let checkpoint =
+                    AdkCheckpoint::new(&thread, state.clone(), step, vec!["node".into()]);
+                let t0 = Instant::now();
+                match way {
+                    Way::Store => {
+                        let json = serde_json::to_value(&checkpoint)?;
+                        let stored = Checkpoint::new(thread.clone(), "node", json)
+                            .with_id(checkpoint.checkpoint_id.clone());
+                        store.save(&stored).await?;
+                    }
+                    Way::Adapter => {
+                        adapter.save(&checkpoint).await?;
+                    }
+                    Way::AdapterPruning => {
+                        adapter.save(&checkpoint).await?;
+                        adapter.prune(&thread, &policy).await?;
+                    }
+                }
+                samples.record(t0.elapsed());
+                step += 1;
+            }
+            anyhow::Ok(samples)
+        })
+    });
+    let mut all = Samples::new();
+    for run in futures::future::join_all(runs).await {
+        all.merge(run??);
+    }
+    all.set_elapsed(started.elapsed());
+    Ok(all.figures())
+}
