@@ -10,7 +10,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,17 +90,9 @@ fn slow_graph(checkpointer: Arc<dyn Checkpointer>, delay: Duration) -> CompiledG
 /// Runs the child with `env`, kills it after [`ACKS_BEFORE_KILL`] acknowledged saves, and
 /// returns the acknowledged checkpoint ids.
 fn kill_after_acks(env: &[(&str, String)]) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--ignored",
-            "--exact",
-            "child_running_a_slow_graph",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = checkpoint_core::conformance::child::command("child_running_a_slow_graph")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start the child");
     let stdout = child.stdout.take().expect("piped");

@@ -5,7 +5,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use checkpoint_core::conformance::history::conversation;
@@ -264,18 +264,10 @@ async fn a_client_killed_mid_save_leaves_every_acknowledged_row_whole() {
     let schema = support::unique_schema("kill");
     // Migrate first, so the child starts saving at once.
     let store = connect(&schema, StateEncoding::default()).await;
-    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--ignored",
-            "--exact",
-            "child_saving_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = checkpoint_core::conformance::child::command("child_saving_until_killed")
         .env("DELTA_CHILD_URL", &url)
         .env("DELTA_CHILD_SCHEMA", &schema)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start the child");
     let stdout = child.stdout.take().expect("piped");

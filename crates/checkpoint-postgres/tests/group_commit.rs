@@ -9,7 +9,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use checkpoint_core::conformance::history::conversation;
@@ -366,20 +366,13 @@ async fn a_client_killed_while_groups_are_in_flight_loses_no_acknowledged_save()
             .max_connections(4),
     )
     .await;
-    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--ignored",
-            "--exact",
-            "child_saving_in_groups_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("GROUP_CHILD_URL", &url)
-        .env("GROUP_CHILD_SCHEMA", &schema)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the child");
+    let mut child =
+        checkpoint_core::conformance::child::command("child_saving_in_groups_until_killed")
+            .env("GROUP_CHILD_URL", &url)
+            .env("GROUP_CHILD_SCHEMA", &schema)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the child");
     let stdout = child.stdout.take().expect("piped");
     let started = Instant::now();
     let mut acked = Vec::new();

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 
 use checkpoint_core::{CheckpointStore, Error};
@@ -181,13 +181,7 @@ async fn a_node_error_is_saved_and_the_next_run_retries_it() {
 async fn an_execution_paused_under_one_graph_resumes_under_the_next() {
     let url = support::server().await.url.clone();
     let schema = support::unique_schema("deploy");
-    let status = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--ignored",
-            "--exact",
-            "child_pausing_under_version_1",
-            "--test-threads=1",
-        ])
+    let status = checkpoint_core::conformance::child::command("child_pausing_under_version_1")
         .env("DEPLOY_URL", &url)
         .env("DEPLOY_SCHEMA", &schema)
         .stdout(Stdio::null())

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use checkpoint_core::conformance::zombie;
@@ -37,18 +37,10 @@ fn options(url: &str, schema: &str) -> PostgresOptions {
 async fn frozen_holder_thawed_after_a_takeover(url: &str, while_frozen: impl FnOnce()) {
     let schema = support::unique_schema("zombie");
     let store = PostgresStore::connect(options(url, &schema)).await.unwrap();
-    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--ignored",
-            "--exact",
-            "child_holding_a_lease",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = checkpoint_core::conformance::child::command("child_holding_a_lease")
         .env("ZOMBIE_URL", url)
         .env("ZOMBIE_SCHEMA", &schema)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start a child");
     let mut reports = zombie::Reports::follow(&mut child);

@@ -6,7 +6,7 @@
 //! promise that a save survives the process being killed.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,19 +23,11 @@ fn state(step: usize) -> Value {
 }
 
 fn spawn_child(path: &std::path::Path, durability: &str, name: &str) -> Child {
-    Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--ignored",
-            "--exact",
-            "child_appending_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    checkpoint_core::conformance::child::command("child_appending_until_killed")
         .env("SQLITE_CHILD_PATH", path)
         .env("SQLITE_CHILD_DURABILITY", durability)
         .env("SQLITE_CHILD_NAME", name)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start a child")
 }

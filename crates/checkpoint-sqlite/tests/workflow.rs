@@ -3,7 +3,7 @@
 //! exits, and version 2 (a field added by a migration, a node renamed) resumes it from the
 //! file in this process.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use checkpoint_sqlite::{SqliteOptions, SqliteStore};
 use checkpoint_workflow::conformance;
@@ -14,13 +14,7 @@ const EXECUTION: &str = "doc-1";
 async fn an_execution_paused_under_one_graph_resumes_under_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deploy.db");
-    let status = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--ignored",
-            "--exact",
-            "child_pausing_under_version_1",
-            "--test-threads=1",
-        ])
+    let status = checkpoint_core::conformance::child::command("child_pausing_under_version_1")
         .env("SQLITE_DEPLOY_PATH", &path)
         .stdout(Stdio::null())
         .status()

@@ -4,7 +4,7 @@
 //! the new holder, nothing of it is stored after the takeover, and both holders' acknowledged
 //! saves are in the file.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use checkpoint_core::conformance::zombie;
@@ -24,17 +24,9 @@ async fn a_frozen_holder_thawed_after_a_takeover_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("leases.db");
     let store = SqliteStore::open(SqliteOptions::file(&path)).await.unwrap();
-    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
-            "--ignored",
-            "--exact",
-            "child_holding_a_lease",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = checkpoint_core::conformance::child::command("child_holding_a_lease")
         .env("SQLITE_ZOMBIE_PATH", &path)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("start a child");
     let mut reports = zombie::Reports::follow(&mut child);

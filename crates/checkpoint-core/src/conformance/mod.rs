@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use crate::{Checkpoint, CheckpointStore, Error, Result};
 
 pub mod batch;
+pub mod child;
 pub mod concurrency;
 pub mod executions;
 pub mod fork;
