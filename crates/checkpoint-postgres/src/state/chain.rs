@@ -9,11 +9,11 @@
 use std::collections::{HashMap, HashSet};
 
 use checkpoint_core::{Checkpoint, Damage, Error, Result};
+use checkpoint_format::delta;
 use serde_json::{Map, Value};
 
 use crate::error::DbError;
 use crate::pool::Row;
-use crate::state::delta;
 use crate::state::encryption::Encryption;
 use crate::state::payload::{self, Fingerprint};
 

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use checkpoint_core::{Checkpoint, Error, Result};
+use checkpoint_format::delta;
 use serde_json::Value;
 use tokio_postgres::types::Json;
 
 use crate::error::DbError;
 use crate::state::cache::{CachedState, StateCache};
-use crate::state::delta;
 use crate::state::encryption::Encryption;
 use crate::state::payload::{self, Compression, Fingerprint};
 

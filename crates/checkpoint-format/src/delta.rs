@@ -11,6 +11,20 @@
 //! `0.0`), for every pair of states; a property test below checks it on generated documents,
 //! comparing exactly. The encoder also proves each delta before writing it, and reads verify
 //! every rebuilt state against the content hash recorded when it was saved.
+//!
+//! ```
+//! use checkpoint_format::delta::{apply, diff, Op};
+//! use serde_json::json;
+//!
+//! let base = json!({ "messages": ["hi"], "step": 1 });
+//! let target = json!({ "messages": ["hi", "hello"], "step": 2 });
+//! let ops = diff(&base, &target);
+//! assert!(matches!(ops[0], Op::Append { .. }));
+//! let mut rebuilt = base.clone();
+//! apply(&mut rebuilt, ops)?;
+//! assert_eq!(rebuilt, target);
+//! # Ok::<(), checkpoint_format::delta::ApplyError>(())
+//! ```
 
 use checkpoint_core::equal::same_state;
 use serde::{Deserialize, Serialize};
@@ -19,7 +33,7 @@ use serde_json::Value;
 /// One step of a path: a key of an object or an index into an array.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub(crate) enum Step {
+pub enum Step {
     /// An array index.
     Index(usize),
     /// An object key.
@@ -29,24 +43,45 @@ pub(crate) enum Step {
 /// One edit of a state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Op {
+pub enum Op {
     /// The value at `path` becomes `value` (an object key is added when missing).
-    Set { path: Vec<Step>, value: Value },
+    Set {
+        /// Where.
+        path: Vec<Step>,
+        /// The new value.
+        value: Value,
+    },
     /// The object key at the end of `path` is removed.
-    Remove { path: Vec<Step> },
+    Remove {
+        /// Where.
+        path: Vec<Step>,
+    },
     /// `values` are pushed onto the array at `path`.
-    Append { path: Vec<Step>, values: Vec<Value> },
+    Append {
+        /// The array.
+        path: Vec<Step>,
+        /// What is pushed, in order.
+        values: Vec<Value>,
+    },
     /// The array at `path` is cut to `len` elements.
-    Truncate { path: Vec<Step>, len: usize },
+    Truncate {
+        /// The array.
+        path: Vec<Step>,
+        /// Its new length.
+        len: usize,
+    },
 }
 
 /// Why a delta could not be applied: the base is not the state it was made against.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the stored delta does not fit its base: {0}")]
-pub(crate) struct ApplyError(pub String);
+pub struct ApplyError(
+    /// What did not fit.
+    pub String,
+);
 
 /// The operations that turn `base` into `target` (empty when they are equal).
-pub(crate) fn diff(base: &Value, target: &Value) -> Vec<Op> {
+pub fn diff(base: &Value, target: &Value) -> Vec<Op> {
     let mut ops = Vec::new();
     let mut path = Vec::new();
     diff_into(base, target, &mut path, &mut ops);
@@ -107,7 +142,7 @@ fn diff_into(base: &Value, target: &Value, path: &mut Vec<Step>, ops: &mut Vec<O
 ///
 /// # Errors
 /// [`ApplyError`] when a path does not exist or has another shape than the delta expects.
-pub(crate) fn apply(state: &mut Value, ops: Vec<Op>) -> Result<(), ApplyError> {
+pub fn apply(state: &mut Value, ops: Vec<Op>) -> Result<(), ApplyError> {
     for op in ops {
         match op {
             Op::Set { path, value } => match path.split_last() {
