@@ -37,6 +37,7 @@ mod schema;
 mod state;
 mod store;
 
+pub use checkpoint_format::sealing::{Encryption, EncryptionError, EncryptionKey};
 pub use error::{DbError, DbErrorKind};
 pub use options::tls::SslMode;
 pub use options::PostgresOptions;
@@ -48,7 +49,6 @@ pub use schema::statements::Statements;
 pub use schema::table::{check_identifier, TableName, MAX_TABLE_BYTES};
 pub use schema::{MigrationReport, SchemaError, ADOPTED_WITHOUT_EXECUTION, SCHEMA_VERSION};
 pub use state::encoding::StateEncoding;
-pub use state::encryption::{Encryption, EncryptionError, EncryptionKey};
 pub use state::payload::Compression;
 pub use store::group::settings::{GroupCommit, GroupCommitStats};
 pub use store::notify::Listener;

@@ -21,9 +21,9 @@ use crate::retry::RetryPolicy;
 use crate::schema::layout::TableLayout;
 use crate::schema::table::TableName;
 use crate::state::encoding::StateEncoding;
-use crate::state::encryption::Encryption;
 use crate::state::payload::Compression;
 use crate::store::group::settings::GroupCommit;
+use checkpoint_format::sealing::Encryption;
 
 /// How to reach PostgreSQL and how the store uses it.
 ///

@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 
 use crate::error::DbError;
 use crate::pool::Row;
-use crate::state::encryption::Encryption;
 use crate::state::payload::{self, Fingerprint};
+use checkpoint_format::sealing::Encryption;
 
 /// The columns every read selects, in this order: the checkpoint's, then how its state is
 /// stored.
@@ -541,7 +541,7 @@ mod damage_tests {
 mod sealed_tests {
     use super::tests_support::*;
     use super::*;
-    use crate::state::encryption::{EncryptionError, EncryptionKey};
+    use checkpoint_format::sealing::{EncryptionError, EncryptionKey};
 
     fn keys(id: &str, byte: u8) -> Encryption {
         Encryption::new(EncryptionKey::new(id, &[byte; 32]).unwrap())

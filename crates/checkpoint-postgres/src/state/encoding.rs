@@ -10,8 +10,8 @@ use tokio_postgres::types::Json;
 
 use crate::error::DbError;
 use crate::state::cache::{CachedState, StateCache};
-use crate::state::encryption::Encryption;
 use crate::state::payload::{self, Compression, Fingerprint};
+use checkpoint_format::sealing::Encryption;
 
 /// How [`PostgresStore`](crate::PostgresStore) stores the states it writes.
 ///

@@ -18,7 +18,7 @@ use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::DbError;
-use crate::state::encryption::{self, Encryption, EncryptionError};
+use checkpoint_format::sealing::{self as encryption, Encryption, EncryptionError};
 
 const FORMAT: u8 = 1;
 

@@ -9,10 +9,10 @@ use tokio_postgres::types::Type;
 
 use crate::error::DbError;
 use crate::pool::{DbTransaction, Row, Sql};
-use crate::state::encryption::{Encryption, SEALED};
 use crate::state::payload;
 use crate::store::write::finish;
 use crate::PostgresStore;
+use checkpoint_format::sealing::{Encryption, SEALED};
 
 /// The most rows one batch may examine.
 pub const MAX_REENCRYPT_BATCH: usize = 10_000;

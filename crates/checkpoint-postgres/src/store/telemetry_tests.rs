@@ -82,8 +82,8 @@ async fn operations_retries_and_states_are_recorded() {
 /// counted by kind, beside the failed operation.
 #[tokio::test]
 async fn a_state_that_cannot_be_opened_is_counted_by_kind() {
-    use crate::state::encryption::{Encryption, EncryptionKey, KEY_BYTES};
     use checkpoint_core::telemetry::ENCRYPTION_FAILURES;
+    use checkpoint_format::sealing::{Encryption, EncryptionKey, KEY_BYTES};
 
     let recorder = DebuggingRecorder::new();
     let _installed = metrics::set_default_local_recorder(&recorder);

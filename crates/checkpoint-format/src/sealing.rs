@@ -14,6 +14,16 @@
 //! The content hash of the whole state travels inside the seal, so a reader still checks every
 //! rebuilt state against the one saved, while the `state_hash` column holds only an opaque tag
 //! (a hash of the sealed bytes) that tells nothing about the state.
+//!
+//! ```
+//! use checkpoint_format::sealing::{Encryption, EncryptionKey};
+//!
+//! let keys = Encryption::new(EncryptionKey::new("k1", &[7u8; 32])?);
+//! let sealed = keys.seal(42, b"a compressed state")?;
+//! assert_eq!(checkpoint_format::sealing::sealed_key_id(&sealed)?, "k1");
+//! assert_eq!(keys.open(&sealed)?, (42, b"a compressed state".to_vec()));
+//! # Ok::<(), checkpoint_core::Error>(())
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,19 +34,19 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 /// The format byte of a sealed payload.
-pub(crate) const SEALED: u8 = 2;
+pub const SEALED: u8 = 2;
 
 /// Bytes in a key.
-pub(crate) const KEY_BYTES: usize = 32;
+pub const KEY_BYTES: usize = 32;
 
 /// The longest key id.
-pub(crate) const MAX_KEY_ID_BYTES: usize = 64;
+pub const MAX_KEY_ID_BYTES: usize = 64;
 
 /// Why a state could not be sealed or opened. The source of [`Error::Backend`] (never
 /// retryable), so callers can match on it:
 ///
 /// ```
-/// use checkpoint_postgres::EncryptionError;
+/// use checkpoint_format::sealing::EncryptionError;
 ///
 /// fn missing_key(err: &checkpoint_core::Error) -> Option<&str> {
 ///     match EncryptionError::of(err)? {
@@ -120,7 +130,7 @@ impl From<EncryptionError> for Error {
 /// One named AES-256 key. `Debug` shows the id only; the key bytes are kept by ring alone.
 ///
 /// ```
-/// use checkpoint_postgres::EncryptionKey;
+/// use checkpoint_format::sealing::EncryptionKey;
 ///
 /// let key = EncryptionKey::new("2026-11", &[7u8; 32])?;
 /// assert_eq!(key.id(), "2026-11");
@@ -215,7 +225,7 @@ fn check_key_id(id: &str) -> Result<()> {
 /// `#` are skipped:
 ///
 /// ```
-/// use checkpoint_postgres::Encryption;
+/// use checkpoint_format::sealing::Encryption;
 ///
 /// let keys = Encryption::parse(
 ///     "# newest first\n\
@@ -301,7 +311,7 @@ impl Encryption {
     }
 
     /// `inner` (a plain payload) and the content hash of its state, sealed under the write key.
-    pub(crate) fn seal(&self, content_hash: i64, inner: &[u8]) -> Result<Vec<u8>, EncryptionError> {
+    pub fn seal(&self, content_hash: i64, inner: &[u8]) -> Result<Vec<u8>, EncryptionError> {
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         self.random
@@ -335,7 +345,7 @@ impl Encryption {
     }
 
     /// The content hash and the plain payload inside `payload` (format [`SEALED`]).
-    pub(crate) fn open(&self, payload: &[u8]) -> Result<(i64, Vec<u8>), EncryptionError> {
+    pub fn open(&self, payload: &[u8]) -> Result<(i64, Vec<u8>), EncryptionError> {
         let key_id = sealed_key_id(payload)?;
         let key = self.keys.iter().find(|k| k.id == key_id).ok_or_else(|| {
             EncryptionError::UnknownKey {
@@ -359,7 +369,7 @@ impl Encryption {
     }
 
     /// Whether `payload` is already sealed under the write key.
-    pub(crate) fn is_current(&self, payload: &[u8]) -> bool {
+    pub fn is_current(&self, payload: &[u8]) -> bool {
         sealed_key_id(payload).is_ok_and(|id| id == self.write_key_id())
     }
 }
@@ -371,7 +381,7 @@ fn malformed(what: &str) -> EncryptionError {
 }
 
 /// The key id a sealed payload names, checked to leave room for a nonce and a tag.
-pub(crate) fn sealed_key_id(payload: &[u8]) -> Result<&str, EncryptionError> {
+pub fn sealed_key_id(payload: &[u8]) -> Result<&str, EncryptionError> {
     let (&format, rest) = payload.split_first().ok_or_else(|| malformed("header"))?;
     let (&len, rest) = rest.split_first().ok_or_else(|| malformed("header"))?;
     if format != SEALED || len == 0 || usize::from(len) > MAX_KEY_ID_BYTES {
