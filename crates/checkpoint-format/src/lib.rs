@@ -2,7 +2,7 @@
 //!
 //! A backend crate owns its driver and its rows; what a state becomes on its way into a row
 //! lives here, once, with no driver: the structural deltas between two states ([`delta`]:
-//! diff and apply), sealing at rest ([`sealing`]: AES-256-GCM under named keys, rotation) and
+//! diff and apply), the content hash of a state ([`hash`]), sealing at rest ([`sealing`]: AES-256-GCM under named keys, rotation) and
 //! the Zstandard frames that PostgreSQL's payloads and SQLite's stored states are written as
 //! ([`zstd_frames`]). Its errors are its own ([`FormatError`], [`delta::ApplyError`],
 //! [`sealing::EncryptionError`]), for each backend to report in its terms.
@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod delta;
+pub mod hash;
 pub mod sealing;
 pub mod zstd_frames;
 

@@ -13,6 +13,7 @@ use deadpool_postgres::RecyclingMethod;
 use tokio_postgres::config::Host;
 use tokio_postgres::Config;
 
+use checkpoint_format::sealing::Encryption;
 use rustls::pki_types::CertificateDer;
 
 use crate::options::conninfo::split_own_parameters;
@@ -23,7 +24,6 @@ use crate::schema::table::TableName;
 use crate::state::encoding::StateEncoding;
 use crate::state::payload::Compression;
 use crate::store::group::settings::GroupCommit;
-use checkpoint_format::sealing::Encryption;
 
 /// How to reach PostgreSQL and how the store uses it.
 ///

@@ -10,12 +10,13 @@ use std::collections::{HashMap, HashSet};
 
 use checkpoint_core::{Checkpoint, Damage, Error, Result};
 use checkpoint_format::delta;
+use checkpoint_format::hash::Fingerprint;
+use checkpoint_format::sealing::Encryption;
 use serde_json::{Map, Value};
 
 use crate::error::DbError;
 use crate::pool::Row;
-use crate::state::payload::{self, Fingerprint};
-use checkpoint_format::sealing::Encryption;
+use crate::state::payload;
 
 /// The columns every read selects, in this order: the checkpoint's, then how its state is
 /// stored.
@@ -215,7 +216,7 @@ pub(crate) fn rebuild(
         // name as their base.
         if rows[i].wanted && from_payload {
             if let Some(recorded) = rows[i].state_hash {
-                let fingerprint = payload::fingerprint(&state);
+                let fingerprint = checkpoint_format::hash::fingerprint(&state);
                 if fingerprint.hash != sealed_hash.unwrap_or(recorded) {
                     return Err(broken(format!(
                         "the state rebuilt for checkpoint {} differs from the one saved",
@@ -358,7 +359,7 @@ fn check_one(
         }
     };
     if let Some(recorded) = row.state_hash {
-        if payload::state_hash(&state) != opened.content_hash.unwrap_or(recorded) {
+        if checkpoint_format::hash::state_hash(&state) != opened.content_hash.unwrap_or(recorded) {
             return Err("the state rebuilt from its row differs from the one saved".into());
         }
     }
@@ -369,7 +370,8 @@ fn check_one(
 mod tests_support {
     use super::*;
     use crate::pool::Cell;
-    use crate::state::payload::{encode, state_hash, Compression};
+    use crate::state::payload::{encode, Compression};
+    use checkpoint_format::hash::state_hash;
     use serde_json::json;
     use time::OffsetDateTime;
 
@@ -555,7 +557,9 @@ mod sealed_tests {
         let mut sealed = Vec::new();
         for (i, mut row) in rows.into_iter().enumerate() {
             let plain = row.take_bytes(8).unwrap().unwrap();
-            let payload = with.seal(payload::state_hash(&states[i]), &plain).unwrap();
+            let payload = with
+                .seal(checkpoint_format::hash::state_hash(&states[i]), &plain)
+                .unwrap();
             let tag = payload::payload_tag(&payload);
             let base = (i > 0).then(|| (i64::try_from(i).unwrap(), tags[i - 1]));
             sealed.push(super::tests_support::row(
@@ -579,7 +583,7 @@ mod sealed_tests {
         assert_eq!(out[1].checkpoint.state, states[3]);
         // The base hash a later delta names is the row's tag, not the content hash.
         assert_eq!(out[1].fingerprint.unwrap().hash, tag_of_4);
-        assert_ne!(tag_of_4, payload::state_hash(&states[3]));
+        assert_ne!(tag_of_4, checkpoint_format::hash::state_hash(&states[3]));
     }
 
     #[test]
@@ -613,7 +617,9 @@ mod sealed_tests {
             payload::Compression::None,
         )
         .unwrap();
-        let payload = k1.seal(payload::state_hash(&states[2]), &plain).unwrap();
+        let payload = k1
+            .seal(checkpoint_format::hash::state_hash(&states[2]), &plain)
+            .unwrap();
         rows[3] = super::tests_support::row(
             4,
             Some(payload.clone()),

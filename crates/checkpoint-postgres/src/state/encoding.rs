@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use checkpoint_core::{Checkpoint, Error, Result};
 use checkpoint_format::delta;
+use checkpoint_format::hash::Fingerprint;
+use checkpoint_format::sealing::Encryption;
 use serde_json::Value;
 use tokio_postgres::types::Json;
 
 use crate::error::DbError;
 use crate::state::cache::{CachedState, StateCache};
-use crate::state::payload::{self, Compression, Fingerprint};
-use checkpoint_format::sealing::Encryption;
+use crate::state::payload::{self, Compression};
 
 /// How [`PostgresStore`](crate::PostgresStore) stores the states it writes.
 ///
@@ -140,7 +141,7 @@ fn proves(base: &Value, text: &[u8], hash: i64, id: &str) -> bool {
         });
     let proven = rebuilt
         .as_ref()
-        .is_ok_and(|state| payload::state_hash(state) == hash);
+        .is_ok_and(|state| checkpoint_format::hash::state_hash(state) == hash);
     if !proven {
         tracing::warn!(
             checkpoint = id,
@@ -205,7 +206,7 @@ impl Encoder {
                 fingerprint: None,
             });
         };
-        let fingerprint = payload::fingerprint(&checkpoint.state);
+        let fingerprint = checkpoint_format::hash::fingerprint(&checkpoint.state);
         let usable = |base: &CachedState| {
             i64::from(base.depth) + 1 < i64::from(snapshot_every)
                 && (checkpoint.version == 0 || base.version < checkpoint.version)
@@ -276,7 +277,7 @@ impl Encoder {
         let plain = payload::encode(&text, self.compression)?;
         match &self.encryption {
             None => Ok(plain),
-            Some(keys) => Ok(keys.seal(payload::state_hash(state), &plain)?),
+            Some(keys) => Ok(keys.seal(checkpoint_format::hash::state_hash(state), &plain)?),
         }
     }
 
@@ -378,7 +379,7 @@ mod tests {
             delta.base,
             Some(Base {
                 version: 1,
-                hash: payload::state_hash(&first.state),
+                hash: checkpoint_format::hash::state_hash(&first.state),
                 depth: 0
             })
         );
@@ -449,7 +450,7 @@ mod tests {
             let mut checkpoint = Checkpoint::new("e", "n", conversation(messages));
             checkpoint.version = version;
             crate::state::chain::Rebuilt {
-                fingerprint: Some(payload::fingerprint(&checkpoint.state)),
+                fingerprint: Some(checkpoint_format::hash::fingerprint(&checkpoint.state)),
                 checkpoint,
                 depth: 0,
             }
@@ -486,7 +487,7 @@ mod tests {
         assert!(delta.base.is_some(), "a small delta, proven");
         assert_eq!(
             delta.fingerprint.map(|f| f.hash),
-            Some(payload::state_hash(&second.state))
+            Some(checkpoint_format::hash::state_hash(&second.state))
         );
         // What a reader does with it gives the state back, sign included.
         let text = payload::decode(delta.payload.as_ref().unwrap(), 1 << 20).unwrap();
@@ -499,7 +500,7 @@ mod tests {
     fn a_delta_that_does_not_rebuild_its_state_is_not_proven() {
         let base = json!({"t": 0.0, "i": 0});
         let target = json!({"t": -0.0, "i": 1});
-        let hash = payload::state_hash(&target);
+        let hash = checkpoint_format::hash::state_hash(&target);
         // The delta an equality blind to the sign of zero would make: `i` alone.
         let blind = serde_json::to_vec(&vec![delta::Op::Set {
             path: vec![delta::Step::Key("i".into())],

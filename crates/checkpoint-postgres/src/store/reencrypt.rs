@@ -5,6 +5,7 @@
 //! tag in the same transaction, so every chain stays valid.
 
 use checkpoint_core::{Error, Result};
+use checkpoint_format::sealing::{Encryption, SEALED};
 use tokio_postgres::types::Type;
 
 use crate::error::DbError;
@@ -12,7 +13,6 @@ use crate::pool::{DbTransaction, Row, Sql};
 use crate::state::payload;
 use crate::store::write::finish;
 use crate::PostgresStore;
-use checkpoint_format::sealing::{Encryption, SEALED};
 
 /// The most rows one batch may examine.
 pub const MAX_REENCRYPT_BATCH: usize = 10_000;
@@ -97,7 +97,7 @@ fn reseal(store: &PostgresStore, keys: &Encryption, row: &mut Row) -> Result<Opt
                 let text = payload::decode(&payload, store.payload_limit())?;
                 let state: serde_json::Value = serde_json::from_slice(&text)
                     .map_err(|_| broken("its snapshot is not JSON"))?;
-                (payload::state_hash(&state), payload)
+                (checkpoint_format::hash::state_hash(&state), payload)
             }
             None => return Err(broken("a delta without a recorded state hash")),
         },
@@ -105,7 +105,7 @@ fn reseal(store: &PostgresStore, keys: &Encryption, row: &mut Row) -> Result<Opt
         (Some(state), None) => {
             let text = serde_json::to_vec(&state)?;
             (
-                payload::state_hash(&state),
+                checkpoint_format::hash::state_hash(&state),
                 payload::encode(&text, store.encoder.compression)?,
             )
         }
