@@ -2,7 +2,8 @@
 //!
 //! A backend crate owns its driver and its rows; what a state becomes on its way into a row
 //! lives here, once, with no driver: the structural deltas between two states ([`delta`]:
-//! diff and apply), the content hash of a state ([`hash`]), sealing at rest ([`sealing`]: AES-256-GCM under named keys, rotation) and
+//! diff and apply), the content hash of a state ([`hash`]), the header and compression of a
+//! stored state ([`codec`]), sealing at rest ([`sealing`]: AES-256-GCM under named keys, rotation) and
 //! the Zstandard frames that PostgreSQL's payloads and SQLite's stored states are written as
 //! ([`zstd_frames`]). Its errors are its own ([`FormatError`], [`delta::ApplyError`],
 //! [`sealing::EncryptionError`]), for each backend to report in its terms.
@@ -17,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod delta;
 pub mod hash;
 pub mod sealing;
@@ -37,4 +39,11 @@ pub enum FormatError {
     /// Zstandard refused the bytes (not a frame, damaged, truncated) or could not set up.
     #[error("zstd: {0}")]
     Zstd(#[from] std::io::Error),
+    /// A stored payload is not one this release can read: damaged, truncated, or of a format
+    /// or codec it does not know.
+    #[error("{reason}")]
+    Damaged {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
