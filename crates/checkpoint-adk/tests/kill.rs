@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adk_graph::checkpoint::Checkpointer;
+use adk_graph::checkpoint::{Checkpointer, RetentionPolicy};
 use adk_graph::edge::{END, START};
 use adk_graph::error::Result as GraphResult;
 use adk_graph::graph::{CompiledGraph, StateGraph};
@@ -53,6 +53,9 @@ impl<C: Checkpointer> Checkpointer for Reporting<C> {
     }
     async fn delete(&self, thread_id: &str) -> GraphResult<()> {
         self.0.delete(thread_id).await
+    }
+    async fn prune(&self, thread_id: &str, policy: &RetentionPolicy) -> GraphResult<usize> {
+        self.0.prune(thread_id, policy).await
     }
 }
 

@@ -43,23 +43,21 @@ pub(crate) struct AdkFigures {
 pub(crate) async fn measure(bench: &Bench, tasks: usize) -> anyhow::Result<AdkFigures> {
     let store = bench.store_with("adk", tasks, Setup::default()).await?;
     let adapter = Arc::new(AdkCheckpointer::new(store.clone()));
-    let mut rounds: Vec<(Way, Figures)> = Vec::new();
-    for (round, way) in WAYS.iter().chain(WAYS.iter().rev()).enumerate() {
-        let figures = run(bench, &store, &adapter, *way, tasks, round).await?;
-        rounds.push((*way, figures));
+    let mut first = Vec::with_capacity(WAYS.len());
+    for (round, way) in WAYS.iter().enumerate() {
+        first.push(run(bench, &store, &adapter, *way, tasks, round).await?);
     }
-    let mean = |way: Way| {
-        let mut of = rounds.iter().filter(|(w, _)| *w == way).map(|(_, f)| f);
-        match (of.next(), of.next()) {
-            (Some(a), Some(b)) => a.mean(b),
-            _ => unreachable!("every way runs twice"),
-        }
-    };
+    let mut second = Vec::with_capacity(WAYS.len());
+    for (round, way) in WAYS.iter().rev().enumerate() {
+        second.push(run(bench, &store, &adapter, *way, tasks, WAYS.len() + round).await?);
+    }
+    second.reverse();
     store.close();
+    let [store_figures, adapter_figures, pruning] = [0, 1, 2].map(|i| first[i].mean(&second[i]));
     Ok(AdkFigures {
-        store: mean(Way::Store),
-        adapter: mean(Way::Adapter),
-        pruning: mean(Way::AdapterPruning),
+        store: store_figures,
+        adapter: adapter_figures,
+        pruning,
     })
 }
 

@@ -62,12 +62,6 @@ impl fmt::Display for Fingerprint {
     }
 }
 
-impl PartialEq<str> for Fingerprint {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
 /// Feeds a length-prefixed encoding to the hash, so no two shapes encode alike (a name that
 /// contains a separator cannot pass for two names).
 struct Encoder(Sha256);

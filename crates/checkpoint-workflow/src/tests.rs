@@ -723,6 +723,24 @@ mod deploy {
     }
 
     #[tokio::test]
+    async fn a_failing_step_is_a_typed_error_on_every_read() {
+        let store = MemoryStore::new();
+        paused_under_v1(&store).await;
+        let broken = Migrations::new(2).step(1, |_| Err("no total".into()));
+        let first = store.list("e").await.unwrap()[0].id.clone();
+        let mut history = store.history("e", 10);
+        let paged = history.next_page_migrated(&broken).await;
+        let by_id = store.resume_from_migrated::<Job>(&first, &broken).await;
+        let latest = store.resume_migrated::<Job>("e", &broken).await;
+        for err in [paged.unwrap_err(), by_id.unwrap_err(), latest.unwrap_err()] {
+            assert!(
+                matches!(&err, WorkflowError::Migration { execution_id, source: MigrationError::Failed { from: 1, .. } } if execution_id == "e"),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_state_newer_than_the_code_is_refused_and_nothing_runs() {
         let store = MemoryStore::new();
         let runs = Runs::default();

@@ -236,6 +236,31 @@ pub(crate) async fn bad_input_is_a_typed_error_and_stores_nothing(store: &Store)
     );
     assert!(cp.list("t-bad").await.unwrap().is_empty());
     assert!(store_error(&GraphError::CheckpointError("x".into())).is_none());
+
+    // A time our store cannot hold (it keeps years -9999 to 9999) is refused, typed.
+    let mut far = checkpoint("t-bad", 0, json!({}), 0);
+    far.created_at = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+    let err = cp.save(&far).await.unwrap_err();
+    assert!(
+        store_error(&err).is_some_and(|e| e.is_invalid_field("timestamp")),
+        "{err:?}"
+    );
+    assert!(cp.list("t-bad").await.unwrap().is_empty());
+
+    // A row that is not an adk checkpoint (written around the adapter) reads as a clear
+    // serialisation error, by thread, by id and in a list.
+    let foreign = checkpoint_core::Checkpoint::new("t-foreign", "n", json!({ "x": 1 }));
+    store.save(&foreign).await.unwrap();
+    for err in [
+        cp.load("t-foreign").await.unwrap_err(),
+        cp.load_by_id(&foreign.id).await.unwrap_err(),
+        cp.list("t-foreign").await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, GraphError::SerializationError(m) if m.contains("not an adk-graph checkpoint")),
+            "{err:?}"
+        );
+    }
 }
 
 /// `prepare -> review -> send`, paused before `review`; `runs` counts each node's runs.
