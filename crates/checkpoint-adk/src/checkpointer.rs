@@ -26,7 +26,10 @@ const MAX_NAMESPACE_BYTES: usize = 64;
 ///   `max_age` (by `created_at`), the newest always kept, where "newest" is the last saved,
 ///   the one `load` returns (adk-graph's memory backend does the same; its SQLite backend
 ///   sorts by `created_at`, which differs only for checkpoints backdated out of save order).
-///   Each limit is one retention statement on the thread's execution.
+///   Each limit is one statement on the thread's execution (an index range below one index
+///   probe), committed without waiting for its flush to disk
+///   ([`RetentionPolicy::lazy_flush`]): adk-graph's executor prunes after every save, and a
+///   crash that undoes a prune only leaves old checkpoints for the next prune to remove.
 /// - Errors are [`GraphError::IoError`] whose source is the store's typed
 ///   [`checkpoint_core::Error`]; [`store_error`](crate::store_error) gets it back.
 #[derive(Clone, Debug)]
@@ -188,7 +191,9 @@ impl<S: CheckpointStore> Checkpointer for AdkCheckpointer<S> {
         let mut total = 0usize;
         if let Some(count) = policy.max_per_thread {
             let keep = u64::try_from(count.max(1)).unwrap_or(u64::MAX);
-            let by_count = RetentionPolicy::keep_last(keep).for_execution(&execution);
+            let by_count = RetentionPolicy::keep_last(keep)
+                .for_execution(&execution)
+                .lazy_flush();
             let gone = self.store.prune(&by_count).await.map_err(to_graph)?;
             total = total.saturating_add(removed(gone));
         }
@@ -196,7 +201,8 @@ impl<S: CheckpointStore> Checkpointer for AdkCheckpointer<S> {
             // Older than `age`, the newest always kept.
             let by_age = RetentionPolicy::keep_last(1)
                 .and_older_than(age)
-                .for_execution(&execution);
+                .for_execution(&execution)
+                .lazy_flush();
             let gone = self.store.prune(&by_age).await.map_err(to_graph)?;
             total = total.saturating_add(removed(gone));
         }

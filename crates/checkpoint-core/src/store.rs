@@ -601,6 +601,9 @@ pub struct RetentionPolicy {
     pub older_than: Option<Duration>,
     /// Only this execution; all executions when `None`.
     pub execution_id: Option<String>,
+    /// `prune` may return before its removal is flushed to disk; see
+    /// [`lazy_flush`](Self::lazy_flush).
+    pub lazy_flush: bool,
 }
 
 impl RetentionPolicy {
@@ -635,6 +638,26 @@ impl RetentionPolicy {
     /// Only prune `execution_id`.
     pub fn for_execution(mut self, execution_id: impl Into<String>) -> Self {
         self.execution_id = Some(execution_id.into());
+        self
+    }
+
+    /// Lets `prune` return once its removal is committed, before it is flushed to disk, for
+    /// retention applied after every save. It removes exactly what the policy removes and is
+    /// seen at once by every reader; only its durability is relaxed: it reaches disk with the
+    /// next flushed commit (the next save) or within about a second, so a crash of the server
+    /// or the machine in between brings the removed checkpoints back (the next prune removes
+    /// them again), and never loses or changes anything else. PostgreSQL commits the prune
+    /// with `synchronous_commit = off`, SQLite with `synchronous = NORMAL`; the memory store
+    /// has nothing to flush.
+    ///
+    /// ```
+    /// use checkpoint_core::RetentionPolicy;
+    ///
+    /// let after_each_save = RetentionPolicy::keep_last(20).for_execution("run-1").lazy_flush();
+    /// assert!(after_each_save.lazy_flush);
+    /// ```
+    pub fn lazy_flush(mut self) -> Self {
+        self.lazy_flush = true;
         self
     }
 

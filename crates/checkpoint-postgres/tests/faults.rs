@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+use checkpoint_core::{Checkpoint, CheckpointStore, Error, RetentionPolicy};
 use checkpoint_postgres::{
     DbPool, DeadpoolPool, GroupCommit, PartitionPeriod, PostgresOptions, PostgresStore,
     RetryPolicy, TableLayout,
@@ -19,6 +19,7 @@ use serde_json::json;
 struct Tally {
     acknowledged: Vec<Checkpoint>,
     errors: usize,
+    prunes: usize,
 }
 
 /// Starts `tasks` writers that save to their own execution until `stop` is set. Every error
@@ -27,6 +28,17 @@ fn writers(
     store: &PostgresStore,
     tasks: usize,
     stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    pruning_writers(store, tasks, stop, None)
+}
+
+/// As [`writers`], each save followed by a `lazy_flush` prune of the writer's execution to
+/// its newest `keep`, when given (retention after every save).
+fn pruning_writers(
+    store: &PostgresStore,
+    tasks: usize,
+    stop: &Arc<AtomicBool>,
+    keep: Option<u64>,
 ) -> Vec<tokio::task::JoinHandle<Tally>> {
     (0..tasks)
         .map(|t| {
@@ -43,6 +55,20 @@ fn writers(
                         Ok(version) => {
                             cp.version = version;
                             tally.acknowledged.push(cp);
+                            let Some(keep) = keep else { continue };
+                            let policy = RetentionPolicy::keep_last(keep)
+                                .for_execution(format!("writer-{t}"))
+                                .lazy_flush();
+                            match store.prune(&policy).await {
+                                Ok(_) => tally.prunes += 1,
+                                Err(err) => {
+                                    assert!(
+                                        err.is_retryable(),
+                                        "a failed prune must be retryable: {err:?}"
+                                    );
+                                    tally.errors += 1;
+                                }
+                            }
                         }
                         Err(err) => {
                             assert!(
@@ -162,6 +188,74 @@ async fn restarts_and_kills_lose_nothing(layout: TableLayout) {
     );
     assert!(acknowledged > 100, "the writers made progress");
     assert!(groups.largest() >= 2, "saves were coalesced: {groups:?}");
+    assert_eq!(lost, 0);
+}
+
+/// Retention after every save, committed without waiting for its flush, through a SIGKILL of
+/// the server: a prune the crash undoes brings old checkpoints back, and nothing else. Every
+/// acknowledged save is there exactly, or the execution holds at least `KEEP` newer rows
+/// (only a prune that kept them can have removed it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lazy_prunes_after_every_save_lose_no_kept_save_across_a_kill() {
+    const KEEP: u64 = 3;
+    if !support::docker_or_skip("killing the server under lazy prunes") {
+        return;
+    }
+    let server = support::DedicatedServer::start().await;
+    let options = PostgresOptions::new(&server.url)
+        .unwrap()
+        .max_connections(16)
+        .wait_timeout(Duration::from_secs(2))
+        .create_timeout(Duration::from_secs(2))
+        .retry(RetryPolicy::default().max_retries(3));
+    let store = PostgresStore::connect(options).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks = pruning_writers(&store, 8, &stop, Some(KEEP));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.docker(&["kill", "-s", "KILL"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.docker(&["start"]);
+    server.wait_ready(Duration::from_secs(60)).await;
+    first_success(&store, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let (mut acknowledged, mut prunes, mut errors, mut lost, mut back) = (0, 0, 0, 0, 0);
+    for task in tasks {
+        let tally = task.await.expect("writer panicked");
+        errors += tally.errors;
+        prunes += tally.prunes;
+        let Some(execution) = tally.acknowledged.first().map(|c| c.execution_id.clone()) else {
+            continue;
+        };
+        let stored = store.list(&execution).await.unwrap();
+        let stored_versions: Vec<i64> = stored.iter().map(|c| c.version).collect();
+        for cp in &tally.acknowledged {
+            acknowledged += 1;
+            match stored.iter().find(|s| s.id == cp.id) {
+                Some(s) => assert_eq!(s, cp, "an acknowledged save changed"),
+                None => {
+                    let newer = stored_versions.iter().filter(|v| **v > cp.version).count();
+                    if (newer as u64) < KEEP {
+                        lost += 1;
+                        eprintln!("lost {} (v{}): {newer} newer rows", cp.id, cp.version);
+                    }
+                }
+            }
+        }
+        // Rows a prune had removed that came back: more than KEEP, the extras at the bottom.
+        back += stored
+            .len()
+            .saturating_sub(usize::try_from(KEEP).unwrap() + 1);
+    }
+    println!(
+        "saves acknowledged: {acknowledged}, prunes acknowledged: {prunes}, failed (typed, \
+         retryable): {errors}, lost: {lost}, old rows a crash brought back: {back}"
+    );
+    assert!(
+        acknowledged > 100 && prunes > 100,
+        "the writers made progress"
+    );
     assert_eq!(lost, 0);
 }
 

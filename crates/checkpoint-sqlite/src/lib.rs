@@ -486,16 +486,18 @@ impl CheckpointStore for SqliteStore {
                 self.limits().check_retention(policy)?;
                 let policy = policy.clone();
                 let guarded = self.inner.options.refuse_unleased;
-                self.inner
-                    .db
-                    .write(move |tx| {
-                        if let Some(execution) = policy.execution_id.as_deref().filter(|_| guarded)
-                        {
-                            lease::unleased(tx, execution)?;
-                        }
-                        write::prune(tx, &policy)
-                    })
-                    .await
+                let lazily = policy.lazy_flush;
+                let prune = move |tx: &rusqlite::Transaction<'_>| {
+                    if let Some(execution) = policy.execution_id.as_deref().filter(|_| guarded) {
+                        lease::unleased(tx, execution)?;
+                    }
+                    write::prune(tx, &policy)
+                };
+                if lazily {
+                    self.inner.db.write_lazily(prune).await
+                } else {
+                    self.inner.db.write(prune).await
+                }
             })
             .await
     }

@@ -14,7 +14,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::commit::{self, CommitStats, Queue};
 use crate::error::{self, SqliteError};
-use crate::options::{Location, SqliteOptions};
+use crate::options::{Durability, Location, SqliteOptions};
 use crate::row::StoredRow;
 
 /// Statements kept prepared per connection: every statement the store runs, with room.
@@ -77,6 +77,8 @@ pub(crate) struct Db {
     /// The file quick reads open, `None` for an in-memory database (each connection to
     /// `:memory:` is a database of its own).
     reader_path: Option<PathBuf>,
+    /// The `synchronous` setting of every pooled connection, put back after a lazy write.
+    synchronous: &'static str,
 }
 
 /// The path SQLite should open: relative paths that SQLite would read as something other than
@@ -89,6 +91,20 @@ fn literal(path: &Path) -> PathBuf {
     } else {
         path.to_owned()
     }
+}
+
+/// Runs `f` in an immediate transaction (the write lock taken at `BEGIN`) and commits when it
+/// succeeds; anything else rolls back.
+fn in_transaction<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+) -> Result<T> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(error::driver)?;
+    let out = f(&tx)?;
+    tx.commit().map_err(error::driver)?;
+    Ok(out)
 }
 
 /// Switches the database to WAL mode. The switch needs the exclusive lock, which SQLite does
@@ -158,6 +174,7 @@ impl Db {
             memory,
         };
         let busy_timeout = options.busy_timeout;
+        let synchronous = manager.synchronous;
         let reader_path = (!memory).then(|| manager.path.clone());
         let pool = Pool::builder(manager)
             .runtime(Runtime::Tokio1)
@@ -172,6 +189,7 @@ impl Db {
             saves: Arc::default(),
             readers: std::sync::Mutex::new((Vec::new(), false)),
             reader_path,
+            synchronous,
         })
     }
 
@@ -306,15 +324,44 @@ impl Db {
         let _turn = tokio::time::timeout(self.busy_timeout, self.write_turn.lock())
             .await
             .map_err(|_| self.turn_timeout())?;
-        self.read(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(error::driver)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(error::driver)?;
-            Ok(out)
-        })
-        .await
+        self.read(move |conn| in_transaction(conn, f)).await
+    }
+
+    /// As [`write`](Self::write), committed with `synchronous=NORMAL`: in WAL mode the commit
+    /// is not synced, and reaches disk with the next synced commit or checkpoint. For
+    /// `RetentionPolicy::lazy_flush`. The connection's own setting is put back after the
+    /// transaction (SQLite refuses to change it inside one); a connection where that fails
+    /// leaves the pool, so no later save is committed unsynced.
+    pub(crate) async fn write_lazily<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let synchronous = self.synchronous;
+        if synchronous == Durability::Normal.pragma() {
+            return self.write(f).await;
+        }
+        let _turn = tokio::time::timeout(self.busy_timeout, self.write_turn.lock())
+            .await
+            .map_err(|_| self.turn_timeout())?;
+        let conn = self.pool.get().await.map_err(error::pool)?;
+        let (out, restored) = conn
+            .interact(move |conn| {
+                if let Err(e) = conn.pragma_update(None, "synchronous", Durability::Normal.pragma())
+                {
+                    return (Err(error::driver(e)), true);
+                }
+                let out = in_transaction(conn, f);
+                let restored = conn.pragma_update(None, "synchronous", synchronous).is_ok();
+                (out, restored)
+            })
+            .await
+            .map_err(error::interact)?;
+        if !restored {
+            tracing::warn!("a connection kept synchronous=NORMAL after a lazy write: dropped");
+            drop(managed::Object::take(conn));
+        }
+        out
     }
 
     /// Closes the pool and the quick readers: calls after this fail with
@@ -337,6 +384,57 @@ mod tests {
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
             None,
         ))
+    }
+
+    /// The connection's `synchronous` setting, as SQLite's number (1 NORMAL, 2 FULL, 3 EXTRA).
+    fn synchronous(conn: &Connection) -> Result<i64> {
+        conn.pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(error::driver)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lazy_write_commits_unsynced_and_gives_its_connection_back_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        for (durability, number) in [(Durability::Full, 2), (Durability::Extra, 3)] {
+            let options = SqliteOptions::file(dir.path().join(format!("{durability}.db")))
+                .durability(durability)
+                .max_connections(1);
+            let db = Db::open(&options).unwrap();
+            assert_eq!(db.read(|conn| synchronous(conn)).await.unwrap(), number);
+            let inside = db.write_lazily(|tx| synchronous(tx)).await.unwrap();
+            assert_eq!(inside, 1, "{durability}: NORMAL inside the lazy write");
+            // One connection: the pool's next call gets the same one, set back.
+            assert_eq!(db.read(|conn| synchronous(conn)).await.unwrap(), number);
+            assert_eq!(db.write(|tx| synchronous(tx)).await.unwrap(), number);
+            // A lazy write that fails rolls back and sets the connection back too.
+            let failed = db
+                .write_lazily(|tx| {
+                    tx.execute_batch("CREATE TABLE t (x INTEGER)")
+                        .map_err(error::driver)?;
+                    Err::<(), _>(Error::invalid("x", "refused"))
+                })
+                .await;
+            assert!(matches!(failed, Err(Error::InvalidInput { .. })));
+            assert_eq!(db.read(|conn| synchronous(conn)).await.unwrap(), number);
+            let tables: i64 = db
+                .read(|conn| {
+                    conn.query_row(
+                        "SELECT count(*) FROM sqlite_master WHERE name = 't'",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(error::driver)
+                })
+                .await
+                .unwrap();
+            assert_eq!(tables, 0, "the failed lazy write was rolled back");
+        }
+        // Already NORMAL: a lazy write is an ordinary one.
+        let options = SqliteOptions::file(dir.path().join("normal.db"))
+            .durability(Durability::Normal)
+            .max_connections(1);
+        let db = Db::open(&options).unwrap();
+        assert_eq!(db.write_lazily(|tx| synchronous(tx)).await.unwrap(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

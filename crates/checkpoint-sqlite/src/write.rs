@@ -116,23 +116,33 @@ pub(crate) fn prune(conn: &Connection, policy: &RetentionPolicy) -> Result<u64> 
         .cutoff(OffsetDateTime::now_utc())
         .map(to_micros)
         .transpose()?;
-    let scope = if policy.execution_id.is_some() {
-        "WHERE execution_id = ?3"
-    } else {
-        "WHERE ?3 IS NULL"
-    };
-    conn.prepare_cached(&format!(
+    if policy.execution_id.is_some() {
+        // One execution (retention after each save): an index range below the (keep + 1)-th
+        // newest version, found by one probe, never a ranking of the whole execution.
+        return conn
+            .prepare_cached(
+                "DELETE FROM checkpoints WHERE execution_id = ?3
+                   AND (?1 IS NULL OR version <= (
+                        SELECT version FROM checkpoints WHERE execution_id = ?3
+                        ORDER BY version DESC LIMIT 1 OFFSET COALESCE(?1, 0)))
+                   AND (?2 IS NULL OR timestamp_us < ?2)",
+            )
+            .and_then(|mut s| s.execute(rusqlite::params![keep, cutoff, policy.execution_id]))
+            .map(|n| n as u64)
+            .map_err(driver);
+    }
+    conn.prepare_cached(
         "DELETE FROM checkpoints WHERE id IN (
              SELECT id FROM (
                  SELECT id, timestamp_us,
                         ROW_NUMBER() OVER (PARTITION BY execution_id ORDER BY version DESC) - 1
                             AS newer
-                 FROM checkpoints {scope}
+                 FROM checkpoints
              )
              WHERE (?1 IS NULL OR newer >= ?1) AND (?2 IS NULL OR timestamp_us < ?2)
-         )"
-    ))
-    .and_then(|mut s| s.execute(rusqlite::params![keep, cutoff, policy.execution_id]))
+         )",
+    )
+    .and_then(|mut s| s.execute(rusqlite::params![keep, cutoff]))
     .map(|n| n as u64)
     .map_err(driver)
 }

@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use checkpoint_core::{Checkpoint, CheckpointStore};
+use checkpoint_core::{Checkpoint, CheckpointStore, RetentionPolicy};
 use checkpoint_sqlite::{Durability, SqliteOptions, SqliteStore};
 use serde_json::{json, Value};
 
@@ -181,6 +181,142 @@ async fn child_appending_until_killed() {
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ack {} {execution} {step} {version}", cp.id).expect("stdout");
                     out.flush().expect("stdout");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a task");
+    }
+}
+
+/// The checkpoints the pruning child keeps per execution.
+const KEEP: u64 = 3;
+
+/// A process that saves and then prunes lazily (`RetentionPolicy::lazy_flush`, committed with
+/// `synchronous=NORMAL`) after every save is killed with SIGKILL: every acknowledged save is in
+/// the file exactly, or its execution holds at least `KEEP` newer rows (only a prune that kept
+/// those removes it); the file passes the integrity check, and the connections the child left
+/// did not carry the lazy setting into its later saves (they are all synced: a process kill
+/// loses no commit either way, so this checks the outcome, and the pool test checks the
+/// setting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_while_pruning_lazily_loses_no_kept_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pruned.db");
+    let store = SqliteStore::open(SqliteOptions::file(&path)).await.unwrap();
+    let mut child = checkpoint_core::conformance::child::command("child_pruning_until_killed")
+        .env("SQLITE_CHILD_PATH", &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start a child");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel::<Ack>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.first() == Some(&"ack") {
+                let ack = Ack {
+                    id: fields[1].to_owned(),
+                    execution: fields[2].to_owned(),
+                    step: fields[3].parse().expect("step"),
+                    version: fields[4].parse().expect("version"),
+                };
+                if tx.send(ack).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut acked: Vec<Ack> = Vec::new();
+    while acked.len() < ACKS_PER_CHILD && Instant::now() < deadline {
+        if let Ok(ack) = rx.recv_timeout(Duration::from_millis(200)) {
+            acked.push(ack);
+        }
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGKILL);
+    }
+    let _ = child.wait();
+    acked.extend(rx.try_iter());
+    assert!(
+        acked.len() >= ACKS_PER_CHILD,
+        "{} acknowledged",
+        acked.len()
+    );
+
+    let mut histories = std::collections::HashMap::new();
+    for e in 0..EXECUTIONS {
+        let execution = format!("p{e}");
+        let history = store.list(&execution).await.expect("history");
+        histories.insert(execution, history);
+    }
+    let mut present = 0;
+    for ack in &acked {
+        let history = &histories[&ack.execution];
+        match history.iter().find(|c| c.id == ack.id) {
+            Some(cp) => {
+                assert_eq!((cp.version, &cp.state), (ack.version, &state(ack.step)));
+                present += 1;
+            }
+            None => {
+                let newer = history.iter().filter(|c| c.version > ack.version).count();
+                assert!(newer as u64 >= KEEP, "{ack:?} lost: {newer} newer rows");
+            }
+        }
+    }
+    for (execution, history) in &histories {
+        let next = Checkpoint::new(&**execution, "n", json!({"after": "kill"}));
+        let last = history.last().map_or(0, |c| c.version);
+        assert_eq!(
+            store.save(&next).await.expect("save after the kill"),
+            last + 1
+        );
+    }
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    println!(
+        "acknowledged {} saves, each followed by a lazy prune, from a killed process: {present} \
+         kept, the rest pruned, lost 0",
+        acked.len()
+    );
+}
+
+/// The child of the lazy-prune kill test: tasks saving to their executions, each save followed
+/// by a lazy prune to the newest `KEEP`, printing each acknowledged save. Run only by
+/// `a_process_killed_while_pruning_lazily_loses_no_kept_save`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by the kill test"]
+async fn child_pruning_until_killed() {
+    let path = std::env::var("SQLITE_CHILD_PATH").expect("run by the kill test");
+    let store = SqliteStore::open(SqliteOptions::file(path).busy_timeout(Duration::from_secs(30)))
+        .await
+        .expect("open");
+    let tasks: Vec<_> = (0..EXECUTIONS)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let execution = format!("p{t}");
+                let policy = RetentionPolicy::keep_last(KEEP)
+                    .for_execution(&execution)
+                    .lazy_flush();
+                for step in (t..).step_by(EXECUTIONS) {
+                    let cp = Checkpoint::new(&*execution, "n", state(step));
+                    let version = store.save(&cp).await.expect("save");
+                    {
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "ack {} {execution} {step} {version}", cp.id)
+                            .expect("stdout");
+                        out.flush().expect("stdout");
+                    }
+                    store.prune(&policy).await.expect("prune");
                 }
             })
         })

@@ -155,6 +155,7 @@ macro_rules! conformance_tests {
             prune::prune_keep_zero_is_refused,
             prune::prune_with_nothing_to_remove_returns_zero,
             prune::append_after_prune_continues_versions,
+            prune::prune_with_lazy_flush_removes_the_same,
             fork::fork_copies_state_and_records_lineage,
             fork::fork_from_an_earlier_checkpoint_then_diverge,
             fork::fork_of_unknown_checkpoint_is_not_found,

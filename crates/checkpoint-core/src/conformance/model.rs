@@ -89,6 +89,7 @@ pub enum Op {
         keep: Option<u64>,
         older_than_days: Option<u64>,
         execution: Option<usize>,
+        lazy: bool,
     },
     Fork {
         source: usize,
@@ -148,8 +149,8 @@ fn op(reopen: bool) -> BoxedStrategy<Op> {
         3 => prop::collection::vec(save_spec(), 2..7).prop_map(Op::Burst),
         1 => (0..20usize).prop_map(Op::Delete),
         1 => (0..EXECUTIONS).prop_map(Op::Clear),
-        1 => (prop::option::of(1..4u64), prop::option::of(1..5u64), prop::option::of(0..EXECUTIONS))
-            .prop_map(|(keep, older_than_days, execution)| Op::Prune { keep, older_than_days, execution }),
+        1 => (prop::option::of(1..4u64), prop::option::of(1..5u64), prop::option::of(0..EXECUTIONS), any::<bool>())
+            .prop_map(|(keep, older_than_days, execution, lazy)| Op::Prune { keep, older_than_days, execution, lazy }),
         1 => (0..20usize, 0..EXECUTIONS + 2).prop_map(|(source, target)| Op::Fork { source, target }),
         2 => (0..EXECUTIONS, prop::option::of(0..8i64), prop::option::of(0..10i64), 1..4usize, any::<bool>(),
               prop::option::of(0..2usize), prop::option::of(0..3u8))
@@ -429,11 +430,13 @@ pub async fn check(
                 keep,
                 older_than_days,
                 execution: e,
+                lazy,
             } => {
                 let policy = RetentionPolicy {
                     keep_last: *keep,
                     older_than: older_than_days.map(|d| Duration::from_secs(d * 86_400)),
                     execution_id: e.map(execution),
+                    lazy_flush: *lazy,
                 };
                 let (rm, rp) = (memory.prune(&policy).await, subject.prune(&policy).await);
                 assert_eq!(

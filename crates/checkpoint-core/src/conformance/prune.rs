@@ -119,3 +119,35 @@ pub async fn append_after_prune_continues_versions(store: Store) {
         5
     );
 }
+
+/// A prune with `lazy_flush` removes exactly what the same prune without it removes, on one
+/// execution (the path retention after every save takes) and on all of them, and readers see
+/// the removal at once.
+pub async fn prune_with_lazy_flush_removes_the_same(store: Store) {
+    fill_aged(&store, "a", &[9, 8, 7, 6, 5]).await;
+    let b = fill(&store, "b", 4).await;
+    let policy = RetentionPolicy::keep_last(2)
+        .for_execution("a")
+        .lazy_flush();
+    assert_eq!(store.prune(&policy).await.unwrap(), 3);
+    assert_eq!(versions(&store.list("a").await.unwrap()), vec![4, 5]);
+    assert_exact(&store.list("b").await.unwrap(), &b, "list");
+    // Nothing left to remove: 0, and nothing changes.
+    assert_eq!(store.prune(&policy).await.unwrap(), 0);
+    assert_eq!(versions(&store.list("a").await.unwrap()), vec![4, 5]);
+    // By age on one execution, the newest kept.
+    let by_age = RetentionPolicy::keep_last(1)
+        .and_older_than(DAY)
+        .for_execution("a")
+        .lazy_flush();
+    assert_eq!(store.prune(&by_age).await.unwrap(), 1);
+    assert_eq!(versions(&store.list("a").await.unwrap()), vec![5]);
+    // Every execution.
+    let everywhere = RetentionPolicy::keep_last(1).lazy_flush();
+    assert_eq!(store.prune(&everywhere).await.unwrap(), 3);
+    assert_eq!(versions(&store.list("b").await.unwrap()), vec![4]);
+    assert_eq!(
+        store.save(&checkpoint("a", "n", json!(6))).await.unwrap(),
+        6
+    );
+}

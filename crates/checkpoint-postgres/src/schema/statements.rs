@@ -53,6 +53,7 @@ pub struct Statements {
     pub reencrypt_bases: Sql,
     pub executions: Sql,
     pub prune_execution: Sql,
+    pub prune_execution_lazy: Sql,
     pub prune_all: Sql,
     pub prune_survivors_execution: Sql,
     pub prune_survivors_all: Sql,
@@ -555,6 +556,7 @@ impl Statements {
             ("reencrypt_bases", &self.reencrypt_bases),
             ("executions", &self.executions),
             ("prune_execution", &self.prune_execution),
+            ("prune_execution_lazy", &self.prune_execution_lazy),
             ("prune_all", &self.prune_all),
             ("prune_survivors_execution", &self.prune_survivors_execution),
             ("prune_survivors_all", &self.prune_survivors_all),
@@ -617,6 +619,12 @@ impl Statements {
         };
         let doomed_in_execution = format!(
             "SELECT version FROM {t} WHERE execution_id = $1{in_execution} AND version <= \
+             (SELECT version FROM {t} WHERE execution_id = $1{in_execution} \
+              ORDER BY version DESC OFFSET $2 LIMIT 1) \
+             AND \"timestamp\" < COALESCE($3::timestamptz, 'infinity')"
+        );
+        let doomed_rows = format!(
+            "execution_id = $1{in_execution} AND version <= \
              (SELECT version FROM {t} WHERE execution_id = $1{in_execution} \
               ORDER BY version DESC OFFSET $2 LIMIT 1) \
              AND \"timestamp\" < COALESCE($3::timestamptz, 'infinity')"
@@ -852,12 +860,23 @@ impl Statements {
             // Everything at or below the (keep + 1)-th newest version goes: one index range
             // over the execution, and nothing when it has no more than `keep` checkpoints.
             prune_execution: Sql::new(
-                format!(
-                    "DELETE FROM {t} WHERE execution_id = $1{in_execution} AND version <= \
-                     (SELECT version FROM {t} WHERE execution_id = $1{in_execution} \
-                      ORDER BY version DESC OFFSET $2 LIMIT 1) \
-                     AND \"timestamp\" < COALESCE($3::timestamptz, 'infinity')"
-                ),
+                format!("DELETE FROM {t} WHERE {doomed_rows}"),
+                &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            // The same, committed without waiting for its flush (`RetentionPolicy::lazy_flush`):
+            // the setting is made for this statement's own transaction, by the first row it
+            // removes (a prune that removes nothing writes nothing to flush). Citus refuses a
+            // volatile function in a modification's `WHERE`, so the distributed layout's
+            // prune flushes as any other.
+            prune_execution_lazy: Sql::new(
+                if table.layout() == TableLayout::Distributed {
+                    format!("DELETE FROM {t} WHERE {doomed_rows}")
+                } else {
+                    format!(
+                        "DELETE FROM {t} WHERE {doomed_rows} \
+                         AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+                    )
+                },
                 &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
             ),
             prune_all: Sql::new(

@@ -212,6 +212,7 @@ pub(crate) async fn prune(
         // Validated to fit in i64.
         keep: i64::try_from(policy.keep_last.unwrap_or(0)).unwrap_or(i64::MAX),
         cutoff: policy.cutoff(OffsetDateTime::now_utc()),
+        lazy_flush: policy.lazy_flush,
     };
     guarded(store, "prune", guard, &prune).await
 }
@@ -455,6 +456,7 @@ struct Prune<'c> {
     execution_id: &'c str,
     keep: i64,
     cutoff: Option<OffsetDateTime>,
+    lazy_flush: bool,
 }
 
 impl FencedWrite for Prune<'_> {
@@ -466,6 +468,10 @@ impl FencedWrite for Prune<'_> {
         tx: &mut dyn DbTransaction,
     ) -> Result<Option<u64>> {
         let execution = Some(self.execution_id);
+        if self.lazy_flush {
+            tx.batch_execute("SET LOCAL synchronous_commit TO off")
+                .await?;
+        }
         match prune_in_tx(store, tx, execution, self.keep, self.cutoff).await {
             Ok(removed) => Ok(Some(removed)),
             Err(e) if is_base_violation(store, &e) => Ok(None),

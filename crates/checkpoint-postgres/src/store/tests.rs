@@ -339,9 +339,9 @@ async fn cursor_past_the_last_version_returns_an_empty_page_without_a_query() {
 async fn prune_picks_the_statement_for_its_scope() {
     let pool = MockPool::default();
     let store = store_on(&pool).await;
-    // Each prune: the rows it keeps whose base it removes (none here), then the delete.
-    pool.reply(Reply::Rows(vec![]))
-        .reply(Reply::Affected(3))
+    // One execution: one statement. Every execution: the rows it keeps whose base it removes
+    // (none here), then the delete.
+    pool.reply(Reply::Affected(3))
         .reply(Reply::Rows(vec![]))
         .reply(Reply::Affected(5));
     let one = RetentionPolicy::keep_last(2).for_execution("exec-1");
@@ -362,6 +362,54 @@ async fn prune_picks_the_statement_for_its_scope() {
         "{}",
         calls[1].params[1]
     );
+    assert!(calls.iter().all(|c| !c.sql.contains("set_config")));
+}
+
+#[tokio::test]
+async fn a_lazy_prune_of_one_execution_is_one_statement_committed_unflushed() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    pool.reply(Reply::Affected(1));
+    let policy = RetentionPolicy::keep_last(20)
+        .for_execution("exec-1")
+        .lazy_flush();
+    assert_eq!(store.prune(&policy).await.unwrap(), 1);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].sql.starts_with("DELETE"));
+    assert!(calls[0]
+        .sql
+        .contains("set_config('synchronous_commit', 'off', true)"));
+    assert_eq!(calls[0].params, vec!["\"exec-1\"", "20", "None"]);
+}
+
+#[tokio::test]
+async fn a_prune_refused_by_a_delta_on_a_removed_row_rewrites_it_in_a_transaction() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let table = crate::schema::table::TableName::new(None, "checkpoints").unwrap();
+    pool.reply(Reply::Fail(DbError::server(
+        SqlState::FOREIGN_KEY_VIOLATION,
+        Some(&table.base_key()),
+        "update or delete violates foreign key constraint",
+    )))
+    // The careful path: no kept row built on a removed one any more, then the delete.
+    .reply(Reply::Rows(vec![]))
+    .reply(Reply::Affected(2));
+    let policy = RetentionPolicy::keep_last(3)
+        .for_execution("exec-1")
+        .lazy_flush();
+    assert_eq!(store.prune(&policy).await.unwrap(), 2);
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    let begin = calls
+        .iter()
+        .position(|c| c == "BEGIN")
+        .expect("a transaction");
+    assert_eq!(calls[begin + 1], "SET LOCAL synchronous_commit TO off");
+    assert!(calls[begin + 2].starts_with("SELECT d.execution_id, d.id"));
+    assert!(calls[begin + 3].starts_with("DELETE"));
+    assert!(!calls[begin + 3].contains("set_config"));
+    assert_eq!(calls.last().map(String::as_str), Some("COMMIT"));
 }
 
 #[tokio::test]

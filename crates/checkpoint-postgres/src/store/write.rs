@@ -492,6 +492,23 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
     // Validated to fit in i64.
     let keep = i64::try_from(policy.keep_last.unwrap_or(0)).unwrap_or(i64::MAX);
     let execution = policy.execution_id.as_deref();
+    if let Some(execution) = execution {
+        // One statement, one index range, when no row it keeps is a delta on a row it removes
+        // (retention after every save, on whole states): the delta key refuses the statement
+        // otherwise, and the transaction below rewrites those rows first.
+        let statement = if policy.lazy_flush {
+            &store.sql.prune_execution_lazy
+        } else {
+            &store.sql.prune_execution
+        };
+        match store
+            .execute("prune", statement, &[&execution, &keep, &cutoff])
+            .await
+        {
+            Err(e) if is_base_violation(store, &e) => {}
+            other => return other,
+        }
+    }
     for attempt in 0..MAX_REMOVE_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(append_backoff(attempt)).await;
@@ -500,6 +517,10 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
             .retry
             .run(&store.meter, "prune", || async {
                 let mut tx = store.pool.begin().await?;
+                if policy.lazy_flush {
+                    tx.batch_execute("SET LOCAL synchronous_commit TO off")
+                        .await?;
+                }
                 let outcome = prune_in_tx(store, tx.as_mut(), execution, keep, cutoff).await;
                 match outcome {
                     // A delta on a row this prune removes arrived meanwhile: start again.
