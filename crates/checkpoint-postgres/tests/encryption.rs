@@ -1,7 +1,7 @@
 //! Encryption at rest on a real server: states round-trip, the raw table holds no plaintext,
 //! keys rotate (write under a new key, read both, re-encrypt, drop the old one), a wrong or
-//! missing key and a tampered payload are typed errors naming the key, and the whole
-//! conformance suite passes with encryption on.
+//! missing key and a tampered payload are typed errors naming the key. The whole conformance
+//! suite with encryption on is `conformance.rs::sealed`.
 
 mod support;
 
@@ -294,13 +294,3 @@ async fn a_wrong_key_a_missing_key_and_tampering_are_typed_errors() {
     let err = store.reencrypt(None, 0).await.unwrap_err();
     assert!(err.is_invalid_field("limit"), "{err}");
 }
-
-async fn encrypted_store() -> PostgresStore {
-    let options = support::options()
-        .await
-        .min_delta_bytes(0)
-        .encryption(keys("conformance", 3));
-    connect(options).await
-}
-
-checkpoint_core::conformance_tests!(encrypted_store());

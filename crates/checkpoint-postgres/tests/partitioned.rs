@@ -1,7 +1,7 @@
 //! The time-partitioned layout (`TableLayout::TimePartitioned`): which statements touch one
 //! partition, partitions made ahead, retention by dropping partitions (alone and beside live
 //! saves), and the refusals of its maintenance calls. The whole contract is checked by
-//! `conformance_partitioned.rs`.
+//! `conformance.rs::by_start` and `::grouped`.
 
 mod support;
 
