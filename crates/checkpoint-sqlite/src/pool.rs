@@ -9,7 +9,7 @@ use std::time::Duration;
 use checkpoint_core::{Error, Result};
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool::Runtime;
-use deadpool_sync::SyncWrapper;
+use deadpool_sync::{InteractError, SyncWrapper};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::commit::{self, CommitStats, Queue};
@@ -91,6 +91,56 @@ fn literal(path: &Path) -> PathBuf {
     } else {
         path.to_owned()
     }
+}
+
+/// Runs `f` on the pooled connection `conn`. On a worker of a multi-threaded runtime it runs
+/// right here, the worker's other tasks handed to another thread meanwhile
+/// (`block_in_place`): no trip to a blocking thread and back, which cost a sequential save
+/// more than SQLite's own work short of the sync (`docs/performance.md`, "Against the bare
+/// library"). Elsewhere, or where the
+/// runtime refuses to block in place (it panics before running anything), `f` runs on a
+/// blocking thread. Either way a panic in `f` poisons the connection's lock, so the pool drops
+/// the connection, and is returned as [`SqliteError::Panicked`].
+async fn on_connection<T, F>(conn: &managed::Object<Manager>, f: F) -> Result<T>
+where
+    F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut f = Some(f);
+    if on_worker_thread() {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::task::block_in_place(|| {
+                let f = f.take()?;
+                // Inside the closure: a panic in `f` unwinds through the guard and poisons it.
+                Some(match conn.lock() {
+                    Ok(mut guard) => f(&mut guard),
+                    Err(_) => Err(SqliteError::Panicked(
+                        "an earlier call panicked while holding this connection".into(),
+                    )
+                    .into_core()),
+                })
+            })
+        }));
+        match ran {
+            Ok(Some(out)) => return out,
+            Err(payload) if f.is_none() => {
+                return Err(error::interact(InteractError::Panic(payload)));
+            }
+            // Refused before `f` ran: the blocking thread below.
+            Ok(None) | Err(_) => {}
+        }
+    }
+    let Some(f) = f else {
+        return Err(SqliteError::Panicked("the call ran already".into()).into_core());
+    };
+    conn.interact(f).await.map_err(error::interact)?
+}
+
+/// Whether the caller runs on a worker of a multi-threaded tokio runtime, where
+/// `block_in_place` may hold the thread (it panics on a current-thread runtime).
+fn on_worker_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// Runs `f` in an immediate transaction (the write lock taken at `BEGIN`) and commits when it
@@ -253,7 +303,7 @@ impl Db {
         T: Send + 'static,
     {
         let conn = self.pool.get().await.map_err(error::pool)?;
-        conn.interact(f).await.map_err(error::interact)?
+        on_connection(&conn, f).await
     }
 
     /// Stores `row` through group commit (see [`commit`]): queued, then written by whichever
@@ -286,15 +336,17 @@ impl Db {
                 }
             };
             let queue = Arc::clone(&self.saves);
-            // The blocking call answers every save of the group itself, so the answers arrive
-            // even if this future is dropped while it runs.
-            let ran = conn
-                .interact(move |c| commit::write_group(c, &queue, group))
-                .await;
-            drop(turn);
+            // The call answers every save of the group itself, so the answers arrive even if
+            // this future is dropped while it runs on a blocking thread.
+            let ran = on_connection(&conn, move |c| {
+                commit::write_group(c, &queue, group);
+                Ok(())
+            })
+            .await;
             if let Err(e) = ran {
                 tracing::error!(error = %e, "a group commit call failed");
             }
+            drop(turn);
         }
     }
 
@@ -345,18 +397,15 @@ impl Db {
             .await
             .map_err(|_| self.turn_timeout())?;
         let conn = self.pool.get().await.map_err(error::pool)?;
-        let (out, restored) = conn
-            .interact(move |conn| {
-                if let Err(e) = conn.pragma_update(None, "synchronous", Durability::Normal.pragma())
-                {
-                    return (Err(error::driver(e)), true);
-                }
-                let out = in_transaction(conn, f);
-                let restored = conn.pragma_update(None, "synchronous", synchronous).is_ok();
-                (out, restored)
-            })
-            .await
-            .map_err(error::interact)?;
+        let (out, restored) = on_connection(&conn, move |conn| {
+            if let Err(e) = conn.pragma_update(None, "synchronous", Durability::Normal.pragma()) {
+                return Ok((Err(error::driver(e)), true));
+            }
+            let out = in_transaction(conn, f);
+            let restored = conn.pragma_update(None, "synchronous", synchronous).is_ok();
+            Ok((out, restored))
+        })
+        .await?;
         if !restored {
             tracing::warn!("a connection kept synchronous=NORMAL after a lazy write: dropped");
             drop(managed::Object::take(conn));
@@ -435,6 +484,61 @@ mod tests {
             .max_connections(1);
         let db = Db::open(&options).unwrap();
         assert_eq!(db.write_lazily(|tx| synchronous(tx)).await.unwrap(), 1);
+    }
+
+    /// A call that panics, in place on a worker and on a blocking thread: a typed error with
+    /// its message, the connection dropped, the next call on a fresh one.
+    #[test]
+    fn a_panicking_call_is_an_error_and_its_connection_is_dropped() {
+        for multi in [true, false] {
+            let runtime = if multi {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            }
+            .unwrap();
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let options = SqliteOptions::file(dir.path().join("p.db")).max_connections(1);
+                let db = Db::open(&options).unwrap();
+                // A temporary table lives and dies with its connection.
+                db.read(|conn| {
+                    conn.execute_batch("CREATE TEMP TABLE marker (x INTEGER)")
+                        .map_err(error::driver)
+                })
+                .await
+                .unwrap();
+                assert_eq!(db.read(|_| Ok(on_worker_thread())).await.unwrap(), multi);
+                let err = db
+                    .read(|_| -> Result<()> { panic!("boom") })
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(SqliteError::of(&err), Some(SqliteError::Panicked(m)) if m == "boom"),
+                    "{err}"
+                );
+                // The one connection was dropped: the next call opens a new one, which works.
+                let markers: i64 = db
+                    .read(|conn| {
+                        conn.query_row(
+                            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'marker'",
+                            [],
+                            |r| r.get(0),
+                        )
+                        .map_err(error::driver)
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(markers, 0, "a new connection");
+                assert_eq!(db.pool.status().size, 1);
+                drop(db);
+            });
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

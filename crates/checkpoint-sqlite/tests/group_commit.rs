@@ -121,3 +121,70 @@ async fn a_refused_save_in_a_group_fails_alone() {
     let stats = store.commit_stats();
     assert!(stats.largest >= 3, "the saves were grouped: {stats:?}");
 }
+
+/// Saves from every kind of caller a tokio program has: a worker of a multi-threaded runtime
+/// (the group written on the calling thread), a current-thread runtime (on a blocking
+/// thread), and `Handle::block_on` from a thread of the blocking pool, each with concurrent
+/// saves so that groups form; every save gets its own dense version.
+#[test]
+fn saves_from_every_kind_of_caller_are_written_and_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("callers.db");
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = multi
+        .block_on(SqliteStore::open(SqliteOptions::file(&path)))
+        .unwrap();
+    let burst = |store: SqliteStore, execution: &'static str| async move {
+        let saves = (0..8).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .save(&Checkpoint::new(execution, "n", json!(i)))
+                    .await
+                    .unwrap()
+            }
+        });
+        let mut versions = join_all(saves).await;
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=8).collect::<Vec<i64>>(), "{execution}");
+    };
+    // A worker of the multi-threaded runtime.
+    multi
+        .block_on(multi.spawn(burst(store.clone(), "worker")))
+        .unwrap();
+    // The multi-threaded runtime's own `block_on`, from this (non-worker) thread.
+    multi.block_on(burst(store.clone(), "block_on"));
+    // `Handle::block_on` on a thread of the blocking pool.
+    let handle = multi.handle().clone();
+    let from_blocking = store.clone();
+    multi
+        .block_on(multi.spawn_blocking(move || {
+            handle.block_on(burst(from_blocking, "blocking_pool"));
+        }))
+        .unwrap();
+    // A current-thread runtime on another thread, sharing the store.
+    let current = store.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(burst(current, "current_thread"));
+    })
+    .join()
+    .unwrap();
+    let total = multi.block_on(async {
+        let mut total = 0;
+        for execution in ["worker", "block_on", "blocking_pool", "current_thread"] {
+            total += store.list(execution).await.unwrap().len();
+        }
+        total
+    });
+    assert_eq!(total, 32);
+    // Pooled connections are closed on the runtime's blocking pool.
+    multi.block_on(async move { drop(store) });
+}
