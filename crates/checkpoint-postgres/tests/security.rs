@@ -5,6 +5,7 @@ mod support;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use checkpoint_core::conformance::assert_backend;
 use checkpoint_core::{Checkpoint, CheckpointStore, Error, RetentionPolicy};
 use checkpoint_postgres::{PostgresOptions, PostgresStore, SchemaError};
 use serde_json::json;
@@ -110,19 +111,10 @@ async fn a_role_without_table_rights_gets_a_clear_error() {
         .schema(&schema)
         .auto_migrate(false);
     let store = PostgresStore::connect(options).await.unwrap();
-    let err = store
-        .save(&Checkpoint::new("e", "n", json!(1)))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Backend {
-                retryable: false,
-                ..
-            }
-        ),
-        "{err:?}"
+    let err = assert_backend(
+        store.save(&Checkpoint::new("e", "n", json!(1))).await,
+        false,
+        "permission denied for table checkpoints",
     );
     assert!(
         err.to_string()

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use checkpoint_core::conformance::assert_backend;
 use checkpoint_core::{Checkpoint, CheckpointStore, Error};
 use checkpoint_postgres::{DbError, PostgresOptions, PostgresStore};
 use serde_json::json;
@@ -179,17 +180,7 @@ async fn server_errors_keep_their_sqlstate() {
         .batch_execute(&format!("DROP TABLE {table}"))
         .await
         .unwrap();
-    let err = store.load("any").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Backend {
-                retryable: false,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = assert_backend(store.load("any").await, false, "");
     assert_eq!(sqlstate(&err), Some(SqlState::UNDEFINED_TABLE));
 }
 
@@ -207,17 +198,7 @@ async fn a_corrupt_row_is_an_error_for_that_row_only() {
         ))
         .await
         .unwrap();
-    let err = store.load("bad").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Backend {
-                retryable: false,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_backend(store.load("bad").await, false, "bad");
     assert_eq!(store.load(&good.id).await.unwrap().state, json!(1));
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use checkpoint_core::conformance::assert_backend;
 use checkpoint_core::{Checkpoint, CheckpointStore, Error, Limits, ListQuery};
 use checkpoint_sqlite::{SqliteError, SqliteOptions, SqliteStore, SCHEMA_VERSION};
 use rusqlite::ErrorCode;
@@ -157,18 +158,10 @@ async fn a_file_from_a_newer_release_is_refused_untouched() {
 async fn a_file_that_is_not_a_database_is_a_backend_error_with_its_code() {
     let (_dir, path) = temp_db();
     std::fs::write(&path, vec![b'x'; 4096]).unwrap();
-    let err = SqliteStore::open(SqliteOptions::file(&path))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Backend {
-                retryable: false,
-                ..
-            }
-        ),
-        "{err:?}"
+    let err = assert_backend(
+        SqliteStore::open(SqliteOptions::file(&path)).await,
+        false,
+        "",
     );
     assert_eq!(
         SqliteError::of(&err).and_then(SqliteError::code),

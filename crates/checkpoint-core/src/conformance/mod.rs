@@ -250,6 +250,34 @@ pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T>, field: &str) {
     }
 }
 
+/// Panics unless `result` is [`Error::Backend`] with this `retryable` flag and a message that
+/// contains `says` (`""` for any message); returns the error, for the backend's own checks
+/// (its SQLSTATE, its source).
+///
+/// ```
+/// use checkpoint_core::conformance::assert_backend;
+/// use checkpoint_core::Error;
+///
+/// let refused: checkpoint_core::Result<()> = Err(Error::Backend {
+///     message: "permission denied for table checkpoints".into(),
+///     retryable: false,
+///     source: "42501".into(),
+/// });
+/// let err = assert_backend(refused, false, "permission denied");
+/// assert!(!err.is_retryable());
+/// ```
+#[track_caller]
+pub fn assert_backend<T: std::fmt::Debug>(result: Result<T>, retryable: bool, says: &str) -> Error {
+    match result {
+        Err(err @ Error::Backend { .. })
+            if err.is_retryable() == retryable && err.to_string().contains(says) =>
+        {
+            err
+        }
+        other => panic!("expected Backend (retryable: {retryable}) saying {says:?}, got {other:?}"),
+    }
+}
+
 /// Panics unless `result` is [`Error::Conflict`] for `execution` at `version`.
 #[track_caller]
 pub fn assert_conflict<T: std::fmt::Debug>(result: Result<T>, execution: &str, version: i64) {

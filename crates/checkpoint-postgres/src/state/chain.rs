@@ -67,12 +67,14 @@ impl Stored {
 
     /// Decodes a row of [`READ_COLUMNS`]; `wanted` is its own flag or the caller's choice.
     pub(crate) fn from_row(mut row: Row, wanted: bool) -> Result<Stored> {
+        let (id, execution_id) = (row.text(0)?, row.text(1)?);
         let metadata = match row.take_json(4)? {
             None => Map::new(),
             Some(Value::Object(map)) => map,
             Some(other) => {
                 return Err(DbError::decode(format!(
-                    "metadata of checkpoint is not an object: {other}"
+                    "metadata of checkpoint {id} (execution {execution_id}) is not an object: \
+                     {other}"
                 ))
                 .into())
             }
@@ -87,15 +89,16 @@ impl Stored {
             (None, _) => None,
             (Some(version), None) => {
                 return Err(DbError::decode(format!(
-                    "a delta on version {version} names no base hash"
+                    "checkpoint {id} (execution {execution_id}) is a delta on version {version} \
+                     that names no base hash"
                 ))
                 .into())
             }
         };
         Ok(Stored {
             checkpoint: Checkpoint {
-                id: row.text(0)?,
-                execution_id: row.text(1)?,
+                id,
+                execution_id,
                 node_name: row.text(2)?,
                 state: Value::Null,
                 metadata,
