@@ -5,7 +5,8 @@
 //! diff and apply), the content hash of a state ([`hash`]), the header and compression of a
 //! stored state ([`codec`]), sealing at rest ([`sealing`]: AES-256-GCM under named keys, rotation) and
 //! the Zstandard frames that PostgreSQL's payloads and SQLite's stored states are written as
-//! ([`zstd_frames`]). Its errors are its own ([`FormatError`], [`delta::ApplyError`],
+//! ([`zstd_frames`]), and the rebuild of states from a chain of rows handed to it ([`chain`]:
+//! snapshots and deltas, every link and content hash checked, damage reported row by row). Its errors are its own ([`FormatError`], [`delta::ApplyError`],
 //! [`sealing::EncryptionError`]), for each backend to report in its terms.
 //!
 //! ```
@@ -18,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod codec;
 pub mod delta;
 pub mod hash;

@@ -257,7 +257,7 @@ impl Encoder {
             None => Ok((plain, fingerprint)),
             Some(keys) => {
                 let sealed = keys.seal(fingerprint.hash, &plain)?;
-                let tag = payload::payload_tag(&sealed);
+                let tag = checkpoint_format::chain::payload_tag(&sealed);
                 Ok((
                     sealed,
                     Fingerprint {

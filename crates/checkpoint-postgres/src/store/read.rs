@@ -6,7 +6,9 @@ use serde_json::Value;
 use tokio_postgres::types::Json;
 
 use crate::pool::Row;
-use crate::state::chain::{self, Rebuilt, Stored, READ_WIDTH};
+use checkpoint_format::chain::Stored;
+
+use crate::state::chain::{self, Rebuilt, READ_WIDTH};
 use crate::PostgresStore;
 
 /// The checkpoints the rows of a chained read ask for (flag in the last column), ascending by
@@ -16,7 +18,7 @@ pub(crate) fn rebuild_rows(store: &PostgresStore, rows: Vec<Row>) -> Result<Vec<
         .into_iter()
         .map(|row| {
             let wanted = row.bool(READ_WIDTH)?;
-            Stored::from_row(row, wanted)
+            chain::from_row(row, wanted)
         })
         .collect::<Result<Vec<_>>>()?;
     rebuild(store, stored)
@@ -69,7 +71,7 @@ pub(crate) async fn load(store: &PostgresStore, id: &str) -> Result<Checkpoint> 
     // The id's row in each execution holding it, as stored, without chains.
     let mut stored = rows
         .into_iter()
-        .map(|row| Stored::from_row(row, true))
+        .map(|row| chain::from_row(row, true))
         .collect::<Result<Vec<_>>>()?;
     single_execution(
         id,

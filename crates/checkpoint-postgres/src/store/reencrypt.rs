@@ -113,7 +113,7 @@ fn reseal(store: &PostgresStore, keys: &Encryption, row: &mut Row) -> Result<Opt
     };
     let payload = keys.seal(content_hash, &plain)?;
     Ok(Some(Resealed {
-        tag: payload::payload_tag(&payload),
+        tag: checkpoint_format::chain::payload_tag(&payload),
         execution_id: row.text(1)?,
         version: row.int(2)?,
         payload,

@@ -2,8 +2,9 @@
 //! checked, every damaged checkpoint reported ([`Verification`]).
 
 use checkpoint_core::{Damage, ExecutionQuery, Result, Verification};
+use checkpoint_format::chain::Stored;
 
-use crate::state::chain::{self, Stored};
+use crate::state::chain;
 use crate::PostgresStore;
 
 /// How many executions one listing step reads while verifying a whole table.
@@ -48,7 +49,7 @@ async fn execution(store: &PostgresStore, execution_id: &str) -> Result<Verifica
     for row in rows {
         let id = row.text(0).unwrap_or_default();
         let version = row.int(6).unwrap_or_default();
-        match Stored::from_row(row, true) {
+        match chain::from_row(row, true) {
             Ok(one) => stored.push(one),
             Err(err) => report.damaged.push(Damage {
                 id,
