@@ -6,8 +6,9 @@
 //! [`Error`], the input rules ([`Limits`]) and, behind the `conformance` feature, the shared
 //! conformance suite that proves a backend keeps the contract.
 //!
-//! Backends: `checkpoint-memory` (tests and the zero-setup default) and `checkpoint-postgres`
-//! (production).
+//! Backends: `checkpoint-sqlite` (the zero-setup durable default: one file, no server),
+//! `checkpoint-postgres` (production, several service instances sharing one database) and
+//! `checkpoint-memory` (tests).
 //!
 //! ```
 //! use checkpoint_core::{Checkpoint, CheckpointStore, ListQuery};

@@ -2,7 +2,9 @@
 //! (`checkpoint_core::conformance::model`), applies each to `MemoryStore` (the model) and to
 //! `SqliteStore` on a file, closed and opened again now and then, and requires every observable
 //! result to be equal. Bursts of concurrent saves go through group commit's queue. Failing sequences
-//! are kept in `model.proptest-regressions` and replayed first on every run.
+//! are kept in `model.proptest-regressions` and replayed first on every run. It runs on a
+//! multi-threaded runtime (calls in place) and on a current-thread one (calls on a blocking
+//! thread).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -59,6 +61,32 @@ proptest! {
     #[test]
     fn memory_and_sqlite_agree_on_every_sequence(ops in model::ops(true)) {
         runtime().block_on(check(ops));
+    }
+}
+
+/// A current-thread runtime, where the store's calls take a blocking thread instead of running
+/// in place on a worker.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64),
+        max_shrink_iters: 100,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/model.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// The same on a current-thread runtime: every write and pooled read on a blocking thread.
+    #[test]
+    fn memory_and_sqlite_agree_on_a_current_thread_runtime(ops in model::ops(true)) {
+        current_thread().block_on(check(ops));
     }
 }
 
