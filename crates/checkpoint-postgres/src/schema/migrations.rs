@@ -188,6 +188,11 @@ macro_rules! checkpoint_columns {
     };
 }
 
+/// The columns of `checkpoint_columns!`, for the test that holds them to
+/// `schema::columns`.
+#[cfg(test)]
+pub(crate) const CHECKPOINT_COLUMNS_DDL: &str = checkpoint_columns!();
+
 /// The two checks every table made in one step carries: a state in one column only, and a
 /// delta always below its version with its base's hash.
 macro_rules! state_checks {

@@ -6,6 +6,7 @@
 //! database whose schema is newer than this code is refused. The steps themselves are in
 //! [`crate::schema::migrations`].
 
+pub(crate) mod columns;
 pub(crate) mod constraints;
 pub(crate) mod layout;
 pub(crate) mod leases;

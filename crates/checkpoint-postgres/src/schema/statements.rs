@@ -12,12 +12,7 @@ use crate::schema::layout::TableLayout;
 use crate::schema::leases::LeaseStatements;
 use crate::schema::table::TableName;
 
-/// The columns in the order every read decodes them.
-pub(crate) const COLUMNS: &str =
-    "id, execution_id, node_name, state, metadata, \"timestamp\", version, parent_id";
-
-/// The columns a save writes beyond [`COLUMNS`]: how the state is stored.
-const STORAGE_COLUMNS: &str = "payload, base_version, base_hash, state_hash, depth";
+use crate::schema::columns::{self, COLUMNS, STORAGE_COLUMNS};
 
 /// Every statement the store runs on one table, for inspection (`EXPLAIN`, benchmarks,
 /// reviews). See [`PostgresStore::statements`](crate::PostgresStore::statements).
@@ -246,21 +241,17 @@ fn x_columns() -> String {
         .join(", ")
 }
 
-/// The parameter types of an insert of column arrays: id, execution, node, state, metadata,
-/// timestamp, version, parent, payload, then a state hash (a batch) or the base version (a
-/// group, which binds three more).
-const BATCH_TYPES: [Type; 10] = [
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::JSONB_ARRAY,
-    Type::JSONB_ARRAY,
-    Type::TIMESTAMPTZ_ARRAY,
-    Type::INT8_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::BYTEA_ARRAY,
-    Type::INT8_ARRAY,
-];
+/// The parameter types of a batch's insert of column arrays (see [`batch_columns`]).
+fn batch_types() -> Vec<Type> {
+    columns::arrays(&batch_columns())
+}
+
+/// The columns a batch binds, one array each: the checkpoint's, the payload, the state hash.
+fn batch_columns() -> Vec<&'static columns::Column> {
+    let mut picked: Vec<_> = columns::CHECKPOINT.iter().collect();
+    picked.extend(columns::pick(&["payload", "state_hash"]));
+    picked
+}
 
 /// The statement of a group commit: the saves of the group as one array per column, written
 /// in one statement that stores all or none. Appends (version 0) continue after their
@@ -320,9 +311,7 @@ fn group_save(t: &str, start: &Start, deltas: bool, leases: Option<&str>) -> Sql
     };
     Sql::new(
         format!(
-            "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
-             $5::jsonb[], $6::timestamptz[], $7::int8[], $8::text[], $9::bytea[], $10::int8[], \
-             $11::int8[], $12::int8[], $13::int4[], $14::int8[]{given}, \
+            "WITH i AS (SELECT * FROM unnest({arrays}, $14::int8[]{given}, \
              ${fence_param}::int8[]) WITH ORDINALITY AS \
              i(id, execution_id, node_name, state, metadata, ts, version, parent_id, payload, \
              base_version, base_hash, state_hash, base_depth, floor{given_column}, fence, \
@@ -338,6 +327,7 @@ fn group_save(t: &str, start: &Start, deltas: bool, leases: Option<&str>) -> Sql
              n.payload, n.base_version, n.base_hash, n.state_hash, \
              CASE WHEN n.base_version IS NULL THEN 0 ELSE n.base_depth + 1 END{value} \
              FROM n{attached} ORDER BY n.ord RETURNING id, version{column}",
+            arrays = columns::typed_arrays(&every_column(), 1),
             highest = start.highest(
                 t,
                 &format!(
@@ -365,18 +355,18 @@ fn group_save(t: &str, start: &Start, deltas: bool, leases: Option<&str>) -> Sql
             },
         ),
         &[
-            &BATCH_TYPES[..],
-            &[
-                Type::INT8_ARRAY,
-                Type::INT8_ARRAY,
-                Type::INT4_ARRAY,
-                Type::INT8_ARRAY,
-            ],
+            &columns::arrays(&every_column())[..],
+            &[Type::INT8_ARRAY],
             given_types,
             &[Type::INT8_ARRAY],
         ]
         .concat(),
     )
+}
+
+/// Every column, as every read selects them.
+fn every_column() -> Vec<&'static columns::Column> {
+    columns::CHECKPOINT.iter().chain(columns::STORAGE).collect()
 }
 
 /// The group statement written to one partition (`leaf`, quoted) of the time-partitioned
@@ -409,21 +399,9 @@ pub(crate) fn save_leaf(leaf: &str, table: &TableName) -> [Sql; 2] {
 
 /// The parameters of the save statements: the checkpoint, then how its state is stored
 /// (payload, base version, base hash, state hash, base depth).
-const SAVE_TYPES: [Type; 13] = [
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::JSONB,
-    Type::JSONB,
-    Type::TIMESTAMPTZ,
-    Type::INT8,
-    Type::TEXT,
-    Type::BYTEA,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT4,
-];
+fn save_types() -> Vec<Type> {
+    columns::params(&every_column())
+}
 
 /// `save` (a state stored whole) and `save_delta` on table `t`. With `leases` (the leases
 /// table, quoted), their fenced forms: the execution's lease row is read `FOR SHARE` in the
@@ -441,7 +419,7 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
     );
     // The checkpoint's own columns, each parameter cast: Citus sends an `INSERT … SELECT` to
     // the shard as text, where a bare `$1` has no type.
-    let typed = "$1::text, $2::text, $3::text, $4::jsonb, $5::jsonb, $6::timestamptz";
+    let typed = columns::typed(&columns::CHECKPOINT.iter().take(6).collect::<Vec<_>>(), 1);
     let execution_rows = format!(
         "FROM {t} v WHERE v.execution_id = $2{}{}",
         start.key("v.", "$2"),
@@ -450,7 +428,7 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
     let column = start.column();
     let attached = start.leaf.as_ref().map(|l| &l.attached);
     // Then the floor or the given start, if any, then the fencing token.
-    let mut types = SAVE_TYPES.to_vec();
+    let mut types = save_types();
     if start.floored() {
         types.push(Type::INT8);
     }
@@ -637,6 +615,13 @@ impl Statements {
         );
         let [reencrypt_read, reencrypt_write, reencrypt_bases] =
             crate::store::reencrypt::statements(&t);
+        // A batch's arrays; the appending batch's without the versions, which it numbers.
+        let batch_arrays = columns::typed_arrays(&batch_columns(), 1);
+        let append_columns: Vec<_> = batch_columns()
+            .into_iter()
+            .filter(|c| c.name != "version")
+            .collect();
+        let append_arrays = columns::typed_arrays(&append_columns, 1);
         let [save, save_delta] = save_statements(&t, &start, id_target, None);
         let leases = table.qualify(&table.leases_table());
         let [save_fenced, save_delta_fenced] =
@@ -670,7 +655,7 @@ impl Statements {
                     start.value("$2")
                 ),
                 // The checkpoint, the payload, and the state hash in the place of the base.
-                &SAVE_TYPES[..10],
+                &save_types()[..10],
             ),
             // The row of an id: in the whole table where ids are unique across it (a row found in
             // another execution is a save that would move it), in the execution otherwise.
@@ -808,14 +793,12 @@ impl Statements {
             batch_insert: Sql::new(
                 format!(
                     "INSERT INTO {t} AS c ({COLUMNS}, payload, state_hash, depth{column}) \
-                     SELECT u.*, 0{} FROM unnest($1::text[], \
-                     $2::text[], $3::text[], $4::jsonb[], $5::jsonb[], $6::timestamptz[], \
-                     $7::int8[], $8::text[], $9::bytea[], $10::int8[]) AS u(id, execution_id, \
+                     SELECT u.*, 0{} FROM unnest({batch_arrays}) AS u(id, execution_id, \
                      node_name, state, metadata, ts, version, parent_id, payload, state_hash) \
                      ON CONFLICT {id_target} DO NOTHING",
                     start.value("u.execution_id")
                 ),
-                &BATCH_TYPES,
+                &batch_types(),
             ),
             // A batch of new checkpoints that all append (version 0), in one statement: each
             // execution's versions continue after its highest in input order. Each highest
@@ -828,9 +811,8 @@ impl Statements {
             // batch, from which the client numbers the items exactly as the server did.
             batch_append: Sql::new(
                 format!(
-                    "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], \
-                     $4::jsonb[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::bytea[], \
-                     $9::int8[]) WITH ORDINALITY AS i(id, execution_id, node_name, state, \
+                    "WITH i AS (SELECT * FROM unnest({append_arrays}) WITH ORDINALITY AS \
+                     i(id, execution_id, node_name, state, \
                      metadata, ts, parent_id, payload, state_hash, ord)), \
                      top AS MATERIALIZED (SELECT e.execution_id, COALESCE((SELECT MAX(version) FROM {t} \
                      WHERE execution_id = e.execution_id{}), 0) AS version \
@@ -845,8 +827,7 @@ impl Statements {
                     start.key("", "e.execution_id"),
                     start.value("i.execution_id")
                 ),
-                // A batch's arrays without the versions, which the statement numbers.
-                &[&BATCH_TYPES[..6], &BATCH_TYPES[7..]].concat(),
+                &columns::arrays(&append_columns),
             ),
             group_save: group_save(&t, &start, false, group_fence),
             group_save_delta: group_save(&t, &start, true, group_fence),

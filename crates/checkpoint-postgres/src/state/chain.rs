@@ -12,15 +12,10 @@ use checkpoint_format::chain::{Body, Stored};
 use crate::error::DbError;
 use crate::pool::Row;
 
-/// The columns every read selects, in this order: the checkpoint's, then how its state is
-/// stored.
-pub(crate) const READ_COLUMNS: &str = "id, execution_id, node_name, state, metadata, \
-     \"timestamp\", version, parent_id, payload, base_version, base_hash, state_hash, depth";
+pub(crate) use crate::schema::columns::{READ_COLUMNS, READ_WIDTH};
 
-/// The number of [`READ_COLUMNS`].
-pub(crate) const READ_WIDTH: usize = 13;
-
-/// Decodes a row of [`READ_COLUMNS`]; `wanted` is its own flag or the caller's choice.
+/// Decodes a row of [`READ_COLUMNS`] (positions as `schema::columns` describes them: its tests
+/// pin `version` at 6 and `depth` at 12); `wanted` is its own flag or the caller's choice.
 pub(crate) fn from_row(mut row: Row, wanted: bool) -> Result<Stored> {
     let (id, execution_id) = (row.text(0)?, row.text(1)?);
     let metadata = match row.take_json(4)? {
