@@ -93,8 +93,9 @@ fn literal(path: &Path) -> PathBuf {
     }
 }
 
-/// Runs `f` on the pooled connection `conn`. On a worker of a multi-threaded runtime it runs
-/// right here, the worker's other tasks handed to another thread meanwhile
+/// Runs `f` on the pooled connection `conn`. On a thread of a multi-threaded runtime (see
+/// [`on_worker_thread`]) it runs right here, the worker's other tasks handed to another thread
+/// meanwhile
 /// (`block_in_place`): no trip to a blocking thread and back, which cost a sequential save
 /// more than SQLite's own work short of the sync (`docs/performance.md`, "Against the bare
 /// library"). Elsewhere, or where the
@@ -126,8 +127,8 @@ where
             Err(payload) if f.is_none() => {
                 return Err(error::interact(InteractError::Panic(payload)));
             }
-            // Refused before `f` ran: the blocking thread below.
-            Ok(None) | Err(_) => {}
+            // Refused before `f` ran: the blocking thread below, from now on for this thread.
+            Ok(None) | Err(_) => REFUSED_HERE.set(true),
         }
     }
     let Some(f) = f else {
@@ -136,11 +137,29 @@ where
     conn.interact(f).await.map_err(error::interact)?
 }
 
-/// Whether the caller runs on a worker of a multi-threaded tokio runtime, where
-/// `block_in_place` may hold the thread (it panics on a current-thread runtime).
+/// The names tokio gives the threads of a runtime unless told otherwise (1.x before and
+/// after it shortened the name).
+const WORKER_THREAD_NAMES: [&str; 2] = ["tokio-rt-worker", "tokio-runtime-worker"];
+
+thread_local! {
+    /// Set once the runtime refused to block in place on this thread.
+    static REFUSED_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller runs on a thread of a multi-threaded tokio runtime, where
+/// `block_in_place` may hold the thread. Tokio offers no way to ask, and refuses by panicking
+/// (on a current-thread runtime, inside a `LocalSet`, in a runtime's `block_on` that drives
+/// one), so only the threads it names as its own are tried: the tasks a server spawns run
+/// there. Elsewhere (the future given to `block_on`, `#[tokio::main]`'s included, or threads
+/// named otherwise) calls take a blocking thread, as they always did. A thread where tokio
+/// refused anyway is not tried again.
 fn on_worker_thread() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        && std::thread::current()
+            .name()
+            .is_some_and(|name| WORKER_THREAD_NAMES.iter().any(|w| name.starts_with(w)))
+        && !REFUSED_HERE.get()
 }
 
 /// Runs `f` in an immediate transaction (the write lock taken at `BEGIN`) and commits when it
@@ -502,10 +521,15 @@ mod tests {
                     .build()
             }
             .unwrap();
-            runtime.block_on(async {
+            let case = async move {
                 let dir = tempfile::tempdir().unwrap();
                 let options = SqliteOptions::file(dir.path().join("p.db")).max_connections(1);
                 let db = Db::open(&options).unwrap();
+                // In place on a worker (inside the calling task), on a blocking thread (a task
+                // of its own) otherwise.
+                let caller = tokio::task::try_id();
+                let ran_in = db.read(|_| Ok(tokio::task::try_id())).await.unwrap();
+                assert_eq!(ran_in == caller, multi, "multi-threaded: {multi}");
                 // A temporary table lives and dies with its connection.
                 db.read(|conn| {
                     conn.execute_batch("CREATE TEMP TABLE marker (x INTEGER)")
@@ -513,7 +537,6 @@ mod tests {
                 })
                 .await
                 .unwrap();
-                assert_eq!(db.read(|_| Ok(on_worker_thread())).await.unwrap(), multi);
                 let err = db
                     .read(|_| -> Result<()> { panic!("boom") })
                     .await
@@ -537,7 +560,13 @@ mod tests {
                 assert_eq!(markers, 0, "a new connection");
                 assert_eq!(db.pool.status().size, 1);
                 drop(db);
-            });
+            };
+            if multi {
+                // Spawned: on a worker thread, as a server's tasks run.
+                runtime.block_on(runtime.spawn(case)).unwrap();
+            } else {
+                runtime.block_on(case);
+            }
         }
     }
 

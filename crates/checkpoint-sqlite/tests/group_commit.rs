@@ -166,6 +166,9 @@ fn saves_from_every_kind_of_caller_are_written_and_answered() {
             handle.block_on(burst(from_blocking, "blocking_pool"));
         }))
         .unwrap();
+    // A `LocalSet` driven by the multi-threaded runtime's `block_on`.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&multi, burst(store.clone(), "local_set"));
     // A current-thread runtime on another thread, sharing the store.
     let current = store.clone();
     std::thread::spawn(move || {
@@ -179,12 +182,18 @@ fn saves_from_every_kind_of_caller_are_written_and_answered() {
     .unwrap();
     let total = multi.block_on(async {
         let mut total = 0;
-        for execution in ["worker", "block_on", "blocking_pool", "current_thread"] {
+        for execution in [
+            "worker",
+            "block_on",
+            "blocking_pool",
+            "local_set",
+            "current_thread",
+        ] {
             total += store.list(execution).await.unwrap().len();
         }
         total
     });
-    assert_eq!(total, 32);
+    assert_eq!(total, 40);
     // Pooled connections are closed on the runtime's blocking pool.
     multi.block_on(async move { drop(store) });
 }

@@ -2,9 +2,9 @@
 //! (`checkpoint_core::conformance::model`), applies each to `MemoryStore` (the model) and to
 //! `SqliteStore` on a file, closed and opened again now and then, and requires every observable
 //! result to be equal. Bursts of concurrent saves go through group commit's queue. Failing sequences
-//! are kept in `model.proptest-regressions` and replayed first on every run. It runs on a
-//! multi-threaded runtime (calls in place) and on a current-thread one (calls on a blocking
-//! thread).
+//! are kept in `model.proptest-regressions` and replayed first on every run. It runs in a task
+//! of a multi-threaded runtime (the store's calls in place on a worker) and on a current-thread
+//! runtime (the calls on a blocking thread).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -58,9 +58,12 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
+    /// Spawned, so the store's calls run in place on a worker thread, as a server's tasks do.
     #[test]
     fn memory_and_sqlite_agree_on_every_sequence(ops in model::ops(true)) {
-        runtime().block_on(check(ops));
+        if let Err(failed) = runtime().block_on(runtime().spawn(check(ops))) {
+            std::panic::resume_unwind(failed.into_panic());
+        }
     }
 }
 
