@@ -374,6 +374,13 @@ impl Db {
         self.saves.stats()
     }
 
+    /// This process's turn to write, waited for up to the busy timeout.
+    async fn write_turn(&self) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        tokio::time::timeout(self.busy_timeout, self.write_turn.lock())
+            .await
+            .map_err(|_| self.turn_timeout())
+    }
+
     fn turn_timeout(&self) -> Error {
         Error::Unavailable {
             message: format!(
@@ -392,9 +399,7 @@ impl Db {
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let _turn = tokio::time::timeout(self.busy_timeout, self.write_turn.lock())
-            .await
-            .map_err(|_| self.turn_timeout())?;
+        let _turn = self.write_turn().await?;
         self.read(move |conn| in_transaction(conn, f)).await
     }
 
@@ -412,9 +417,7 @@ impl Db {
         if synchronous == Durability::Normal.pragma() {
             return self.write(f).await;
         }
-        let _turn = tokio::time::timeout(self.busy_timeout, self.write_turn.lock())
-            .await
-            .map_err(|_| self.turn_timeout())?;
+        let _turn = self.write_turn().await?;
         let conn = self.pool.get().await.map_err(error::pool)?;
         let (out, restored) = on_connection(&conn, move |conn| {
             if let Err(e) = conn.pragma_update(None, "synchronous", Durability::Normal.pragma()) {
@@ -454,6 +457,16 @@ mod tests {
         ))
     }
 
+    /// The one number `query` (a count) returns, read through the pool.
+    async fn count(db: &Db, query: &'static str) -> i64 {
+        db.read(move |conn| {
+            conn.query_row(query, [], |r| r.get(0))
+                .map_err(error::driver)
+        })
+        .await
+        .unwrap()
+    }
+
     /// The connection's `synchronous` setting, as SQLite's number (1 NORMAL, 2 FULL, 3 EXTRA).
     fn synchronous(conn: &Connection) -> Result<i64> {
         conn.pragma_query_value(None, "synchronous", |r| r.get(0))
@@ -484,17 +497,7 @@ mod tests {
                 .await;
             assert!(matches!(failed, Err(Error::InvalidInput { .. })));
             assert_eq!(db.read(|conn| synchronous(conn)).await.unwrap(), number);
-            let tables: i64 = db
-                .read(|conn| {
-                    conn.query_row(
-                        "SELECT count(*) FROM sqlite_master WHERE name = 't'",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .map_err(error::driver)
-                })
-                .await
-                .unwrap();
+            let tables = count(&db, "SELECT count(*) FROM sqlite_master WHERE name = 't'").await;
             assert_eq!(tables, 0, "the failed lazy write was rolled back");
         }
         // Already NORMAL: a lazy write is an ordinary one.
@@ -546,17 +549,11 @@ mod tests {
                     "{err}"
                 );
                 // The one connection was dropped: the next call opens a new one, which works.
-                let markers: i64 = db
-                    .read(|conn| {
-                        conn.query_row(
-                            "SELECT count(*) FROM sqlite_temp_master WHERE name = 'marker'",
-                            [],
-                            |r| r.get(0),
-                        )
-                        .map_err(error::driver)
-                    })
-                    .await
-                    .unwrap();
+                let markers = count(
+                    &db,
+                    "SELECT count(*) FROM sqlite_temp_master WHERE name = 'marker'",
+                )
+                .await;
                 assert_eq!(markers, 0, "a new connection");
                 assert_eq!(db.pool.status().size, 1);
                 drop(db);

@@ -97,20 +97,19 @@ pub(crate) fn arrays(columns: &[&Column]) -> Vec<Type> {
 /// `$first::cast, $first+1::cast, ...` for `columns`: parameters cast to their column's type
 /// (Citus sends an `INSERT … SELECT` to a shard as text, where a bare `$1` has no type).
 pub(crate) fn typed(columns: &[&Column], first: usize) -> String {
-    columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("${}::{}", first + i, c.cast))
-        .collect::<Vec<_>>()
-        .join(", ")
+    casts(columns, first, "")
 }
 
 /// `$first::cast[], ...` for `columns`: the arrays a group or batch binds, for `unnest`.
 pub(crate) fn typed_arrays(columns: &[&Column], first: usize) -> String {
+    casts(columns, first, "[]")
+}
+
+fn casts(columns: &[&Column], first: usize, suffix: &str) -> String {
     columns
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("${}::{}[]", first + i, c.cast))
+        .map(|(i, c)| format!("${}::{}{suffix}", first + i, c.cast))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -76,6 +76,10 @@ pub struct PostgresStore {
     meter: Meter,
     /// Whether unfenced writes of an execution with an unexpired lease are refused.
     refuse_unleased: bool,
+    /// Whether this store's last prune of one execution had kept deltas on removed rows to
+    /// rewrite: the next one then goes straight to the transaction that does it, instead of
+    /// first trying the one statement the delta key would refuse (`write::prune`).
+    prunes_rewrite: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -167,6 +171,7 @@ impl PostgresStore {
             upkeep,
             partitions_ahead,
             migrated: None,
+            prunes_rewrite: Arc::default(),
         };
         let mut store = store;
         store.ping().await?;

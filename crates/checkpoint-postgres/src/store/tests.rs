@@ -1,6 +1,8 @@
 //! Unit tests of the store over the scripted mock pool: which statement runs, what is bound,
 //! and how every failure maps into the core error.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{json, Value};
 use time::macros::datetime;
 use tokio_postgres::error::SqlState;
@@ -410,6 +412,37 @@ async fn a_prune_refused_by_a_delta_on_a_removed_row_rewrites_it_in_a_transactio
     assert!(calls[begin + 3].starts_with("DELETE"));
     assert!(!calls[begin + 3].contains("set_config"));
     assert_eq!(calls.last().map(String::as_str), Some("COMMIT"));
+}
+
+/// After a prune with kept deltas to rewrite, the next prune of one execution goes straight to
+/// the transaction; one that finds nothing to rewrite brings the one statement back.
+#[tokio::test]
+async fn a_prune_after_one_that_rewrote_skips_the_one_statement_until_none_does() {
+    let pool = MockPool::default();
+    let store = store_on(&pool).await;
+    let policy = RetentionPolicy::keep_last(3).for_execution("exec-1");
+    store.prunes_rewrite.store(true, Ordering::Relaxed);
+    // Straight to the transaction: the rows to rewrite (none this time), then the delete.
+    pool.reply(Reply::Rows(vec![])).reply(Reply::Affected(1));
+    assert_eq!(store.prune(&policy).await.unwrap(), 1);
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert_eq!(
+        calls.first().map(String::as_str),
+        Some("BEGIN"),
+        "{calls:?}"
+    );
+    assert!(!store.prunes_rewrite.load(Ordering::Relaxed));
+    // Nothing was rewritten: the next is one statement again.
+    pool.reply(Reply::Affected(2));
+    assert_eq!(store.prune(&policy).await.unwrap(), 2);
+    let calls: Vec<String> = pool
+        .calls()
+        .into_iter()
+        .map(|c| c.sql)
+        .skip(calls.len())
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].starts_with("DELETE"));
 }
 
 #[tokio::test]

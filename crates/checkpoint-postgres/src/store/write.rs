@@ -7,6 +7,8 @@
 //! rows built on it into snapshots of the same states, then write. A foreign key from each
 //! delta to its base row backs this up: no statement can leave a delta without its base.
 
+use std::sync::atomic::Ordering;
+
 use checkpoint_core::validate::no_version_after;
 use checkpoint_core::{Checkpoint, Error, Fence, IdScope, Result, RetentionPolicy};
 use serde_json::{Map, Value};
@@ -492,10 +494,13 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
     // Validated to fit in i64.
     let keep = i64::try_from(policy.keep_last.unwrap_or(0)).unwrap_or(i64::MAX);
     let execution = policy.execution_id.as_deref();
-    if let Some(execution) = execution {
+    let rewrote_last_time = store.prunes_rewrite.load(Ordering::Relaxed);
+    if let Some(execution) = execution.filter(|_| !rewrote_last_time) {
         // One statement, one index range, when no row it keeps is a delta on a row it removes
         // (retention after every save, on whole states): the delta key refuses the statement
-        // otherwise, and the transaction below rewrites those rows first.
+        // otherwise, and the transaction below rewrites those rows first. After a prune that
+        // had rows to rewrite, the next goes to the transaction at once (deltas on a chain
+        // keep needing it), until one finds nothing to rewrite.
         let statement = if policy.lazy_flush {
             &store.sql.prune_execution_lazy
         } else {
@@ -505,7 +510,9 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
             .execute("prune", statement, &[&execution, &keep, &cutoff])
             .await
         {
-            Err(e) if is_base_violation(store, &e) => {}
+            Err(e) if is_base_violation(store, &e) => {
+                store.prunes_rewrite.store(true, Ordering::Relaxed);
+            }
             other => return other,
         }
     }
@@ -566,6 +573,11 @@ pub(crate) async fn prune_in_tx(
         .iter()
         .map(|r| Ok((r.text(0)?, r.text(1)?)))
         .collect::<Result<Vec<_>>>()?;
+    if execution.is_some() {
+        store
+            .prunes_rewrite
+            .store(!rows.is_empty(), Ordering::Relaxed);
+    }
     rewrite_as_snapshots(store, tx, &rows).await?;
     let removed = match execution {
         Some(execution) => {
