@@ -5,8 +5,10 @@
 //! diff and apply), the content hash of a state ([`hash`]), the header and compression of a
 //! stored state ([`codec`]), sealing at rest ([`sealing`]: AES-256-GCM under named keys, rotation) and
 //! the Zstandard frames that PostgreSQL's payloads and SQLite's stored states are written as
-//! ([`zstd_frames`]), and the rebuild of states from a chain of rows handed to it ([`chain`]:
-//! snapshots and deltas, every link and content hash checked, damage reported row by row). Its errors are its own ([`FormatError`], [`delta::ApplyError`],
+//! ([`zstd_frames`]), the choice of a snapshot or a delta for each save against the bases a
+//! store remembers ([`encoder`], [`cache`]), and the rebuild of states from a chain of rows
+//! handed to it ([`chain`]: snapshots and deltas, every link and content hash checked, damage
+//! reported row by row). Its errors are its own ([`FormatError`], [`delta::ApplyError`],
 //! [`sealing::EncryptionError`]), for each backend to report in its terms.
 //!
 //! ```
@@ -19,9 +21,11 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod chain;
 pub mod codec;
 pub mod delta;
+pub mod encoder;
 pub mod hash;
 pub mod sealing;
 pub mod zstd_frames;

@@ -194,7 +194,7 @@ pub(crate) async fn clear(
     guard: &Guard<'_>,
     execution_id: &str,
 ) -> Result<u64> {
-    store.encoder.cache.forget(execution_id);
+    store.encoder.format.cache.forget(execution_id);
     store.forget_floors(Some(execution_id));
     guarded(store, "clear", guard, &Clear(execution_id)).await
 }

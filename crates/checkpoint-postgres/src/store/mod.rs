@@ -17,7 +17,9 @@ use tracing::instrument;
 
 use crate::error::DbError;
 use crate::schema::{self, constraints, statements, MigrationReport};
-use crate::state::{cache, encoding};
+use checkpoint_format::cache::StateCache;
+
+use crate::state::encoding;
 use crate::{
     DbPool, DeadpoolPool, GroupCommitStats, Param, PostgresOptions, ReencryptBatch, RetryPolicy,
     Row, Sql, StateEncoding, Statements, TableLayout, TableName,
@@ -88,9 +90,9 @@ impl std::fmt::Debug for PostgresStore {
             .field("table", &self.table)
             .field("limits", &self.limits)
             .field("encoding", &self.encoder.encoding)
-            .field("compression", &self.encoder.compression)
+            .field("compression", &self.encoder.format.compression)
             .field("group_commit", &self.group.as_ref().map(|g| g.settings()))
-            .field("encryption", &self.encoder.encryption)
+            .field("encryption", &self.encoder.format.encryption)
             .finish_non_exhaustive()
     }
 }
@@ -160,10 +162,13 @@ impl PostgresStore {
             retry: options.retry_policy(),
             encoder: encoding::Encoder {
                 encoding: options.encoding(),
-                compression: options.state_compression(),
-                cache: Arc::new(cache::StateCache::new(options.state_cache_budget())),
-                min_delta_bytes: options.delta_threshold(),
-                encryption: options.encryption_keys().cloned(),
+                format: checkpoint_format::encoder::Encoder {
+                    snapshot_every: options.encoding().snapshot_every().unwrap_or(1),
+                    compression: options.state_compression(),
+                    cache: Arc::new(StateCache::new(options.state_cache_budget())),
+                    min_delta_bytes: options.delta_threshold(),
+                    encryption: options.encryption_keys().cloned(),
+                },
             },
             group,
             floors,

@@ -29,7 +29,7 @@ fn rebuild(store: &PostgresStore, stored: Vec<Stored>) -> Result<Vec<Rebuilt>> {
     chain::rebuild(
         stored,
         store.payload_limit(),
-        store.encoder.encryption.as_ref(),
+        store.encoder.format.encryption.as_ref(),
     )
 }
 

@@ -106,7 +106,7 @@ fn reseal(store: &PostgresStore, keys: &Encryption, row: &mut Row) -> Result<Opt
             let text = serde_json::to_vec(&state)?;
             (
                 checkpoint_format::hash::state_hash(&state),
-                payload::encode(&text, store.encoder.compression)?,
+                payload::encode(&text, store.encoder.format.compression)?,
             )
         }
         (None, None) => return Err(broken("it holds no state")),
@@ -164,7 +164,7 @@ pub(crate) async fn reencrypt(
     after: Option<&str>,
     limit: usize,
 ) -> Result<ReencryptBatch> {
-    let keys = store.encoder.encryption.as_ref().ok_or_else(|| {
+    let keys = store.encoder.format.encryption.as_ref().ok_or_else(|| {
         Error::invalid(
             "encryption",
             "re-encryption needs encryption keys (PostgresOptions::encryption)",
@@ -193,7 +193,7 @@ pub(crate) async fn reencrypt(
     let batch = outcome.unwrap_or_default();
     // Cached bases name the tags the rows had before.
     if batch.rewritten > 0 {
-        store.encoder.cache.clear();
+        store.encoder.format.cache.clear();
     }
     Ok(batch)
 }

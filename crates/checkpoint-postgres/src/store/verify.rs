@@ -62,7 +62,7 @@ async fn execution(store: &PostgresStore, execution_id: &str) -> Result<Verifica
     report.damaged.extend(chain::damage(
         stored,
         store.payload_limit(),
-        store.encoder.encryption.as_ref(),
+        store.encoder.format.encryption.as_ref(),
     ));
     report.damaged.sort_by_key(|d| d.version);
     Ok(report)

@@ -449,7 +449,7 @@ pub(crate) async fn delete_in_tx(
 /// `clear`: the rows of an execution only reference each other, so one statement removes
 /// them all; a delta another writer adds meanwhile on one of them makes it start again.
 pub(crate) async fn clear(store: &PostgresStore, execution_id: &str) -> Result<u64> {
-    store.encoder.cache.forget(execution_id);
+    store.encoder.format.cache.forget(execution_id);
     store.forget_floors(Some(execution_id));
     let mut attempt = 0;
     loop {

@@ -1,10 +1,23 @@
-//! The states this store instance last saved or loaded, one per execution: the bases its next
-//! deltas are computed against, without a round trip to fetch them.
+//! The states a store instance last saved or loaded, one per execution: the bases its next
+//! deltas are computed against, without reading them back.
 //!
 //! Bounded by bytes (the approximate JSON size of the states held) and by entries; the least
-//! recently used execution goes first. An entry is only a hint: the save statement verifies on
-//! the server that the row it names still holds a state with the same content hash, and falls
-//! back to a full snapshot when it does not (another instance replaced or removed it).
+//! recently used execution goes first. An entry is only a hint: the backend's write checks, in
+//! the transaction that stores the delta, that the row it names still holds a state with the
+//! same hash, and stores a full snapshot when it does not (another instance or process
+//! replaced or removed it).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use checkpoint_format::cache::{CachedState, StateCache};
+//!
+//! let cache = StateCache::new(1 << 20);
+//! let state = serde_json::json!({"n": 1});
+//! cache.put("run-1", CachedState { version: 3, hash: 7, depth: 0, state: Arc::new(state), size: 7 });
+//! assert_eq!(cache.get("run-1").map(|held| held.version), Some(3));
+//! cache.forget("run-1");
+//! assert!(cache.get("run-1").is_none());
+//! ```
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -16,15 +29,22 @@ const MAX_ENTRIES: usize = 100_000;
 
 /// One remembered state: the row of `version` of its execution holds it.
 #[derive(Clone, Debug)]
-pub(crate) struct CachedState {
+pub struct CachedState {
+    /// The version of the row that holds the state.
     pub version: i64,
+    /// What the row records as its state hash (the content hash, or a sealed payload's tag):
+    /// what a delta on it names as its base.
     pub hash: i64,
+    /// The row's depth: deltas between it and its chain's snapshot.
     pub depth: i32,
+    /// The state.
     pub state: Arc<Value>,
+    /// The state's size as compact JSON, what the budget counts.
     pub size: usize,
 }
 
-pub(crate) struct StateCache {
+/// The bounded cache of base states, one per execution (see the module docs).
+pub struct StateCache {
     budget: usize,
     inner: Mutex<Inner>,
 }
@@ -34,9 +54,20 @@ struct Inner {
     bytes: usize,
 }
 
+impl std::fmt::Debug for StateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("StateCache")
+            .field("budget", &self.budget)
+            .field("entries", &inner.entries.len())
+            .field("bytes", &inner.bytes)
+            .finish()
+    }
+}
+
 impl StateCache {
     /// A cache holding states of at most `budget` bytes in all; 0 holds nothing.
-    pub(crate) fn new(budget: usize) -> Self {
+    pub fn new(budget: usize) -> Self {
         StateCache {
             budget,
             inner: Mutex::new(Inner {
@@ -52,21 +83,21 @@ impl StateCache {
     }
 
     /// Forgets every state.
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         let mut inner = self.lock();
         inner.entries.clear();
         inner.bytes = 0;
     }
 
     /// The state remembered for `execution`.
-    pub(crate) fn get(&self, execution: &str) -> Option<CachedState> {
+    pub fn get(&self, execution: &str) -> Option<CachedState> {
         self.lock().entries.get(execution).cloned()
     }
 
     /// Remembers `entry` for `execution`, replacing what was there, then evicts the least
     /// recently used entries until the budget holds. A state larger than the whole budget is
     /// not kept.
-    pub(crate) fn put(&self, execution: &str, entry: CachedState) {
+    pub fn put(&self, execution: &str, entry: CachedState) {
         let mut inner = self.lock();
         if let Some(old) = inner.entries.pop(execution) {
             inner.bytes = inner.bytes.saturating_sub(old.size);
@@ -85,7 +116,7 @@ impl StateCache {
     }
 
     /// Forgets `execution` (cleared, or its remembered row is gone).
-    pub(crate) fn forget(&self, execution: &str) {
+    pub fn forget(&self, execution: &str) {
         let mut inner = self.lock();
         if let Some(old) = inner.entries.pop(execution) {
             inner.bytes = inner.bytes.saturating_sub(old.size);
