@@ -268,7 +268,7 @@ async fn verify_lists_each_damaged_row_and_exits_non_zero() {
     let damaged = seed::damaged(&found);
     let where_: Vec<(&str, i64)> = damaged.iter().map(|d| (d.0.as_str(), d.1)).collect();
     assert_eq!(where_, vec![("a", 1), ("a", 3), ("b", 2)], "{damaged:?}");
-    assert!(damaged[0].2.contains("state"), "{damaged:?}");
+    assert!(damaged[0].2.contains("payload"), "{damaged:?}");
     assert!(damaged[1].2.contains("metadata"), "{damaged:?}");
     assert!(damaged[2].2.contains("timestamp"), "{damaged:?}");
     assert_eq!(damaged[0].0, f.a[0].execution_id);

@@ -148,6 +148,15 @@ fn broken(reason: String) -> Error {
     FormatError::Damaged { reason }.into()
 }
 
+/// `err`, from opening the payload of checkpoint `id`, naming it; an [`EncryptionError`] stays
+/// as it is, for callers to match on.
+fn naming(id: &str, err: Error) -> Error {
+    if EncryptionError::of(&err).is_some() {
+        return err;
+    }
+    broken(format!("checkpoint {id}: {err}"))
+}
+
 /// The JSON text of a stored payload, plain or sealed (opened with `keys`), refused when it
 /// would expand past `limit` bytes.
 ///
@@ -254,11 +263,15 @@ pub fn rebuild(
         let (state, sealed_hash, from_payload) = match body {
             Body::Json(state) => (state, None, false),
             Body::Payload(payload) => {
-                let opened = open_payload(&payload, limit, keys)?;
+                let id = &rows[i].checkpoint.id;
+                let opened = open_payload(&payload, limit, keys).map_err(|e| naming(id, e))?;
                 let text = opened.text;
                 let state = match base_of[i] {
-                    None => serde_json::from_slice(&text)
-                        .map_err(|e| broken(format!("a stored snapshot is not JSON: {e}")))?,
+                    None => serde_json::from_slice(&text).map_err(|e| {
+                        broken(format!(
+                            "checkpoint {id}: a stored snapshot is not JSON: {e}"
+                        ))
+                    })?,
                     Some(at) => {
                         let mut state = if uses[at] == 1 {
                             states[at].take()
@@ -267,9 +280,13 @@ pub fn rebuild(
                         }
                         .ok_or_else(|| broken("a delta's base was not rebuilt".into()))?;
                         uses[at] -= 1;
-                        let ops: Vec<delta::Op> = serde_json::from_slice(&text)
-                            .map_err(|e| broken(format!("a stored delta is not readable: {e}")))?;
-                        delta::apply(&mut state, ops).map_err(|e| broken(e.to_string()))?;
+                        let ops: Vec<delta::Op> = serde_json::from_slice(&text).map_err(|e| {
+                            broken(format!(
+                                "checkpoint {id}: a stored delta is not readable: {e}"
+                            ))
+                        })?;
+                        delta::apply(&mut state, ops)
+                            .map_err(|e| broken(format!("checkpoint {id}: {e}")))?;
                         state
                     }
                 };

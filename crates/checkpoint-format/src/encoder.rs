@@ -106,6 +106,9 @@ pub struct Encoder {
     pub min_delta_bytes: usize,
     /// The keys payloads are sealed and opened with; `None` stores them plain.
     pub encryption: Option<Encryption>,
+    /// JSON texts (states or deltas) shorter than this are stored uncompressed: a frame's
+    /// header and the call would cost more than they save.
+    pub plain_below: usize,
 }
 
 impl Encoder {
@@ -118,7 +121,13 @@ impl Encoder {
             cache,
             min_delta_bytes: 0,
             encryption: None,
+            plain_below: 0,
         }
+    }
+
+    /// Whether this encoder builds deltas, and so keeps bases: a snapshot distance above 1.
+    pub fn builds_deltas(&self) -> bool {
+        self.snapshot_every > 1
     }
 
     /// The stored form of `checkpoint`'s state: a delta when the cache holds a usable base and
@@ -172,7 +181,12 @@ impl Encoder {
     /// the row records as its state hash: the content hash, or for a sealed payload an opaque
     /// tag (the content hash travels inside the seal).
     fn payload(&self, text: &[u8], fingerprint: Fingerprint) -> Result<(Vec<u8>, Fingerprint)> {
-        let plain = codec::encode(text, self.compression)?;
+        let compression = if text.len() < self.plain_below {
+            Compression::None
+        } else {
+            self.compression
+        };
+        let plain = codec::encode(text, compression)?;
         match &self.encryption {
             None => Ok((plain, fingerprint)),
             Some(keys) => {
@@ -196,31 +210,72 @@ impl Encoder {
     /// A state that does not serialize, compress or seal.
     pub fn snapshot(&self, state: &Value) -> Result<Vec<u8>> {
         let text = serde_json::to_vec(state)?;
-        let plain = codec::encode(&text, self.compression)?;
+        let compression = if text.len() < self.plain_below {
+            Compression::None
+        } else {
+            self.compression
+        };
+        let plain = codec::encode(&text, compression)?;
         match &self.encryption {
             None => Ok(plain),
             Some(keys) => Ok(keys.seal(hash::state_hash(state), &plain)?),
         }
     }
 
-    /// Remembers what was just stored at `version`, as the base of the next delta.
+    /// The snapshot of a state as a save stores it, with what its row records: used in place
+    /// of a delta whose base changed before the delta could be written.
+    ///
+    /// # Errors
+    /// A state that does not serialize, compress or seal.
+    pub fn encode_snapshot(&self, state: &Value) -> Result<Encoded> {
+        let text = serde_json::to_vec(state)?;
+        let (payload, fingerprint) = self.payload(&text, hash::fingerprint(state))?;
+        Ok(Encoded {
+            payload,
+            base: None,
+            fingerprint,
+        })
+    }
+
+    /// Remembers what was just stored at `version`, as the base of the next delta (nothing
+    /// when the encoder builds no deltas).
     pub fn remember(&self, checkpoint: &Checkpoint, version: i64, encoded: &Encoded) {
-        self.cache.put(
-            &checkpoint.execution_id,
-            CachedState {
+        if self.builds_deltas() {
+            self.remember_shared(
+                &checkpoint.execution_id,
                 version,
-                hash: encoded.fingerprint.hash,
-                depth: encoded.depth(),
-                state: Arc::new(checkpoint.state.clone()),
-                size: encoded.fingerprint.size,
-            },
-        );
+                encoded,
+                Arc::new(checkpoint.state.clone()),
+            );
+        }
+    }
+
+    /// As [`remember`](Self::remember), for a state the caller already holds shared: no copy.
+    pub fn remember_shared(
+        &self,
+        execution_id: &str,
+        version: i64,
+        encoded: &Encoded,
+        state: Arc<Value>,
+    ) {
+        if self.builds_deltas() {
+            self.cache.put(
+                execution_id,
+                CachedState {
+                    version,
+                    hash: encoded.fingerprint.hash,
+                    depth: encoded.depth(),
+                    state,
+                    size: encoded.fingerprint.size,
+                },
+            );
+        }
     }
 
     /// Remembers a state read back from a row that can be a base, unless a newer one (or this
     /// one) is held already.
     pub fn remember_read(&self, read: &Rebuilt) {
-        let Some(fingerprint) = read.fingerprint else {
+        let Some(fingerprint) = read.fingerprint.filter(|_| self.builds_deltas()) else {
             return;
         };
         // Appends follow the highest version, so the newest state known is the best base: a
@@ -444,6 +499,34 @@ mod tests {
         for broken in [&b"not json"[..], b"[{\"remove\":{\"path\":[\"gone\"]}}]"] {
             assert!(!proves(&base, broken, hash, "c"));
         }
+    }
+
+    #[test]
+    fn short_texts_are_stored_plain_and_long_ones_compressed() {
+        let enc = Encoder {
+            plain_below: 256,
+            ..encoder(10)
+        };
+        let small = Checkpoint::new("e", "n", json!({"n": 1}));
+        let stored = enc.encode(&small, false).unwrap();
+        assert_eq!(&stored.payload[..2], &[1, 0], "format 1, codec none");
+        assert_eq!(&enc.snapshot(&small.state).unwrap()[..2], &[1, 0]);
+        let large = Checkpoint::new("e", "n", conversation(3));
+        assert_eq!(&enc.encode(&large, false).unwrap().payload[..2], &[1, 2]);
+        let whole = encoder(1);
+        whole.remember(&large, 1, &whole.encode(&large, false).unwrap());
+        assert!(whole.cache.get("e").is_none(), "no deltas, no bases kept");
+    }
+
+    #[test]
+    fn a_snapshot_in_place_of_a_delta_records_what_a_save_would() {
+        let enc = encoder(10);
+        let cp = Checkpoint::new("e", "n", conversation(3));
+        let saved = enc.encode(&cp, true).unwrap();
+        let instead = enc.encode_snapshot(&cp.state).unwrap();
+        assert_eq!(instead.payload, saved.payload);
+        assert_eq!(instead.fingerprint.hash, saved.fingerprint.hash);
+        assert!(instead.base.is_none());
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! The stored form of a state: one format byte, then the state's JSON text, compressed with
-//! Zstandard when that makes it smaller.
+//! The stored form of a state in rows written before schema 3 (rows without a `state_hash`):
+//! one format byte, then the state's JSON text, compressed with Zstandard when that made it
+//! smaller. This release reads it and no longer writes it: new rows hold the shared payload
+//! form (`checkpoint_format::codec`), a snapshot or a delta. `encode` stays for the tests that
+//! make rows as older releases did.
 //!
 //! ```text
 //! byte 0   format: 0 JSON text, 1 Zstandard frame of the JSON text
@@ -16,14 +19,16 @@ use crate::options::SQLITE_MAX_LENGTH;
 const PLAIN: u8 = 0;
 const ZSTD: u8 = 1;
 
-/// States shorter than this are stored as text: a frame header would eat the gain.
+/// States shorter than this were stored as text: a frame header would eat the gain.
+#[cfg(test)]
 const COMPRESS_FROM: usize = 256;
 
-/// Zstandard's level 1: most of the ratio of level 3 on JSON at a fraction of the time, which
-/// matters while a save holds the write lock.
+/// The Zstandard level older releases wrote with.
+#[cfg(test)]
 const LEVEL: i32 = 1;
 
-/// The stored bytes of `state`.
+/// The stored bytes of `state`, as releases before schema 3 wrote them.
+#[cfg(test)]
 pub(crate) fn encode(state: &Value) -> Result<Vec<u8>, String> {
     let text = serde_json::to_vec(state).map_err(|e| e.to_string())?;
     if text.len() >= COMPRESS_FROM {

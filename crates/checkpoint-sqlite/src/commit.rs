@@ -34,7 +34,7 @@ pub(crate) struct Pending {
 
 impl Pending {
     fn bytes(&self) -> usize {
-        self.row.state.len() + self.row.metadata.len()
+        self.row.bytes()
     }
 }
 

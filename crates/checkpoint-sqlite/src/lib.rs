@@ -15,7 +15,12 @@
 //! - **Group commit**: saves made while another write is in flight share one transaction and
 //!   one sync to disk; each keeps its own outcome (a savepoint each) and is answered after the
 //!   commit.
-//! - States are stored as their JSON text, compressed with Zstandard when that is smaller.
+//! - **Deltas**: a state is stored as a delta against the state this store last saved or read
+//!   for its execution, with a full snapshot at least every
+//!   [`snapshot_every`](SqliteOptions::snapshot_every) versions, by the rule every backend
+//!   shares (`checkpoint_format`). Every read rebuilds and checks the state against the content
+//!   hash recorded when it was saved. Rows written by releases before schema 3 (whole JSON
+//!   text) stay readable as they are.
 //!
 //! ```
 //! use checkpoint_core::{Checkpoint, CheckpointStore};
@@ -37,6 +42,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod chain;
 mod codec;
 mod commit;
 mod error;
@@ -66,6 +72,11 @@ pub use error::SqliteError;
 pub use options::{Durability, Location, SqliteOptions, DEFAULT_BUSY_TIMEOUT, SQLITE_MAX_LENGTH};
 pub use schema::SCHEMA_VERSION;
 
+use checkpoint_format::cache::StateCache;
+use checkpoint_format::codec::Compression;
+use checkpoint_format::encoder::Encoder;
+
+use crate::chain::Fetched;
 use crate::pool::Db;
 use crate::row::{RawRow, StoredRow};
 
@@ -82,6 +93,8 @@ pub struct SqliteStore {
 
 struct Inner {
     db: Db,
+    /// How states are stored: snapshots and deltas, by the rule every backend shares.
+    encoder: Arc<Encoder>,
     options: SqliteOptions,
     migrated: Vec<i64>,
     /// Every operation's duration, as `db.system.name = sqlite`
@@ -142,9 +155,18 @@ impl SqliteStore {
         // Once the file and its schema exist.
         db.open_readers().await;
         let schedule = options.retention.clone();
+        let encoder = Arc::new(Encoder {
+            snapshot_every: options.snapshot_every,
+            compression: Compression::Zstd { level: ZSTD_LEVEL },
+            cache: Arc::new(StateCache::new(options.state_cache_bytes)),
+            min_delta_bytes: options.min_delta_bytes,
+            encryption: None,
+            plain_below: PLAIN_BELOW,
+        });
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
             retention: schedule.map(|schedule| retention_task(weak.clone(), schedule)),
             db,
+            encoder,
             options,
             migrated,
             meter: Meter::new(System::Sqlite, "checkpoints"),
@@ -191,7 +213,8 @@ impl SqliteStore {
             check_id("execution_id", id)?;
         }
         let execution_id = execution_id.map(str::to_owned);
-        self.read(move |conn| read::verify(conn, execution_id.as_deref()))
+        let encoder = Arc::clone(&self.inner.encoder);
+        self.read(move |conn| read::verify(conn, &encoder, execution_id.as_deref()))
             .await
     }
 
@@ -218,27 +241,37 @@ impl SqliteStore {
         self.inner.db.read(move |conn| f(conn)).await
     }
 
-    /// A short read of undecoded rows (`f`: by an index, a bounded number of rows), then
-    /// `decode`: the read runs on this thread when a quick reader is idle, through the pool
-    /// otherwise; the rows are decoded here when their stored states are small, on a blocking
-    /// thread when not (a large state takes milliseconds to decompress and parse).
-    async fn read_rows<R, T, F, D>(&self, f: F, decode: D) -> Result<T>
+    /// A short read of undecoded rows (`f`: by an index, a bounded number of rows) and the
+    /// chains their deltas need, then their states rebuilt and handed to `finish`: the read
+    /// runs on this thread when a quick reader is idle, through the pool otherwise; the states
+    /// are rebuilt here when their stored bytes are few, on a blocking thread when not (a
+    /// large state takes milliseconds to decompress and parse). With `remember`, the newest
+    /// state read becomes the base of this store's next delta of its execution.
+    async fn read_states<T, F, D>(&self, f: F, remember: bool, finish: D) -> Result<T>
     where
-        F: Fn(&rusqlite::Connection) -> Result<R> + Send + 'static,
-        D: FnOnce(R) -> Result<T> + Send + 'static,
-        R: StoredStates + Send + 'static,
+        F: Fn(&rusqlite::Connection) -> Result<Vec<RawRow>> + Send + 'static,
+        D: FnOnce(Vec<Checkpoint>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let rows = match self.inner.db.read_here(&f) {
-            Some(rows) => rows?,
-            None => self.read(move |conn| f(conn)).await?,
+        let fetched: Fetched = match self.inner.db.read_here(|conn| chain::fetch(conn, &f)) {
+            Some(fetched) => fetched?,
+            None => self.read(move |conn| chain::fetch(conn, &f)).await?,
         };
-        if rows.state_bytes() <= DECODE_HERE {
-            return decode(rows);
+        let encoder = Arc::clone(&self.inner.encoder);
+        let small = fetched.state_bytes() <= DECODE_HERE;
+        let rebuild = move || finish(chain::rebuild(fetched, &encoder, remember)?);
+        if small {
+            return rebuild();
         }
-        tokio::task::spawn_blocking(move || decode(rows))
+        tokio::task::spawn_blocking(rebuild)
             .await
             .map_err(|e| SqliteError::Panicked(e.to_string()).into_core())?
+    }
+
+    /// The row encoding of `checkpoint`: a delta when this store holds a usable base, never
+    /// when `full`.
+    fn stored_row(&self, checkpoint: &Checkpoint, full: bool) -> Result<StoredRow> {
+        StoredRow::from_checkpoint(checkpoint, &self.inner.encoder, full)
     }
 }
 
@@ -246,25 +279,12 @@ impl SqliteStore {
 /// tens of microseconds of work at most.
 const DECODE_HERE: usize = 16 * 1024;
 
-/// Undecoded rows, by what decoding them costs.
-trait StoredStates {
-    /// The stored bytes of their states.
-    fn state_bytes(&self) -> usize;
-}
+/// Zstandard's level 1: most of the ratio of level 3 on JSON at a fraction of the time, which
+/// matters while a save holds the write lock.
+const ZSTD_LEVEL: i32 = 1;
 
-impl StoredStates for Option<RawRow> {
-    fn state_bytes(&self) -> usize {
-        self.as_ref().map_or(0, RawRow::state_bytes)
-    }
-}
-
-impl StoredStates for Vec<RawRow> {
-    fn state_bytes(&self) -> usize {
-        self.iter()
-            .map(RawRow::state_bytes)
-            .fold(0, usize::saturating_add)
-    }
-}
+/// JSON texts shorter than this are stored uncompressed: a frame header would eat the gain.
+const PLAIN_BELOW: usize = 256;
 
 /// The background task of `schedule` over the store `weak` points to: each pass runs while the
 /// store is alive, and the task ends once it is gone.
@@ -315,7 +335,7 @@ impl CheckpointStore for SqliteStore {
             .meter
             .observe("save", async {
                 self.limits().check_checkpoint(checkpoint)?;
-                let row = StoredRow::from_checkpoint(checkpoint)?;
+                let row = self.stored_row(checkpoint, false)?;
                 if self.inner.options.refuse_unleased {
                     let execution = checkpoint.execution_id.clone();
                     return self
@@ -339,9 +359,10 @@ impl CheckpointStore for SqliteStore {
                 check_id("id", id)?;
                 let wanted = id.to_owned();
                 let missing = id.to_owned();
-                self.read_rows(
-                    move |conn| read::load(conn, &wanted),
-                    move |row| row.ok_or(Error::NotFound { id: missing })?.decode(),
+                self.read_states(
+                    move |conn| Ok(read::load(conn, &wanted)?.into_iter().collect()),
+                    true,
+                    move |mut found| found.pop().ok_or(Error::NotFound { id: missing }),
                 )
                 .await
             })
@@ -354,7 +375,8 @@ impl CheckpointStore for SqliteStore {
             .observe("list", async {
                 check_id("execution_id", execution_id)?;
                 let execution_id = execution_id.to_owned();
-                self.read(move |conn| read::list(conn, &execution_id)).await
+                self.read_states(move |conn| read::list(conn, &execution_id), false, Ok)
+                    .await
             })
             .await
     }
@@ -366,6 +388,7 @@ impl CheckpointStore for SqliteStore {
                 check_id("id", id)?;
                 let id = id.to_owned();
                 let guarded = self.inner.options.refuse_unleased;
+                let encoder = Arc::clone(&self.inner.encoder);
                 self.inner
                     .db
                     .write(move |tx| {
@@ -374,7 +397,7 @@ impl CheckpointStore for SqliteStore {
                                 lease::unleased(tx, &execution)?;
                             }
                         }
-                        write::delete(tx, &id)
+                        write::delete(tx, &encoder, &id, None)
                     })
                     .await
             })
@@ -386,6 +409,7 @@ impl CheckpointStore for SqliteStore {
             .meter
             .observe("clear", async {
                 check_id("execution_id", execution_id)?;
+                self.inner.encoder.cache.forget(execution_id);
                 let execution_id = execution_id.to_owned();
                 let guarded = self.inner.options.refuse_unleased;
                 self.inner
@@ -407,9 +431,10 @@ impl CheckpointStore for SqliteStore {
             .observe("latest", async {
                 check_id("execution_id", execution_id)?;
                 let execution_id = execution_id.to_owned();
-                self.read_rows(
-                    move |conn| read::latest(conn, &execution_id),
-                    |row| row.map(RawRow::decode).transpose(),
+                self.read_states(
+                    move |conn| Ok(read::latest(conn, &execution_id)?.into_iter().collect()),
+                    true,
+                    |mut found| Ok(found.pop()),
                 )
                 .await
             })
@@ -422,21 +447,21 @@ impl CheckpointStore for SqliteStore {
             .observe("list_page", async {
                 self.limits().check_list_query(query)?;
                 let query = query.clone();
-                if !read::unfiltered(&query) {
-                    return self.read(move |conn| read::page(conn, &query)).await;
-                }
                 let limit = query.limit;
-                self.read_rows(
-                    move |conn| read::page_rows(conn, &query),
-                    move |rows| {
-                        let items = rows
-                            .into_iter()
-                            .map(RawRow::decode)
-                            .collect::<Result<Vec<_>>>()?;
-                        Ok(Page::from_overfetch(items, limit))
-                    },
-                )
-                .await
+                let finish = move |items| Ok(Page::from_overfetch(items, limit));
+                if !read::unfiltered(&query) {
+                    // Metadata filters may skip any number of rows: not a short read.
+                    let encoder = Arc::clone(&self.inner.encoder);
+                    return self
+                        .read(move |conn| {
+                            let fetched =
+                                chain::fetch(conn, |conn| read::page_matches(conn, &query))?;
+                            finish(chain::rebuild(fetched, &encoder, false)?)
+                        })
+                        .await;
+                }
+                self.read_states(move |conn| read::page_rows(conn, &query), false, finish)
+                    .await
             })
             .await
     }
@@ -451,7 +476,7 @@ impl CheckpointStore for SqliteStore {
                 }
                 let rows = checkpoints
                     .iter()
-                    .map(StoredRow::from_checkpoint)
+                    .map(|c| self.stored_row(c, true))
                     .collect::<Result<Vec<_>>>()?;
                 let guarded = self.inner.options.refuse_unleased;
                 self.inner
@@ -487,11 +512,12 @@ impl CheckpointStore for SqliteStore {
                 let policy = policy.clone();
                 let guarded = self.inner.options.refuse_unleased;
                 let lazily = policy.lazy_flush;
+                let encoder = Arc::clone(&self.inner.encoder);
                 let prune = move |tx: &rusqlite::Transaction<'_>| {
                     if let Some(execution) = policy.execution_id.as_deref().filter(|_| guarded) {
                         lease::unleased(tx, execution)?;
                     }
-                    write::prune(tx, &policy)
+                    write::prune(tx, &encoder, &policy)
                 };
                 if lazily {
                     self.inner.db.write_lazily(prune).await
@@ -514,13 +540,14 @@ impl CheckpointStore for SqliteStore {
                     self.limits(),
                 );
                 let guarded = self.inner.options.refuse_unleased;
+                let encoder = Arc::clone(&self.inner.encoder);
                 self.inner
                     .db
                     .write(move |tx| {
                         if guarded {
                             lease::unleased(tx, &target)?;
                         }
-                        write::fork(tx, &limits, &id, &target)
+                        write::fork(tx, &encoder, &limits, &id, &target)
                     })
                     .await
             })
@@ -611,7 +638,7 @@ impl CheckpointStore for SqliteStore {
             .meter
             .observe("save", async {
                 self.limits().check_fenced_checkpoint(fence, checkpoint)?;
-                let row = StoredRow::from_checkpoint(checkpoint)?;
+                let row = self.stored_row(checkpoint, false)?;
                 self.fenced(fence, move |tx| write::save(tx, &row)).await
             })
             .await
@@ -628,7 +655,7 @@ impl CheckpointStore for SqliteStore {
                 self.limits().check_fenced_batch(fence, checkpoints)?;
                 let rows = checkpoints
                     .iter()
-                    .map(StoredRow::from_checkpoint)
+                    .map(|c| self.stored_row(c, true))
                     .collect::<Result<Vec<_>>>()?;
                 self.fenced(fence, move |tx| write::save_all(tx, &rows))
                     .await
@@ -643,8 +670,11 @@ impl CheckpointStore for SqliteStore {
                 check_fence(fence)?;
                 check_id("id", id)?;
                 let (id, execution_id) = (id.to_owned(), fence.execution_id.clone());
-                self.fenced(fence, move |tx| write::delete_in(tx, &execution_id, &id))
-                    .await
+                let encoder = Arc::clone(&self.inner.encoder);
+                self.fenced(fence, move |tx| {
+                    write::delete(tx, &encoder, &id, Some(&execution_id))
+                })
+                .await
             })
             .await
     }
@@ -654,6 +684,7 @@ impl CheckpointStore for SqliteStore {
             .meter
             .observe("clear", async {
                 check_fence(fence)?;
+                self.inner.encoder.cache.forget(&fence.execution_id);
                 let execution_id = fence.execution_id.clone();
                 self.fenced(fence, move |tx| write::clear(tx, &execution_id))
                     .await
@@ -666,7 +697,8 @@ impl CheckpointStore for SqliteStore {
             .meter
             .observe("prune", async {
                 let policy = self.limits().check_fenced_retention(fence, policy)?;
-                self.fenced(fence, move |tx| write::prune(tx, &policy))
+                let encoder = Arc::clone(&self.inner.encoder);
+                self.fenced(fence, move |tx| write::prune(tx, &encoder, &policy))
                     .await
             })
             .await
@@ -683,8 +715,11 @@ impl CheckpointStore for SqliteStore {
                     fence.execution_id.clone(),
                     self.limits(),
                 );
-                self.fenced(fence, move |tx| write::fork(tx, &limits, &id, &target))
-                    .await
+                let encoder = Arc::clone(&self.inner.encoder);
+                self.fenced(fence, move |tx| {
+                    write::fork(tx, &encoder, &limits, &id, &target)
+                })
+                .await
             })
             .await
     }

@@ -110,9 +110,20 @@ pub struct SqliteOptions {
     pub(crate) auto_migrate: bool,
     pub(crate) retention: Option<RetentionSchedule>,
     pub(crate) refuse_unleased: bool,
+    pub(crate) snapshot_every: u32,
+    pub(crate) state_cache_bytes: usize,
+    pub(crate) min_delta_bytes: usize,
 }
 
 impl SqliteOptions {
+    /// Default longest chain of rows a read rebuilds a state from: a full snapshot at least
+    /// every 32 versions (see `docs/sqlite.md`, "State storage", for the measurements).
+    pub const DEFAULT_SNAPSHOT_EVERY: u32 = 32;
+    /// Default budget of the states kept as the bases of the next deltas: 32 MiB.
+    pub const DEFAULT_STATE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+    /// Default smallest state stored as a delta: 2 KiB.
+    pub const DEFAULT_MIN_DELTA_BYTES: usize = 2048;
+
     /// The database in the file at `path` (created when missing), with the defaults: full
     /// durability, a 5 s busy timeout, four connections.
     pub fn file(path: impl Into<PathBuf>) -> Self {
@@ -125,6 +136,9 @@ impl SqliteOptions {
             auto_migrate: true,
             retention: None,
             refuse_unleased: false,
+            snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
+            state_cache_bytes: Self::DEFAULT_STATE_CACHE_BYTES,
+            min_delta_bytes: Self::DEFAULT_MIN_DELTA_BYTES,
         }
     }
 
@@ -140,7 +154,8 @@ impl SqliteOptions {
 
     /// Options from a URL: `sqlite://PATH` (`sqlite:///abs/path.db` or `sqlite://relative.db`),
     /// `sqlite:PATH`, or `sqlite::memory:`. The path is percent-decoded. Query parameters:
-    /// `synchronous=normal|full|extra`, `busy_timeout_ms=N`, `max_connections=N`.
+    /// `synchronous=normal|full|extra`, `busy_timeout_ms=N`, `max_connections=N`,
+    /// `snapshot_every=N`.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the part at fault (`database_url`, or the parameter).
@@ -169,6 +184,12 @@ impl SqliteOptions {
                     let ms = parse_number(key, value)?;
                     options = options.busy_timeout(Duration::from_millis(ms));
                 }
+                "snapshot_every" => {
+                    let n = parse_number(key, value)?;
+                    let n = u32::try_from(n)
+                        .map_err(|_| Error::invalid(key, format!("{value} is too large")))?;
+                    options = options.snapshot_every(n);
+                }
                 "max_connections" => {
                     let n = parse_number(key, value)?;
                     let n = usize::try_from(n)
@@ -180,7 +201,7 @@ impl SqliteOptions {
                         "database_url",
                         format!(
                             "unknown parameter {key:?} (known: synchronous, busy_timeout_ms, \
-                             max_connections)"
+                             max_connections, snapshot_every)"
                         ),
                     ))
                 }
@@ -249,6 +270,49 @@ impl SqliteOptions {
         self
     }
 
+    /// How states are stored: a delta against the state this store last saved or read for
+    /// the execution, with a full snapshot at least every `n` versions (1 to
+    /// [`checkpoint_format::encoder::MAX_SNAPSHOT_EVERY`]; default
+    /// [`Self::DEFAULT_SNAPSHOT_EVERY`]). 1 stores every state whole. A read rebuilds a state
+    /// from at most `n` rows of its execution, read in one statement. Every store reads every
+    /// form, so the setting can change at any time and processes with different settings can
+    /// share a file; it decides only how new checkpoints are written. Checked by
+    /// [`validate`](Self::validate).
+    ///
+    /// ```
+    /// use checkpoint_sqlite::SqliteOptions;
+    ///
+    /// let whole = SqliteOptions::file("checkpoints.db").snapshot_every(1);
+    /// assert!(whole.validate().is_ok());
+    /// let err = SqliteOptions::file("checkpoints.db").snapshot_every(0).validate().unwrap_err();
+    /// assert!(err.is_invalid_field("snapshot_every"));
+    /// ```
+    pub fn snapshot_every(mut self, n: u32) -> Self {
+        self.snapshot_every = n;
+        self
+    }
+
+    /// How many bytes of states (counted as compact JSON) the store keeps as the bases of its
+    /// next deltas, one per execution, least recently used first out (default
+    /// [`Self::DEFAULT_STATE_CACHE_BYTES`]). 0 keeps none, so every save is a full snapshot.
+    pub fn state_cache_bytes(mut self, bytes: usize) -> Self {
+        self.state_cache_bytes = bytes;
+        self
+    }
+
+    /// States smaller than this (as compact JSON) are stored whole (default
+    /// [`Self::DEFAULT_MIN_DELTA_BYTES`]): a delta would save a few hundred bytes and lengthen
+    /// every later read of its chain.
+    pub fn min_delta_bytes(mut self, bytes: usize) -> Self {
+        self.min_delta_bytes = bytes;
+        self
+    }
+
+    /// The snapshot distance set by [`snapshot_every`](Self::snapshot_every).
+    pub fn snapshot_distance(&self) -> u32 {
+        self.snapshot_every
+    }
+
     /// The chosen durability.
     pub fn durability_setting(&self) -> Durability {
         self.durability
@@ -286,6 +350,7 @@ impl SqliteOptions {
                 format!("{:?} is longer than i32::MAX ms", self.busy_timeout),
             ));
         }
+        checkpoint_format::encoder::check_snapshot_every(self.snapshot_every)?;
         if !(1..=64).contains(&self.max_connections) {
             return Err(Error::invalid(
                 "max_connections",

@@ -2,9 +2,10 @@
 //! by the primary key, so its cost follows the rows it returns, not the table's size.
 
 use checkpoint_core::{
-    Checkpoint, Damage, ExecutionQuery, ExecutionSummary, ListQuery, Order, Page, Result,
-    Verification,
+    Damage, ExecutionQuery, ExecutionSummary, ListQuery, Order, Result, Verification,
 };
+use checkpoint_format::chain::Stored;
+use checkpoint_format::encoder::Encoder;
 use rusqlite::{Connection, OptionalExtension};
 use time::OffsetDateTime;
 
@@ -25,18 +26,13 @@ pub(crate) fn execution_of(conn: &Connection, id: &str) -> Result<Option<String>
         .map_err(crate::error::driver)
 }
 
-pub(crate) fn list(conn: &Connection, execution_id: &str) -> Result<Vec<Checkpoint>> {
-    let mut statement = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1 ORDER BY version"
-        ))
-        .map_err(driver)?;
-    let mut rows = statement.query([execution_id]).map_err(driver)?;
-    let mut out = Vec::new();
-    while let Some(found) = rows.next().map_err(driver)? {
-        out.push(row::read(found)?);
-    }
-    Ok(out)
+/// Every row of `execution_id`, oldest first, undecoded.
+pub(crate) fn list(conn: &Connection, execution_id: &str) -> Result<Vec<RawRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1 ORDER BY version"
+    ))
+    .and_then(|mut s| s.query_map([execution_id], RawRow::get)?.collect())
+    .map_err(driver)
 }
 
 /// The row of the newest checkpoint of `execution_id`, if any, undecoded.
@@ -67,21 +63,21 @@ pub(crate) fn unfiltered(query: &ListQuery) -> bool {
     query.metadata.is_empty()
 }
 
-/// One page. The version window and node filter are in the statement, so the index walk starts
-/// at the cursor; metadata filters compare in Rust with [`ListQuery::metadata_matches`], the rule
-/// every backend shares, decoding a row's state only once its metadata matched.
-pub(crate) fn page(conn: &Connection, query: &ListQuery) -> Result<Page> {
-    let mut items = Vec::new();
+/// One page's rows, undecoded, for a query with metadata filters. The version window and node
+/// filter are in the statement, so the index walk starts at the cursor; metadata filters
+/// compare in Rust with [`ListQuery::metadata_matches`], the rule every backend shares, and
+/// only the rows that match are kept for their states to be rebuilt.
+pub(crate) fn page_matches(conn: &Connection, query: &ListQuery) -> Result<Vec<RawRow>> {
+    let mut rows = Vec::new();
     walk_page(conn, query, |found| {
         let raw = RawRow::get(found).map_err(driver)?;
-        let metadata = raw.metadata()?;
-        let matches = query.metadata_matches(&metadata);
+        let matches = query.metadata_matches(&raw.metadata()?);
         if matches {
-            items.push(raw.decode_with(metadata)?);
+            rows.push(raw);
         }
         Ok(matches)
     })?;
-    Ok(Page::from_overfetch(items, query.limit))
+    Ok(rows)
 }
 
 /// Runs `query`'s statement and hands each row to `take` (which says whether it kept it) until
@@ -211,10 +207,15 @@ pub(crate) fn stats(conn: &Connection) -> Result<crate::SqliteStats> {
     })
 }
 
-/// Every row of `execution_id` (or of the whole table), decoded on its own, in index order:
+/// Every row of `execution_id` (or of the whole table), checked on its own, in index order:
 /// the counts, and each row that does not read back (state, metadata or timestamp that does
-/// not decode) with the reason.
-pub(crate) fn verify(conn: &Connection, execution_id: Option<&str>) -> Result<Verification> {
+/// not decode, a delta whose chain is broken or rebuilds another state than the one saved)
+/// with the reason. One execution's rows are held at a time.
+pub(crate) fn verify(
+    conn: &Connection,
+    encoder: &Encoder,
+    execution_id: Option<&str>,
+) -> Result<Verification> {
     let sql = match execution_id {
         Some(_) => format!(
             "SELECT {COLUMNS} FROM checkpoints WHERE execution_id = ?1 ORDER BY execution_id, version"
@@ -228,22 +229,40 @@ pub(crate) fn verify(conn: &Connection, execution_id: Option<&str>) -> Result<Ve
     }
     .map_err(driver)?;
     let mut report = Verification::default();
+    let mut execution: Vec<Stored> = Vec::new();
+    let check = |execution: &mut Vec<Stored>, report: &mut Verification| {
+        if !execution.is_empty() {
+            let held = std::mem::take(execution);
+            report.damaged.extend(checkpoint_format::chain::damage(
+                held,
+                crate::options::SQLITE_MAX_LENGTH,
+                encoder.encryption.as_ref(),
+            ));
+        }
+    };
     let mut last_execution: Option<String> = None;
     while let Some(found) = rows.next().map_err(driver)? {
-        let execution: String = found.get(1).map_err(driver)?;
-        if last_execution.as_deref() != Some(execution.as_str()) {
+        let raw = RawRow::get(found).map_err(driver)?;
+        if last_execution.as_deref() != Some(raw.execution_id.as_str()) {
+            check(&mut execution, &mut report);
             report.executions = report.executions.saturating_add(1);
-            last_execution = Some(execution.clone());
+            last_execution = Some(raw.execution_id.clone());
         }
         report.checkpoints = report.checkpoints.saturating_add(1);
-        if let Err(err) = row::read(found) {
-            report.damaged.push(Damage {
-                id: found.get(0).map_err(driver)?,
-                execution_id: execution,
-                version: found.get(2).map_err(driver)?,
+        let (id, execution_id, version) = (raw.id.clone(), raw.execution_id.clone(), raw.version);
+        match raw.stored() {
+            Ok(stored) => execution.push(stored),
+            Err(err) => report.damaged.push(Damage {
+                id,
+                execution_id,
+                version,
                 reason: err.to_string(),
-            });
+            }),
         }
     }
+    check(&mut execution, &mut report);
+    report
+        .damaged
+        .sort_by(|a, b| (&a.execution_id, a.version).cmp(&(&b.execution_id, b.version)));
     Ok(report)
 }

@@ -1,6 +1,11 @@
-//! A checkpoint as one row of the `checkpoints` table, both ways.
+//! A checkpoint as one row of the `checkpoints` table, both ways: encoded for a write, and
+//! copied out of a read for the chain rebuild (`crate::chain`).
+
+use std::sync::Arc;
 
 use checkpoint_core::{Checkpoint, Error, Result};
+use checkpoint_format::chain::{Body, Stored};
+use checkpoint_format::encoder::{Encoded, Encoder};
 use rusqlite::Row;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -8,12 +13,12 @@ use time::OffsetDateTime;
 use crate::codec;
 use crate::error::SqliteError;
 
-/// Every column, in the order [`StoredRow::from_checkpoint`] binds and [`read`] reads them.
-pub(crate) const COLUMNS: &str =
-    "id, execution_id, version, node_name, parent_id, timestamp_us, metadata, state";
+/// Every column, in the order [`StoredRow`] binds and [`RawRow::get`] reads them.
+pub(crate) const COLUMNS: &str = "id, execution_id, version, node_name, parent_id, timestamp_us, \
+                                  metadata, state, base_version, base_hash, state_hash, depth";
 
 /// A checkpoint encoded for its row. Encoding happens before the write lock is taken, so a
-/// large state is compressed while other saves commit.
+/// large state is compressed (or diffed) while other saves commit.
 pub(crate) struct StoredRow {
     pub(crate) id: String,
     pub(crate) execution_id: String,
@@ -22,14 +27,25 @@ pub(crate) struct StoredRow {
     pub(crate) parent_id: Option<String>,
     pub(crate) timestamp_us: i64,
     pub(crate) metadata: String,
-    pub(crate) state: Vec<u8>,
+    /// The state as stored: a snapshot, or a delta on `encoded.base`.
+    pub(crate) encoded: Encoded,
+    /// The state itself when the store builds deltas: a snapshot of it replaces the delta
+    /// when its base changed meanwhile, and it becomes the base of the next delta, shared,
+    /// not copied again.
+    pub(crate) whole: Option<Arc<Value>>,
+    pub(crate) encoder: Arc<Encoder>,
 }
 
 impl StoredRow {
-    /// The row of a validated checkpoint.
-    pub(crate) fn from_checkpoint(checkpoint: &Checkpoint) -> Result<StoredRow> {
-        let state = codec::encode(&checkpoint.state)
-            .map_err(|reason| Error::invalid("state", format!("cannot be stored: {reason}")))?;
+    /// The row of a validated checkpoint: a delta when `encoder` holds a usable base (never
+    /// when `full`), a snapshot otherwise.
+    pub(crate) fn from_checkpoint(
+        checkpoint: &Checkpoint,
+        encoder: &Arc<Encoder>,
+        full: bool,
+    ) -> Result<StoredRow> {
+        let encoded = encoder.encode(checkpoint, full)?;
+        let whole = (encoder.builds_deltas() && !full).then(|| Arc::new(checkpoint.state.clone()));
         Ok(StoredRow {
             id: checkpoint.id.clone(),
             execution_id: checkpoint.execution_id.clone(),
@@ -38,8 +54,18 @@ impl StoredRow {
             parent_id: checkpoint.parent_id.clone(),
             timestamp_us: to_micros(checkpoint.timestamp)?,
             metadata: serde_json::to_string(&checkpoint.metadata)?,
-            state,
+            encoded,
+            whole,
+            encoder: Arc::clone(encoder),
         })
+    }
+
+    /// The stored bytes of the row's state and metadata.
+    pub(crate) fn bytes(&self) -> usize {
+        self.encoded
+            .payload
+            .len()
+            .saturating_add(self.metadata.len())
     }
 }
 
@@ -67,14 +93,18 @@ pub(crate) fn corrupt(id: &str, reason: impl Into<String>) -> Error {
 /// and decoding are apart so that a read can leave the connection before its states are
 /// decompressed and parsed (see [`SqliteStore`](crate::SqliteStore)'s quick reads).
 pub(crate) struct RawRow {
-    id: String,
-    execution_id: String,
-    version: i64,
+    pub(crate) id: String,
+    pub(crate) execution_id: String,
+    pub(crate) version: i64,
     node_name: String,
     parent_id: Option<String>,
     timestamp_us: i64,
     metadata: String,
     state: Vec<u8>,
+    pub(crate) base_version: Option<i64>,
+    base_hash: Option<i64>,
+    state_hash: Option<i64>,
+    depth: i64,
 }
 
 impl RawRow {
@@ -89,6 +119,10 @@ impl RawRow {
             timestamp_us: row.get(5)?,
             metadata: row.get(6)?,
             state: row.get(7)?,
+            base_version: row.get(8)?,
+            base_hash: row.get(9)?,
+            state_hash: row.get(10)?,
+            depth: row.get(11)?,
         })
     }
 
@@ -97,39 +131,63 @@ impl RawRow {
         self.state.len()
     }
 
+    /// Whether the row holds a delta, which needs its chain of bases to be read.
+    pub(crate) fn is_delta(&self) -> bool {
+        self.base_version.is_some()
+    }
+
     /// The row's metadata.
     pub(crate) fn metadata(&self) -> Result<Map<String, Value>> {
         serde_json::from_str(&self.metadata)
             .map_err(|e| corrupt(&self.id, format!("metadata: {e}")))
     }
 
-    /// The checkpoint, given its already decoded metadata.
-    pub(crate) fn decode_with(self, metadata: Map<String, Value>) -> Result<Checkpoint> {
-        let state = codec::decode(&self.state)
-            .map_err(|reason| corrupt(&self.id, format!("state: {reason}")))?;
+    /// The row as the chain rebuild takes it, given its already decoded metadata: a row of
+    /// schema 1 or 2 (no recorded hash) with its state decoded, any other with its payload.
+    pub(crate) fn stored_with(self, metadata: Map<String, Value>) -> Result<Stored> {
         let timestamp = from_micros(&self.id, self.timestamp_us)?;
-        Ok(Checkpoint {
+        let body = match self.state_hash {
+            None => Body::Json(
+                codec::decode(&self.state)
+                    .map_err(|reason| corrupt(&self.id, format!("state: {reason}")))?,
+            ),
+            Some(_) => Body::Payload(self.state),
+        };
+        let depth = i32::try_from(self.depth)
+            .map_err(|_| corrupt(&self.id, format!("depth {}", self.depth)))?;
+        let checkpoint = Checkpoint {
             execution_id: self.execution_id,
             version: self.version,
             node_name: self.node_name,
             parent_id: self.parent_id,
             timestamp,
             metadata,
-            state,
+            state: Value::Null,
             id: self.id,
-        })
+        };
+        let mut stored = Stored::new(checkpoint, body);
+        stored.depth = depth;
+        if let Some(hash) = self.state_hash {
+            stored = stored.with_state_hash(hash);
+        }
+        match (self.base_version, self.base_hash) {
+            (Some(version), Some(hash)) => stored = stored.with_base(version, hash),
+            (None, None) => {}
+            _ => {
+                return Err(corrupt(
+                    &stored.checkpoint.id,
+                    "a base version without a base hash, or the reverse",
+                ))
+            }
+        }
+        Ok(stored)
     }
 
-    /// The checkpoint.
-    pub(crate) fn decode(self) -> Result<Checkpoint> {
+    /// The row as the chain rebuild takes it.
+    pub(crate) fn stored(self) -> Result<Stored> {
         let metadata = self.metadata()?;
-        self.decode_with(metadata)
+        self.stored_with(metadata)
     }
-}
-
-/// The checkpoint of a row selected with [`COLUMNS`].
-pub(crate) fn read(row: &Row<'_>) -> Result<Checkpoint> {
-    RawRow::get(row).map_err(crate::error::driver)?.decode()
 }
 
 #[cfg(test)]

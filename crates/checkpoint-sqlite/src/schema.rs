@@ -43,10 +43,32 @@ const MIGRATIONS: &[Migration] = &[
                   expires_us   INTEGER NOT NULL
               ) STRICT;",
     },
+    Migration {
+        version: 3,
+        name: "delta columns",
+        // Online on a file of any size: added columns change no stored row (SQLite writes
+        // only the new schema), and the partial index holds only deltas, of which an older
+        // file has none, so building it reads the table once and writes nothing else.
+        //
+        // A row with a `state_hash` holds its state in the shared payload form
+        // (`checkpoint_format::codec`, sealed or not): a snapshot, or with a `base_version` a
+        // delta against that version of its execution, whose recorded hash is `base_hash`.
+        // Rows without one hold their state as schema 1 and 2 wrote it (`crate::codec`).
+        sql: "ALTER TABLE checkpoints ADD COLUMN base_version INTEGER
+                  CHECK (base_version IS NULL OR (base_version > 0 AND base_version < version));
+              ALTER TABLE checkpoints ADD COLUMN base_hash INTEGER
+                  CHECK ((base_hash IS NULL) = (base_version IS NULL));
+              ALTER TABLE checkpoints ADD COLUMN state_hash INTEGER
+                  CHECK (base_version IS NULL OR state_hash IS NOT NULL);
+              ALTER TABLE checkpoints ADD COLUMN depth INTEGER NOT NULL DEFAULT 0
+                  CHECK (depth >= 0);
+              CREATE INDEX checkpoints_bases ON checkpoints (execution_id, base_version)
+                  WHERE base_version IS NOT NULL;",
+    },
 ];
 
 /// The schema version this release creates and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const LEDGER: &str = "CREATE TABLE IF NOT EXISTS checkpoint_migrations (
                           version    INTEGER PRIMARY KEY NOT NULL,
@@ -141,7 +163,7 @@ mod tests {
     fn migrating_twice_applies_each_step_once() {
         let mut conn = Connection::open_in_memory().unwrap();
         assert_eq!(version(&conn).unwrap(), None);
-        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![1, 2, 3]);
         assert_eq!(migrate(&mut conn).unwrap(), Vec::<i64>::new());
         assert_eq!(version(&conn).unwrap(), Some(SCHEMA_VERSION));
     }
@@ -175,16 +197,16 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
         conn.execute(
-            "INSERT INTO checkpoint_migrations VALUES (3, 'from the future', 'then')",
+            "INSERT INTO checkpoint_migrations VALUES (4, 'from the future', 'then')",
             [],
         )
         .unwrap();
         let err = migrate(&mut conn).unwrap_err();
         assert!(
-            matches!(err, SqliteError::SchemaTooNew { found: 3, known: 2 }),
+            matches!(err, SqliteError::SchemaTooNew { found: 4, known: 3 }),
             "{err}"
         );
-        assert_eq!(version(&conn).unwrap(), Some(3));
+        assert_eq!(version(&conn).unwrap(), Some(4));
     }
 
     #[test]
@@ -218,7 +240,7 @@ mod tests {
             [],
         )
         .unwrap();
-        assert_eq!(migrate(&mut conn).unwrap(), vec![2]);
+        assert_eq!(migrate(&mut conn).unwrap(), vec![2, 3]);
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM checkpoints", [], |r| r.get(0))
             .unwrap();
@@ -232,7 +254,8 @@ mod tests {
     fn the_version_rule_is_enforced_by_the_database() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate(&mut conn).unwrap();
-        let insert = "INSERT INTO checkpoints VALUES (?1, 'e', ?2, 'n', NULL, 0, '{}', x'00')";
+        let insert = "INSERT INTO checkpoints VALUES (?1, 'e', ?2, 'n', NULL, 0, '{}', x'00', \
+                      NULL, NULL, NULL, 0)";
         conn.execute(insert, ("a", 1)).unwrap();
         let err = conn.execute(insert, ("b", 1)).unwrap_err();
         assert!(crate::error::is_version_taken(&err), "{err}");

@@ -1,18 +1,39 @@
 //! The shared conformance suite on SQLite: every case on a fresh file of its own (the default
-//! options: WAL, full durability, four connections), and again on an in-memory database.
+//! options: WAL, full durability, four connections, deltas for states from 2 KiB), and again
+//! in each way of storing states (every state whole; a delta on every save, chains of three)
+//! and on an in-memory database.
 
 use checkpoint_sqlite::{SqliteOptions, SqliteStore};
 
 /// A store on a new file in a directory removed when the test binary's temp dir is cleaned;
 /// the directory handle is leaked so the file outlives the case's store.
-async fn file_store() -> SqliteStore {
+async fn file_store_with(options: impl FnOnce(SqliteOptions) -> SqliteOptions) -> SqliteStore {
     let dir = tempfile::tempdir().expect("a temp dir").keep();
-    SqliteStore::open(SqliteOptions::file(dir.join("checkpoints.db")))
+    SqliteStore::open(options(SqliteOptions::file(dir.join("checkpoints.db"))))
         .await
         .expect("open")
 }
 
+async fn file_store() -> SqliteStore {
+    file_store_with(|options| options).await
+}
+
 checkpoint_core::conformance_tests!(file_store());
+
+/// Every state stored whole: no delta, no base kept.
+mod whole {
+    use super::*;
+    checkpoint_core::conformance_tests!(file_store_with(|o| o.snapshot_every(1)));
+}
+
+/// A delta on every save the cache allows, however small the state, and a snapshot every third
+/// version: replaces, deletes, prunes and forks meet deltas and their bases at every step.
+mod deltas {
+    use super::*;
+    checkpoint_core::conformance_tests!(file_store_with(|o| o
+        .min_delta_bytes(0)
+        .snapshot_every(3)));
+}
 
 mod in_memory {
     use super::*;

@@ -4,7 +4,8 @@
 //! result to be equal. Bursts of concurrent saves go through group commit's queue. Failing sequences
 //! are kept in `model.proptest-regressions` and replayed first on every run. It runs in a task
 //! of a multi-threaded runtime (the store's calls in place on a worker) and on a current-thread
-//! runtime (the calls on a blocking thread).
+//! runtime (the calls on a blocking thread): the first storing deltas wherever it can, the
+//! second every state whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -22,18 +23,34 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 async fn open(path: &Path) -> SqliteStore {
-    SqliteStore::open(SqliteOptions::file(path))
-        .await
-        .expect("open the file")
+    open_with(path, Storage::Whole).await
 }
 
-async fn check(ops: Vec<Op>) {
+/// How the store under test stores states.
+#[derive(Clone, Copy)]
+enum Storage {
+    /// Every state whole.
+    Whole,
+    /// A delta on every save the cache allows, however small, chains of four.
+    Deltas,
+}
+
+async fn open_with(path: &Path, storage: Storage) -> SqliteStore {
+    let options = SqliteOptions::file(path);
+    let options = match storage {
+        Storage::Whole => options.snapshot_every(1),
+        Storage::Deltas => options.min_delta_bytes(0).snapshot_every(4),
+    };
+    SqliteStore::open(options).await.expect("open the file")
+}
+
+async fn check(ops: Vec<Op>, storage: Storage) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path: PathBuf = dir.path().join("model.db");
-    let store = open(&path).await;
+    let store = open_with(&path, storage).await;
     let reopen: model::Reopen<'_> = Box::new(|| {
         let path = path.clone();
-        Box::pin(async move { Arc::new(open(&path).await) as model::Store })
+        Box::pin(async move { Arc::new(open_with(&path, storage).await) as model::Store })
     });
     // Bursts are compared with the model, not counted as groups: polled from one task, a save
     // on SQLite can finish within its first poll, before the next one queues. That saves
@@ -58,10 +75,11 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// Spawned, so the store's calls run in place on a worker thread, as a server's tasks do.
+    /// Spawned, so the store's calls run in place on a worker thread, as a server's tasks do;
+    /// states stored as deltas wherever the store can.
     #[test]
     fn memory_and_sqlite_agree_on_every_sequence(ops in model::ops(true)) {
-        if let Err(failed) = runtime().block_on(runtime().spawn(check(ops))) {
+        if let Err(failed) = runtime().block_on(runtime().spawn(check(ops, Storage::Deltas))) {
             std::panic::resume_unwind(failed.into_panic());
         }
     }
@@ -86,10 +104,11 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// The same on a current-thread runtime: every write and pooled read on a blocking thread.
+    /// The same on a current-thread runtime: every write and pooled read on a blocking thread;
+    /// every state stored whole.
     #[test]
     fn memory_and_sqlite_agree_on_a_current_thread_runtime(ops in model::ops(true)) {
-        current_thread().block_on(check(ops));
+        current_thread().block_on(check(ops, Storage::Whole));
     }
 }
 

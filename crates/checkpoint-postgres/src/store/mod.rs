@@ -168,6 +168,7 @@ impl PostgresStore {
                     cache: Arc::new(StateCache::new(options.state_cache_budget())),
                     min_delta_bytes: options.delta_threshold(),
                     encryption: options.encryption_keys().cloned(),
+                    plain_below: 0,
                 },
             },
             group,

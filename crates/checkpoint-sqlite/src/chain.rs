@@ -1,0 +1,197 @@
+//! Reading states back: the rows a read wants and, when some hold deltas, the chains of bases
+//! those need, read from one snapshot of the file; then the states rebuilt by
+//! [`checkpoint_format::chain`], every link and content hash checked.
+
+use std::collections::{BTreeMap, HashMap};
+
+use checkpoint_core::{Checkpoint, Result};
+use checkpoint_format::chain::{self, Rebuilt};
+use checkpoint_format::encoder::Encoder;
+use checkpoint_format::sealing::EncryptionError;
+use rusqlite::Connection;
+
+use crate::error::driver;
+use crate::options::SQLITE_MAX_LENGTH;
+use crate::row::{RawRow, COLUMNS};
+
+/// The rows a read wants, in its order, and the bases their deltas are rebuilt on.
+pub(crate) struct Fetched {
+    pub(crate) rows: Vec<RawRow>,
+    bases: Vec<RawRow>,
+}
+
+impl Fetched {
+    /// Rows that need no base.
+    pub(crate) fn whole(rows: Vec<RawRow>) -> Fetched {
+        Fetched {
+            rows,
+            bases: Vec::new(),
+        }
+    }
+
+    /// The stored bytes of every state to decode: what rebuilding costs grows with them.
+    pub(crate) fn state_bytes(&self) -> usize {
+        self.rows
+            .iter()
+            .chain(&self.bases)
+            .map(RawRow::state_bytes)
+            .fold(0, usize::saturating_add)
+    }
+}
+
+/// Runs `read` and, when one of its rows is a delta, runs it again together with the read of
+/// the bases in one read transaction, so that the rows and their chains come from one snapshot
+/// of the file (a prune by another process between two statements could otherwise remove a
+/// base). Inside a write's transaction the rows and bases are read at once.
+pub(crate) fn fetch(
+    conn: &Connection,
+    read: impl Fn(&Connection) -> Result<Vec<RawRow>>,
+) -> Result<Fetched> {
+    let rows = read(conn)?;
+    if !rows.iter().any(RawRow::is_delta) {
+        return Ok(Fetched::whole(rows));
+    }
+    if !conn.is_autocommit() {
+        let bases = bases_of(conn, &rows)?;
+        return Ok(Fetched { rows, bases });
+    }
+    let tx = conn.unchecked_transaction().map_err(driver)?;
+    let rows = read(&tx)?;
+    let bases = bases_of(&tx, &rows)?;
+    // A read transaction: ending it releases the snapshot, it writes nothing.
+    tx.commit().map_err(driver)?;
+    Ok(Fetched { rows, bases })
+}
+
+/// Every row the deltas among `rows` are built on, down to their snapshots: per execution, one
+/// statement that follows each `base_version` through the unique index. A base's version is
+/// always lower than its delta's (a check on the table), so the walk ends.
+fn bases_of(conn: &Connection, rows: &[RawRow]) -> Result<Vec<RawRow>> {
+    let mut starts: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for row in rows {
+        if let Some(base) = row.base_version {
+            starts.entry(&row.execution_id).or_default().push(base);
+        }
+    }
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "WITH RECURSIVE chain(version) AS (
+                 SELECT value FROM json_each(?2)
+                 UNION
+                 SELECT c.base_version FROM checkpoints AS c JOIN chain
+                     ON c.execution_id = ?1 AND c.version = chain.version
+                 WHERE c.base_version IS NOT NULL
+             )
+             SELECT {COLUMNS} FROM checkpoints
+             WHERE execution_id = ?1 AND version IN (SELECT version FROM chain)"
+        ))
+        .map_err(driver)?;
+    let mut bases = Vec::new();
+    for (execution, versions) in starts {
+        let versions = serde_json::to_string(&versions)?;
+        let found = statement
+            .query_map(rusqlite::params![execution, versions], RawRow::get)
+            .map_err(driver)?;
+        for row in found {
+            bases.push(row.map_err(driver)?);
+        }
+    }
+    Ok(bases)
+}
+
+/// The checkpoints of `fetched`'s rows, in their order, each state rebuilt and checked. With
+/// `remember`, the newest state read of each execution becomes the base of the store's next
+/// delta (a process that resumes a workflow reads its latest checkpoint, then saves on it).
+pub(crate) fn rebuild(
+    fetched: Fetched,
+    encoder: &Encoder,
+    remember: bool,
+) -> Result<Vec<Checkpoint>> {
+    let order: Vec<(String, i64)> = fetched
+        .rows
+        .iter()
+        .map(|r| (r.execution_id.clone(), r.version))
+        .collect();
+    let first_id = fetched
+        .rows
+        .first()
+        .map(|r| r.id.clone())
+        .unwrap_or_default();
+    let mut stored = Vec::with_capacity(fetched.rows.len() + fetched.bases.len());
+    for row in fetched.rows {
+        stored.push(row.stored()?.wanted());
+    }
+    for row in fetched.bases {
+        stored.push(row.stored()?);
+    }
+    let rebuilt =
+        chain::rebuild(stored, SQLITE_MAX_LENGTH, encoder.encryption.as_ref()).map_err(|err| {
+            match &order[..] {
+                // One row asked for: the error is that row's, whichever link failed.
+                [_] if EncryptionError::of(&err).is_none() => {
+                    crate::row::corrupt(&first_id, err.to_string())
+                }
+                _ => err,
+            }
+        })?;
+    if remember {
+        if let Some(newest) = rebuilt.last() {
+            encoder.remember_read(newest);
+        }
+    }
+    in_order(rebuilt, &order)
+}
+
+/// `rebuilt` (ascending by execution and version) in the order the read asked for.
+fn in_order(rebuilt: Vec<Rebuilt>, order: &[(String, i64)]) -> Result<Vec<Checkpoint>> {
+    if rebuilt.len() == order.len()
+        && rebuilt
+            .iter()
+            .zip(order)
+            .all(|(r, (e, v))| r.checkpoint.execution_id == *e && r.checkpoint.version == *v)
+    {
+        return Ok(rebuilt.into_iter().map(|r| r.checkpoint).collect());
+    }
+    let mut by_key: HashMap<(String, i64), Checkpoint> = rebuilt
+        .into_iter()
+        .map(|r| {
+            (
+                (r.checkpoint.execution_id.clone(), r.checkpoint.version),
+                r.checkpoint,
+            )
+        })
+        .collect();
+    order
+        .iter()
+        .map(|key| {
+            by_key.remove(key).ok_or_else(|| {
+                crate::row::corrupt(&key.0, format!("version {} was not rebuilt", key.1))
+            })
+        })
+        .collect()
+}
+
+/// The states of the rows `versions` of `execution_id`, with their chains, inside the caller's
+/// write transaction.
+pub(crate) fn states_of(
+    conn: &Connection,
+    encoder: &Encoder,
+    execution_id: &str,
+    versions: &[i64],
+) -> Result<Vec<Checkpoint>> {
+    let fetched = fetch(conn, |conn| {
+        let mut statement = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM checkpoints
+                 WHERE execution_id = ?1 AND version IN (SELECT value FROM json_each(?2))
+                 ORDER BY version"
+            ))
+            .map_err(driver)?;
+        let versions = serde_json::to_string(versions)?;
+        let found = statement
+            .query_map(rusqlite::params![execution_id, versions], RawRow::get)
+            .map_err(driver)?;
+        found.map(|r| r.map_err(driver)).collect::<Result<Vec<_>>>()
+    })?;
+    rebuild(fetched, encoder, false)
+}
