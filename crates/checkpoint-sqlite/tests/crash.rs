@@ -22,6 +22,26 @@ fn state(step: usize) -> Value {
     json!({"step": step, "messages": vec!["a message of the conversation"; step % 30 + 1]})
 }
 
+/// The children store a delta on every save they can (chains of eight), so the kills land in
+/// the middle of deltas, of the rewrites of prunes, and of bases another process replaced.
+fn deltas(options: SqliteOptions) -> SqliteOptions {
+    options.min_delta_bytes(0).snapshot_every(8)
+}
+
+/// Panics unless every row of the file reads back through its chain, and returns how many rows
+/// hold deltas.
+async fn assert_chains_read(store: &SqliteStore, path: &std::path::Path) -> i64 {
+    let report = store.verify(None).await.expect("verify");
+    assert!(report.damaged.is_empty(), "{report:?}");
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(
+        "SELECT count(*) FROM checkpoints WHERE base_version IS NOT NULL",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 fn spawn_child(path: &std::path::Path, durability: &str, name: &str) -> Child {
     checkpoint_core::conformance::child::command("child_appending_until_killed")
         .env("SQLITE_CHILD_PATH", path)
@@ -151,11 +171,13 @@ async fn processes_killed_mid_write_lose_no_acknowledged_save() {
         "{total} stored, {} acked",
         acked.len()
     );
+    let deltas = assert_chains_read(&store, &path).await;
+    assert!(deltas > 0, "the children stored deltas");
     drop(store);
 
     assert_intact(&path);
     println!(
-        "acknowledged {} saves from two killed processes, lost 0, {total} stored",
+        "acknowledged {} saves from two killed processes, lost 0, {total} stored, {deltas} as deltas",
         acked.len()
     );
 }
@@ -173,7 +195,7 @@ async fn child_appending_until_killed() {
         .expect("a durability");
     let name = std::env::var("SQLITE_CHILD_NAME").expect("run by the kill test");
     let store = SqliteStore::open(
-        SqliteOptions::file(path)
+        deltas(SqliteOptions::file(path))
             .durability(durability)
             .busy_timeout(Duration::from_secs(30)),
     )
@@ -268,11 +290,12 @@ async fn a_process_killed_while_pruning_lazily_loses_no_kept_save() {
             last + 1
         );
     }
+    let deltas = assert_chains_read(&store, &path).await;
     drop(store);
     assert_intact(&path);
     println!(
         "acknowledged {} saves, each followed by a lazy prune, from a killed process: {present} \
-         kept, the rest pruned, lost 0",
+         kept, the rest pruned, lost 0; {deltas} rows left as deltas",
         acked.len()
     );
 }
@@ -284,9 +307,10 @@ async fn a_process_killed_while_pruning_lazily_loses_no_kept_save() {
 #[ignore = "run as a child process by the kill test"]
 async fn child_pruning_until_killed() {
     let path = std::env::var("SQLITE_CHILD_PATH").expect("run by the kill test");
-    let store = SqliteStore::open(SqliteOptions::file(path).busy_timeout(Duration::from_secs(30)))
-        .await
-        .expect("open");
+    let store =
+        SqliteStore::open(deltas(SqliteOptions::file(path)).busy_timeout(Duration::from_secs(30)))
+            .await
+            .expect("open");
     let tasks: Vec<_> = (0..EXECUTIONS)
         .map(|t| {
             let store = store.clone();
