@@ -638,6 +638,69 @@ async fn sqlite(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             full.save_4.per_second / full.save_1.per_second,
         );
     }
+    sqlite_growth(args, report).await
+}
+
+/// The growth workload on SQLite: whole states, deltas at the default snapshot distance, and
+/// the distances the default was chosen from.
+async fn sqlite_growth(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let runs = [
+        ("whole", 1),
+        (
+            "delta",
+            checkpoint_sqlite::SqliteOptions::DEFAULT_SNAPSHOT_EVERY,
+        ),
+        ("delta_k8", 8),
+        ("delta_k16", 16),
+        ("delta_k32", 32),
+        ("delta_k128", 128),
+    ];
+    let mut all = Map::new();
+    println!(
+        "sqlite growth, {} steps of ~1 KiB: {:<12} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        args.growth_steps, "storage", "bytes/step", "save 1-10", "save last", "latest", "load mid"
+    );
+    for (name, every) in runs {
+        let g = sqlite::growth(every, args.growth_steps).await?;
+        println!(
+            "{:<46} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            name,
+            g.bytes_per_step,
+            g.save_p50_ms_first10,
+            g.save_p50_ms_last10,
+            g.latest_p50_ms,
+            g.load_middle_p50_ms
+        );
+        all.insert(name.into(), g.json());
+    }
+    let field = |key: &str, field: &str| {
+        all.get(key)
+            .and_then(|g| g[field].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    report.value(
+        "ratio_sqlite_growth_bytes_whole_vs_delta",
+        "ratio: sqlite growth bytes/step whole / delta",
+        field("whole", "bytes_per_step") / field("delta", "bytes_per_step"),
+    );
+    report.value(
+        "ratio_sqlite_growth_delta_save_last10_vs_first10",
+        "ratio: sqlite growth delta save p50 last 10 / first 10",
+        field("delta", "save_p50_ms_last10") / field("delta", "save_p50_ms_first10"),
+    );
+    report.value(
+        "ratio_sqlite_growth_whole_save_last10_vs_first10",
+        "ratio: sqlite growth whole save p50 last 10 / first 10",
+        field("whole", "save_p50_ms_last10") / field("whole", "save_p50_ms_first10"),
+    );
+    report.value(
+        "sqlite_growth_delta_latest_p50_ms",
+        "sqlite growth delta: latest p50 at the last step (ms)",
+        field("delta", "latest_p50_ms"),
+    );
+    report
+        .json
+        .insert("sqlite_growth".into(), Value::Object(all));
     Ok(())
 }
 

@@ -2,7 +2,8 @@
 //! durability setting in the same run (`Full`, the default, is the baseline the others are
 //! compared with); and the physical limit underneath, the same file driven by a bare
 //! `rusqlite` loop on one connection (no pool, no async, no encoding): an insert and its
-//! commit, the read of the newest row of an execution, the read of its 20 newest.
+//! commit, the read of the newest row of an execution, the read of its 20 newest. And the
+//! growth workload (`growth.rs`'s conversation) with whole states and with deltas.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use checkpoint_core::{Checkpoint, CheckpointStore, ListQuery};
 use checkpoint_sqlite::{Durability, SqliteOptions, SqliteStore};
 
+use crate::growth::{self, Growth};
 use crate::stats::{save_from_tasks, time_latest, time_load, Figures, Samples};
 use crate::workloads::payload;
 
@@ -125,6 +127,21 @@ pub(crate) async fn measure(
     })
 }
 
+/// The growth workload on a new file: `steps` saves of one conversation that gains a ~1 KiB
+/// message a step, states stored with a snapshot every `snapshot_every` versions (1: whole),
+/// then reads. Its bytes are the stored states' (compressed, as written), so that whole and
+/// delta storage compare by what each writes, not by the file's free pages and log.
+pub(crate) async fn growth(snapshot_every: u32, steps: usize) -> anyhow::Result<Growth> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("growth.db");
+    let store =
+        SqliteStore::open(SqliteOptions::file(&path).snapshot_every(snapshot_every)).await?;
+    let timed = growth::converse(&store, steps, || async { Ok(()) }).await?;
+    let stats = store.stats().await?;
+    store.close();
+    Ok(Growth::of(timed, stats.state_bytes as f64, steps))
+}
+
 /// `list_page` of the 20 newest checkpoints of random executions, for `budget`.
 async fn time_page(
     store: &dyn CheckpointStore,
@@ -166,7 +183,8 @@ fn sample_state(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// The bare inserts: one connection in WAL mode with the store's `synchronous`, each insert of
-/// a row as the store writes it in a transaction of its own.
+/// a row as the store writes it (a snapshot: its state and its hash) in a transaction of its
+/// own.
 fn bare_inserts(
     path: &Path,
     durability: Durability,
@@ -185,7 +203,8 @@ fn bare_inserts(
         conn.execute_batch("BEGIN IMMEDIATE")?;
         conn.prepare_cached(
             "INSERT INTO checkpoints (id, execution_id, version, node_name, parent_id, \
-             timestamp_us, metadata, state) VALUES (?1, ?2, ?3, 'node', NULL, ?4, '{}', ?5)",
+             timestamp_us, metadata, state, state_hash) \
+             VALUES (?1, ?2, ?3, 'node', NULL, ?4, '{}', ?5, ?4)",
         )?
         .execute(rusqlite::params![
             format!("bare-{i}"),
@@ -216,7 +235,8 @@ fn bare_reads(path: &Path, budget: Duration) -> anyhow::Result<(Figures, Figures
             // The limit written into the statement, as the store's `latest` has it.
             let mut statement = conn.prepare_cached(&format!(
                 "SELECT id, execution_id, version, node_name, parent_id, timestamp_us, \
-                 metadata, state FROM checkpoints WHERE execution_id = ?1 \
+                 metadata, state, base_version, base_hash, state_hash, depth \
+                 FROM checkpoints WHERE execution_id = ?1 \
                  ORDER BY version DESC LIMIT {limit}"
             ))?;
             let mut rows = statement.query([&execution])?;
@@ -232,7 +252,8 @@ fn bare_reads(path: &Path, budget: Duration) -> anyhow::Result<(Figures, Figures
                     row.get(6)?,
                     row.get(7)?,
                 );
-                std::hint::black_box(owned);
+                let links: BareLinks = (row.get(8)?, row.get(9)?, row.get(10)?, row.get(11)?);
+                std::hint::black_box((owned, links));
                 read += 1;
             }
             anyhow::ensure!(
@@ -246,6 +267,9 @@ fn bare_reads(path: &Path, budget: Duration) -> anyhow::Result<(Figures, Figures
     };
     Ok((read(1, 7)?, read(20, 13)?))
 }
+
+/// A row's chain columns as the bare loop reads them.
+type BareLinks = (Option<i64>, Option<i64>, Option<i64>, i64);
 
 /// A row as the bare loop reads it: every column, owned, nothing decoded.
 type BareRow = (

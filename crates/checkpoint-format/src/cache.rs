@@ -115,6 +115,30 @@ impl StateCache {
         }
     }
 
+    /// Takes the state remembered for `execution` out of the cache when `usable` accepts it:
+    /// the caller then owns it (a delta's proof rebuilds the next state on it, in place).
+    pub fn take_if(
+        &self,
+        execution: &str,
+        usable: impl FnOnce(&CachedState) -> bool,
+    ) -> Option<CachedState> {
+        let mut inner = self.lock();
+        if !inner.entries.peek(execution).is_some_and(usable) {
+            return None;
+        }
+        let taken = inner.entries.pop(execution)?;
+        inner.bytes = inner.bytes.saturating_sub(taken.size);
+        Some(taken)
+    }
+
+    /// Puts back an entry taken with [`take_if`](Self::take_if) and left unchanged, unless
+    /// another was remembered for `execution` meanwhile (it is newer).
+    pub fn restore(&self, execution: &str, entry: CachedState) {
+        if self.lock().entries.peek(execution).is_none() {
+            self.put(execution, entry);
+        }
+    }
+
     /// Forgets `execution` (cleared, or its remembered row is gone).
     pub fn forget(&self, execution: &str) {
         let mut inner = self.lock();
@@ -166,6 +190,30 @@ mod tests {
         assert_eq!(cache.held(), (1, 10));
         cache.forget("a");
         assert_eq!(cache.held(), (0, 0));
+    }
+
+    #[test]
+    fn taking_an_entry_leaves_the_count_right_and_restoring_never_overwrites() {
+        let cache = StateCache::new(100);
+        cache.put("a", entry(1, 40));
+        assert!(
+            cache.take_if("a", |e| e.version > 1).is_none(),
+            "refused: stays"
+        );
+        assert_eq!(cache.held(), (1, 40));
+        let taken = cache.take_if("a", |e| e.version == 1).unwrap();
+        assert_eq!(cache.held(), (0, 0));
+        cache.put("a", entry(2, 10));
+        cache.restore("a", taken.clone());
+        assert_eq!(
+            cache.get("a").map(|e| e.version),
+            Some(2),
+            "the newer one stays"
+        );
+        cache.forget("a");
+        cache.restore("a", taken);
+        assert_eq!(cache.get("a").map(|e| e.version), Some(1));
+        assert_eq!(cache.held(), (1, 40));
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct Encoded {
     /// What the row records as its state hash (the content hash, or a sealed payload's opaque
     /// tag) and the state's size.
     pub fingerprint: Fingerprint,
+    /// For a delta, the state its proof rebuilt on the base (the saved state, to the hash): the
+    /// next base, with no further copy of the state.
+    pub state: Option<Arc<Value>>,
 }
 
 impl Encoded {
@@ -143,28 +146,31 @@ impl Encoder {
                 && (checkpoint.version == 0 || base.version < checkpoint.version)
         };
         if !full && fingerprint.size >= self.min_delta_bytes {
-            if let Some(base) = self
-                .cache
-                .get(&checkpoint.execution_id)
-                .filter(|b| usable(b))
-            {
+            // Taken out of the cache, so that the proof rebuilds the next state on it in place
+            // (no copy of a large state) and that state becomes the next base.
+            if let Some(base) = self.cache.take_if(&checkpoint.execution_id, usable) {
                 let ops = delta::diff(&base.state, &checkpoint.state);
                 let text = serde_json::to_vec(&ops)?;
                 // A delta that is not clearly smaller than the state buys nothing and makes
                 // every later read longer.
-                if (text.len() <= 64 || text.len() <= fingerprint.size / 2)
-                    && proves(&base.state, &text, fingerprint.hash, &checkpoint.id)
-                {
-                    let (payload, fingerprint) = self.payload(&text, fingerprint)?;
-                    return Ok(Encoded {
-                        payload,
-                        base: Some(Base {
-                            version: base.version,
-                            hash: base.hash,
-                            depth: base.depth,
-                        }),
-                        fingerprint,
-                    });
+                if text.len() > 64 && text.len() > fingerprint.size / 2 {
+                    self.cache.restore(&checkpoint.execution_id, base);
+                } else {
+                    let link = Base {
+                        version: base.version,
+                        hash: base.hash,
+                        depth: base.depth,
+                    };
+                    let state = Arc::try_unwrap(base.state).unwrap_or_else(|s| (*s).clone());
+                    if let Some(rebuilt) = proves(state, &text, fingerprint.hash, &checkpoint.id) {
+                        let (payload, fingerprint) = self.payload(&text, fingerprint)?;
+                        return Ok(Encoded {
+                            payload,
+                            base: Some(link),
+                            fingerprint,
+                            state: Some(Arc::new(rebuilt)),
+                        });
+                    }
                 }
             }
         }
@@ -174,6 +180,7 @@ impl Encoder {
             payload,
             base: None,
             fingerprint,
+            state: None,
         })
     }
 
@@ -234,6 +241,7 @@ impl Encoder {
             payload,
             base: None,
             fingerprint,
+            state: None,
         })
     }
 
@@ -301,29 +309,25 @@ impl Encoder {
     }
 }
 
-/// Whether the stored delta `text` rebuilds, on `base`, the state whose content hash is `hash`:
-/// what every reader will do, done before the delta is written, so that no save is acknowledged
-/// that cannot be read back. When it does not (a defect in the diff), the save stores a
-/// snapshot instead and says so in the log.
-fn proves(base: &Value, text: &[u8], hash: i64, id: &str) -> bool {
-    let rebuilt = serde_json::from_slice::<Vec<delta::Op>>(text)
+/// The state the stored delta `text` rebuilds on `base`, if it is the one whose content hash is
+/// `hash`: what every reader will do, done before the delta is written, so that no save is
+/// acknowledged that cannot be read back. When it is not (a defect in the diff), the save
+/// stores a snapshot instead and says so in the log.
+fn proves(mut base: Value, text: &[u8], hash: i64, id: &str) -> Option<Value> {
+    let applied = serde_json::from_slice::<Vec<delta::Op>>(text)
         .map_err(|e| e.to_string())
-        .and_then(|ops| {
-            let mut state = base.clone();
-            delta::apply(&mut state, ops).map_err(|e| e.to_string())?;
-            Ok(state)
-        });
-    let proven = rebuilt
-        .as_ref()
-        .is_ok_and(|state| hash::state_hash(state) == hash);
-    if !proven {
-        tracing::warn!(
-            checkpoint = id,
-            error = rebuilt.err().unwrap_or_default(),
-            "a delta did not rebuild its state; storing a snapshot instead"
-        );
-    }
-    proven
+        .and_then(|ops| delta::apply(&mut base, ops).map_err(|e| e.to_string()));
+    let error = match applied {
+        Ok(()) if hash::state_hash(&base) == hash => return Some(base),
+        Ok(()) => "the rebuilt state has another content hash".to_owned(),
+        Err(e) => e,
+    };
+    tracing::warn!(
+        checkpoint = id,
+        error,
+        "a delta did not rebuild its state; storing a snapshot instead"
+    );
+    None
 }
 
 #[cfg(test)]
@@ -493,11 +497,12 @@ mod tests {
             value: json!(1),
         }])
         .unwrap();
-        assert!(!proves(&base, &blind, hash, "c"));
+        assert!(proves(base.clone(), &blind, hash, "c").is_none());
         let right = serde_json::to_vec(&delta::diff(&base, &target)).unwrap();
-        assert!(proves(&base, &right, hash, "c"));
+        let rebuilt = proves(base.clone(), &right, hash, "c").unwrap();
+        assert!(checkpoint_core::equal::same_state(&rebuilt, &target));
         for broken in [&b"not json"[..], b"[{\"remove\":{\"path\":[\"gone\"]}}]"] {
-            assert!(!proves(&base, broken, hash, "c"));
+            assert!(proves(base.clone(), broken, hash, "c").is_none());
         }
     }
 
@@ -527,6 +532,34 @@ mod tests {
         assert_eq!(instead.payload, saved.payload);
         assert_eq!(instead.fingerprint.hash, saved.fingerprint.hash);
         assert!(instead.base.is_none());
+    }
+
+    #[test]
+    fn a_proven_delta_hands_over_the_rebuilt_state_and_a_large_one_leaves_the_base() {
+        let enc = encoder(10);
+        let first = Checkpoint::new("e", "n", conversation(4));
+        let stored = enc.encode(&first, false).unwrap();
+        assert!(stored.state.is_none(), "a snapshot rebuilds nothing");
+        enc.remember(&first, 1, &stored);
+        let second = Checkpoint::new("e", "n", conversation(5));
+        let delta = enc.encode(&second, false).unwrap();
+        assert!(delta.base.is_some());
+        assert!(checkpoint_core::equal::same_state(
+            delta.state.as_deref().unwrap(),
+            &second.state
+        ));
+        assert!(
+            enc.cache.get("e").is_none(),
+            "the base was used up by the proof"
+        );
+        enc.remember(&second, 2, &delta);
+        let unrelated = Checkpoint::new("e", "n", json!({"other": conversation(5)}));
+        assert!(enc.encode(&unrelated, false).unwrap().base.is_none());
+        assert_eq!(
+            enc.cache.get("e").map(|b| b.version),
+            Some(2),
+            "an unused base stays"
+        );
     }
 
     #[test]

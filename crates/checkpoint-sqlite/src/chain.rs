@@ -3,40 +3,52 @@
 //! [`checkpoint_format::chain`], every link and content hash checked.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use checkpoint_core::{Checkpoint, Result};
 use checkpoint_format::chain::{self, Rebuilt};
 use checkpoint_format::encoder::Encoder;
 use checkpoint_format::sealing::EncryptionError;
 use rusqlite::Connection;
+use serde_json::Value;
 
 use crate::error::driver;
 use crate::options::SQLITE_MAX_LENGTH;
 use crate::row::{RawRow, COLUMNS};
 
-/// The rows a read wants, in its order, and the bases their deltas are rebuilt on.
+/// The rows a read wants, in its order, the states the store already holds for some of them,
+/// and the bases the others' deltas are rebuilt on.
 pub(crate) struct Fetched {
     pub(crate) rows: Vec<RawRow>,
+    /// For each row, the state the store remembers for it (the base of its next delta: the
+    /// same version and recorded hash), taken when the row was read.
+    held: Vec<Option<Arc<Value>>>,
     bases: Vec<RawRow>,
 }
 
 impl Fetched {
-    /// Rows that need no base.
-    pub(crate) fn whole(rows: Vec<RawRow>) -> Fetched {
-        Fetched {
-            rows,
-            bases: Vec::new(),
-        }
-    }
-
     /// The stored bytes of every state to decode: what rebuilding costs grows with them.
     pub(crate) fn state_bytes(&self) -> usize {
         self.rows
             .iter()
+            .zip(&self.held)
+            .filter(|(_, held)| held.is_none())
+            .map(|(row, _)| row)
             .chain(&self.bases)
             .map(RawRow::state_bytes)
             .fold(0, usize::saturating_add)
     }
+}
+
+/// The state `encoder` remembers for `row`: the same execution, version and recorded hash,
+/// so the same state, proven or checked when it was remembered.
+fn held_state(encoder: &Encoder, row: &RawRow) -> Option<Arc<Value>> {
+    let hash = row.state_hash?;
+    encoder
+        .cache
+        .get(&row.execution_id)
+        .filter(|held| held.version == row.version && held.hash == hash)
+        .map(|held| held.state)
 }
 
 /// Runs `read` and, when one of its rows is a delta, runs it again together with the read of
@@ -45,30 +57,46 @@ impl Fetched {
 /// base). Inside a write's transaction the rows and bases are read at once.
 pub(crate) fn fetch(
     conn: &Connection,
+    encoder: &Encoder,
     read: impl Fn(&Connection) -> Result<Vec<RawRow>>,
 ) -> Result<Fetched> {
     let rows = read(conn)?;
-    if !rows.iter().any(RawRow::is_delta) {
-        return Ok(Fetched::whole(rows));
+    let held: Vec<_> = rows.iter().map(|row| held_state(encoder, row)).collect();
+    let needs_bases = |rows: &[RawRow], held: &[Option<Arc<Value>>]| {
+        rows.iter()
+            .zip(held)
+            .any(|(row, held)| row.is_delta() && held.is_none())
+    };
+    if !needs_bases(&rows, &held) {
+        return Ok(Fetched {
+            rows,
+            held,
+            bases: Vec::new(),
+        });
     }
     if !conn.is_autocommit() {
-        let bases = bases_of(conn, &rows)?;
-        return Ok(Fetched { rows, bases });
+        let bases = bases_of(conn, &rows, &held)?;
+        return Ok(Fetched { rows, held, bases });
     }
     let tx = conn.unchecked_transaction().map_err(driver)?;
     let rows = read(&tx)?;
-    let bases = bases_of(&tx, &rows)?;
+    let held: Vec<_> = rows.iter().map(|row| held_state(encoder, row)).collect();
+    let bases = bases_of(&tx, &rows, &held)?;
     // A read transaction: ending it releases the snapshot, it writes nothing.
     tx.commit().map_err(driver)?;
-    Ok(Fetched { rows, bases })
+    Ok(Fetched { rows, held, bases })
 }
 
 /// Every row the deltas among `rows` are built on, down to their snapshots: per execution, one
 /// statement that follows each `base_version` through the unique index. A base's version is
 /// always lower than its delta's (a check on the table), so the walk ends.
-fn bases_of(conn: &Connection, rows: &[RawRow]) -> Result<Vec<RawRow>> {
+fn bases_of(
+    conn: &Connection,
+    rows: &[RawRow],
+    held: &[Option<Arc<Value>>],
+) -> Result<Vec<RawRow>> {
     let mut starts: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    for row in rows {
+    for (row, _) in rows.iter().zip(held).filter(|(_, held)| held.is_none()) {
         if let Some(base) = row.base_version {
             starts.entry(&row.execution_id).or_default().push(base);
         }
@@ -118,8 +146,13 @@ pub(crate) fn rebuild(
         .map(|r| r.id.clone())
         .unwrap_or_default();
     let mut stored = Vec::with_capacity(fetched.rows.len() + fetched.bases.len());
-    for row in fetched.rows {
-        stored.push(row.stored()?.wanted());
+    for (row, held) in fetched.rows.into_iter().zip(fetched.held) {
+        let row = match held {
+            // Held: its state as it is, needing no base and no decoding.
+            Some(state) => row.held(Arc::unwrap_or_clone(state))?,
+            None => row.stored()?,
+        };
+        stored.push(row.wanted());
     }
     for row in fetched.bases {
         stored.push(row.stored()?);
@@ -179,7 +212,7 @@ pub(crate) fn states_of(
     execution_id: &str,
     versions: &[i64],
 ) -> Result<Vec<Checkpoint>> {
-    let fetched = fetch(conn, |conn| {
+    let fetched = fetch(conn, encoder, |conn| {
         let mut statement = conn
             .prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM checkpoints

@@ -167,7 +167,11 @@ pub(crate) fn write_group(conn: &mut rusqlite::Connection, queue: &Queue, group:
     match outcome {
         Ok(results) => {
             for (pending, result) in group.into_iter().zip(results) {
-                let _ = pending.reply.send(result);
+                // The row goes before its caller hears: it shares the saved state with the
+                // store's cache, which the caller's next delta takes over without a copy.
+                let Pending { reply, row, .. } = pending;
+                drop(row);
+                let _ = reply.send(result);
             }
         }
         Err(err) => refuse(group, &err),

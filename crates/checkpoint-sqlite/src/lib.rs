@@ -253,11 +253,19 @@ impl SqliteStore {
         D: FnOnce(Vec<Checkpoint>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let fetched: Fetched = match self.inner.db.read_here(|conn| chain::fetch(conn, &f)) {
-            Some(fetched) => fetched?,
-            None => self.read(move |conn| chain::fetch(conn, &f)).await?,
-        };
         let encoder = Arc::clone(&self.inner.encoder);
+        let fetched: Fetched = match self
+            .inner
+            .db
+            .read_here(|conn| chain::fetch(conn, &encoder, &f))
+        {
+            Some(fetched) => fetched?,
+            None => {
+                let encoder = Arc::clone(&encoder);
+                self.read(move |conn| chain::fetch(conn, &encoder, &f))
+                    .await?
+            }
+        };
         let small = fetched.state_bytes() <= DECODE_HERE;
         let rebuild = move || finish(chain::rebuild(fetched, &encoder, remember)?);
         if small {
@@ -454,8 +462,9 @@ impl CheckpointStore for SqliteStore {
                     let encoder = Arc::clone(&self.inner.encoder);
                     return self
                         .read(move |conn| {
-                            let fetched =
-                                chain::fetch(conn, |conn| read::page_matches(conn, &query))?;
+                            let fetched = chain::fetch(conn, &encoder, |conn| {
+                                read::page_matches(conn, &query)
+                            })?;
                             finish(chain::rebuild(fetched, &encoder, false)?)
                         })
                         .await;

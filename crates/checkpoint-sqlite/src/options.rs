@@ -117,8 +117,9 @@ pub struct SqliteOptions {
 
 impl SqliteOptions {
     /// Default longest chain of rows a read rebuilds a state from: a full snapshot at least
-    /// every 32 versions (see `docs/sqlite.md`, "State storage", for the measurements).
-    pub const DEFAULT_SNAPSHOT_EVERY: u32 = 32;
+    /// every 64 versions, as on PostgreSQL (see `docs/sqlite.md`, "State storage", for the
+    /// measurements).
+    pub const DEFAULT_SNAPSHOT_EVERY: u32 = 64;
     /// Default budget of the states kept as the bases of the next deltas: 32 MiB.
     pub const DEFAULT_STATE_CACHE_BYTES: usize = 32 * 1024 * 1024;
     /// Default smallest state stored as a delta: 2 KiB.

@@ -44,8 +44,11 @@ impl StoredRow {
         encoder: &Arc<Encoder>,
         full: bool,
     ) -> Result<StoredRow> {
-        let encoded = encoder.encode(checkpoint, full)?;
-        let whole = (encoder.builds_deltas() && !full).then(|| Arc::new(checkpoint.state.clone()));
+        let mut encoded = encoder.encode(checkpoint, full)?;
+        let whole = match encoded.state.take() {
+            Some(rebuilt) => Some(rebuilt),
+            None => (encoder.builds_deltas() && !full).then(|| Arc::new(checkpoint.state.clone())),
+        };
         Ok(StoredRow {
             id: checkpoint.id.clone(),
             execution_id: checkpoint.execution_id.clone(),
@@ -103,7 +106,7 @@ pub(crate) struct RawRow {
     state: Vec<u8>,
     pub(crate) base_version: Option<i64>,
     base_hash: Option<i64>,
-    state_hash: Option<i64>,
+    pub(crate) state_hash: Option<i64>,
     depth: i64,
 }
 
@@ -144,15 +147,19 @@ impl RawRow {
 
     /// The row as the chain rebuild takes it, given its already decoded metadata: a row of
     /// schema 1 or 2 (no recorded hash) with its state decoded, any other with its payload.
-    pub(crate) fn stored_with(self, metadata: Map<String, Value>) -> Result<Stored> {
-        let timestamp = from_micros(&self.id, self.timestamp_us)?;
+    pub(crate) fn stored_with(mut self, metadata: Map<String, Value>) -> Result<Stored> {
         let body = match self.state_hash {
             None => Body::Json(
                 codec::decode(&self.state)
                     .map_err(|reason| corrupt(&self.id, format!("state: {reason}")))?,
             ),
-            Some(_) => Body::Payload(self.state),
+            Some(_) => Body::Payload(std::mem::take(&mut self.state)),
         };
+        self.stored_with_body(metadata, body)
+    }
+
+    fn stored_with_body(self, metadata: Map<String, Value>, body: Body) -> Result<Stored> {
+        let timestamp = from_micros(&self.id, self.timestamp_us)?;
         let depth = i32::try_from(self.depth)
             .map_err(|_| corrupt(&self.id, format!("depth {}", self.depth)))?;
         let checkpoint = Checkpoint {
@@ -180,6 +187,16 @@ impl RawRow {
                 ))
             }
         }
+        Ok(stored)
+    }
+
+    /// The row as the chain rebuild takes it, holding `state`, known to be the row's (the
+    /// store remembers it for this version and recorded hash): no base, nothing to decode.
+    pub(crate) fn held(mut self, state: Value) -> Result<Stored> {
+        let metadata = self.metadata()?;
+        self.state = Vec::new();
+        let mut stored = self.stored_with_body(metadata, Body::Json(state))?;
+        stored.base = None;
         Ok(stored)
     }
 

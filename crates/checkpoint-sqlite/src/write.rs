@@ -338,7 +338,9 @@ pub(crate) fn fork(
     id: &str,
     new_execution_id: &str,
 ) -> Result<Checkpoint> {
-    let fetched = chain::fetch(conn, |conn| Ok(read::load(conn, id)?.into_iter().collect()))?;
+    let fetched = chain::fetch(conn, encoder, |conn| {
+        Ok(read::load(conn, id)?.into_iter().collect())
+    })?;
     let source = chain::rebuild(fetched, encoder, false)?
         .pop()
         .ok_or_else(|| Error::NotFound { id: id.to_owned() })?;

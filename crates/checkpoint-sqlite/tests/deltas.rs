@@ -236,8 +236,17 @@ async fn a_store_builds_on_the_state_another_store_changed_only_when_it_still_ho
     );
     assert_same(
         &other.load(&next.id).await.unwrap(),
-        &next.with_version(version),
+        &next.clone().with_version(version),
     );
+    // `one` remembers version 3 as it saved it; once another process replaces that row, the
+    // state it remembers is not the row's and is never served for it.
+    let again = Checkpoint {
+        state: chat(1),
+        ..next.with_version(version)
+    };
+    other.save(&again).await.unwrap();
+    assert_same(&one.latest("e").await.unwrap().unwrap(), &again);
+    assert_same(&one.load(&again.id).await.unwrap(), &again);
 }
 
 #[tokio::test]
