@@ -162,7 +162,7 @@ impl Encoder {
                         depth: base.depth,
                     };
                     let state = Arc::try_unwrap(base.state).unwrap_or_else(|s| (*s).clone());
-                    if let Some(rebuilt) = proves(state, &text, fingerprint.hash, &checkpoint.id) {
+                    if let Some(rebuilt) = proves(state, &text, &checkpoint.state, &checkpoint.id) {
                         let (payload, fingerprint) = self.payload(&text, fingerprint)?;
                         return Ok(Encoded {
                             payload,
@@ -309,17 +309,19 @@ impl Encoder {
     }
 }
 
-/// The state the stored delta `text` rebuilds on `base`, if it is the one whose content hash is
-/// `hash`: what every reader will do, done before the delta is written, so that no save is
+/// The state the stored delta `text` rebuilds on `base`, if it is `target` exactly (by
+/// [`checkpoint_core::equal::same_state`]: numbers by kind and bits, so `-0.0` is not `0.0`):
+/// what every reader will do, done before the delta is written, so that no save is
 /// acknowledged that cannot be read back. When it is not (a defect in the diff), the save
-/// stores a snapshot instead and says so in the log.
-fn proves(mut base: Value, text: &[u8], hash: i64, id: &str) -> Option<Value> {
+/// stores a snapshot instead and says so in the log. Comparing the states is exact, and
+/// cheaper than hashing the rebuilt one.
+fn proves(mut base: Value, text: &[u8], target: &Value, id: &str) -> Option<Value> {
     let applied = serde_json::from_slice::<Vec<delta::Op>>(text)
         .map_err(|e| e.to_string())
         .and_then(|ops| delta::apply(&mut base, ops).map_err(|e| e.to_string()));
     let error = match applied {
-        Ok(()) if hash::state_hash(&base) == hash => return Some(base),
-        Ok(()) => "the rebuilt state has another content hash".to_owned(),
+        Ok(()) if checkpoint_core::equal::same_state(&base, target) => return Some(base),
+        Ok(()) => "the rebuilt state differs from the saved one".to_owned(),
         Err(e) => e,
     };
     tracing::warn!(
@@ -490,19 +492,18 @@ mod tests {
     fn a_delta_that_does_not_rebuild_its_state_is_not_proven() {
         let base = json!({"t": 0.0, "i": 0});
         let target = json!({"t": -0.0, "i": 1});
-        let hash = hash::state_hash(&target);
         // The delta an equality blind to the sign of zero would make: `i` alone.
         let blind = serde_json::to_vec(&vec![delta::Op::Set {
             path: vec![delta::Step::Key("i".into())],
             value: json!(1),
         }])
         .unwrap();
-        assert!(proves(base.clone(), &blind, hash, "c").is_none());
+        assert!(proves(base.clone(), &blind, &target, "c").is_none());
         let right = serde_json::to_vec(&delta::diff(&base, &target)).unwrap();
-        let rebuilt = proves(base.clone(), &right, hash, "c").unwrap();
+        let rebuilt = proves(base.clone(), &right, &target, "c").unwrap();
         assert!(checkpoint_core::equal::same_state(&rebuilt, &target));
         for broken in [&b"not json"[..], b"[{\"remove\":{\"path\":[\"gone\"]}}]"] {
-            assert!(proves(base.clone(), broken, hash, "c").is_none());
+            assert!(proves(base.clone(), broken, &target, "c").is_none());
         }
     }
 
