@@ -104,7 +104,7 @@ fn encryption_keys(connection: &Connection) -> Result<Option<Encryption>, Exit> 
 /// Where the checkpoints are: a PostgreSQL database, or a SQLite file (`sqlite://path`).
 pub(crate) enum Database {
     Postgres(Box<PostgresOptions>),
-    Sqlite(SqliteOptions),
+    Sqlite(Box<SqliteOptions>),
 }
 
 pub(crate) fn database(connection: &Connection) -> Result<Database, Exit> {
@@ -117,13 +117,11 @@ pub(crate) fn database(connection: &Connection) -> Result<Database, Exit> {
             "--table and --schema apply to PostgreSQL; a SQLite file has one checkpoints table",
         ));
     }
-    if connection.encryption_keys_file.is_some() {
-        return Err(fail(
-            "--encryption-keys-file applies to PostgreSQL; SQLite files are not encrypted",
-        ));
+    let mut options = SqliteOptions::new(url).map_err(explain)?;
+    if let Some(keys) = encryption_keys(connection)? {
+        options = options.encryption(keys);
     }
-    let options = SqliteOptions::new(url).map_err(explain)?;
-    Ok(Database::Sqlite(options.auto_migrate(false)))
+    Ok(Database::Sqlite(Box::new(options.auto_migrate(false))))
 }
 
 /// Opens an existing SQLite file without changing its schema: a mistyped path is an error, not a
@@ -143,7 +141,7 @@ pub(crate) async fn store(connection: &Connection) -> Result<Arc<dyn CheckpointS
             let options = crate::partitions::detected(*options).await?;
             Arc::new(PostgresStore::connect(options).await.map_err(explain)?)
         }
-        Database::Sqlite(options) => Arc::new(open_sqlite(options).await?),
+        Database::Sqlite(options) => Arc::new(open_sqlite(*options).await?),
     })
 }
 
@@ -367,13 +365,15 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Exit> {
             crate::verify::run(&cli.connection, execution.as_deref(), json).await
         }
         Command::Reencrypt { batch_size, after } => {
-            let Database::Postgres(options) = database(&cli.connection)? else {
-                return Err(fail(
-                    "reencrypt applies to PostgreSQL stores; SQLite files are not encrypted",
-                ));
+            let store = match database(&cli.connection)? {
+                Database::Postgres(options) => {
+                    let options = crate::partitions::detected(*options).await?;
+                    Sealed::Postgres(Box::new(
+                        PostgresStore::connect(options).await.map_err(explain)?,
+                    ))
+                }
+                Database::Sqlite(options) => Sealed::Sqlite(open_sqlite(*options).await?),
             };
-            let options = crate::partitions::detected(*options).await?;
-            let store = PostgresStore::connect(options).await.map_err(explain)?;
             reencrypt(&store, batch_size, after, json).await
         }
         Command::Import { file, batch_size } => {
@@ -381,7 +381,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Exit> {
             // new file is the common case.
             let store: Arc<dyn CheckpointStore> = match database(&cli.connection)? {
                 Database::Sqlite(options) => Arc::new(
-                    SqliteStore::open(options.auto_migrate(true))
+                    SqliteStore::open((*options).auto_migrate(true))
                         .await
                         .map_err(explain)?,
                 ),
@@ -425,9 +425,28 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Exit> {
     }
 }
 
+/// A store whose states re-encryption seals anew.
+enum Sealed {
+    Postgres(Box<PostgresStore>),
+    Sqlite(SqliteStore),
+}
+
+impl Sealed {
+    async fn reencrypt(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> checkpoint_core::Result<checkpoint_sqlite::ReencryptBatch> {
+        match self {
+            Sealed::Postgres(store) => store.reencrypt(after, limit).await,
+            Sealed::Sqlite(store) => store.reencrypt(after, limit).await,
+        }
+    }
+}
+
 /// Re-encrypts the whole table batch by batch, printing where to resume after each one.
 async fn reencrypt(
-    store: &PostgresStore,
+    store: &Sealed,
     batch_size: usize,
     after: Option<String>,
     json: bool,
@@ -488,7 +507,7 @@ async fn status(connection: &Connection, json: bool) -> Result<(), Exit> {
             let path = options
                 .path()
                 .map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
-            let store = open_sqlite(options).await?;
+            let store = open_sqlite(*options).await?;
             let stats = store.stats().await.map_err(explain)?;
             listing(
                 json,

@@ -18,7 +18,7 @@ pub(crate) async fn migrate(
         Database::Sqlite(_) if layout.is_some() => {
             return Err(fail("--layout applies to PostgreSQL tables"))
         }
-        Database::Sqlite(options) => return migrate_sqlite(options, check, json).await,
+        Database::Sqlite(options) => return migrate_sqlite(*options, check, json).await,
     };
     // A table that exists keeps its layout; a new one is made with --layout's.
     let requested = layout

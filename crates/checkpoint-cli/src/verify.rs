@@ -19,7 +19,7 @@ pub(crate) async fn run(
             let store = PostgresStore::connect(options).await.map_err(explain)?;
             store.verify(execution).await
         }
-        Database::Sqlite(options) => open_sqlite(options).await?.verify(execution).await,
+        Database::Sqlite(options) => open_sqlite(*options).await?.verify(execution).await,
     }
     .map_err(explain)?;
     print(&found, json);

@@ -1,5 +1,5 @@
-//! `checkpointctl --database-url sqlite://PATH`: every command a SQLite file supports, and the
-//! errors of those it does not, with no server.
+//! `checkpointctl --database-url sqlite://PATH`: every command a SQLite file supports (sealed
+//! files and `reencrypt` included), and the errors of those it does not, with no server.
 
 mod seed;
 
@@ -195,7 +195,7 @@ async fn sqlite_errors_are_one_clear_line_and_create_nothing() {
         run(&f.path, &["status", "--table", "other"]),
         "apply to PostgreSQL",
     );
-    assert_one_line_error(run(&f.path, &["reencrypt"]), "not encrypted");
+    assert_one_line_error(run(&f.path, &["reencrypt"]), "encryption");
     assert_one_line_error(run(&f.path, &["partitions", "list"]), "apply to PostgreSQL");
     assert_one_line_error(
         run(&f.path, &["migrate", "--layout", "day"]),
@@ -206,7 +206,7 @@ async fn sqlite_errors_are_one_clear_line_and_create_nothing() {
             &f.path,
             &["status", "--encryption-keys-file", "/nonexistent/keys"],
         ),
-        "not encrypted",
+        "cannot read the key file",
     );
     let bad_url = Command::cargo_bin("checkpointctl")
         .unwrap()
@@ -508,4 +508,82 @@ async fn workflow_checkpoints_show_their_graph_and_stale_executions_are_listed()
         out.starts_with(&format!("state version: 2\ngraph: {v2}\n{{")),
         "{out}"
     );
+}
+
+/// A sealed SQLite file: read with keys from the environment, rotated with a key file by
+/// `reencrypt` in batches, verified with the new key alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn sealed_files_are_read_with_keys_and_reencrypted() {
+    // The sealing types, as checkpoint-postgres re-exports them (checkpoint-format's).
+    use checkpoint_postgres::{Encryption, EncryptionKey};
+    let k1 = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let k2 = "k2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sealed.db");
+    let sealed = SqliteStore::open(
+        SqliteOptions::file(&path)
+            .min_delta_bytes(0)
+            .encryption(Encryption::new(EncryptionKey::new("k1", &[1; 32]).unwrap())),
+    )
+    .await
+    .unwrap();
+    let mut saved = Vec::new();
+    for n in 1..=5 {
+        let cp = Checkpoint::new("s", "n", json!({"secret": "classified", "n": n}));
+        let version = sealed.save(&cp).await.unwrap();
+        saved.push(cp.with_version(version));
+    }
+    drop(sealed);
+
+    // Without keys: one clear line naming the key and where keys go.
+    let (code, _, err) = run(&path, &["show", &saved[0].id]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("CHECKPOINT_ENCRYPTION_KEYS") && err.contains("\"k1\""),
+        "{err}"
+    );
+
+    let with_keys = |keys: &str, args: &[&str]| {
+        Command::cargo_bin("checkpointctl")
+            .unwrap()
+            .env("DATABASE_URL", url(&path))
+            .env("CHECKPOINT_ENCRYPTION_KEYS", keys)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let shown = with_keys(k1, &["show", &saved[4].id, "--json"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let back: Checkpoint = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(back, saved[4]);
+
+    let file = dir.path().join("keys.txt");
+    std::fs::write(&file, format!("# newest first\n{k2}\n{k1}\n")).unwrap();
+    let file = file.display().to_string();
+    let done = json_of(
+        &path,
+        &[
+            "--encryption-keys-file",
+            &file,
+            "reencrypt",
+            "--batch-size",
+            "2",
+        ],
+    );
+    assert_eq!(
+        (done["examined"].as_i64(), done["reencrypted"].as_i64()),
+        (Some(5), Some(5))
+    );
+    let verified = with_keys(k2, &["verify", "--json"]);
+    assert!(verified.status.success(), "{verified:?}");
+    let report: Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(report["checkpoints"].as_i64(), Some(5), "{report}");
+    let history = with_keys(k2, &["history", "s", "--json"]);
+    assert!(history.status.success(), "{history:?}");
+    let (code, _, err) = run(
+        &path,
+        &["--encryption-keys-file", "/no/such/keys", "status"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot read the key file"), "{err}");
 }

@@ -4,7 +4,7 @@
 //! lives here, once, with no driver: the structural deltas between two states ([`delta`]:
 //! diff and apply), the content hash of a state ([`hash`]), the header and compression of a
 //! stored state ([`codec`]), sealing at rest ([`sealing`]: AES-256-GCM under named keys, rotation) and
-//! the Zstandard frames that PostgreSQL's payloads and SQLite's stored states are written as
+//! re-encryption under a new key ([`reseal`]), the Zstandard frames that PostgreSQL's payloads and SQLite's stored states are written as
 //! ([`zstd_frames`]), the choice of a snapshot or a delta for each save against the bases a
 //! store remembers ([`encoder`], [`cache`]), and the rebuild of states from a chain of rows
 //! handed to it ([`chain`]: snapshots and deltas, every link and content hash checked, damage
@@ -27,6 +27,7 @@ pub mod codec;
 pub mod delta;
 pub mod encoder;
 pub mod hash;
+pub mod reseal;
 pub mod sealing;
 pub mod zstd_frames;
 

@@ -86,7 +86,7 @@ pub enum EncryptionError {
     /// The payload is sealed and this store has no keys at all.
     #[error(
         "checkpoint state is encrypted under key {key_id:?} and this store has no encryption \
-         keys (PostgresOptions::encryption)"
+         keys (set them with the store's encryption option)"
     )]
     NotConfigured {
         /// The key the payload names.
@@ -241,6 +241,20 @@ pub struct Encryption {
     /// The write key first.
     keys: Vec<EncryptionKey>,
     random: SystemRandom,
+}
+
+/// Two sets of keys are equal when they are the same keys (clones of the same
+/// [`EncryptionKey`]s: the key material is never compared, nor kept where it could be) in the
+/// same order, the write key first.
+impl PartialEq for Encryption {
+    fn eq(&self, other: &Self) -> bool {
+        self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(&other.keys)
+                .all(|(a, b)| a.id == b.id && Arc::ptr_eq(&a.key, &b.key))
+    }
 }
 
 impl fmt::Debug for Encryption {

@@ -50,6 +50,7 @@ mod lease;
 mod options;
 mod pool;
 mod read;
+mod reencrypt;
 mod row;
 mod schema;
 mod write;
@@ -67,6 +68,7 @@ use checkpoint_core::{
     ListQuery, Page, Result, RetentionPolicy, Verification,
 };
 
+pub use checkpoint_format::reseal::{ReencryptBatch, MAX_REENCRYPT_BATCH};
 pub use commit::CommitStats;
 pub use error::SqliteError;
 pub use options::{Durability, Location, SqliteOptions, DEFAULT_BUSY_TIMEOUT, SQLITE_MAX_LENGTH};
@@ -160,7 +162,7 @@ impl SqliteStore {
             compression: Compression::Zstd { level: ZSTD_LEVEL },
             cache: Arc::new(StateCache::new(options.state_cache_bytes)),
             min_delta_bytes: options.min_delta_bytes,
-            encryption: None,
+            encryption: options.encryption.clone(),
             plain_below: PLAIN_BELOW,
         });
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
@@ -215,6 +217,45 @@ impl SqliteStore {
         let execution_id = execution_id.map(str::to_owned);
         let encoder = Arc::clone(&self.inner.encoder);
         self.read(move |conn| read::verify(conn, &encoder, execution_id.as_deref()))
+            .await
+    }
+
+    /// One batch of re-encryption: the rows with ids after `after` (from the first with
+    /// `None`), at most `limit`, each state sealed under the write key of the store's keys
+    /// ([`SqliteOptions::encryption`]) unless it already is; in one write transaction, the rows
+    /// built on a rewritten row given its new tag, so every chain stays valid. Run batches,
+    /// passing each one's `last_id` to the next, until `last_id` is `None`; writers go on
+    /// between them, and a stopped run resumes from its last `last_id`. Rows of schema 1 and 2
+    /// are sealed as snapshots.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `encryption` without keys, `limit` outside 1 to
+    /// [`MAX_REENCRYPT_BATCH`], or `after` for a bad id; an
+    /// [`EncryptionError`](checkpoint_format::sealing::EncryptionError) for a row sealed under a
+    /// key the store does not hold (the batch changes nothing); as any write otherwise.
+    pub async fn reencrypt(&self, after: Option<&str>, limit: usize) -> Result<ReencryptBatch> {
+        self.inner
+            .meter
+            .observe("reencrypt", async {
+                let after = checkpoint_format::reseal::check_batch(after, limit)?.to_owned();
+                let encoder = Arc::clone(&self.inner.encoder);
+                if encoder.encryption.is_none() {
+                    return Err(Error::invalid(
+                        "encryption",
+                        "re-encryption needs encryption keys (SqliteOptions::encryption)",
+                    ));
+                }
+                let batch = self
+                    .inner
+                    .db
+                    .write(move |tx| reencrypt::batch(tx, &encoder, &after, limit))
+                    .await?;
+                // Remembered bases name the tags the rows had before.
+                if batch.rewritten > 0 {
+                    self.inner.encoder.cache.clear();
+                }
+                Ok(batch)
+            })
             .await
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use checkpoint_core::retention::RetentionSchedule;
 use checkpoint_core::{Error, Limits, Result};
+use checkpoint_format::sealing::Encryption;
 use percent_encoding::percent_decode_str;
 
 /// SQLite's largest string or blob (its compiled-in `SQLITE_MAX_LENGTH`), which also bounds a
@@ -113,6 +114,7 @@ pub struct SqliteOptions {
     pub(crate) snapshot_every: u32,
     pub(crate) state_cache_bytes: usize,
     pub(crate) min_delta_bytes: usize,
+    pub(crate) encryption: Option<Encryption>,
 }
 
 impl SqliteOptions {
@@ -140,6 +142,7 @@ impl SqliteOptions {
             snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
             state_cache_bytes: Self::DEFAULT_STATE_CACHE_BYTES,
             min_delta_bytes: Self::DEFAULT_MIN_DELTA_BYTES,
+            encryption: None,
         }
     }
 
@@ -307,6 +310,34 @@ impl SqliteOptions {
     pub fn min_delta_bytes(mut self, bytes: usize) -> Self {
         self.min_delta_bytes = bytes;
         self
+    }
+
+    /// Seals every state this store writes (snapshots and deltas) with AES-256-GCM under the
+    /// write key of `keys`, and opens states sealed under any key `keys` holds (default: none;
+    /// states are then written plain, and sealed ones are refused with
+    /// [`EncryptionError`](checkpoint_format::sealing::EncryptionError) naming their key). The
+    /// same payloads as PostgreSQL's: the content hash travels inside the seal, and the row
+    /// records an opaque tag. Rotate with a new write key and the old one as a read key, then
+    /// [`SqliteStore::reencrypt`](crate::SqliteStore::reencrypt). The keys never appear in
+    /// `Debug` output.
+    ///
+    /// ```
+    /// use checkpoint_format::sealing::{Encryption, EncryptionKey};
+    /// use checkpoint_sqlite::SqliteOptions;
+    ///
+    /// let keys = Encryption::new(EncryptionKey::new("2026-12", &[7; 32])?);
+    /// let options = SqliteOptions::file("checkpoints.db").encryption(keys);
+    /// assert_eq!(options.encryption_keys().map(|k| k.write_key_id()), Some("2026-12"));
+    /// # Ok::<(), checkpoint_core::Error>(())
+    /// ```
+    pub fn encryption(mut self, keys: Encryption) -> Self {
+        self.encryption = Some(keys);
+        self
+    }
+
+    /// The keys set by [`encryption`](Self::encryption).
+    pub fn encryption_keys(&self) -> Option<&Encryption> {
+        self.encryption.as_ref()
     }
 
     /// The snapshot distance set by [`snapshot_every`](Self::snapshot_every).

@@ -1,6 +1,7 @@
 //! The shared conformance suite on SQLite: every case on a fresh file of its own (the default
 //! options: WAL, full durability, four connections, deltas for states from 2 KiB), and again
-//! in each way of storing states (every state whole; a delta on every save, chains of three)
+//! in each way of storing states (every state whole; a delta on every save, chains of three;
+//! the same sealed)
 //! and on an in-memory database.
 
 use checkpoint_sqlite::{SqliteOptions, SqliteStore};
@@ -33,6 +34,21 @@ mod deltas {
     checkpoint_core::conformance_tests!(file_store_with(|o| o
         .min_delta_bytes(0)
         .snapshot_every(3)));
+}
+
+/// The same deltas, every payload sealed (AES-256-GCM): the contract holds on sealed chains.
+mod sealed {
+    use super::*;
+    use checkpoint_format::sealing::{Encryption, EncryptionKey};
+
+    fn keys() -> Encryption {
+        Encryption::new(EncryptionKey::new("conformance", &[42; 32]).expect("a key"))
+    }
+
+    checkpoint_core::conformance_tests!(file_store_with(|o| o
+        .min_delta_bytes(0)
+        .snapshot_every(3)
+        .encryption(keys())));
 }
 
 mod in_memory {

@@ -13,16 +13,4 @@
 //! `checkpoint_format::hash`; opening a payload, plain or sealed, and the tag of a sealed one
 //! are `checkpoint_format::chain`.
 
-use crate::error::DbError;
-
 pub use checkpoint_format::codec::Compression;
-
-/// `json` (a state or a delta as JSON text) in the stored form ([`checkpoint_format::codec`]).
-pub(crate) fn encode(json: &[u8], compression: Compression) -> Result<Vec<u8>, DbError> {
-    checkpoint_format::codec::encode(json, compression).map_err(|e| DbError::decode(e.to_string()))
-}
-
-/// The JSON text of a plain stored payload, refused when it would expand past `limit` bytes.
-pub(crate) fn decode(payload: &[u8], limit: usize) -> Result<Vec<u8>, DbError> {
-    checkpoint_format::codec::decode(payload, limit).map_err(|e| DbError::decode(e.to_string()))
-}

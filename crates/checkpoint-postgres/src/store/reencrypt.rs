@@ -5,30 +5,15 @@
 //! tag in the same transaction, so every chain stays valid.
 
 use checkpoint_core::{Error, Result};
-use checkpoint_format::sealing::{Encryption, SEALED};
+use checkpoint_format::sealing::{Encryption, EncryptionError};
 use tokio_postgres::types::Type;
 
 use crate::error::DbError;
 use crate::pool::{DbTransaction, Row, Sql};
-use crate::state::payload;
 use crate::store::write::finish;
 use crate::PostgresStore;
 
-/// The most rows one batch may examine.
-pub const MAX_REENCRYPT_BATCH: usize = 10_000;
-
-/// What one batch of [`PostgresStore::reencrypt`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReencryptBatch {
-    /// Rows looked at.
-    pub examined: u64,
-    /// Rows sealed anew under the write key (the others already were).
-    pub rewritten: u64,
-    /// The last id looked at: pass it as `after` for the next batch. `None` when no row was
-    /// left after the one given: the table is done.
-    pub last_id: Option<String>,
-}
+pub use checkpoint_format::reseal::{ReencryptBatch, MAX_REENCRYPT_BATCH};
 
 /// The statements of re-encryption on table `t` (quoted): read a batch of rows, locked;
 /// write their new payloads and tags; give the rows built on them the new tags.
@@ -87,31 +72,29 @@ fn reseal(store: &PostgresStore, keys: &Encryption, row: &mut Row) -> Result<Opt
         row.opt_int(5)?,
         row.bool(6)?,
     );
-    let (content_hash, plain) = match (state, payload) {
-        (_, Some(payload)) if keys.is_current(&payload) => return Ok(None),
-        (_, Some(payload)) if payload.first() == Some(&SEALED) => keys.open(&payload)?,
-        // A plain payload: its row records the content hash of its state.
-        (_, Some(payload)) => match recorded {
-            Some(hash) => (hash, payload),
-            None if !is_delta => {
-                let text = payload::decode(&payload, store.payload_limit())?;
-                let state: serde_json::Value = serde_json::from_slice(&text)
-                    .map_err(|_| broken("its snapshot is not JSON"))?;
-                (checkpoint_format::hash::state_hash(&state), payload)
+    let payload = match (state, payload) {
+        (_, Some(payload)) => {
+            match checkpoint_format::reseal::reseal(
+                keys,
+                &payload,
+                recorded,
+                is_delta,
+                store.payload_limit(),
+            )
+            .map_err(|e| match EncryptionError::of(&e) {
+                Some(_) => e,
+                None => broken(&e.to_string()),
+            })? {
+                Some(payload) => payload,
+                None => return Ok(None),
             }
-            None => return Err(broken("a delta without a recorded state hash")),
-        },
+        }
         // A state in the JSONB column: sealed as a snapshot.
         (Some(state), None) => {
-            let text = serde_json::to_vec(&state)?;
-            (
-                checkpoint_format::hash::state_hash(&state),
-                payload::encode(&text, store.encoder.format.compression)?,
-            )
+            checkpoint_format::reseal::seal_state(keys, &state, store.encoder.format.compression)?
         }
         (None, None) => return Err(broken("it holds no state")),
     };
-    let payload = keys.seal(content_hash, &plain)?;
     Ok(Some(Resealed {
         tag: checkpoint_format::chain::payload_tag(&payload),
         execution_id: row.text(1)?,
@@ -130,11 +113,10 @@ async fn reencrypt_in_tx(
 ) -> Result<ReencryptBatch> {
     let sql = &store.sql;
     let mut rows = tx.query(&sql.reencrypt_read, &[&after, &limit]).await?;
-    let mut batch = ReencryptBatch {
-        examined: rows.len() as u64,
-        rewritten: 0,
-        last_id: rows.last().map(|r| r.text(0)).transpose()?,
-    };
+    let mut batch = ReencryptBatch::examined(
+        rows.len() as u64,
+        rows.last().map(|r| r.text(0)).transpose()?,
+    );
     let mut resealed = Vec::new();
     for row in &mut rows {
         if let Some(r) = reseal(store, keys, row)? {
@@ -170,16 +152,7 @@ pub(crate) async fn reencrypt(
             "re-encryption needs encryption keys (PostgresOptions::encryption)",
         )
     })?;
-    if !(1..=MAX_REENCRYPT_BATCH).contains(&limit) {
-        return Err(Error::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_REENCRYPT_BATCH}, got {limit}"),
-        ));
-    }
-    if let Some(after) = after {
-        checkpoint_core::validate::check_id("after", after)?;
-    }
-    let after = after.unwrap_or("");
+    let after = checkpoint_format::reseal::check_batch(after, limit)?;
     // Checked above to fit.
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let outcome = store
