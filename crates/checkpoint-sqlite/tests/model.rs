@@ -85,6 +85,50 @@ proptest! {
     }
 }
 
+/// Two stores open on one file, as two processes would be, storing deltas: each `Op::Reopen`
+/// hands the next operations to the other store, whose remembered bases the first one may
+/// have replaced, moved or removed meanwhile.
+async fn check_taking_turns(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path: PathBuf = dir.path().join("shared.db");
+    let first: model::Store = Arc::new(open_with(&path, Storage::Deltas).await);
+    let second: model::Store = Arc::new(open_with(&path, Storage::Deltas).await);
+    let stores = [Arc::clone(&first), second];
+    let mut turn = 0usize;
+    let reopen: model::Reopen<'_> = Box::new(move || {
+        turn += 1;
+        let next = Arc::clone(&stores[turn % 2]);
+        Box::pin(async move { next })
+    });
+    model::check(
+        &MemoryStore::new(),
+        first,
+        Some(reopen),
+        model::StateNumbers::Exact,
+        &ops,
+    )
+    .await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(128),
+        max_shrink_iters: 200,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/model.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// Two stores sharing one file in turns, both storing deltas, agree with the model.
+    #[test]
+    fn two_stores_taking_turns_on_one_file_agree_with_the_model(ops in model::ops(true)) {
+        if let Err(failed) = runtime().block_on(runtime().spawn(check_taking_turns(ops))) {
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    }
+}
+
 /// A current-thread runtime, where the store's calls take a blocking thread instead of running
 /// in place on a worker.
 fn current_thread() -> tokio::runtime::Runtime {
