@@ -54,7 +54,7 @@ impl StateEncoding {
     /// Delta storage with a full snapshot at least every `snapshot_every` versions.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming `snapshot_every` outside 1 to
+    /// [`Error::InvalidInput`](checkpoint_core::Error::InvalidInput) naming `snapshot_every` outside 1 to
     /// [`Self::MAX_SNAPSHOT_EVERY`].
     pub fn delta(snapshot_every: u32) -> Result<Self> {
         let snapshot_every = checkpoint_format::encoder::check_snapshot_every(snapshot_every)?;
