@@ -1,7 +1,8 @@
-//! The `adk` workloads (feature `adk`): adk-graph's checkpointer over `PostgresStore`
-//! ([`checkpoint_adk::AdkCheckpointer`]) saving without a retention policy and with one (adk's
-//! executor prunes after every save), against the store's own save of the same state, at 1 and
-//! 16 tasks, each task on its own thread. Each figure is the mean of two rounds, the second in
+//! The `adk` workloads (feature `adk`): adk-graph's checkpointer
+//! ([`checkpoint_adk::AdkCheckpointer`]) over `PostgresStore` and over `SqliteStore`, saving
+//! without a retention policy and with one (adk's executor prunes after every save), against
+//! the store's own save of the same state, at 1 and 16 tasks (1 and 4 on SQLite), each task on
+//! its own thread. Each figure is the mean of two rounds, the second in
 //! reverse order.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use adk_graph::checkpoint::{Checkpointer, RetentionPolicy};
 use adk_graph::state::{Checkpoint as AdkCheckpoint, State};
 use checkpoint_adk::AdkCheckpointer;
 use checkpoint_core::{Checkpoint, CheckpointStore};
-use checkpoint_postgres::PostgresStore;
+use checkpoint_sqlite::{SqliteOptions, SqliteStore};
 
 use crate::stats::{Figures, Samples};
 use crate::workloads::{Bench, Setup};
@@ -39,20 +40,37 @@ pub(crate) struct AdkFigures {
     pub pruning: Figures,
 }
 
-/// Each way at `tasks` tasks, two rounds, the second in reverse order.
+/// Each way at `tasks` tasks on `PostgresStore`, two rounds, the second in reverse order.
 pub(crate) async fn measure(bench: &Bench, tasks: usize) -> anyhow::Result<AdkFigures> {
     let store = bench.store_with("adk", tasks, Setup::default()).await?;
+    let figures = measure_on(bench, &store, tasks).await;
+    store.close();
+    figures
+}
+
+/// The same on `SqliteStore` (its defaults: `Durability::Full`, deltas) on a new file.
+pub(crate) async fn measure_sqlite(bench: &Bench, tasks: usize) -> anyhow::Result<AdkFigures> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(SqliteOptions::file(dir.path().join("adk.db"))).await?;
+    let figures = measure_on(bench, &store, tasks).await;
+    store.close();
+    figures
+}
+
+async fn measure_on<S>(bench: &Bench, store: &S, tasks: usize) -> anyhow::Result<AdkFigures>
+where
+    S: CheckpointStore + Clone + 'static,
+{
     let adapter = Arc::new(AdkCheckpointer::new(store.clone()));
     let mut first = Vec::with_capacity(WAYS.len());
     for (round, way) in WAYS.iter().enumerate() {
-        first.push(run(bench, &store, &adapter, *way, tasks, round).await?);
+        first.push(run(bench, store, &adapter, *way, tasks, round).await?);
     }
     let mut second = Vec::with_capacity(WAYS.len());
     for (round, way) in WAYS.iter().rev().enumerate() {
-        second.push(run(bench, &store, &adapter, *way, tasks, WAYS.len() + round).await?);
+        second.push(run(bench, store, &adapter, *way, tasks, WAYS.len() + round).await?);
     }
     second.reverse();
-    store.close();
     let [store_figures, adapter_figures, pruning] = [0, 1, 2].map(|i| first[i].mean(&second[i]));
     Ok(AdkFigures {
         store: store_figures,
@@ -61,14 +79,17 @@ pub(crate) async fn measure(bench: &Bench, tasks: usize) -> anyhow::Result<AdkFi
     })
 }
 
-async fn run(
+async fn run<S>(
     bench: &Bench,
-    store: &PostgresStore,
-    adapter: &Arc<AdkCheckpointer<PostgresStore>>,
+    store: &S,
+    adapter: &Arc<AdkCheckpointer<S>>,
     way: Way,
     tasks: usize,
     round: usize,
-) -> anyhow::Result<Figures> {
+) -> anyhow::Result<Figures>
+where
+    S: CheckpointStore + Clone + 'static,
+{
     let budget = bench.seconds;
     let mut state = State::new();
     state.insert("messages".into(), bench.payload.clone());

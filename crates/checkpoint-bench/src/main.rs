@@ -352,6 +352,34 @@ async fn adk_checkpointer(bench: &Bench, report: &mut Report) -> anyhow::Result<
             f.pruning.per_second / f.adapter.per_second,
         );
     }
+    for tasks in [1, 4] {
+        let f = adk::measure_sqlite(bench, tasks).await?;
+        report.row(
+            &format!("adk_sqlite_store_save_{tasks}"),
+            &format!("adk on sqlite: store save, {tasks} tasks"),
+            &f.store,
+        );
+        report.row(
+            &format!("adk_sqlite_save_{tasks}"),
+            &format!("adk on sqlite: adapter save, {tasks} tasks"),
+            &f.adapter,
+        );
+        report.row(
+            &format!("adk_sqlite_save_prune_{tasks}"),
+            &format!("adk on sqlite: adapter save + prune, {tasks} tasks"),
+            &f.pruning,
+        );
+        report.value(
+            &format!("ratio_adk_sqlite_save_vs_store_{tasks}"),
+            "  ratio: adapter / store",
+            f.adapter.per_second / f.store.per_second,
+        );
+        report.value(
+            &format!("ratio_adk_sqlite_prune_vs_save_{tasks}"),
+            &format!("  ratio: with keep_last({}) / without", adk::KEEP),
+            f.pruning.per_second / f.adapter.per_second,
+        );
+    }
     Ok(())
 }
 
