@@ -669,6 +669,27 @@ async fn sqlite(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     sqlite_growth(args, report).await
 }
 
+/// The header of a growth table, `title` naming the backend.
+fn growth_header(title: &str, steps: usize) {
+    println!(
+        "{title}, {steps} steps of ~1 KiB: {:<20} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        "storage", "bytes/step", "save 1-10", "save last", "latest", "load mid"
+    );
+}
+
+/// One row of a growth table.
+fn growth_row(name: &str, g: &growth::Growth) {
+    println!(
+        "{:<46} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+        name,
+        g.bytes_per_step,
+        g.save_p50_ms_first10,
+        g.save_p50_ms_last10,
+        g.latest_p50_ms,
+        g.load_middle_p50_ms
+    );
+}
+
 /// The growth workload on SQLite: whole states, deltas at the default snapshot distance, and
 /// the distances the default was chosen from.
 async fn sqlite_growth(args: &Args, report: &mut Report) -> anyhow::Result<()> {
@@ -686,21 +707,10 @@ async fn sqlite_growth(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         ("whole", 1),
     ];
     let mut all = Map::new();
-    println!(
-        "sqlite growth, {} steps of ~1 KiB: {:<12} {:>12} {:>10} {:>10} {:>10} {:>10}",
-        args.growth_steps, "storage", "bytes/step", "save 1-10", "save last", "latest", "load mid"
-    );
+    growth_header("sqlite growth", args.growth_steps);
     for (name, every) in runs {
         let g = sqlite::growth(every, args.growth_steps).await?;
-        println!(
-            "{:<46} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            name,
-            g.bytes_per_step,
-            g.save_p50_ms_first10,
-            g.save_p50_ms_last10,
-            g.latest_p50_ms,
-            g.load_middle_p50_ms
-        );
+        growth_row(name, &g);
         all.insert(name.into(), g.json());
     }
     let field = |key: &str, field: &str| {
@@ -794,10 +804,7 @@ async fn growth(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resu
         ("snapshots_zstd", delta(1), zstd),
     ];
     let mut all = Map::new();
-    println!(
-        "growth, {} steps of ~1 KiB: {:<20} {:>12} {:>10} {:>10} {:>10} {:>10}",
-        args.growth_steps, "storage", "bytes/step", "save 1-10", "save last", "latest", "load mid"
-    );
+    growth_header("growth", args.growth_steps);
     for (name, encoding, compression) in runs {
         let g = bench
             .growth(
@@ -809,15 +816,7 @@ async fn growth(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resu
                 args.growth_steps,
             )
             .await?;
-        println!(
-            "{:<46} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            name,
-            g.bytes_per_step,
-            g.save_p50_ms_first10,
-            g.save_p50_ms_last10,
-            g.latest_p50_ms,
-            g.load_middle_p50_ms
-        );
+        growth_row(name, &g);
         all.insert(name.into(), g.json());
     }
     let ratio = |key: &str, field: &str| {
