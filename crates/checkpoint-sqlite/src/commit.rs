@@ -1,8 +1,10 @@
 //! Group commit: saves made while another write holds the write turn queue up, and the next
 //! save to get the turn writes every queued save in one transaction, so they share one commit
-//! and, under `Durability::Full`, one sync to disk.
+//! and, under `Durability::Full`, one sync to disk. Prunes of one execution (retention after
+//! each save) made while saves wait join the queue too: a save and its prune then cost one
+//! commit between them, not two.
 //!
-//! Each save keeps its own outcome: it runs inside a savepoint of its own, and one that fails
+//! Each write keeps its own outcome: it runs inside a savepoint of its own, and one that fails
 //! is rolled back to that savepoint alone while the others commit. Each caller is answered only
 //! after the commit, from inside the blocking call that made it, so an answer reaches its caller
 //! even if the save that led the group stops waiting.
@@ -11,7 +13,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use checkpoint_core::{Error, Result};
+use std::sync::Arc;
+
+use checkpoint_core::{Error, Result, RetentionPolicy};
+use checkpoint_format::encoder::Encoder;
 use rusqlite::TransactionBehavior;
 use tokio::sync::oneshot;
 
@@ -25,16 +30,49 @@ pub(crate) const MAX_GROUP_SAVES: usize = 256;
 /// Most encoded bytes in one transaction (a save larger than this goes alone).
 pub(crate) const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
 
-/// One save waiting for a group.
+/// What a queued write does.
+pub(crate) enum Work {
+    /// A save.
+    Save(StoredRow),
+    /// A prune of the one execution `policy` names.
+    Prune {
+        policy: RetentionPolicy,
+        encoder: Arc<Encoder>,
+    },
+}
+
+/// What a queued write did.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// The saved checkpoint's version.
+    Saved(i64),
+    /// How many checkpoints the prune removed.
+    Pruned(u64),
+}
+
+/// One write waiting for a group.
 pub(crate) struct Pending {
     token: u64,
-    row: StoredRow,
-    reply: oneshot::Sender<Result<i64>>,
+    work: Work,
+    reply: oneshot::Sender<Result<Done>>,
 }
 
 impl Pending {
     fn bytes(&self) -> usize {
-        self.row.bytes()
+        match &self.work {
+            Work::Save(row) => row.bytes(),
+            Work::Prune { .. } => 0,
+        }
+    }
+}
+
+impl Work {
+    /// Runs the write in `tx`.
+    fn run(&self, tx: &rusqlite::Transaction<'_>) -> Result<Done> {
+        match self {
+            Work::Save(row) => write::save(tx, row).map(Done::Saved),
+            Work::Prune { policy, encoder } => write::prune(tx, encoder, policy).map(Done::Pruned),
+        }
     }
 }
 
@@ -48,6 +86,8 @@ pub struct CommitStats {
     pub groups: u64,
     /// The most saves one transaction carried.
     pub largest: u64,
+    /// Prunes of one execution that joined a group (and shared its commit).
+    pub prunes: u64,
 }
 
 impl CommitStats {
@@ -69,6 +109,7 @@ pub(crate) struct Queue {
     saves: AtomicU64,
     groups: AtomicU64,
     largest: AtomicU64,
+    prunes: AtomicU64,
 }
 
 impl Queue {
@@ -77,12 +118,17 @@ impl Queue {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `row`; returns its token and where its answer will come.
-    pub(crate) fn push(&self, row: StoredRow) -> (u64, oneshot::Receiver<Result<i64>>) {
+    /// Queues `work`; returns its token and where its answer will come.
+    pub(crate) fn push(&self, work: Work) -> (u64, oneshot::Receiver<Result<Done>>) {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
-        self.lock().push_back(Pending { token, row, reply });
+        self.lock().push_back(Pending { token, work, reply });
         (token, answer)
+    }
+
+    /// Whether no write waits for a group.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// Takes the save `token` back if no group has taken it yet.
@@ -117,14 +163,24 @@ impl Queue {
             saves: self.saves.load(Ordering::Relaxed),
             groups: self.groups.load(Ordering::Relaxed),
             largest: self.largest.load(Ordering::Relaxed),
+            prunes: self.prunes.load(Ordering::Relaxed),
         }
     }
 
-    fn count(&self, group: usize) {
-        let n = group as u64;
-        self.saves.fetch_add(n, Ordering::Relaxed);
-        self.groups.fetch_add(1, Ordering::Relaxed);
-        self.largest.fetch_max(n, Ordering::Relaxed);
+    /// Counts a group: its saves, and its prunes apart (a group of prunes alone is no group
+    /// of saves).
+    fn count(&self, group: &[Pending]) {
+        let saves = group
+            .iter()
+            .filter(|p| matches!(p.work, Work::Save(_)))
+            .count() as u64;
+        let prunes = group.len() as u64 - saves;
+        self.prunes.fetch_add(prunes, Ordering::Relaxed);
+        if saves > 0 {
+            self.saves.fetch_add(saves, Ordering::Relaxed);
+            self.groups.fetch_add(1, Ordering::Relaxed);
+            self.largest.fetch_max(saves, Ordering::Relaxed);
+        }
     }
 }
 
@@ -139,19 +195,19 @@ pub(crate) fn refuse(group: Vec<Pending>, err: &Error) {
 /// Writes `group` in one immediate transaction on `conn` and answers each save. Runs on a
 /// blocking thread.
 pub(crate) fn write_group(conn: &mut rusqlite::Connection, queue: &Queue, group: Vec<Pending>) {
-    queue.count(group.len());
-    let outcome = (|| -> Result<Vec<Result<i64>>> {
+    queue.count(&group);
+    let outcome = (|| -> Result<Vec<Result<Done>>> {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(driver)?;
         let results = if let [lone] = &group[..] {
-            // Alone, a failed save rolls the whole transaction back: no savepoint needed.
-            vec![Ok(write::save(&tx, &lone.row)?)]
+            // Alone, a failed write rolls the whole transaction back: no savepoint needed.
+            vec![Ok(lone.work.run(&tx)?)]
         } else {
             let mut results = Vec::with_capacity(group.len());
             for pending in &group {
                 tx.execute_batch("SAVEPOINT grouped_save").map_err(driver)?;
-                let result = write::save(&tx, &pending.row);
+                let result = pending.work.run(&tx);
                 if result.is_err() {
                     tx.execute_batch("ROLLBACK TO grouped_save")
                         .map_err(driver)?;
@@ -169,8 +225,8 @@ pub(crate) fn write_group(conn: &mut rusqlite::Connection, queue: &Queue, group:
             for (pending, result) in group.into_iter().zip(results) {
                 // The row goes before its caller hears: it shares the saved state with the
                 // store's cache, which the caller's next delta takes over without a copy.
-                let Pending { reply, row, .. } = pending;
-                drop(row);
+                let Pending { reply, work, .. } = pending;
+                drop(work);
                 let _ = reply.send(result);
             }
         }

@@ -563,6 +563,10 @@ impl CheckpointStore for SqliteStore {
                 let guarded = self.inner.options.refuse_unleased;
                 let lazily = policy.lazy_flush;
                 let encoder = Arc::clone(&self.inner.encoder);
+                if policy.execution_id.is_some() && !guarded {
+                    // Retention after a save: shares a commit with waiting saves.
+                    return self.inner.db.prune_execution(policy, encoder).await;
+                }
                 let prune = move |tx: &rusqlite::Transaction<'_>| {
                     if let Some(execution) = policy.execution_id.as_deref().filter(|_| guarded) {
                         lease::unleased(tx, execution)?;

@@ -6,16 +6,18 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use checkpoint_core::{Error, Result};
+use checkpoint_core::{Error, Result, RetentionPolicy};
+use checkpoint_format::encoder::Encoder;
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 use deadpool::Runtime;
 use deadpool_sync::{InteractError, SyncWrapper};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use crate::commit::{self, CommitStats, Queue};
+use crate::commit::{self, CommitStats, Done, Queue, Work};
 use crate::error::{self, SqliteError};
 use crate::options::{Durability, Location, SqliteOptions};
 use crate::row::StoredRow;
+use crate::write;
 
 /// Statements kept prepared per connection: every statement the store runs, with room.
 const STATEMENT_CACHE: usize = 64;
@@ -79,6 +81,12 @@ pub(crate) struct Db {
     reader_path: Option<PathBuf>,
     /// The `synchronous` setting of every pooled connection, put back after a lazy write.
     synchronous: &'static str,
+}
+
+/// The error of a group answer of the wrong kind: a defect, never an outcome of the write.
+fn mismatch(done: &Done) -> Error {
+    crate::SqliteError::Panicked(format!("a group commit answered {done:?} to another write"))
+        .into_core()
 }
 
 /// The path SQLite should open: relative paths that SQLite would read as something other than
@@ -326,9 +334,41 @@ impl Db {
     }
 
     /// Stores `row` through group commit (see [`commit`]): queued, then written by whichever
-    /// save next holds the write turn, together with every save queued by then.
+    /// write next holds the write turn, together with every write queued by then.
     pub(crate) async fn save(&self, row: StoredRow) -> Result<i64> {
-        let (token, mut answer) = self.saves.push(row);
+        match self.grouped(Work::Save(row)).await? {
+            Done::Saved(version) => Ok(version),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Prunes the one execution `policy` names. While saves wait for the write turn it joins
+    /// their group and shares their commit; otherwise it writes alone, committed without a
+    /// sync when the policy asks for a lazy flush (see [`write_lazily`](Self::write_lazily)).
+    pub(crate) async fn prune_execution(
+        &self,
+        policy: RetentionPolicy,
+        encoder: Arc<Encoder>,
+    ) -> Result<u64> {
+        debug_assert!(policy.execution_id.is_some());
+        if self.saves.is_empty() {
+            let lazily = policy.lazy_flush;
+            let prune = move |tx: &Transaction<'_>| write::prune(tx, &encoder, &policy);
+            return if lazily {
+                self.write_lazily(prune).await
+            } else {
+                self.write(prune).await
+            };
+        }
+        match self.grouped(Work::Prune { policy, encoder }).await? {
+            Done::Pruned(removed) => Ok(removed),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    /// Queues `work` for group commit and waits for its answer.
+    async fn grouped(&self, work: Work) -> Result<Done> {
+        let (token, mut answer) = self.saves.push(work);
         let deadline = tokio::time::Instant::now() + self.busy_timeout;
         loop {
             let turn = match tokio::time::timeout_at(deadline, self.write_turn.lock()).await {
@@ -355,7 +395,7 @@ impl Db {
                 }
             };
             let queue = Arc::clone(&self.saves);
-            // The call answers every save of the group itself, so the answers arrive even if
+            // The call answers every write of the group itself, so the answers arrive even if
             // this future is dropped while it runs on a blocking thread.
             let ran = on_connection(&conn, move |c| {
                 commit::write_group(c, &queue, group);

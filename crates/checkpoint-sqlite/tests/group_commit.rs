@@ -197,3 +197,59 @@ fn saves_from_every_kind_of_caller_are_written_and_answered() {
     // Pooled connections are closed on the runtime's blocking pool.
     multi.block_on(async move { drop(store) });
 }
+
+/// Tasks that each save and then prune their own execution (retention after every save, as
+/// adk-graph's executor does): the prunes that find saves waiting join their group and share
+/// its commit, each prune removes exactly what it would alone, and every execution ends with
+/// its newest checkpoints, under deltas (so prunes rewrite kept deltas inside the groups).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prunes_after_saves_join_their_groups_and_keep_the_newest() {
+    use checkpoint_core::RetentionPolicy;
+    const KEEP: u64 = 3;
+    const STEPS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        SqliteOptions::file(dir.path().join("p.db"))
+            .min_delta_bytes(0)
+            .snapshot_every(8),
+    )
+    .await
+    .unwrap();
+    let tasks = (0..8).map(|t| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let execution = format!("e{t}");
+            let policy = RetentionPolicy::keep_last(KEEP)
+                .for_execution(&execution)
+                .lazy_flush();
+            let mut removed = 0;
+            let mut saved = Vec::new();
+            for step in 0..STEPS {
+                let state = json!({"t": t, "step": step, "pad": vec![step; 40]});
+                let cp = Checkpoint::new(&*execution, "n", state);
+                let version = store.save(&cp).await.unwrap();
+                saved.push(cp.with_version(version));
+                removed += store.prune(&policy).await.unwrap();
+            }
+            (execution, saved, removed)
+        })
+    });
+    for task in join_all(tasks).await {
+        let (execution, saved, removed) = task.unwrap();
+        assert_eq!(removed, (STEPS as u64) - KEEP, "{execution}");
+        let kept = store.list(&execution).await.unwrap();
+        let newest = &saved[saved.len() - usize::try_from(KEEP).unwrap()..];
+        assert_eq!(kept.len(), newest.len());
+        for (got, want) in kept.iter().zip(newest) {
+            assert!(
+                checkpoint_core::equal::same_checkpoint(got, want),
+                "{execution} v{}",
+                want.version
+            );
+        }
+    }
+    let stats = store.commit_stats();
+    assert!(stats.prunes > 0, "some prunes shared a group: {stats:?}");
+    assert_eq!(stats.saves, 8 * STEPS as u64);
+    assert!(store.verify(None).await.unwrap().damaged.is_empty());
+}
