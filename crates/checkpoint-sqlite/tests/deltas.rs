@@ -330,6 +330,11 @@ async fn a_damaged_base_is_an_error_for_its_dependents_and_verify_names_each() {
     let versions: Vec<i64> = report.damaged.iter().map(|d| d.version).collect();
     assert_eq!(versions, vec![2, 3, 4], "{report:?}");
     assert!(report.damaged[1].reason.contains("version 2"), "{report:?}");
+    // Deleting the damaged base needs the state of the delta built on it: refused, and
+    // nothing is removed.
+    let err = fresh.delete(&saved[1].id).await.unwrap_err();
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    assert_eq!(rows(&path, "e").len(), 4, "nothing removed");
     // A link that names a state the base no longer holds.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute(

@@ -17,6 +17,22 @@ use checkpoint_sqlite::{SqliteOptions, SqliteStore};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
+/// `cases` generated sequences (or `MODEL_CASES`), shrunk at most `shrink` times, failures kept
+/// in `model.proptest-regressions` and replayed first.
+fn config(cases: u32, shrink: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("MODEL_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(cases),
+        max_shrink_iters: shrink,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/model.proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| tokio::runtime::Runtime::new().expect("a runtime"))
@@ -66,14 +82,7 @@ async fn check(ops: Vec<Op>, storage: Storage) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256),
-        max_shrink_iters: 200,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/model.proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config(256, 200))]
 
     /// Spawned, so the store's calls run in place on a worker thread, as a server's tasks do;
     /// states stored as deltas wherever the store can.
@@ -111,14 +120,7 @@ async fn check_taking_turns(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(128),
-        max_shrink_iters: 200,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/model.proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config(128, 200))]
 
     /// Two stores sharing one file in turns, both storing deltas, agree with the model.
     #[test]
@@ -139,14 +141,7 @@ fn current_thread() -> tokio::runtime::Runtime {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64),
-        max_shrink_iters: 100,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/model.proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config(64, 100))]
 
     /// The same on a current-thread runtime: every write and pooled read on a blocking thread;
     /// every state stored whole.
@@ -157,14 +152,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
-        max_shrink_iters: 50,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/model.proptest-regressions",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config(32, 50))]
 
     /// Leases keep their rules under generated interleavings of several workers, by SQLite's
     /// clock.

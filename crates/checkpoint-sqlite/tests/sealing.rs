@@ -208,6 +208,37 @@ async fn rows_of_schema_2_are_sealed_as_snapshots() {
 }
 
 #[tokio::test]
+async fn a_damaged_row_of_schema_2_stops_its_batch_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.db");
+    drop(open(&path, None).await);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO checkpoints (id, execution_id, version, node_name, parent_id, \
+             timestamp_us, metadata, state) VALUES ('old-1', 'e', 1, 'n', NULL, 0, '{}', x'0022')",
+            [],
+        )
+        .unwrap();
+    }
+    let store = open(&path, Some(Encryption::new(key("k1", 1)))).await;
+    let err = store.reencrypt(None, 10).await.unwrap_err();
+    assert!(
+        matches!(checkpoint_sqlite::SqliteError::of(&err), Some(checkpoint_sqlite::SqliteError::Corrupt { id, .. }) if id == "old-1"),
+        "{err:?}"
+    );
+    let state: Vec<u8> = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT state FROM checkpoints WHERE id = 'old-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(state, vec![0x00, 0x22], "left as it was");
+}
+
+#[tokio::test]
 async fn reencrypt_refuses_bad_arguments_and_a_row_under_an_unknown_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.db");
