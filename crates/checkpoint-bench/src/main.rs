@@ -320,67 +320,53 @@ async fn saves(bench: &Bench, args: &Args, report: &mut Report) -> anyhow::Resul
     Ok(())
 }
 
-/// Saves beside scheduled retention, against saves without it, twice.
-/// adk-graph's checkpointer over the store ([`adk`]).
+/// adk-graph's checkpointer over PostgreSQL and SQLite ([`adk`]).
 #[cfg(feature = "adk")]
 async fn adk_checkpointer(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     for tasks in [1, 16] {
-        let f = adk::measure(bench, tasks).await?;
-        report.row(
-            &format!("adk_store_save_{tasks}"),
-            &format!("adk: store save, {tasks} tasks"),
-            &f.store,
-        );
-        report.row(
-            &format!("adk_save_{tasks}"),
-            &format!("adk: adapter save, {tasks} tasks"),
-            &f.adapter,
-        );
-        report.row(
-            &format!("adk_save_prune_{tasks}"),
-            &format!("adk: adapter save + prune, {tasks} tasks"),
-            &f.pruning,
-        );
-        report.value(
-            &format!("ratio_adk_save_vs_store_{tasks}"),
-            "  ratio: adapter / store",
-            f.adapter.per_second / f.store.per_second,
-        );
-        report.value(
-            &format!("ratio_adk_prune_vs_save_{tasks}"),
-            &format!("  ratio: with keep_last({}) / without", adk::KEEP),
-            f.pruning.per_second / f.adapter.per_second,
+        adk_rows(
+            report,
+            "adk",
+            "adk",
+            tasks,
+            &adk::measure(bench, tasks).await?,
         );
     }
     for tasks in [1, 4] {
         let f = adk::measure_sqlite(bench, tasks).await?;
-        report.row(
-            &format!("adk_sqlite_store_save_{tasks}"),
-            &format!("adk on sqlite: store save, {tasks} tasks"),
-            &f.store,
-        );
-        report.row(
-            &format!("adk_sqlite_save_{tasks}"),
-            &format!("adk on sqlite: adapter save, {tasks} tasks"),
-            &f.adapter,
-        );
-        report.row(
-            &format!("adk_sqlite_save_prune_{tasks}"),
-            &format!("adk on sqlite: adapter save + prune, {tasks} tasks"),
-            &f.pruning,
-        );
-        report.value(
-            &format!("ratio_adk_sqlite_save_vs_store_{tasks}"),
-            "  ratio: adapter / store",
-            f.adapter.per_second / f.store.per_second,
-        );
-        report.value(
-            &format!("ratio_adk_sqlite_prune_vs_save_{tasks}"),
-            &format!("  ratio: with keep_last({}) / without", adk::KEEP),
-            f.pruning.per_second / f.adapter.per_second,
-        );
+        adk_rows(report, "adk_sqlite", "adk on sqlite", tasks, &f);
     }
     Ok(())
+}
+
+/// The rows of one backend's adk figures at `tasks` tasks, keys starting with `key`.
+#[cfg(feature = "adk")]
+fn adk_rows(report: &mut Report, key: &str, label: &str, tasks: usize, f: &adk::AdkFigures) {
+    report.row(
+        &format!("{key}_store_save_{tasks}"),
+        &format!("{label}: store save, {tasks} tasks"),
+        &f.store,
+    );
+    report.row(
+        &format!("{key}_save_{tasks}"),
+        &format!("{label}: adapter save, {tasks} tasks"),
+        &f.adapter,
+    );
+    report.row(
+        &format!("{key}_save_prune_{tasks}"),
+        &format!("{label}: adapter save + prune, {tasks} tasks"),
+        &f.pruning,
+    );
+    report.value(
+        &format!("ratio_{key}_save_vs_store_{tasks}"),
+        "  ratio: adapter / store",
+        f.adapter.per_second / f.store.per_second,
+    );
+    report.value(
+        &format!("ratio_{key}_prune_vs_save_{tasks}"),
+        &format!("  ratio: with keep_last({}) / without", adk::KEEP),
+        f.pruning.per_second / f.adapter.per_second,
+    );
 }
 
 #[cfg(not(feature = "adk"))]
@@ -388,6 +374,7 @@ async fn adk_checkpointer(_bench: &Bench, _report: &mut Report) -> anyhow::Resul
     anyhow::bail!("the adk workloads need the `adk` feature: cargo run --release -p checkpoint-bench --features adk -- --only adk")
 }
 
+/// Saves beside scheduled retention, against saves without it, twice.
 async fn scheduled_retention(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     for round in 1..=2 {
         let f = scheduled::measure(bench).await?;

@@ -248,33 +248,36 @@ impl Encoder {
     /// Remembers what was just stored at `version`, as the base of the next delta (nothing
     /// when the encoder builds no deltas).
     pub fn remember(&self, checkpoint: &Checkpoint, version: i64, encoded: &Encoded) {
-        if self.builds_deltas() {
-            self.remember_shared(
-                &checkpoint.execution_id,
-                version,
-                encoded,
-                Arc::new(checkpoint.state.clone()),
-            );
-        }
+        self.remember_stored(
+            &checkpoint.execution_id,
+            version,
+            encoded.fingerprint,
+            encoded.depth(),
+            || Arc::new(checkpoint.state.clone()),
+        );
     }
 
-    /// As [`remember`](Self::remember), for a state the caller already holds shared: no copy.
-    pub fn remember_shared(
+    /// Remembers the state of the row just stored at `version` of `execution_id`, which
+    /// records `fingerprint` and lies `depth` deltas above its snapshot: the one place a
+    /// written row becomes a base. `state` is called only when the encoder builds deltas, so a
+    /// caller that holds the state shared passes it without a copy.
+    pub fn remember_stored(
         &self,
         execution_id: &str,
         version: i64,
-        encoded: &Encoded,
-        state: Arc<Value>,
+        fingerprint: Fingerprint,
+        depth: i32,
+        state: impl FnOnce() -> Arc<Value>,
     ) {
         if self.builds_deltas() {
             self.cache.put(
                 execution_id,
                 CachedState {
                     version,
-                    hash: encoded.fingerprint.hash,
-                    depth: encoded.depth(),
-                    state,
-                    size: encoded.fingerprint.size,
+                    hash: fingerprint.hash,
+                    depth,
+                    state: state(),
+                    size: fingerprint.size,
                 },
             );
         }

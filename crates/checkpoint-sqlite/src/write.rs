@@ -100,8 +100,13 @@ pub(crate) fn save(conn: &Connection, row: &StoredRow) -> Result<i64> {
         Ok(_) => {
             // Before the commit: a hint only, checked by the next delta's own transaction.
             if let Some(whole) = &row.whole {
-                row.encoder
-                    .remember_shared(&row.execution_id, version, encoded, Arc::clone(whole));
+                row.encoder.remember_stored(
+                    &row.execution_id,
+                    version,
+                    encoded.fingerprint,
+                    encoded.depth(),
+                    || Arc::clone(whole),
+                );
             }
             Ok(version)
         }

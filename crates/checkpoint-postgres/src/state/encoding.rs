@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use checkpoint_core::{Checkpoint, Result};
-use checkpoint_format::cache::CachedState;
 use checkpoint_format::hash::Fingerprint;
 use serde_json::Value;
 use tokio_postgres::types::Json;
@@ -181,15 +180,12 @@ impl Encoder {
     /// Remembers what was just stored at `version`, as the base of the next delta.
     pub(crate) fn remember(&self, checkpoint: &Checkpoint, version: i64, encoded: &Encoded<'_>) {
         if let Some(fingerprint) = encoded.fingerprint {
-            self.format.cache.put(
+            self.format.remember_stored(
                 &checkpoint.execution_id,
-                CachedState {
-                    version,
-                    hash: fingerprint.hash,
-                    depth: encoded.depth(),
-                    state: Arc::new(checkpoint.state.clone()),
-                    size: fingerprint.size,
-                },
+                version,
+                fingerprint,
+                encoded.depth(),
+                || Arc::new(checkpoint.state.clone()),
             );
         }
     }
