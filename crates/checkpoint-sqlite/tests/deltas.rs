@@ -354,24 +354,35 @@ proptest! {
 
     /// Generated states saved in turn on one execution, every one a delta where it can be:
     /// each reads back exactly (numbers, signed zeros, key order), through the cache and from
-    /// a store that remembers nothing.
+    /// a store that remembers nothing; sealed or not.
     #[test]
     fn generated_states_read_back_exactly_through_their_chains(
         states in prop::collection::vec(checkpoint_core::conformance::strategies::json_value(), 1..12),
         every in 2u32..6,
+        sealed in any::<bool>(),
     ) {
+        let open = |path: std::path::PathBuf| async move {
+            let options = SqliteOptions::file(path).snapshot_every(every).min_delta_bytes(0);
+            let options = if sealed {
+                let key = checkpoint_format::sealing::EncryptionKey::new("p", &[5; 32]).unwrap();
+                options.encryption(checkpoint_format::sealing::Encryption::new(key))
+            } else {
+                options
+            };
+            SqliteStore::open(options).await.expect("open")
+        };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("c.db");
-            let store = open(&path, every).await;
+            let store = open(path.clone()).await;
             let mut saved = Vec::new();
             for state in states {
                 let cp = Checkpoint::new("e", "n", state);
                 let version = store.save(&cp).await.unwrap();
                 saved.push(cp.with_version(version));
             }
-            let fresh = open(&path, every).await;
+            let fresh = open(path).await;
             for want in &saved {
                 assert_same(&store.load(&want.id).await.unwrap(), want);
                 assert_same(&fresh.load(&want.id).await.unwrap(), want);
