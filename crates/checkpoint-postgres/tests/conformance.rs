@@ -8,7 +8,9 @@
 //!   releases before schema 3) and group commit off, so the plain single-save path is held to
 //!   the contract on its own;
 //! - `short_chains`: delta storage at its most demanding (a snapshot every third version,
-//!   deltas whatever the size, LZ4), every save through the group statement even alone;
+//!   deltas whatever the size, LZ4), every save through the group statement even alone, and
+//!   every prune of one execution through the group's prune statement (refused, then made
+//!   alone, when a kept delta's base would go);
 //! - `sealed`: every state sealed (AES-256-GCM), snapshots and deltas;
 //! - `unnamed`: the statement cache off, every statement unnamed with its parameter types, as
 //!   behind pgbouncer in transaction mode;
@@ -16,6 +18,8 @@
 //!   execution (`IdScope::PerExecution`, which the suite tests as that promise); the
 //!   distributed layout undistributed here (every statement of it has a shape Citus runs:
 //!   `tests/plans.rs`);
+//! - `hash_grouped`: the hash layout with every save and every prune of one execution through
+//!   the group statements;
 //! - `by_start` and `grouped`: the time-partitioned layout, with the defaults and with every
 //!   save through group commit, so that once the store knows where an execution's rows live
 //!   its saves go straight to that partition (plans, maintenance and retention:
@@ -124,6 +128,17 @@ mod hash {
     checkpoint_core::conformance_tests!(store_on(
         TableLayout::hash_partitioned(8).expect("a valid layout"),
         GroupCommit::default()
+    ));
+}
+
+/// Every save and every prune of one execution through the group statements, on the hash
+/// layout.
+mod hash_grouped {
+    use super::*;
+
+    checkpoint_core::conformance_tests!(store_on(
+        TableLayout::hash_partitioned(8).expect("a valid layout"),
+        GroupCommit::default().lone_saves_grouped(true)
     ));
 }
 

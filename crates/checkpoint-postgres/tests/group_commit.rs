@@ -3,6 +3,10 @@
 //! replaced is saved alone as a snapshot, and a client killed while groups are in flight loses
 //! no acknowledged checkpoint and leaves nothing half-written.
 //!
+//! Prunes of one execution that queue behind a write go in one statement, each with its own
+//! count and exactly its own rows removed, and fall back to pruning alone when a kept delta's
+//! base would go.
+//!
 //! A burst is a set of saves started together on one task: the first goes out alone at once
 //! and the others queue behind it in order, so they leave as one group when it returns.
 
@@ -13,7 +17,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use checkpoint_core::conformance::history::conversation;
-use checkpoint_core::{Checkpoint, CheckpointStore, Error};
+use checkpoint_core::{Checkpoint, CheckpointStore, Error, RetentionPolicy};
 use checkpoint_postgres::{GroupCommit, PostgresOptions, PostgresStore, StateEncoding};
 use futures::future::join_all;
 use serde_json::json;
@@ -255,6 +259,116 @@ async fn deltas_whose_base_another_instance_replaced_are_saved_whole() {
         assert_eq!(b.load(&cp.id).await.unwrap().state, cp.state);
     }
     assert_eq!(b.load(&replaced.id).await.unwrap().state, replaced.state);
+}
+
+/// The versions `execution` holds, oldest first.
+async fn versions_of(store: &PostgresStore, execution: &str) -> Vec<i64> {
+    store
+        .list(execution)
+        .await
+        .unwrap()
+        .iter()
+        .map(|cp| cp.version)
+        .collect()
+}
+
+#[tokio::test]
+async fn prunes_queued_behind_a_save_go_together_each_with_its_own_count() {
+    let store = support::store().await;
+    for e in 0..6 {
+        let batch: Vec<Checkpoint> = (0..10)
+            .map(|i| Checkpoint::new(format!("p{e}"), "n", json!({ "i": i })))
+            .collect();
+        store.save_batch(&batch).await.unwrap();
+    }
+    // Old enough for the age limit below, new enough for it to leave the last two.
+    let old = Checkpoint::new("aged", "n", json!("old"))
+        .with_timestamp(time::OffsetDateTime::now_utc() - Duration::from_secs(3_600));
+    store.save(&old).await.unwrap();
+    store
+        .save(&Checkpoint::new("aged", "n", json!("new")))
+        .await
+        .unwrap();
+    let policies = [
+        RetentionPolicy::keep_last(3).for_execution("p0"),
+        RetentionPolicy::keep_last(3)
+            .for_execution("p1")
+            .lazy_flush(),
+        RetentionPolicy::keep_last(1).for_execution("p2"),
+        RetentionPolicy::keep_last(20).for_execution("p3"),
+        RetentionPolicy::keep_last(9).for_execution("p4"),
+        // A second prune of p4 in the same burst waits for the next group.
+        RetentionPolicy::keep_last(4)
+            .for_execution("p4")
+            .lazy_flush(),
+        RetentionPolicy::older_than(Duration::from_secs(60)).for_execution("aged"),
+        RetentionPolicy::keep_last(1).for_execution("nobody"),
+    ];
+    let before = store.group_commit_stats().unwrap();
+    // The save goes out alone at once; the prunes queue behind it.
+    let first = Checkpoint::new("p5", "n", json!("lead"));
+    let lead = store.save(&first);
+    let prunes = join_all(policies.iter().map(|p| store.prune(p)));
+    let (lead, removed) = tokio::join!(lead, prunes);
+    assert_eq!(lead.unwrap(), 11);
+    let removed: Vec<u64> = removed.into_iter().map(Result::unwrap).collect();
+    assert_eq!(removed, vec![7, 7, 9, 0, 1, 5, 1, 0]);
+    let stats = store.group_commit_stats().unwrap().since(&before);
+    assert_eq!(stats.grouped_prunes(), 8, "{stats:?}");
+    assert_eq!(versions_of(&store, "p0").await, vec![8, 9, 10]);
+    assert_eq!(versions_of(&store, "p1").await, vec![8, 9, 10]);
+    assert_eq!(versions_of(&store, "p2").await, vec![10]);
+    assert_eq!(
+        versions_of(&store, "p3").await,
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(versions_of(&store, "p4").await, vec![7, 8, 9, 10]);
+    assert_eq!(versions_of(&store, "aged").await, vec![2]);
+    assert_eq!(
+        versions_of(&store, "p5").await,
+        (1..=11).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn grouped_prunes_that_would_strand_a_delta_are_made_alone_and_keep_every_state() {
+    let store = connect(
+        support::options()
+            .await
+            .state_encoding(StateEncoding::delta(8).expect("a valid distance"))
+            .min_delta_bytes(0)
+            .group_commit(GroupCommit::default().lone_saves_grouped(true)),
+    )
+    .await;
+    let mut saved: Vec<Vec<Checkpoint>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    for step in 1..=12 {
+        for (e, kept) in saved.iter_mut().enumerate() {
+            let cp = Checkpoint::new(format!("chat{e}"), "n", conversation(step));
+            store.save(&cp).await.unwrap();
+            kept.push(cp);
+        }
+    }
+    // Each execution's oldest kept rows are deltas on rows the prune removes.
+    let policies: Vec<RetentionPolicy> = (0..3)
+        .map(|e| RetentionPolicy::keep_last(5).for_execution(format!("chat{e}")))
+        .collect();
+    let removed = join_all(policies.iter().map(|p| store.prune(p))).await;
+    for (e, result) in removed.into_iter().enumerate() {
+        assert_eq!(result.unwrap(), 7, "chat{e}");
+    }
+    assert!(store.group_commit_stats().unwrap().grouped_prunes() >= 1);
+    for (e, expected) in saved.iter().enumerate() {
+        let kept = store.list(&format!("chat{e}")).await.unwrap();
+        assert_eq!(kept.len(), 5);
+        for (got, want) in kept.iter().zip(&expected[7..]) {
+            assert_eq!(got.id, want.id);
+            assert_eq!(got.state, want.state);
+            assert_eq!(got.state.to_string(), want.state.to_string());
+        }
+    }
+    let verification = store.verify(None).await.unwrap();
+    assert!(verification.is_intact(), "{verification:?}");
+    assert_eq!(verification.checkpoints, 15);
 }
 
 #[tokio::test]

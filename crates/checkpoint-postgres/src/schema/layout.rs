@@ -232,6 +232,16 @@ impl TableLayout {
         self.period().is_some()
     }
 
+    /// Whether the prunes of one execution that queue during a group commit go in one
+    /// statement (`prune_executions`): not on the time-partitioned layout, whose per-execution
+    /// ranges name the start, nor on the distributed one, which has no group commit.
+    pub(crate) fn groups_prunes(self) -> bool {
+        matches!(
+            self,
+            TableLayout::Plain | TableLayout::HashPartitioned { .. }
+        )
+    }
+
     /// The columns `ON CONFLICT` names to find the row of an id: a unique index on `id` alone
     /// cannot exist on a table partitioned by anything else.
     pub(crate) fn id_conflict_target(self) -> &'static str {

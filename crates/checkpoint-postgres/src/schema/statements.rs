@@ -49,6 +49,8 @@ pub struct Statements {
     pub executions: Sql,
     pub prune_execution: Sql,
     pub prune_execution_lazy: Sql,
+    pub prune_executions: Sql,
+    pub prune_executions_lazy: Sql,
     pub prune_all: Sql,
     pub prune_survivors_execution: Sql,
     pub prune_survivors_all: Sql,
@@ -502,6 +504,28 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
     ]
 }
 
+/// The prune of several executions at once: `$1` the executions (each once), `$2` how many
+/// checkpoints each keeps, `$3` each one's age limit; the rows of each at or below its
+/// (keep + 1)-th newest version and older than its limit go, by an index range per execution.
+/// Returns each execution that lost rows with how many. `lazily`: committed without waiting
+/// for the flush, as `prune_execution_lazy`.
+fn prune_executions(t: &str, lazily: bool) -> String {
+    let lazy = if lazily {
+        " AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
+    } else {
+        ""
+    };
+    format!(
+        "WITH gone AS (DELETE FROM {t} AS d USING (SELECT p.execution_id, p.cutoff, \
+         (SELECT x.version FROM {t} x WHERE x.execution_id = p.execution_id \
+          ORDER BY x.version DESC OFFSET p.keep LIMIT 1) AS top \
+         FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS p(execution_id, keep, cutoff)) r \
+         WHERE d.execution_id = r.execution_id AND d.version <= r.top \
+         AND d.\"timestamp\" < COALESCE(r.cutoff, 'infinity'){lazy} RETURNING d.execution_id) \
+         SELECT execution_id, count(*) FROM gone GROUP BY execution_id"
+    )
+}
+
 impl Statements {
     /// Every statement with its name, for reviews and for the tests that hold each to a shape.
     pub fn all(&self) -> Vec<(&'static str, &Sql)> {
@@ -535,6 +559,8 @@ impl Statements {
             ("executions", &self.executions),
             ("prune_execution", &self.prune_execution),
             ("prune_execution_lazy", &self.prune_execution_lazy),
+            ("prune_executions", &self.prune_executions),
+            ("prune_executions_lazy", &self.prune_executions_lazy),
             ("prune_all", &self.prune_all),
             ("prune_survivors_execution", &self.prune_survivors_execution),
             ("prune_survivors_all", &self.prune_survivors_all),
@@ -613,6 +639,7 @@ impl Statements {
              FROM {t}) r WHERE r.rank > $1 \
              AND r.\"timestamp\" < COALESCE($2::timestamptz, 'infinity')"
         );
+        let prune_arrays = [Type::TEXT_ARRAY, Type::INT8_ARRAY, Type::TIMESTAMPTZ_ARRAY];
         let [reencrypt_read, reencrypt_write, reencrypt_bases] =
             crate::store::reencrypt::statements(&t);
         // A batch's arrays; the appending batch's without the versions, which it numbers.
@@ -859,6 +886,14 @@ impl Statements {
                     )
                 },
                 &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
+            ),
+            // The prunes of one group (`store/group`), one execution each: for each, the same
+            // index range as `prune_execution`, in one statement; how many rows each lost.
+            // Not used on the time-partitioned layout, whose ranges need the start.
+            prune_executions: Sql::new(prune_executions(&t, false), &prune_arrays),
+            prune_executions_lazy: Sql::new(
+                prune_executions(&t, table.layout() != TableLayout::Distributed),
+                &prune_arrays,
             ),
             prune_all: Sql::new(
                 format!(

@@ -465,8 +465,8 @@ pub(crate) async fn clear(store: &PostgresStore, execution_id: &str) -> Result<u
     }
 }
 
-/// `prune`, one transaction: the rows it keeps whose base it removes become snapshots, then
-/// the rest goes.
+/// `prune`: a prune of one execution joins the group commit when one is in flight (on the
+/// layouts that group prunes); any other is made at once ([`prune_now`]).
 pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Result<u64> {
     // A prune that keeps no checkpoint removes the newest too.
     store.forget_floors(policy.execution_id.as_deref());
@@ -494,6 +494,34 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
     // Validated to fit in i64.
     let keep = i64::try_from(policy.keep_last.unwrap_or(0)).unwrap_or(i64::MAX);
     let execution = policy.execution_id.as_deref();
+    if let (Some(execution), Some(committer)) = (execution, &store.group) {
+        // A prune that has kept deltas to rewrite goes alone (see `prune_now`).
+        if store.table.layout().groups_prunes() && !store.prunes_rewrite.load(Ordering::Relaxed) {
+            return crate::store::group::prune(
+                store,
+                committer,
+                execution,
+                keep,
+                cutoff,
+                policy.lazy_flush,
+            )
+            .await;
+        }
+    }
+    prune_now(store, execution, keep, cutoff, policy.lazy_flush).await
+}
+
+/// A prune of `execution` (or of every execution) made at once: the rows at or below the
+/// (`keep` + 1)-th newest version of each and older than `cutoff` go, in one statement, or in
+/// one transaction in which the rows it keeps whose base it removes become snapshots first;
+/// `lazy` commits it without waiting for the flush.
+pub(crate) async fn prune_now(
+    store: &PostgresStore,
+    execution: Option<&str>,
+    keep: i64,
+    cutoff: Option<OffsetDateTime>,
+    lazy: bool,
+) -> Result<u64> {
     let rewrote_last_time = store.prunes_rewrite.load(Ordering::Relaxed);
     if let Some(execution) = execution.filter(|_| !rewrote_last_time) {
         // One statement, one index range, when no row it keeps is a delta on a row it removes
@@ -501,7 +529,7 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
         // otherwise, and the transaction below rewrites those rows first. After a prune that
         // had rows to rewrite, the next goes to the transaction at once (deltas on a chain
         // keep needing it), until one finds nothing to rewrite.
-        let statement = if policy.lazy_flush {
+        let statement = if lazy {
             &store.sql.prune_execution_lazy
         } else {
             &store.sql.prune_execution
@@ -524,7 +552,7 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
             .retry
             .run(&store.meter, "prune", || async {
                 let mut tx = store.pool.begin().await?;
-                if policy.lazy_flush {
+                if lazy {
                     tx.batch_execute("SET LOCAL synchronous_commit TO off")
                         .await?;
                 }

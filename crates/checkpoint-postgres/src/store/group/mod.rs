@@ -18,6 +18,11 @@
 //! - The write runs in its own task, so a caller that gives up waiting cannot cut a group
 //!   short; a group lost anyway (its runtime shut down) sends its saves back to their callers,
 //!   who make them alone: by id, so a group that did commit is found, not written twice.
+//! - Prunes of one execution (retention after every save, as adk-graph's executor makes them)
+//!   queue the same way while a write is in flight, and the prunes of one group go in one
+//!   statement beside its saves, one execution each, instead of a round trip each. When a
+//!   kept delta's base would go (the delta key refuses the statement), or on the
+//!   time-partitioned layout, a prune is made alone, as without group commit.
 
 pub(crate) mod settings;
 
@@ -54,7 +59,41 @@ pub(crate) struct Committer {
 
 struct Queue {
     pending: VecDeque<Member>,
+    prunes: VecDeque<Prune>,
     in_flight: usize,
+}
+
+/// What one writer takes from the queue: saves for the group statement and prunes for the
+/// prune statement, either possibly empty, never both.
+struct Batch {
+    saves: Vec<Member>,
+    prunes: Vec<Prune>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.saves.len() + self.prunes.len()
+    }
+}
+
+/// One prune of one execution waiting for its group.
+struct Prune {
+    execution_id: String,
+    keep: i64,
+    cutoff: Option<OffsetDateTime>,
+    lazy: bool,
+    reply: oneshot::Sender<PruneReply>,
+}
+
+/// What a group tells one of its prunes.
+enum PruneReply {
+    /// Committed, with this many checkpoints removed.
+    Pruned(u64),
+    /// The statement failed for a reason every prune of the group shares.
+    Failed(Error),
+    /// The statement was refused (a kept delta's base would go): prune alone, which rewrites
+    /// such deltas first.
+    Alone,
 }
 
 /// One save waiting for its group: the row, owned, and where its answer goes.
@@ -106,6 +145,7 @@ impl Committer {
             settings,
             queue: Mutex::new(Queue {
                 pending: VecDeque::new(),
+                prunes: VecDeque::new(),
                 in_flight: 0,
             }),
             stats: Mutex::new(GroupCommitStats::default()),
@@ -125,7 +165,10 @@ impl Committer {
     /// until [`Lead`] is dropped.
     fn try_lead(&self) -> bool {
         let mut queue = lock(&self.queue);
-        if queue.pending.is_empty() && queue.in_flight < self.settings.max_in_flight {
+        if queue.pending.is_empty()
+            && queue.prunes.is_empty()
+            && queue.in_flight < self.settings.max_in_flight
+        {
             queue.in_flight += 1;
             true
         } else {
@@ -133,11 +176,12 @@ impl Committer {
         }
     }
 
-    /// Queues `member`; starts a writer when fewer than the allowed groups are in flight.
-    fn submit(self: &Arc<Self>, store: &PostgresStore, member: Member) {
+    /// Queues what `push` adds; starts a writer when fewer than the allowed groups are in
+    /// flight.
+    fn submit(self: &Arc<Self>, store: &PostgresStore, push: impl FnOnce(&mut Queue)) {
         let group = {
             let mut queue = lock(&self.queue);
-            queue.pending.push_back(member);
+            push(&mut queue);
             if queue.in_flight >= self.settings.max_in_flight {
                 return;
             }
@@ -167,23 +211,49 @@ impl Committer {
     }
 
     /// One write fewer in flight, for a writer that will not finish; when it was the last, the
-    /// queued saves go back to their callers.
+    /// queued saves and prunes go back to their callers.
     fn abandon(&self) {
         let abandoned = {
             let mut queue = lock(&self.queue);
             queue.in_flight -= 1;
             if queue.in_flight == 0 {
-                std::mem::take(&mut queue.pending)
+                (
+                    std::mem::take(&mut queue.pending),
+                    std::mem::take(&mut queue.prunes),
+                )
             } else {
-                VecDeque::new()
+                (VecDeque::new(), VecDeque::new())
             }
         };
-        // Dropping a member's reply sender tells its caller to save alone.
+        // Dropping a member's reply sender tells its caller to save (or prune) alone.
         drop(abandoned);
     }
 
-    /// The oldest queued saves, within the group bounds (always at least one).
-    fn take_group(&self, queue: &mut Queue) -> Vec<Member> {
+    /// The oldest queued saves, within the group bounds, and the oldest queued prunes, as many
+    /// as a group holds saves and one per execution (a second prune of an execution waits for
+    /// the next group, so that each prune's count is its own); never nothing while anything is
+    /// queued.
+    fn take_group(&self, queue: &mut Queue) -> Batch {
+        let mut prunes: Vec<Prune> = Vec::new();
+        let mut later = VecDeque::new();
+        while let Some(prune) = queue.prunes.pop_front() {
+            if prunes.len() >= self.settings.max_saves
+                || prunes.iter().any(|p| p.execution_id == prune.execution_id)
+            {
+                later.push_back(prune);
+            } else {
+                prunes.push(prune);
+            }
+        }
+        queue.prunes = later;
+        Batch {
+            saves: self.take_saves(queue),
+            prunes,
+        }
+    }
+
+    /// The oldest queued saves, within the group bounds (at least one while any is queued).
+    fn take_saves(&self, queue: &mut Queue) -> Vec<Member> {
         let mut group = Vec::new();
         let mut bytes = 0usize;
         while let Some(next) = queue.pending.front() {
@@ -206,10 +276,14 @@ impl Committer {
     /// one left, and groups would settle at half the callers. It yields to the runtime while
     /// the queue still grows, a few times at most; no timer.
     async fn gather(&self) {
-        let mut queued = lock(&self.queue).pending.len();
+        let queued_now = || {
+            let queue = lock(&self.queue);
+            queue.pending.len() + queue.prunes.len()
+        };
+        let mut queued = queued_now();
         for _ in 0..MAX_GATHER_YIELDS {
             tokio::task::yield_now().await;
-            let now = lock(&self.queue).pending.len();
+            let now = queued_now();
             if now == queued || now >= self.settings.max_saves {
                 return;
             }
@@ -218,9 +292,9 @@ impl Committer {
     }
 
     /// The next group for a writer that has finished one, or `None` (and one writer fewer).
-    fn next_group(&self) -> Option<Vec<Member>> {
+    fn next_group(&self) -> Option<Batch> {
         let mut queue = lock(&self.queue);
-        if queue.pending.is_empty() {
+        if queue.pending.is_empty() && queue.prunes.is_empty() {
             queue.in_flight -= 1;
             return None;
         }
@@ -256,8 +330,9 @@ impl Drop for Lead<'_> {
     }
 }
 
-/// A writer: writes `group`, then the groups that queued up meanwhile, until none is left.
-async fn write_groups(store: PostgresStore, committer: Arc<Committer>, group: Vec<Member>) {
+/// A writer: writes `group`, then the groups that queued up meanwhile, until none is left. A
+/// group's saves and prunes go side by side, each statement on a connection of its own.
+async fn write_groups(store: PostgresStore, committer: Arc<Committer>, group: Batch) {
     let mut writer = Writer {
         committer: &committer,
         finished: false,
@@ -265,7 +340,19 @@ async fn write_groups(store: PostgresStore, committer: Arc<Committer>, group: Ve
     let mut group = group;
     loop {
         let size = group.len();
-        write_group(&store, &committer, group).await;
+        let Batch { saves, prunes } = group;
+        tokio::join!(
+            async {
+                if !saves.is_empty() {
+                    write_group(&store, &committer, saves).await;
+                }
+            },
+            async {
+                if !prunes.is_empty() {
+                    write_prunes(&store, &committer, prunes).await;
+                }
+            }
+        );
         if size > 1 {
             committer.gather().await;
         }
@@ -396,6 +483,56 @@ async fn write_columns(
                 tokio::time::sleep(append_backoff(races)).await;
             }
             other => return (other, races),
+        }
+    }
+}
+
+/// Prunes the executions of `prunes` in one statement and answers each; when the delta key
+/// refuses it (a kept delta's base would go), each prune is made alone, which rewrites such
+/// deltas first.
+async fn write_prunes(store: &PostgresStore, committer: &Committer, prunes: Vec<Prune>) {
+    let executions: Vec<&str> = prunes.iter().map(|p| p.execution_id.as_str()).collect();
+    let keeps: Vec<i64> = prunes.iter().map(|p| p.keep).collect();
+    let cutoffs: Vec<Option<OffsetDateTime>> = prunes.iter().map(|p| p.cutoff).collect();
+    // Flushed unless every prune of the group asked not to wait for it.
+    let statement = if prunes.iter().all(|p| p.lazy) {
+        &store.sql.prune_executions_lazy
+    } else {
+        &store.sql.prune_executions
+    };
+    let result = store
+        .retry
+        .run(&store.meter, "prune", || async {
+            Ok(store
+                .pool
+                .query(statement, &[&executions, &keeps, &cutoffs])
+                .await?)
+        })
+        .await;
+    drop((executions, keeps, cutoffs));
+    lock(&committer.stats).pruned(prunes.len());
+    match result {
+        Ok(rows) => {
+            let mut removed: HashMap<String, u64> = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                if let (Ok(execution), Ok(count)) = (row.text(0), row.int(1)) {
+                    removed.insert(execution, u64::try_from(count).unwrap_or(0));
+                }
+            }
+            for prune in prunes {
+                let count = removed.remove(&prune.execution_id).unwrap_or(0);
+                let _ = prune.reply.send(PruneReply::Pruned(count));
+            }
+        }
+        Err(e) if crate::store::write::is_base_violation(store, &e) => {
+            for prune in prunes {
+                let _ = prune.reply.send(PruneReply::Alone);
+            }
+        }
+        Err(e) => {
+            for prune in prunes {
+                let _ = prune.reply.send(PruneReply::Failed(copy_error(&e)));
+            }
         }
     }
 }
@@ -560,28 +697,26 @@ pub(crate) async fn save(
         ..
     } = encoded;
     let (reply, answer) = oneshot::channel();
-    committer.submit(
-        store,
-        Member {
-            id: checkpoint.id.clone(),
-            execution_id: checkpoint.execution_id.clone(),
-            node_name: checkpoint.node_name.clone(),
-            state,
-            metadata,
-            timestamp: checkpoint.timestamp,
-            version: checkpoint.version,
-            parent_id: checkpoint.parent_id.clone(),
-            payload,
-            base_version: base.map(|b| b.version),
-            base_hash: base.map(|b| b.hash),
-            state_hash: fingerprint.map(|f| f.hash),
-            base_depth: base.map(|b| b.depth),
-            floor: store.floor(&checkpoint.execution_id),
-            fence: fence.map(|f| f.token),
-            bytes,
-            reply,
-        },
-    );
+    let member = Member {
+        id: checkpoint.id.clone(),
+        execution_id: checkpoint.execution_id.clone(),
+        node_name: checkpoint.node_name.clone(),
+        state,
+        metadata,
+        timestamp: checkpoint.timestamp,
+        version: checkpoint.version,
+        parent_id: checkpoint.parent_id.clone(),
+        payload,
+        base_version: base.map(|b| b.version),
+        base_hash: base.map(|b| b.hash),
+        state_hash: fingerprint.map(|f| f.hash),
+        base_depth: base.map(|b| b.depth),
+        floor: store.floor(&checkpoint.execution_id),
+        fence: fence.map(|f| f.token),
+        bytes,
+        reply,
+    };
+    committer.submit(store, |queue| queue.pending.push_back(member));
     match answer.await {
         Ok(Reply::Stored(version)) => {
             let stored = Encoded {
@@ -609,6 +744,40 @@ pub(crate) async fn save(
         // The group was lost before it answered (its runtime shut down): saving alone finds
         // the row by id if the group did commit.
         Err(_) => crate::store::write::save_alone(store, checkpoint, fence).await,
+    }
+}
+
+/// A prune of one execution (`keep` newest kept, older than `cutoff` removed) with group
+/// commit: at once, alone, when nothing is in flight; otherwise in the next group, beside its
+/// saves.
+pub(crate) async fn prune(
+    store: &PostgresStore,
+    committer: &Arc<Committer>,
+    execution_id: &str,
+    keep: i64,
+    cutoff: Option<OffsetDateTime>,
+    lazy: bool,
+) -> Result<u64> {
+    let alone = || crate::store::write::prune_now(store, Some(execution_id), keep, cutoff, lazy);
+    if !committer.settings.lone_saves_grouped && committer.try_lead() {
+        let _lead = Lead { committer, store };
+        return alone().await;
+    }
+    let (reply, answer) = oneshot::channel();
+    let prune = Prune {
+        execution_id: execution_id.to_owned(),
+        keep,
+        cutoff,
+        lazy,
+        reply,
+    };
+    committer.submit(store, |queue| queue.prunes.push_back(prune));
+    match answer.await {
+        Ok(PruneReply::Pruned(removed)) => Ok(removed),
+        Ok(PruneReply::Failed(err)) => Err(err),
+        // Refused, or the group was lost before it answered: a prune made again removes what
+        // is still there.
+        Ok(PruneReply::Alone) | Err(_) => alone().await,
     }
 }
 

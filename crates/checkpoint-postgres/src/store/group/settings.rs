@@ -88,8 +88,9 @@ impl GroupCommit {
     }
 
     /// Whether a save that finds nothing in flight is also sent by the group statement, as a
-    /// group of one, instead of by the single-row insert (default false). It makes a lone save
-    /// slower and exists so that tests can drive every save through the group path.
+    /// group of one, instead of by the single-row insert (default false), and a prune of one
+    /// execution by the group's prune statement. It makes a lone save slower and exists so
+    /// that tests can drive every save and prune through the group path.
     pub fn lone_saves_grouped(mut self, on: bool) -> Self {
         self.lone_saves_grouped = on;
         self
@@ -152,6 +153,7 @@ pub struct GroupCommitStats {
     races: u64,
     direct: u64,
     rerouted: u64,
+    prunes: u64,
     /// `sizes[n]`: how many groups held `n` saves.
     sizes: Vec<u64>,
 }
@@ -188,6 +190,12 @@ impl GroupCommitStats {
     /// the partition was gone) that were then written through the partitioned table.
     pub fn rerouted_groups(&self) -> u64 {
         self.rerouted
+    }
+
+    /// Prunes of one execution that were written together with the others of their group,
+    /// in one statement, rather than alone.
+    pub fn grouped_prunes(&self) -> u64 {
+        self.prunes
     }
 
     /// The mean number of saves per group (0 before the first group).
@@ -232,6 +240,7 @@ impl GroupCommitStats {
             races: self.races.saturating_sub(earlier.races),
             direct: self.direct.saturating_sub(earlier.direct),
             rerouted: self.rerouted.saturating_sub(earlier.rerouted),
+            prunes: self.prunes.saturating_sub(earlier.prunes),
             sizes: self
                 .sizes
                 .iter()
@@ -250,6 +259,11 @@ impl GroupCommitStats {
             self.sizes.resize(size + 1, 0);
         }
         self.sizes[size] = self.sizes[size].saturating_add(1);
+    }
+
+    /// The prunes of a group, sent in one statement.
+    pub(crate) fn pruned(&mut self, prunes: usize) {
+        self.prunes = self.prunes.saturating_add(prunes as u64);
     }
 
     /// A group written to one partition (`direct`), or refused there and rerouted.
@@ -310,6 +324,8 @@ mod tests {
             stats.record(size, 0, false);
         }
         stats.record(3, 2, true);
+        stats.pruned(5);
+        assert_eq!(stats.grouped_prunes(), 5);
         assert_eq!(stats.groups(), 11);
         assert_eq!(stats.saves(), 143);
         assert_eq!(stats.largest(), 40);
