@@ -10,7 +10,8 @@ use super::*;
 use crate::mock::{MockPool, Reply};
 use crate::store::tests::{fast_retries, options, store_with, unique_violation, INDEX};
 use crate::{Cell, PostgresOptions, Row};
-use checkpoint_core::CheckpointStore;
+use checkpoint_core::{CheckpointStore, RetentionPolicy};
+use std::sync::atomic::Ordering;
 
 /// Every save through the group statement, so that a single save makes a group of one.
 fn grouped() -> PostgresOptions {
@@ -225,4 +226,102 @@ fn saves_queued_behind_a_writer_lost_with_its_runtime_are_made_alone() {
         0,
         "no writer left counted"
     );
+}
+
+fn is_group_prune(sql: &str) -> bool {
+    sql.contains("unnest($1::text[], $2::int8[], $3::timestamptz[]) AS p(execution_id")
+}
+
+fn removed(rows: &[(&str, i64)]) -> Reply {
+    Reply::Rows(
+        rows.iter()
+            .map(|(execution, count)| {
+                Row(vec![Cell::Text((*execution).to_owned()), Cell::Int(*count)])
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_lone_prune_goes_through_the_group_prune_statement_with_its_own_count() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    pool.reply(removed(&[("e", 4)])).reply(removed(&[]));
+    let lazy = RetentionPolicy::keep_last(2)
+        .for_execution("e")
+        .lazy_flush();
+    assert_eq!(store.prune(&lazy).await.unwrap(), 4);
+    // An execution that lost nothing is not in the statement's rows: 0.
+    let flushed = RetentionPolicy::keep_last(5).for_execution("f");
+    assert_eq!(store.prune(&flushed).await.unwrap(), 0);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().all(|c| is_group_prune(&c.sql)), "{calls:?}");
+    assert_eq!(calls[0].sql, store.sql.prune_executions_lazy.text);
+    assert_eq!(calls[0].params, vec!["[\"e\"]", "[2]", "[None]"]);
+    assert_eq!(calls[1].sql, store.sql.prune_executions.text);
+    assert!(!calls[1].sql.contains("set_config"));
+    assert_eq!(store.group_commit_stats().unwrap().grouped_prunes(), 2);
+}
+
+#[tokio::test]
+async fn a_failure_every_prune_shares_reaches_each_prune_of_the_group() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    // The first save leaves alone; the prunes that queue behind it go in one statement.
+    pool.reply(stored("a", 1))
+        .reply(Reply::Fail(DbError::server(
+            SqlState::UNDEFINED_TABLE,
+            None,
+            "relation does not exist",
+        )));
+    let first = append("a", "e");
+    let policies = [
+        RetentionPolicy::keep_last(1).for_execution("e"),
+        RetentionPolicy::keep_last(2).for_execution("f"),
+    ];
+    let (saved, pruned) = tokio::join!(
+        store.save(&first),
+        futures_util::future::join_all(policies.iter().map(|p| store.prune(p)))
+    );
+    assert_eq!(saved.unwrap(), 1);
+    for result in pruned {
+        let err = result.unwrap_err();
+        let db = DbError::of(&err).expect("the server's error");
+        assert_eq!(db.code(), Some(&SqlState::UNDEFINED_TABLE));
+    }
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(is_group_prune(&calls[1].sql));
+    assert_eq!(calls[1].params[0], "[\"e\", \"f\"]");
+    assert_eq!(calls[1].params[1], "[1, 2]");
+}
+
+#[tokio::test]
+async fn prunes_refused_for_a_kept_delta_are_each_made_alone() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    let table = crate::schema::table::TableName::new(None, "checkpoints").unwrap();
+    pool.reply(Reply::Fail(DbError::server(
+        SqlState::FOREIGN_KEY_VIOLATION,
+        Some(&table.base_key()),
+        "update or delete violates foreign key constraint",
+    )))
+    // Alone: the one statement, refused again, then the careful transaction.
+    .reply(Reply::Fail(DbError::server(
+        SqlState::FOREIGN_KEY_VIOLATION,
+        Some(&table.base_key()),
+        "update or delete violates foreign key constraint",
+    )))
+    .reply(Reply::Rows(vec![]))
+    .reply(Reply::Affected(3));
+    let policy = RetentionPolicy::keep_last(2).for_execution("e");
+    assert_eq!(store.prune(&policy).await.unwrap(), 3);
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert!(is_group_prune(&calls[0]), "{calls:?}");
+    assert_eq!(calls[1], store.sql.prune_execution.text);
+    assert!(calls.contains(&"BEGIN".to_owned()), "{calls:?}");
+    assert_eq!(calls.last().map(String::as_str), Some("COMMIT"));
+    // The transaction found no kept delta left to rewrite: the next prune may join a group.
+    assert!(!store.prunes_rewrite.load(Ordering::Relaxed));
 }
