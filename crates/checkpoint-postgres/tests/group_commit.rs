@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use checkpoint_core::conformance::history::conversation;
 use checkpoint_core::{Checkpoint, CheckpointStore, Error, RetentionPolicy};
-use checkpoint_postgres::{GroupCommit, PostgresOptions, PostgresStore, StateEncoding};
+use checkpoint_postgres::{
+    GroupCommit, PartitionPeriod, PostgresOptions, PostgresStore, StateEncoding, TableLayout,
+};
 use futures::future::join_all;
 use serde_json::json;
 
@@ -274,7 +276,24 @@ async fn versions_of(store: &PostgresStore, execution: &str) -> Vec<i64> {
 
 #[tokio::test]
 async fn prunes_queued_behind_a_save_go_together_each_with_its_own_count() {
-    let store = support::store().await;
+    prunes_go_together(support::store().await).await;
+}
+
+#[tokio::test]
+async fn prunes_go_together_on_the_hash_layout() {
+    let layout = TableLayout::hash_partitioned(4).expect("a valid layout");
+    prunes_go_together(connect(support::options().await.table_layout(layout)).await).await;
+}
+
+#[tokio::test]
+async fn prunes_go_together_on_the_time_layout_each_in_its_partition() {
+    let layout = TableLayout::time_partitioned(PartitionPeriod::Day);
+    prunes_go_together(connect(support::options().await.table_layout(layout)).await).await;
+}
+
+/// A burst of prunes of one execution each (different limits, an age limit, lazy or not, two
+/// of one execution, one of an execution that does not exist) queued behind a save.
+async fn prunes_go_together(store: PostgresStore) {
     for e in 0..6 {
         let batch: Vec<Checkpoint> = (0..10)
             .map(|i| Checkpoint::new(format!("p{e}"), "n", json!({ "i": i })))

@@ -233,13 +233,10 @@ impl TableLayout {
     }
 
     /// Whether the prunes of one execution that queue during a group commit go in one
-    /// statement (`prune_executions`): not on the time-partitioned layout, whose per-execution
-    /// ranges name the start, nor on the distributed one, which has no group commit.
+    /// statement (`prune_executions`): not on the distributed layout, which has no group
+    /// commit (each save is routed to its shard).
     pub(crate) fn groups_prunes(self) -> bool {
-        matches!(
-            self,
-            TableLayout::Plain | TableLayout::HashPartitioned { .. }
-        )
+        self != TableLayout::Distributed
     }
 
     /// The columns `ON CONFLICT` names to find the row of an id: a unique index on `id` alone

@@ -509,20 +509,25 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
 /// (keep + 1)-th newest version and older than its limit go, by an index range per execution.
 /// Returns each execution that lost rows with how many. `lazily`: committed without waiting
 /// for the flush, as `prune_execution_lazy`.
-fn prune_executions(t: &str, lazily: bool) -> String {
+fn prune_executions(t: &str, start: &Start, lazily: bool) -> String {
     let lazy = if lazily {
         " AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
     } else {
         ""
     };
+    // Each execution's bound is found once, first (MATERIALIZED keeps the server from
+    // folding it into the join, where it could be computed again for every row).
     format!(
-        "WITH gone AS (DELETE FROM {t} AS d USING (SELECT p.execution_id, p.cutoff, \
-         (SELECT x.version FROM {t} x WHERE x.execution_id = p.execution_id \
+        "WITH r AS MATERIALIZED (SELECT p.execution_id, p.cutoff, \
+         (SELECT x.version FROM {t} x WHERE x.execution_id = p.execution_id{} \
           ORDER BY x.version DESC OFFSET p.keep LIMIT 1) AS top \
-         FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS p(execution_id, keep, cutoff)) r \
-         WHERE d.execution_id = r.execution_id AND d.version <= r.top \
+         FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS p(execution_id, keep, cutoff)), \
+         gone AS (DELETE FROM {t} AS d USING r \
+         WHERE d.execution_id = r.execution_id{} AND d.version <= r.top \
          AND d.\"timestamp\" < COALESCE(r.cutoff, 'infinity'){lazy} RETURNING d.execution_id) \
-         SELECT execution_id, count(*) FROM gone GROUP BY execution_id"
+         SELECT execution_id, count(*) FROM gone GROUP BY execution_id",
+        start.key("x.", "p.execution_id"),
+        start.key("d.", "r.execution_id"),
     )
 }
 
@@ -888,11 +893,11 @@ impl Statements {
                 &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
             ),
             // The prunes of one group (`store/group`), one execution each: for each, the same
-            // index range as `prune_execution`, in one statement; how many rows each lost.
-            // Not used on the time-partitioned layout, whose ranges need the start.
-            prune_executions: Sql::new(prune_executions(&t, false), &prune_arrays),
+            // index range as `prune_execution` (in its execution's partition), in one
+            // statement; how many rows each lost.
+            prune_executions: Sql::new(prune_executions(&t, &start, false), &prune_arrays),
             prune_executions_lazy: Sql::new(
-                prune_executions(&t, table.layout() != TableLayout::Distributed),
+                prune_executions(&t, &start, table.layout() != TableLayout::Distributed),
                 &prune_arrays,
             ),
             prune_all: Sql::new(

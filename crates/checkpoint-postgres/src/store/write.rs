@@ -465,8 +465,8 @@ pub(crate) async fn clear(store: &PostgresStore, execution_id: &str) -> Result<u
     }
 }
 
-/// `prune`: a prune of one execution joins the group commit when one is in flight (on the
-/// layouts that group prunes); any other is made at once ([`prune_now`]).
+/// `prune`: a prune of one execution joins the group commit when a write is in flight (on
+/// every layout with group commit); any other is made at once ([`prune_now`]).
 pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Result<u64> {
     // A prune that keeps no checkpoint removes the newest too.
     store.forget_floors(policy.execution_id.as_deref());

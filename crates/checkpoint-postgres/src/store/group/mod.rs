@@ -21,8 +21,8 @@
 //! - Prunes of one execution (retention after every save, as adk-graph's executor makes them)
 //!   queue the same way while a write is in flight, and the prunes of one group go in one
 //!   statement beside its saves, one execution each, instead of a round trip each. When a
-//!   kept delta's base would go (the delta key refuses the statement), or on the
-//!   time-partitioned layout, a prune is made alone, as without group commit.
+//!   kept delta's base would go (the delta key refuses the statement), a prune is made
+//!   alone, as without group commit.
 
 pub(crate) mod settings;
 
