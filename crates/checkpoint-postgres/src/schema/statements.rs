@@ -515,14 +515,11 @@ fn prune_executions(t: &str, start: &Start, lazily: bool) -> String {
     } else {
         ""
     };
-    // Each execution's bound is found once, first (MATERIALIZED keeps the server from
-    // folding it into the join, where it could be computed again for every row).
     format!(
-        "WITH r AS MATERIALIZED (SELECT p.execution_id, p.cutoff, \
+        "WITH gone AS (DELETE FROM {t} AS d USING (SELECT p.execution_id, p.cutoff, \
          (SELECT x.version FROM {t} x WHERE x.execution_id = p.execution_id{} \
           ORDER BY x.version DESC OFFSET p.keep LIMIT 1) AS top \
-         FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS p(execution_id, keep, cutoff)), \
-         gone AS (DELETE FROM {t} AS d USING r \
+         FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS p(execution_id, keep, cutoff)) r \
          WHERE d.execution_id = r.execution_id{} AND d.version <= r.top \
          AND d.\"timestamp\" < COALESCE(r.cutoff, 'infinity'){lazy} RETURNING d.execution_id) \
          SELECT execution_id, count(*) FROM gone GROUP BY execution_id",
