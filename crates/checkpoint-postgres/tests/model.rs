@@ -24,18 +24,24 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// The PostgreSQL store under test: delta storage with chains of at most three rows, so that
 /// nearly every operation meets a delta.
 /// Every other sequence runs with encryption at rest on, so sealed payloads meet the same
-/// generated operations.
+/// generated operations; and every other pair of sequences sends every save and every prune
+/// of one execution through the group statements (`GroupCommit::lone_saves_grouped`).
 async fn pg_store(jsonb: bool) -> checkpoint_postgres::PostgresStore {
     static SEQUENCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut options = support::options()
         .await
         .state_encoding(checkpoint_postgres::StateEncoding::delta(3).expect("valid"))
         .min_delta_bytes(0);
+    let sequence = SEQUENCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if jsonb {
         options = options.state_encoding(checkpoint_postgres::StateEncoding::Jsonb);
-    } else if SEQUENCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 {
+    } else if sequence % 2 == 1 {
         let key = checkpoint_postgres::EncryptionKey::new("model", &[5u8; 32]).expect("a key");
         options = options.encryption(checkpoint_postgres::Encryption::new(key));
+    }
+    if sequence % 4 >= 2 {
+        options = options
+            .group_commit(checkpoint_postgres::GroupCommit::default().lone_saves_grouped(true));
     }
     checkpoint_postgres::PostgresStore::connect(options)
         .await
