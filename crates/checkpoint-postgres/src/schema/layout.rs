@@ -232,13 +232,6 @@ impl TableLayout {
         self.period().is_some()
     }
 
-    /// Whether the prunes of one execution that queue during a group commit go in one
-    /// statement (`prune_executions`): not on the distributed layout, which has no group
-    /// commit (each save is routed to its shard).
-    pub(crate) fn groups_prunes(self) -> bool {
-        self != TableLayout::Distributed
-    }
-
     /// The columns `ON CONFLICT` names to find the row of an id: a unique index on `id` alone
     /// cannot exist on a table partitioned by anything else.
     pub(crate) fn id_conflict_target(self) -> &'static str {

@@ -465,8 +465,8 @@ pub(crate) async fn clear(store: &PostgresStore, execution_id: &str) -> Result<u
     }
 }
 
-/// `prune`: a prune of one execution joins the group commit when a write is in flight (on
-/// every layout with group commit); any other is made at once ([`prune_now`]).
+/// `prune`: a prune of one execution joins the group commit when a write is in flight; any
+/// other is made at once ([`prune_now`]).
 pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Result<u64> {
     // A prune that keeps no checkpoint removes the newest too.
     store.forget_floors(policy.execution_id.as_deref());
@@ -494,9 +494,10 @@ pub(crate) async fn prune(store: &PostgresStore, policy: &RetentionPolicy) -> Re
     // Validated to fit in i64.
     let keep = i64::try_from(policy.keep_last.unwrap_or(0)).unwrap_or(i64::MAX);
     let execution = policy.execution_id.as_deref();
+    // Group commit is on (it never is on the distributed layout), and no prune has kept deltas
+    // to rewrite lately (those go alone: see `prune_now`).
     if let (Some(execution), Some(committer)) = (execution, &store.group) {
-        // A prune that has kept deltas to rewrite goes alone (see `prune_now`).
-        if store.table.layout().groups_prunes() && !store.prunes_rewrite.load(Ordering::Relaxed) {
+        if !store.prunes_rewrite.load(Ordering::Relaxed) {
             return crate::store::group::prune(
                 store,
                 committer,
