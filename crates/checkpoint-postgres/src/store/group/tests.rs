@@ -325,3 +325,44 @@ async fn prunes_refused_for_a_kept_delta_are_each_made_alone() {
     // The transaction found no kept delta left to rewrite: the next prune may join a group.
     assert!(!store.prunes_rewrite.load(Ordering::Relaxed));
 }
+
+#[test]
+fn prunes_queued_behind_a_writer_lost_with_its_runtime_are_made_alone() {
+    let pool = MockPool::default();
+    let other = tokio::runtime::Runtime::new().unwrap();
+    let store = other.block_on(store_with(&pool, grouped()));
+    pool.reply(Reply::Hang).reply(Reply::Affected(3));
+
+    // The save's writer runs on a runtime of its own and never gets an answer.
+    let doomed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = append("a", "e");
+    let stuck = store.clone();
+    doomed.spawn(async move { stuck.save(&first).await });
+    doomed.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
+
+    // A prune queues behind it.
+    let queued = store.clone();
+    let pruned = other.spawn(async move {
+        let policy = RetentionPolicy::keep_last(2).for_execution("e");
+        queued.prune(&policy).await
+    });
+    let committer = store.group.clone().unwrap();
+    other.block_on(async {
+        while lock(&committer.queue).prunes.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+
+    drop(doomed);
+    assert_eq!(other.block_on(pruned).unwrap().unwrap(), 3, "made alone");
+    let calls = pool.calls();
+    assert_eq!(calls.last().unwrap().sql, store.sql.prune_execution.text);
+    assert_eq!(
+        lock(&committer.queue).in_flight,
+        0,
+        "no writer left counted"
+    );
+}
