@@ -17,6 +17,8 @@ pub(crate) enum Reply {
     Fail(DbError),
     /// Never answers, as a statement stuck on the server.
     Hang,
+    /// Answers with the reply after a while, as a slow statement.
+    After(std::time::Duration, Box<Reply>),
 }
 
 /// One statement the store sent: its text (or `BEGIN` / `COMMIT` / `ROLLBACK`) and the
@@ -76,22 +78,33 @@ impl MockPool {
     }
 
     async fn run_execute(&self, sql: &Sql, params: &[Param<'_>]) -> Result<u64, DbError> {
-        match self.record(&sql.text, params) {
+        match wait(self.record(&sql.text, params)).await {
             Reply::Affected(n) => Ok(n),
             Reply::Rows(rows) => Ok(rows.len() as u64),
             Reply::Fail(e) => Err(e),
             Reply::Hang => std::future::pending().await,
+            Reply::After(..) => unreachable!("waited for"),
         }
     }
 
     async fn run_query(&self, sql: &Sql, params: &[Param<'_>]) -> Result<Vec<Row>, DbError> {
-        match self.record(&sql.text, params) {
+        match wait(self.record(&sql.text, params)).await {
             Reply::Rows(rows) => Ok(rows),
             Reply::Affected(_) => Ok(Vec::new()),
             Reply::Fail(e) => Err(e),
             Reply::Hang => std::future::pending().await,
+            Reply::After(..) => unreachable!("waited for"),
         }
     }
+}
+
+/// The reply, once a slow one's time has passed.
+async fn wait(mut reply: Reply) -> Reply {
+    while let Reply::After(delay, next) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *next;
+    }
+    reply
 }
 
 #[async_trait]

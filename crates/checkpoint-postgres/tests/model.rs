@@ -1,10 +1,10 @@
 //! Model-based test: proptest generates sequences of operations
 //! (`checkpoint_core::conformance::model`), applies each to `MemoryStore` (the model) and
-//! `PostgresStore` in each state encoding (delta storage with short chains, every other sequence
-//! encrypted; and the JSONB column), group commit on, and requires every observable result to
-//! be exactly equal (numbers by kind and bits, `-0.0` included). Bursts of concurrent saves go
-//! through group commit. Failing sequences are kept in `model.proptest-regressions` and replayed
-//! first on every run.
+//! `PostgresStore` in each state encoding (delta storage with short chains, sealed or not; and
+//! the JSONB column), group commit on, and requires every observable result to be exactly equal
+//! (numbers by kind and bits, `-0.0` included). Bursts of concurrent saves go through group
+//! commit; in half the sequences every save and prune does. Failing sequences are kept in
+//! `model.proptest-regressions` and replayed first on every run, in the mode they failed in.
 
 mod support;
 
@@ -21,25 +21,34 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     RUNTIME.get_or_init(|| tokio::runtime::Runtime::new().expect("a runtime"))
 }
 
+/// How a sequence runs, generated with it (so a failure replays, and shrinks, in the mode it
+/// failed in): encryption at rest on, so sealed payloads meet the same generated operations
+/// (payloads only); and every save and every prune of one execution sent through the group
+/// statements (`GroupCommit::lone_saves_grouped`).
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    encrypted: bool,
+    grouped: bool,
+}
+
+fn mode() -> impl Strategy<Value = Mode> {
+    (any::<bool>(), any::<bool>()).prop_map(|(encrypted, grouped)| Mode { encrypted, grouped })
+}
+
 /// The PostgreSQL store under test: delta storage with chains of at most three rows, so that
-/// nearly every operation meets a delta.
-/// Every other sequence runs with encryption at rest on, so sealed payloads meet the same
-/// generated operations; and every other pair of sequences sends every save and every prune
-/// of one execution through the group statements (`GroupCommit::lone_saves_grouped`).
-async fn pg_store(jsonb: bool) -> checkpoint_postgres::PostgresStore {
-    static SEQUENCES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// nearly every operation meets a delta, or the JSONB column; in `mode`.
+async fn pg_store(jsonb: bool, mode: Mode) -> checkpoint_postgres::PostgresStore {
     let mut options = support::options()
         .await
         .state_encoding(checkpoint_postgres::StateEncoding::delta(3).expect("valid"))
         .min_delta_bytes(0);
-    let sequence = SEQUENCES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if jsonb {
         options = options.state_encoding(checkpoint_postgres::StateEncoding::Jsonb);
-    } else if sequence % 2 == 1 {
+    } else if mode.encrypted {
         let key = checkpoint_postgres::EncryptionKey::new("model", &[5u8; 32]).expect("a key");
         options = options.encryption(checkpoint_postgres::Encryption::new(key));
     }
-    if sequence % 4 >= 2 {
+    if mode.grouped {
         options = options
             .group_commit(checkpoint_postgres::GroupCommit::default().lone_saves_grouped(true));
     }
@@ -48,8 +57,8 @@ async fn pg_store(jsonb: bool) -> checkpoint_postgres::PostgresStore {
         .expect("connect to the test server")
 }
 
-async fn check(ops: Vec<Op>, jsonb: bool) {
-    let pg = pg_store(jsonb).await;
+async fn check(ops: Vec<Op>, jsonb: bool, mode: Mode) {
+    let pg = pg_store(jsonb, mode).await;
     // The JSONB column refuses the numbers it would change; payloads keep every number.
     let numbers = if jsonb {
         model::StateNumbers::Jsonb
@@ -79,7 +88,7 @@ async fn check(ops: Vec<Op>, jsonb: bool) {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
-        max_shrink_iters: 200,
+        max_shrink_iters: 1000,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "tests/model.proptest-regressions",
         ))),
@@ -87,13 +96,13 @@ proptest! {
     })]
 
     #[test]
-    fn memory_and_postgres_agree_on_every_sequence(ops in model::ops(false)) {
-        runtime().block_on(check(ops, false));
+    fn memory_and_postgres_agree_on_every_sequence(ops in model::ops(false), mode in mode()) {
+        runtime().block_on(check(ops, false, mode));
     }
 
     #[test]
-    fn memory_and_postgres_jsonb_agree_on_every_sequence(ops in model::ops(false)) {
-        runtime().block_on(check(ops, true));
+    fn memory_and_postgres_jsonb_agree_on_every_sequence(ops in model::ops(false), mode in mode()) {
+        runtime().block_on(check(ops, true, mode));
     }
 }
 

@@ -11,8 +11,9 @@
 //! - When the unique index, the foreign key or a delta's base check refuses the group, its
 //!   saves are made one by one, in arrival order per execution and per id, by the same path a
 //!   save takes without group commit, so each gets exactly the outcome it would have had alone (a
-//!   conflict, a replaced row, a snapshot instead of a delta) and the others are stored. A
-//!   group of appends that only lost a race for the next versions is sent again.
+//!   conflict, a replaced row, a snapshot instead of a delta) and the others are stored. The
+//!   next group waits until they are done, so a save made alone keeps its place in arrival
+//!   order. A group of appends that only lost a race for the next versions is sent again.
 //! - A group that fails transiently is retried whole (every save is idempotent by its id); a
 //!   failure that outlasts the retries is reported to every save in it.
 //! - The write runs in its own task, so a caller that gives up waiting cannot cut a group
@@ -92,8 +93,8 @@ enum PruneReply {
     /// The statement failed for a reason every prune of the group shares.
     Failed(Error),
     /// The statement was refused (a kept delta's base would go): prune alone, which rewrites
-    /// such deltas first.
-    Alone,
+    /// such deltas first; dropping `turn` lets the writer go on to the next group.
+    Alone { turn: watch::Sender<()> },
 }
 
 /// One save waiting for its group: the row, owned, and where its answer goes.
@@ -371,7 +372,7 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
     if !numbered_in_order(&group) {
         lock(&committer.stats).record(group.len(), 0, true);
         store.meter.group_split();
-        one_by_one(group);
+        settle(one_by_one(group)).await;
         return;
     }
     let columns = Columns::of(&group);
@@ -412,6 +413,7 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
     }
     match result {
         Ok(rows) => {
+            let mut alone = Vec::new();
             let mut versions = HashMap::with_capacity(rows.len());
             for row in &rows {
                 if let (Ok(id), Ok(version)) = (row.text(0), row.int(1)) {
@@ -426,19 +428,25 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
                         }
                         Reply::Stored(version)
                     }
-                    // Not reported back (it cannot happen with one row per save): the save
-                    // alone finds the row by its id.
-                    None => Reply::Alone {
-                        after: Vec::new(),
-                        turn: watch::channel(()).0,
-                    },
+                    // Left out (a fenced save whose lease moved on), or not reported back
+                    // (it cannot happen with one row per save): the save alone meets
+                    // `LeaseLost`, or finds the row by its id.
+                    None => {
+                        let (turn, done) = watch::channel(());
+                        alone.push(done);
+                        Reply::Alone {
+                            after: Vec::new(),
+                            turn,
+                        }
+                    }
                 };
                 let _ = member.reply.send(reply);
             }
+            settle(alone).await;
         }
         Err(e) if split => {
             tracing::debug!(saves = group.len(), error = %e, "a group was refused; saving its members one by one");
-            one_by_one(group);
+            settle(one_by_one(group)).await;
         }
         Err(e) => {
             for member in group {
@@ -525,9 +533,13 @@ async fn write_prunes(store: &PostgresStore, committer: &Committer, prunes: Vec<
             }
         }
         Err(e) if crate::store::write::is_base_violation(store, &e) => {
+            let mut alone = Vec::with_capacity(prunes.len());
             for prune in prunes {
-                let _ = prune.reply.send(PruneReply::Alone);
+                let (turn, done) = watch::channel(());
+                alone.push(done);
+                let _ = prune.reply.send(PruneReply::Alone { turn });
             }
+            settle(alone).await;
         }
         Err(e) => {
             for prune in prunes {
@@ -555,11 +567,14 @@ fn numbered_in_order(group: &[Member]) -> bool {
 /// Sends every save of `group` back to its caller to be made alone, each after the saves
 /// before it in the group with the same execution or the same id: the outcomes are those of
 /// saving the group in arrival order, while saves of unrelated executions run side by side.
-fn one_by_one(group: Vec<Member>) {
+/// Returns what ends as each of them is done, for the writer to [`settle`].
+fn one_by_one(group: Vec<Member>) -> Vec<watch::Receiver<()>> {
     let mut last_of_execution: HashMap<String, watch::Receiver<()>> = HashMap::new();
     let mut last_of_id: HashMap<String, watch::Receiver<()>> = HashMap::new();
+    let mut every = Vec::with_capacity(group.len());
     for member in group {
         let (turn, done) = watch::channel(());
+        every.push(done.clone());
         let after = [
             last_of_execution.insert(member.execution_id, done.clone()),
             last_of_id.insert(member.id, done),
@@ -568,6 +583,17 @@ fn one_by_one(group: Vec<Member>) {
         .flatten()
         .collect();
         let _ = member.reply.send(Reply::Alone { after, turn });
+    }
+    every
+}
+
+/// Waits until every save or prune sent back to be made alone is done (its `turn` dropped,
+/// also when its caller gives up), so that the next group, whose saves arrived later, is
+/// written after them: a save sent alone keeps its place in arrival order.
+async fn settle(alone: Vec<watch::Receiver<()>>) {
+    for mut done in alone {
+        // Nothing is ever sent: `changed` fails once the sender is dropped.
+        while done.changed().await.is_ok() {}
     }
 }
 
@@ -775,9 +801,15 @@ pub(crate) async fn prune(
     match answer.await {
         Ok(PruneReply::Pruned(removed)) => Ok(removed),
         Ok(PruneReply::Failed(err)) => Err(err),
-        // Refused, or the group was lost before it answered: a prune made again removes what
-        // is still there.
-        Ok(PruneReply::Alone) | Err(_) => alone().await,
+        // Refused: made alone, the writer waiting for it before the next group.
+        Ok(PruneReply::Alone { turn }) => {
+            let outcome = alone().await;
+            drop(turn);
+            outcome
+        }
+        // The group was lost before it answered: a prune made again removes what is still
+        // there.
+        Err(_) => alone().await,
     }
 }
 

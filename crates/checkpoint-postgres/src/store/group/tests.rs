@@ -120,6 +120,42 @@ async fn a_refused_group_makes_each_save_alone_in_arrival_order() {
 }
 
 #[tokio::test]
+async fn the_next_group_waits_for_the_saves_of_a_refused_group_made_alone() {
+    let pool = MockPool::default();
+    let settings = GroupCommit::default().lone_saves_grouped(true).max_saves(2);
+    let store = store_with(&pool, options().group_commit(settings)).await;
+    // [a], then [b, c], refused: b alone is slow; then [d], which arrived after c.
+    pool.reply(stored("a", 1))
+        .reply(unique_violation("checkpoints_pkey"))
+        .reply(Reply::After(
+            Duration::from_millis(50),
+            Box::new(version_row(2)),
+        ))
+        .reply(version_row(3))
+        .reply(stored("d", 4));
+    let saves = ["a", "b", "c", "d"].map(|id| append(id, "e"));
+    let results = futures_util::future::join_all(saves.iter().map(|cp| store.save(cp))).await;
+    let versions: Vec<i64> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4], "arrival order");
+    let calls = pool.calls();
+    let order: Vec<(bool, &str)> = calls
+        .iter()
+        .map(|c| (is_group(&c.sql), c.params[0].as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (true, "[\"a\"]"),
+            (true, "[\"b\", \"c\"]"),
+            (false, "\"b\""),
+            (false, "\"c\""),
+            (true, "[\"d\"]"),
+        ],
+        "the group of d after b and c alone"
+    );
+}
+
+#[tokio::test]
 async fn a_group_of_appends_that_lost_a_race_is_numbered_again() {
     let pool = MockPool::default();
     let store = store_with(&pool, grouped()).await;
@@ -324,6 +360,52 @@ async fn prunes_refused_for_a_kept_delta_are_each_made_alone() {
     assert_eq!(calls.last().map(String::as_str), Some("COMMIT"));
     // The transaction found no kept delta left to rewrite: the next prune may join a group.
     assert!(!store.prunes_rewrite.load(Ordering::Relaxed));
+}
+
+#[tokio::test]
+async fn the_next_group_waits_for_a_refused_prune_made_alone() {
+    let pool = MockPool::default();
+    let store = store_with(&pool, grouped()).await;
+    let table = crate::schema::table::TableName::new(None, "checkpoints").unwrap();
+    let refused = || {
+        Reply::Fail(DbError::server(
+            SqlState::FOREIGN_KEY_VIOLATION,
+            Some(&table.base_key()),
+            "update or delete violates foreign key constraint",
+        ))
+    };
+    // The save leaves first; the first prune of "e" is refused and made alone, slowly; the
+    // second, which waited for the next group, goes after it.
+    pool.reply(stored("a", 1))
+        .reply(refused())
+        .reply(Reply::After(Duration::from_millis(50), Box::new(refused())))
+        .reply(Reply::Rows(vec![]))
+        .reply(Reply::Affected(3))
+        .reply(removed(&[("e", 1)]));
+    let first = append("a", "e");
+    let policies = [
+        RetentionPolicy::keep_last(2).for_execution("e"),
+        RetentionPolicy::keep_last(1).for_execution("e"),
+    ];
+    let (saved, pruned) = tokio::join!(
+        store.save(&first),
+        futures_util::future::join_all(policies.iter().map(|p| store.prune(p)))
+    );
+    assert_eq!(saved.unwrap(), 1);
+    let counts: Vec<u64> = pruned.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(counts, vec![3, 1]);
+    let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert!(is_group_prune(&calls[1]), "{calls:?}");
+    assert_eq!(calls[2], store.sql.prune_execution.text);
+    assert!(
+        is_group_prune(calls.last().unwrap()),
+        "the second prune's group last: {calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| is_group_prune(c)).count(),
+        2,
+        "{calls:?}"
+    );
 }
 
 #[test]
