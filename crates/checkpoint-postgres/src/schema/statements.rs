@@ -504,17 +504,28 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
     ]
 }
 
+/// The condition that commits a prune without waiting for its flush
+/// (`RetentionPolicy::lazy_flush`): the setting is made for the statement's own transaction by
+/// the first row it removes (a prune that removes nothing writes nothing to flush). Citus
+/// refuses a volatile function in a modification's `WHERE`, so the distributed layout's prunes
+/// go without it and flush as any other.
+const LAZY_COMMIT: &str = " AND set_config('synchronous_commit', 'off', true) IS NOT NULL";
+
+/// [`LAZY_COMMIT`] where `table`'s layout allows it; nothing on the distributed layout.
+fn lazy_commit(table: &TableName) -> &'static str {
+    if table.layout() == TableLayout::Distributed {
+        ""
+    } else {
+        LAZY_COMMIT
+    }
+}
+
 /// The prune of several executions at once: `$1` the executions (each once), `$2` how many
 /// checkpoints each keeps, `$3` each one's age limit; the rows of each at or below its
 /// (keep + 1)-th newest version and older than its limit go, by an index range per execution.
-/// Returns each execution that lost rows with how many. `lazily`: committed without waiting
-/// for the flush, as `prune_execution_lazy`.
-fn prune_executions(t: &str, start: &Start, lazily: bool) -> String {
-    let lazy = if lazily {
-        " AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
-    } else {
-        ""
-    };
+/// Returns each execution that lost rows with how many. `lazy`: nothing, or the condition that
+/// commits it without waiting for the flush ([`lazy_commit`]).
+fn prune_executions(t: &str, start: &Start, lazy: &str) -> String {
     format!(
         "WITH gone AS (DELETE FROM {t} AS d USING (SELECT p.execution_id, p.cutoff, \
          (SELECT x.version FROM {t} x WHERE x.execution_id = p.execution_id{} \
@@ -873,28 +884,17 @@ impl Statements {
                 format!("DELETE FROM {t} WHERE {doomed_rows}"),
                 &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
             ),
-            // The same, committed without waiting for its flush (`RetentionPolicy::lazy_flush`):
-            // the setting is made for this statement's own transaction, by the first row it
-            // removes (a prune that removes nothing writes nothing to flush). Citus refuses a
-            // volatile function in a modification's `WHERE`, so the distributed layout's
-            // prune flushes as any other.
+            // The same, committed without waiting for its flush (see `LAZY_COMMIT`).
             prune_execution_lazy: Sql::new(
-                if table.layout() == TableLayout::Distributed {
-                    format!("DELETE FROM {t} WHERE {doomed_rows}")
-                } else {
-                    format!(
-                        "DELETE FROM {t} WHERE {doomed_rows} \
-                         AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
-                    )
-                },
+                format!("DELETE FROM {t} WHERE {doomed_rows}{}", lazy_commit(table)),
                 &[Type::TEXT, Type::INT8, Type::TIMESTAMPTZ],
             ),
             // The prunes of one group (`store/group`), one execution each: for each, the same
             // index range as `prune_execution` (in its execution's partition), in one
             // statement; how many rows each lost.
-            prune_executions: Sql::new(prune_executions(&t, &start, false), &prune_arrays),
+            prune_executions: Sql::new(prune_executions(&t, &start, ""), &prune_arrays),
             prune_executions_lazy: Sql::new(
-                prune_executions(&t, &start, table.layout() != TableLayout::Distributed),
+                prune_executions(&t, &start, lazy_commit(table)),
                 &prune_arrays,
             ),
             prune_all: Sql::new(
