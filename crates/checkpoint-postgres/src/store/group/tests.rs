@@ -278,6 +278,28 @@ fn removed(rows: &[(&str, i64)]) -> Reply {
     )
 }
 
+/// The delta key refusing a prune: a kept delta's base would go.
+fn kept_delta_refusal() -> Reply {
+    let table = crate::schema::table::TableName::new(None, "checkpoints").unwrap();
+    Reply::Fail(DbError::server(
+        SqlState::FOREIGN_KEY_VIOLATION,
+        Some(&table.base_key()),
+        "update or delete violates foreign key constraint",
+    ))
+}
+
+/// Saves one append to "e", which leaves alone (version 1), and makes `policies` while it is
+/// in flight, so that they queue behind it; the prunes' outcomes.
+async fn save_then_prune(store: &PostgresStore, policies: &[RetentionPolicy]) -> Vec<Result<u64>> {
+    let first = append("a", "e");
+    let (saved, pruned) = tokio::join!(
+        store.save(&first),
+        futures_util::future::join_all(policies.iter().map(|p| store.prune(p)))
+    );
+    assert_eq!(saved.unwrap(), 1);
+    pruned
+}
+
 #[tokio::test]
 async fn a_lone_prune_goes_through_the_group_prune_statement_with_its_own_count() {
     let pool = MockPool::default();
@@ -311,16 +333,14 @@ async fn a_failure_every_prune_shares_reaches_each_prune_of_the_group() {
             None,
             "relation does not exist",
         )));
-    let first = append("a", "e");
-    let policies = [
-        RetentionPolicy::keep_last(1).for_execution("e"),
-        RetentionPolicy::keep_last(2).for_execution("f"),
-    ];
-    let (saved, pruned) = tokio::join!(
-        store.save(&first),
-        futures_util::future::join_all(policies.iter().map(|p| store.prune(p)))
-    );
-    assert_eq!(saved.unwrap(), 1);
+    let pruned = save_then_prune(
+        &store,
+        &[
+            RetentionPolicy::keep_last(1).for_execution("e"),
+            RetentionPolicy::keep_last(2).for_execution("f"),
+        ],
+    )
+    .await;
     for result in pruned {
         let err = result.unwrap_err();
         let db = DbError::of(&err).expect("the server's error");
@@ -337,20 +357,11 @@ async fn a_failure_every_prune_shares_reaches_each_prune_of_the_group() {
 async fn prunes_refused_for_a_kept_delta_are_each_made_alone() {
     let pool = MockPool::default();
     let store = store_with(&pool, grouped()).await;
-    let table = crate::schema::table::TableName::new(None, "checkpoints").unwrap();
-    pool.reply(Reply::Fail(DbError::server(
-        SqlState::FOREIGN_KEY_VIOLATION,
-        Some(&table.base_key()),
-        "update or delete violates foreign key constraint",
-    )))
-    // Alone: the one statement, refused again, then the careful transaction.
-    .reply(Reply::Fail(DbError::server(
-        SqlState::FOREIGN_KEY_VIOLATION,
-        Some(&table.base_key()),
-        "update or delete violates foreign key constraint",
-    )))
-    .reply(Reply::Rows(vec![]))
-    .reply(Reply::Affected(3));
+    pool.reply(kept_delta_refusal())
+        // Alone: the one statement, refused again, then the careful transaction.
+        .reply(kept_delta_refusal())
+        .reply(Reply::Rows(vec![]))
+        .reply(Reply::Affected(3));
     let policy = RetentionPolicy::keep_last(2).for_execution("e");
     assert_eq!(store.prune(&policy).await.unwrap(), 3);
     let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
@@ -366,32 +377,25 @@ async fn prunes_refused_for_a_kept_delta_are_each_made_alone() {
 async fn the_next_group_waits_for_a_refused_prune_made_alone() {
     let pool = MockPool::default();
     let store = store_with(&pool, grouped()).await;
-    let table = crate::schema::table::TableName::new(None, "checkpoints").unwrap();
-    let refused = || {
-        Reply::Fail(DbError::server(
-            SqlState::FOREIGN_KEY_VIOLATION,
-            Some(&table.base_key()),
-            "update or delete violates foreign key constraint",
-        ))
-    };
     // The save leaves first; the first prune of "e" is refused and made alone, slowly; the
     // second, which waited for the next group, goes after it.
     pool.reply(stored("a", 1))
-        .reply(refused())
-        .reply(Reply::After(Duration::from_millis(50), Box::new(refused())))
+        .reply(kept_delta_refusal())
+        .reply(Reply::After(
+            Duration::from_millis(50),
+            Box::new(kept_delta_refusal()),
+        ))
         .reply(Reply::Rows(vec![]))
         .reply(Reply::Affected(3))
         .reply(removed(&[("e", 1)]));
-    let first = append("a", "e");
-    let policies = [
-        RetentionPolicy::keep_last(2).for_execution("e"),
-        RetentionPolicy::keep_last(1).for_execution("e"),
-    ];
-    let (saved, pruned) = tokio::join!(
-        store.save(&first),
-        futures_util::future::join_all(policies.iter().map(|p| store.prune(p)))
-    );
-    assert_eq!(saved.unwrap(), 1);
+    let pruned = save_then_prune(
+        &store,
+        &[
+            RetentionPolicy::keep_last(2).for_execution("e"),
+            RetentionPolicy::keep_last(1).for_execution("e"),
+        ],
+    )
+    .await;
     let counts: Vec<u64> = pruned.into_iter().map(|r| r.unwrap()).collect();
     assert_eq!(counts, vec![3, 1]);
     let calls: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
