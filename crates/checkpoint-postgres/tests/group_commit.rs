@@ -7,6 +7,9 @@
 //! count and exactly its own rows removed, and fall back to pruning alone when a kept delta's
 //! base would go.
 //!
+//! When a group is refused and its saves are made alone, the groups after it wait for them, so
+//! appends and replacements keep their arrival order.
+//!
 //! A burst is a set of saves started together on one task: the first goes out alone at once
 //! and the others queue behind it in order, so they leave as one group when it returns.
 
@@ -179,6 +182,45 @@ async fn appends_in_one_group_get_consecutive_versions_in_arrival_order() {
     let expected: Vec<String> = (0..24).map(|i| format!("step-{i}")).collect();
     assert_eq!(nodes, expected);
     assert!(store.group_commit_stats().unwrap().largest() >= 24);
+}
+
+/// Groups of two: a replacement refuses the second group, whose saves are then made alone; the
+/// groups after it wait for them, so every append keeps its place in arrival order and the
+/// last replacement of an id is the one that stays. Repeated, since without the wait the
+/// outcome depended on timing.
+#[tokio::test]
+async fn saves_after_a_refused_group_wait_for_those_made_alone() {
+    let settings = GroupCommit::default().lone_saves_grouped(true).max_saves(2);
+    let store = connect(support::options().await.group_commit(settings)).await;
+    for round in 0..12 {
+        let execution = format!("order-{round}");
+        let kept = format!("kept-{round}");
+        store
+            .save(&Checkpoint::new(&execution, "first", json!(0)).with_id(&kept))
+            .await
+            .unwrap();
+        // [a], then [replace kept, b]: refused by the primary key; then [c, replace kept
+        // again], [d].
+        let saves = vec![
+            Checkpoint::new(&execution, "a", json!("a")),
+            Checkpoint::new(&execution, "replaced", json!("once")).with_id(&kept),
+            Checkpoint::new(&execution, "b", json!("b")),
+            Checkpoint::new(&execution, "c", json!("c")),
+            Checkpoint::new(&execution, "replaced", json!("twice")).with_id(&kept),
+            Checkpoint::new(&execution, "d", json!("d")),
+        ];
+        let versions: Vec<i64> = burst(&store, &saves)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(versions, vec![2, 1, 3, 4, 1, 5], "round {round}");
+        let history = store.list(&execution).await.unwrap();
+        let nodes: Vec<&str> = history.iter().map(|c| c.node_name.as_str()).collect();
+        assert_eq!(nodes, vec!["replaced", "a", "b", "c", "d"], "round {round}");
+        assert_eq!(history[0].state, json!("twice"), "round {round}");
+    }
+    assert!(store.group_commit_stats().unwrap().split_groups() >= 12);
 }
 
 #[tokio::test]
