@@ -225,14 +225,24 @@ async fn a_save_larger_than_a_group_goes_alone_at_once() {
     assert_eq!(pool.calls()[0].sql, store.sql.save.text);
 }
 
-#[test]
-fn saves_queued_behind_a_writer_lost_with_its_runtime_are_made_alone() {
+/// Makes `call` queue behind a writer lost with its runtime: the first save's writer runs on a
+/// runtime of its own and never gets an answer, and that runtime is dropped once `queued` says
+/// the call is in the queue. `then` answers what is then made alone. Returns the call's
+/// outcome and the last statement sent, and checks that no writer is left counted.
+fn behind_a_lost_writer<T, F>(
+    then: Reply,
+    call: impl FnOnce(PostgresStore) -> F,
+    queued: fn(&Queue) -> bool,
+) -> (Result<T>, String, PostgresStore)
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
     let pool = MockPool::default();
     let other = tokio::runtime::Runtime::new().unwrap();
     let store = other.block_on(store_with(&pool, grouped()));
-    pool.reply(Reply::Hang).reply(version_row(2));
+    pool.reply(Reply::Hang).reply(then);
 
-    // The first save's writer runs on a runtime of its own and never gets an answer.
     let doomed = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -242,26 +252,34 @@ fn saves_queued_behind_a_writer_lost_with_its_runtime_are_made_alone() {
     doomed.spawn(async move { stuck.save(&first).await });
     doomed.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
 
-    // A second save queues behind it.
-    let queued = store.clone();
-    let second = other.spawn(async move { queued.save(&append("b", "e")).await });
+    let waiting = other.spawn(call(store.clone()));
     let committer = store.group.clone().unwrap();
     other.block_on(async {
-        while lock(&committer.queue).pending.is_empty() {
+        while !queued(&lock(&committer.queue)) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     });
 
     drop(doomed);
-    let version = other.block_on(second).unwrap().unwrap();
-    assert_eq!(version, 2, "made alone");
-    let calls = pool.calls();
-    assert_eq!(calls.last().unwrap().sql, store.sql.save.text);
+    let outcome = other.block_on(waiting).unwrap();
     assert_eq!(
         lock(&committer.queue).in_flight,
         0,
         "no writer left counted"
     );
+    let last = pool.calls().last().unwrap().sql.clone();
+    (outcome, last, store)
+}
+
+#[test]
+fn saves_queued_behind_a_writer_lost_with_its_runtime_are_made_alone() {
+    let (version, last, store) = behind_a_lost_writer(
+        version_row(2),
+        |store| async move { store.save(&append("b", "e")).await },
+        |queue| !queue.pending.is_empty(),
+    );
+    assert_eq!(version.unwrap(), 2, "made alone");
+    assert_eq!(last, store.sql.save.text);
 }
 
 fn is_group_prune(sql: &str) -> bool {
@@ -414,41 +432,14 @@ async fn the_next_group_waits_for_a_refused_prune_made_alone() {
 
 #[test]
 fn prunes_queued_behind_a_writer_lost_with_its_runtime_are_made_alone() {
-    let pool = MockPool::default();
-    let other = tokio::runtime::Runtime::new().unwrap();
-    let store = other.block_on(store_with(&pool, grouped()));
-    pool.reply(Reply::Hang).reply(Reply::Affected(3));
-
-    // The save's writer runs on a runtime of its own and never gets an answer.
-    let doomed = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let first = append("a", "e");
-    let stuck = store.clone();
-    doomed.spawn(async move { stuck.save(&first).await });
-    doomed.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
-
-    // A prune queues behind it.
-    let queued = store.clone();
-    let pruned = other.spawn(async move {
-        let policy = RetentionPolicy::keep_last(2).for_execution("e");
-        queued.prune(&policy).await
-    });
-    let committer = store.group.clone().unwrap();
-    other.block_on(async {
-        while lock(&committer.queue).prunes.is_empty() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
-
-    drop(doomed);
-    assert_eq!(other.block_on(pruned).unwrap().unwrap(), 3, "made alone");
-    let calls = pool.calls();
-    assert_eq!(calls.last().unwrap().sql, store.sql.prune_execution.text);
-    assert_eq!(
-        lock(&committer.queue).in_flight,
-        0,
-        "no writer left counted"
+    let (removed, last, store) = behind_a_lost_writer(
+        Reply::Affected(3),
+        |store| async move {
+            let policy = RetentionPolicy::keep_last(2).for_execution("e");
+            store.prune(&policy).await
+        },
+        |queue| !queue.prunes.is_empty(),
     );
+    assert_eq!(removed.unwrap(), 3, "made alone");
+    assert_eq!(last, store.sql.prune_execution.text);
 }
