@@ -156,6 +156,37 @@ async fn the_next_group_waits_for_the_saves_of_a_refused_group_made_alone() {
 }
 
 #[tokio::test]
+async fn the_next_group_waits_for_a_save_the_group_did_not_report_back() {
+    let pool = MockPool::default();
+    let settings = GroupCommit::default().lone_saves_grouped(true).max_saves(2);
+    let store = store_with(&pool, options().group_commit(settings)).await;
+    // [a], then [b, c] with no row for c (as for a fenced save left out): c alone is slow;
+    // then [d], which arrived after c.
+    pool.reply(stored("a", 1))
+        .reply(stored("b", 2))
+        .reply(Reply::After(
+            Duration::from_millis(50),
+            Box::new(version_row(3)),
+        ))
+        .reply(stored("d", 4));
+    let saves = ["a", "b", "c", "d"].map(|id| append(id, "e"));
+    // Each save with the moment it was answered.
+    let results = futures_util::future::join_all(saves.iter().map(|cp| async {
+        let version = store.save(cp).await.unwrap();
+        (version, std::time::Instant::now())
+    }))
+    .await;
+    let versions: Vec<i64> = results.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4]);
+    assert!(
+        results[3].1 >= results[2].1,
+        "d's group was written before c, made alone, was done"
+    );
+    let last = pool.calls().last().map(|c| c.params[0].clone());
+    assert_eq!(last.as_deref(), Some("[\"d\"]"));
+}
+
+#[tokio::test]
 async fn a_group_of_appends_that_lost_a_race_is_numbered_again() {
     let pool = MockPool::default();
     let store = store_with(&pool, grouped()).await;
