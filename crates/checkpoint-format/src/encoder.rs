@@ -112,6 +112,11 @@ pub struct Encoder {
     /// JSON texts (states or deltas) shorter than this are stored uncompressed: a frame's
     /// header and the call would cost more than they save.
     pub plain_below: usize,
+    /// JSON texts shorter than this (and not stored plain) are compressed with LZ4 in place of
+    /// `compression`: on a few kilobytes a Zstandard frame spends most of its time building
+    /// its tables, so LZ4 reads and writes them several times faster for a few more bytes
+    /// (see `docs/sqlite.md`, "State storage"). 0 leaves every text to `compression`.
+    pub lz4_below: usize,
 }
 
 impl Encoder {
@@ -125,6 +130,19 @@ impl Encoder {
             min_delta_bytes: 0,
             encryption: None,
             plain_below: 0,
+            lz4_below: 0,
+        }
+    }
+
+    /// The codec for a JSON text of `len` bytes: none below [`plain_below`](Self::plain_below),
+    /// LZ4 below [`lz4_below`](Self::lz4_below), [`compression`](Self::compression) from there.
+    pub fn compression_for(&self, len: usize) -> Compression {
+        if len < self.plain_below {
+            Compression::None
+        } else if len < self.lz4_below {
+            Compression::Lz4
+        } else {
+            self.compression
         }
     }
 
@@ -188,12 +206,7 @@ impl Encoder {
     /// the row records as its state hash: the content hash, or for a sealed payload an opaque
     /// tag (the content hash travels inside the seal).
     fn payload(&self, text: &[u8], fingerprint: Fingerprint) -> Result<(Vec<u8>, Fingerprint)> {
-        let compression = if text.len() < self.plain_below {
-            Compression::None
-        } else {
-            self.compression
-        };
-        let plain = codec::encode(text, compression)?;
+        let plain = codec::encode(text, self.compression_for(text.len()))?;
         match &self.encryption {
             None => Ok((plain, fingerprint)),
             Some(keys) => {
@@ -217,12 +230,7 @@ impl Encoder {
     /// A state that does not serialize, compress or seal.
     pub fn snapshot(&self, state: &Value) -> Result<Vec<u8>> {
         let text = serde_json::to_vec(state)?;
-        let compression = if text.len() < self.plain_below {
-            Compression::None
-        } else {
-            self.compression
-        };
-        let plain = codec::encode(&text, compression)?;
+        let plain = codec::encode(&text, self.compression_for(text.len()))?;
         match &self.encryption {
             None => Ok(plain),
             Some(keys) => Ok(keys.seal(hash::state_hash(state), &plain)?),
@@ -525,6 +533,37 @@ mod tests {
         let whole = encoder(1);
         whole.remember(&large, 1, &whole.encode(&large, false).unwrap());
         assert!(whole.cache.get("e").is_none(), "no deltas, no bases kept");
+    }
+
+    proptest::proptest! {
+        /// Each text goes to the codec its length picks, and every payload decodes back to it.
+        #[test]
+        fn each_text_is_stored_with_the_codec_its_length_picks(
+            words in proptest::collection::vec("[a-z]{1,12}", 0..600),
+            plain_below in 0usize..512,
+            lz4_below in 0usize..4096,
+        ) {
+            let enc = Encoder {
+                plain_below,
+                lz4_below,
+                ..encoder(1)
+            };
+            let state = json!({ "words": words });
+            let text = serde_json::to_vec(&state).unwrap();
+            let expected = if text.len() < plain_below {
+                0
+            } else if text.len() < lz4_below {
+                1
+            } else {
+                2
+            };
+            let stored = enc.encode(&Checkpoint::new("e", "n", state.clone()), false).unwrap();
+            let snapshot = enc.snapshot(&state).unwrap();
+            for payload in [&stored.payload, &snapshot] {
+                proptest::prop_assert_eq!(&payload[..2], &[1, expected]);
+                proptest::prop_assert_eq!(&codec::decode(payload, 1 << 20).unwrap(), &text);
+            }
+        }
     }
 
     #[test]

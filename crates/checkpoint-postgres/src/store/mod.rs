@@ -169,6 +169,7 @@ impl PostgresStore {
                     min_delta_bytes: options.delta_threshold(),
                     encryption: options.encryption_keys().cloned(),
                     plain_below: 0,
+                    lz4_below: 0,
                 },
             },
             group,
