@@ -175,15 +175,19 @@ pub(crate) fn rebuild(
     in_order(rebuilt, &order)
 }
 
-/// `rebuilt` (ascending by execution and version) in the order the read asked for.
+/// `rebuilt` (ascending by execution and version) in the order the read asked for: as it is,
+/// reversed (a page of newest first), or else matched up by key.
 fn in_order(rebuilt: Vec<Rebuilt>, order: &[(String, i64)]) -> Result<Vec<Checkpoint>> {
-    if rebuilt.len() == order.len()
-        && rebuilt
-            .iter()
-            .zip(order)
-            .all(|(r, (e, v))| r.checkpoint.execution_id == *e && r.checkpoint.version == *v)
-    {
-        return Ok(rebuilt.into_iter().map(|r| r.checkpoint).collect());
+    let same = |r: &Rebuilt, (e, v): &(String, i64)| {
+        r.checkpoint.execution_id == *e && r.checkpoint.version == *v
+    };
+    if rebuilt.len() == order.len() {
+        if rebuilt.iter().zip(order).all(|(r, key)| same(r, key)) {
+            return Ok(rebuilt.into_iter().map(|r| r.checkpoint).collect());
+        }
+        if rebuilt.iter().rev().zip(order).all(|(r, key)| same(r, key)) {
+            return Ok(rebuilt.into_iter().rev().map(|r| r.checkpoint).collect());
+        }
     }
     let mut by_key: HashMap<(String, i64), Checkpoint> = rebuilt
         .into_iter()
@@ -227,4 +231,65 @@ pub(crate) fn states_of(
         found.map(|r| r.map_err(driver)).collect::<Result<Vec<_>>>()
     })?;
     rebuild(fetched, encoder, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    proptest! {
+        /// Whatever order a read asked for (as rebuilt, reversed, or shuffled), its
+        /// checkpoints come back in it.
+        #[test]
+        fn rebuilt_checkpoints_come_back_in_the_order_asked(
+            keys in prop::collection::btree_set((0u8..3, 1i64..40), 0..25),
+            shape in 0u8..3,
+            shuffle in any::<prop::sample::Index>(),
+        ) {
+            let ascending: Vec<(String, i64)> =
+                keys.into_iter().map(|(e, v)| (format!("e{e}"), v)).collect();
+            let mut order = ascending.clone();
+            match shape {
+                0 => {}
+                1 => order.reverse(),
+                _ => {
+                    // A rotation by a generated amount: neither ascending nor reversed
+                    // once there are three keys or more.
+                    if !order.is_empty() {
+                        let by = shuffle.index(order.len());
+                        order.rotate_left(by);
+                    }
+                }
+            }
+            let rebuilt: Vec<Rebuilt> = ascending
+                .iter()
+                .map(|(e, v)| {
+                    let mut checkpoint = Checkpoint::new(e.clone(), "n", json!({ "v": v }));
+                    checkpoint.version = *v;
+                    Rebuilt { checkpoint, fingerprint: None, depth: 0 }
+                })
+                .collect();
+            let got: Vec<(String, i64, Value)> = in_order(rebuilt, &order)
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.execution_id, c.version, c.state))
+                .collect();
+            let expected: Vec<(String, i64, Value)> = order
+                .iter()
+                .map(|(e, v)| (e.clone(), *v, json!({ "v": v })))
+                .collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn a_key_that_was_not_rebuilt_is_corruption() {
+        let err = in_order(Vec::new(), &[("e".to_owned(), 3)]).unwrap_err();
+        assert!(
+            err.to_string().contains("version 3 was not rebuilt"),
+            "{err}"
+        );
+    }
 }
