@@ -413,7 +413,7 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
     }
     match result {
         Ok(rows) => {
-            let mut alone = Vec::new();
+            let mut left_out = Vec::new();
             let mut versions = HashMap::with_capacity(rows.len());
             for row in &rows {
                 if let (Ok(id), Ok(version)) = (row.text(0), row.int(1)) {
@@ -429,20 +429,17 @@ async fn write_group(store: &PostgresStore, committer: &Committer, group: Vec<Me
                         Reply::Stored(version)
                     }
                     // Left out (a fenced save whose lease moved on), or not reported back
-                    // (it cannot happen with one row per save): the save alone meets
-                    // `LeaseLost`, or finds the row by its id.
+                    // (it cannot happen with one row per save): made alone below, where it
+                    // meets `LeaseLost` or finds the row by its id.
                     None => {
-                        let (turn, done) = watch::channel(());
-                        alone.push(done);
-                        Reply::Alone {
-                            after: Vec::new(),
-                            turn,
-                        }
+                        left_out.push(member);
+                        continue;
                     }
                 };
                 let _ = member.reply.send(reply);
             }
-            settle(alone).await;
+            // In arrival order among themselves, as the saves of a refused group.
+            settle(one_by_one(left_out)).await;
         }
         Err(e) if split => {
             tracing::debug!(saves = group.len(), error = %e, "a group was refused; saving its members one by one");

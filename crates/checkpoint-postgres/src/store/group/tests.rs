@@ -187,6 +187,34 @@ async fn the_next_group_waits_for_a_save_the_group_did_not_report_back() {
 }
 
 #[tokio::test]
+async fn saves_of_one_execution_the_group_left_out_are_made_alone_in_arrival_order() {
+    let pool = MockPool::default();
+    let settings = GroupCommit::default().lone_saves_grouped(true).max_saves(2);
+    let store = store_with(&pool, options().group_commit(settings)).await;
+    // [a], then [b, c] of one execution with no row for either (as for fenced saves left
+    // out): b alone is slow, and c, which arrived after it, must wait for it.
+    pool.reply(stored("a", 1))
+        .reply(Reply::Rows(Vec::new()))
+        .reply(Reply::After(
+            Duration::from_millis(50),
+            Box::new(version_row(2)),
+        ))
+        .reply(version_row(3));
+    let saves = ["a", "b", "c"].map(|id| append(id, "e"));
+    let results = futures_util::future::join_all(saves.iter().map(|cp| async {
+        let version = store.save(cp).await.unwrap();
+        (version, std::time::Instant::now())
+    }))
+    .await;
+    let versions: Vec<i64> = results.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    assert!(
+        results[2].1 >= results[1].1,
+        "c, made alone, was written before b, which arrived before it"
+    );
+}
+
+#[tokio::test]
 async fn a_group_of_appends_that_lost_a_race_is_numbered_again() {
     let pool = MockPool::default();
     let store = store_with(&pool, grouped()).await;
