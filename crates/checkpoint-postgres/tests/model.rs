@@ -31,8 +31,15 @@ struct Mode {
     grouped: bool,
 }
 
-fn mode() -> impl Strategy<Value = Mode> {
-    (any::<bool>(), any::<bool>()).prop_map(|(encrypted, grouped)| Mode { encrypted, grouped })
+/// A mode for the payload column, or with `jsonb` for the JSONB column, which holds no payload
+/// to seal: never encrypted there, so no generated case is spent on a flag that changes nothing.
+fn mode(jsonb: bool) -> impl Strategy<Value = Mode> {
+    let encrypted = if jsonb {
+        Just(false).boxed()
+    } else {
+        any::<bool>().boxed()
+    };
+    (encrypted, any::<bool>()).prop_map(|(encrypted, grouped)| Mode { encrypted, grouped })
 }
 
 /// The PostgreSQL store under test: delta storage with chains of at most three rows, so that
@@ -44,7 +51,8 @@ async fn pg_store(jsonb: bool, mode: Mode) -> checkpoint_postgres::PostgresStore
         .min_delta_bytes(0);
     if jsonb {
         options = options.state_encoding(checkpoint_postgres::StateEncoding::Jsonb);
-    } else if mode.encrypted {
+    }
+    if mode.encrypted {
         let key = checkpoint_postgres::EncryptionKey::new("model", &[5u8; 32]).expect("a key");
         options = options.encryption(checkpoint_postgres::Encryption::new(key));
     }
@@ -96,12 +104,15 @@ proptest! {
     })]
 
     #[test]
-    fn memory_and_postgres_agree_on_every_sequence(ops in model::ops(false), mode in mode()) {
+    fn memory_and_postgres_agree_on_every_sequence(ops in model::ops(false), mode in mode(false)) {
         runtime().block_on(check(ops, false, mode));
     }
 
     #[test]
-    fn memory_and_postgres_jsonb_agree_on_every_sequence(ops in model::ops(false), mode in mode()) {
+    fn memory_and_postgres_jsonb_agree_on_every_sequence(
+        ops in model::ops(false),
+        mode in mode(true),
+    ) {
         runtime().block_on(check(ops, true, mode));
     }
 }
