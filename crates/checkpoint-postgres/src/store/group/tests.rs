@@ -18,6 +18,21 @@ fn grouped() -> PostgresOptions {
     options().group_commit(GroupCommit::default().lone_saves_grouped(true))
 }
 
+/// Every save through the group statements, at most two in a group, so a test knows which
+/// saves share one.
+fn in_pairs() -> PostgresOptions {
+    options().group_commit(GroupCommit::default().lone_saves_grouped(true).max_saves(2))
+}
+
+/// Each of `saves`, made at once, with its version and the moment its caller heard.
+async fn answered(store: &PostgresStore, saves: &[Checkpoint]) -> Vec<(i64, std::time::Instant)> {
+    futures_util::future::join_all(saves.iter().map(|cp| async {
+        let version = store.save(cp).await.unwrap();
+        (version, std::time::Instant::now())
+    }))
+    .await
+}
+
 fn stored(id: &str, version: i64) -> Reply {
     Reply::Rows(vec![Row(vec![
         Cell::Text(id.to_owned()),
@@ -122,8 +137,7 @@ async fn a_refused_group_makes_each_save_alone_in_arrival_order() {
 #[tokio::test]
 async fn the_next_group_waits_for_the_saves_of_a_refused_group_made_alone() {
     let pool = MockPool::default();
-    let settings = GroupCommit::default().lone_saves_grouped(true).max_saves(2);
-    let store = store_with(&pool, options().group_commit(settings)).await;
+    let store = store_with(&pool, in_pairs()).await;
     // [a], then [b, c], refused: b alone is slow; then [d], which arrived after c.
     pool.reply(stored("a", 1))
         .reply(unique_violation("checkpoints_pkey"))
@@ -158,8 +172,7 @@ async fn the_next_group_waits_for_the_saves_of_a_refused_group_made_alone() {
 #[tokio::test]
 async fn the_next_group_waits_for_a_save_the_group_did_not_report_back() {
     let pool = MockPool::default();
-    let settings = GroupCommit::default().lone_saves_grouped(true).max_saves(2);
-    let store = store_with(&pool, options().group_commit(settings)).await;
+    let store = store_with(&pool, in_pairs()).await;
     // [a], then [b, c] with no row for c (as for a fenced save left out): c alone is slow;
     // then [d], which arrived after c.
     pool.reply(stored("a", 1))
@@ -171,11 +184,7 @@ async fn the_next_group_waits_for_a_save_the_group_did_not_report_back() {
         .reply(stored("d", 4));
     let saves = ["a", "b", "c", "d"].map(|id| append(id, "e"));
     // Each save with the moment it was answered.
-    let results = futures_util::future::join_all(saves.iter().map(|cp| async {
-        let version = store.save(cp).await.unwrap();
-        (version, std::time::Instant::now())
-    }))
-    .await;
+    let results = answered(&store, &saves).await;
     let versions: Vec<i64> = results.iter().map(|(v, _)| *v).collect();
     assert_eq!(versions, vec![1, 2, 3, 4]);
     assert!(
@@ -189,8 +198,7 @@ async fn the_next_group_waits_for_a_save_the_group_did_not_report_back() {
 #[tokio::test]
 async fn saves_of_one_execution_the_group_left_out_are_made_alone_in_arrival_order() {
     let pool = MockPool::default();
-    let settings = GroupCommit::default().lone_saves_grouped(true).max_saves(2);
-    let store = store_with(&pool, options().group_commit(settings)).await;
+    let store = store_with(&pool, in_pairs()).await;
     // [a], then [b, c] of one execution with no row for either (as for fenced saves left
     // out): b alone is slow, and c, which arrived after it, must wait for it.
     pool.reply(stored("a", 1))
@@ -201,11 +209,7 @@ async fn saves_of_one_execution_the_group_left_out_are_made_alone_in_arrival_ord
         ))
         .reply(version_row(3));
     let saves = ["a", "b", "c"].map(|id| append(id, "e"));
-    let results = futures_util::future::join_all(saves.iter().map(|cp| async {
-        let version = store.save(cp).await.unwrap();
-        (version, std::time::Instant::now())
-    }))
-    .await;
+    let results = answered(&store, &saves).await;
     let versions: Vec<i64> = results.iter().map(|(v, _)| *v).collect();
     assert_eq!(versions, vec![1, 2, 3]);
     assert!(
