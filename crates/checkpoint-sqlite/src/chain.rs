@@ -240,7 +240,7 @@ mod tests {
     use serde_json::json;
 
     proptest! {
-        /// Whatever order a read asked for (as rebuilt, reversed, or shuffled), its
+        /// Whatever order a read asked for (as rebuilt, reversed, or rotated), its
         /// checkpoints come back in it.
         #[test]
         fn rebuilt_checkpoints_come_back_in_the_order_asked(

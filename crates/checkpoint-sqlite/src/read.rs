@@ -147,20 +147,9 @@ pub(crate) fn executions(
     conn: &Connection,
     query: &ExecutionQuery,
 ) -> Result<Vec<ExecutionSummary>> {
-    let scope = if query.after.is_some() {
-        "WHERE execution_id > ?1"
-    } else {
-        "WHERE ?1 IS NULL"
-    };
     let mut statement = conn
-        .prepare_cached(&format!(
-            "SELECT execution_id, COUNT(*), MAX(version), MAX(timestamp_us)
-             FROM checkpoints {scope}
-             GROUP BY execution_id ORDER BY execution_id"
-        ))
+        .prepare_cached(&executions_sql(query))
         .map_err(driver)?;
-    // No bound LIMIT, as in `page_sql`: the groups come in index order, and the loop stops
-    // once it holds `query.limit` of them.
     let mut rows = statement
         .query(rusqlite::params![query.after])
         .map_err(driver)?;
@@ -182,6 +171,21 @@ pub(crate) fn executions(
         });
     }
     Ok(out)
+}
+
+/// The statement of `query`'s page of executions. No bound LIMIT, as in [`page_sql`]: the
+/// groups come in index order, and [`executions`] stops once it holds `query.limit` of them.
+fn executions_sql(query: &ExecutionQuery) -> String {
+    let scope = if query.after.is_some() {
+        "WHERE execution_id > ?1"
+    } else {
+        "WHERE ?1 IS NULL"
+    };
+    format!(
+        "SELECT execution_id, COUNT(*), MAX(version), MAX(timestamp_us)
+         FROM checkpoints {scope}
+         GROUP BY execution_id ORDER BY execution_id"
+    )
 }
 
 /// Row and execution counts and the file's size, for operators.
@@ -282,18 +286,26 @@ mod tests {
     use proptest::prelude::*;
     use rusqlite::StatementStatus;
 
-    /// A file with one execution of `versions` rows, on nodes `a` and `b` in turn.
-    fn table(versions: i64) -> Connection {
+    /// A file with `executions` executions (`e0`, `e1`, ...) of `versions` rows each, on
+    /// nodes `a` and `b` in turn.
+    fn table(executions: usize, versions: i64) -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&mut conn).unwrap();
-        for version in 1..=versions {
-            let node = if version % 2 == 0 { "a" } else { "b" };
-            conn.execute(
-                "INSERT INTO checkpoints (id, execution_id, version, node_name, timestamp_us, \
-                 metadata, state) VALUES (?1, 'e', ?2, ?3, 0, '{}', x'00')",
-                rusqlite::params![format!("c{version}"), version, node],
-            )
-            .unwrap();
+        for execution in 0..executions {
+            for version in 1..=versions {
+                let node = if version % 2 == 0 { "a" } else { "b" };
+                conn.execute(
+                    "INSERT INTO checkpoints (id, execution_id, version, node_name, \
+                     timestamp_us, metadata, state) VALUES (?1, ?2, ?3, ?4, 0, '{}', x'00')",
+                    rusqlite::params![
+                        format!("c{execution}-{version}"),
+                        format!("e{execution}"),
+                        version,
+                        node
+                    ],
+                )
+                .unwrap();
+            }
         }
         conn
     }
@@ -305,7 +317,7 @@ mod tests {
         before: Option<i64>,
         node: Option<&str>,
     ) -> ListQuery {
-        let mut query = ListQuery::new("e").limit(limit);
+        let mut query = ListQuery::new("e0").limit(limit);
         if descending {
             query = query.descending();
         }
@@ -332,7 +344,7 @@ mod tests {
                 1..12,
             ),
         ) {
-            let conn = table(30);
+            let conn = table(1, 30);
             for (limit, descending, after, before, node) in pages {
                 let query = query(limit, descending, after, before, node);
                 let got: Vec<i64> = page_rows(&conn, &query)
@@ -351,6 +363,35 @@ mod tests {
                 expected.truncate(limit + 1);
                 prop_assert_eq!(got, expected);
                 let statement = conn.prepare_cached(&page_sql(&query)).unwrap();
+                prop_assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+            }
+        }
+
+        /// Pages of executions hold the ids after the cursor, in order, at most `limit`; and
+        /// their statement is compiled once, whatever is bound to it.
+        #[test]
+        fn execution_pages_hold_their_window_and_are_never_compiled_again(
+            pages in prop::collection::vec((1usize..15, prop::option::of(0usize..12)), 1..8),
+        ) {
+            let conn = table(10, 2);
+            for (limit, after) in pages {
+                let mut query = ExecutionQuery::new(limit);
+                if let Some(n) = after {
+                    query = query.after(format!("e{n}"));
+                }
+                let got: Vec<String> = executions(&conn, &query)
+                    .unwrap()
+                    .into_iter()
+                    .map(|summary| summary.execution_id)
+                    .collect();
+                let mut expected: Vec<String> = (0..10)
+                    .map(|n| format!("e{n}"))
+                    .filter(|id| query.after.as_ref().is_none_or(|after| id > after))
+                    .collect();
+                expected.sort();
+                expected.truncate(limit);
+                prop_assert_eq!(got, expected);
+                let statement = conn.prepare_cached(&executions_sql(&query)).unwrap();
                 prop_assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
             }
         }
