@@ -136,7 +136,7 @@ impl Encoder {
 
     /// The codec for a JSON text of `len` bytes: none below [`plain_below`](Self::plain_below),
     /// LZ4 below [`lz4_below`](Self::lz4_below), [`compression`](Self::compression) from there.
-    pub fn compression_for(&self, len: usize) -> Compression {
+    fn compression_for(&self, len: usize) -> Compression {
         if len < self.plain_below {
             Compression::None
         } else if len < self.lz4_below {
