@@ -101,43 +101,48 @@ fn literal(path: &Path) -> PathBuf {
     }
 }
 
-/// Runs `f` on the pooled connection `conn`. On a thread of a multi-threaded runtime (see
-/// [`on_worker_thread`]) it runs right here, the worker's other tasks handed to another thread
-/// meanwhile
-/// (`block_in_place`): no trip to a blocking thread and back, which cost a sequential save
-/// more than SQLite's own work short of the sync (`docs/performance.md`, "Against the bare
-/// library"). Elsewhere, or where the
-/// runtime refuses to block in place (it panics before running anything), `f` runs on a
-/// blocking thread. Either way a panic in `f` poisons the connection's lock, so the pool drops
-/// the connection, and is returned as [`SqliteError::Panicked`].
+/// Runs `f` on the pooled connection `conn`, where [`place`] says: on a worker thread of a
+/// multi-threaded runtime right there, the worker's other tasks handed to another thread
+/// meanwhile (`block_in_place`); on the thread that drives a multi-threaded runtime's
+/// `block_on` (`#[tokio::main]`'s future) right there too. Either way there is no trip to a
+/// blocking thread and back, which cost a sequential save more than SQLite's own work short of
+/// the sync, and under `Durability::Full` most of the gap to the bare library
+/// (`docs/performance.md`, "Against the bare library"). Elsewhere, or where the runtime refuses
+/// to block in place (it panics before running anything), `f` runs on a blocking thread.
+/// Wherever it runs, a panic in `f` poisons the connection's lock, so the pool drops the
+/// connection, and is returned as [`SqliteError::Panicked`].
 async fn on_connection<T, F>(conn: &managed::Object<Manager>, f: F) -> Result<T>
 where
     F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
     let mut f = Some(f);
-    if on_worker_thread() {
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            tokio::task::block_in_place(|| {
-                let f = f.take()?;
-                // Inside the closure: a panic in `f` unwinds through the guard and poisons it.
-                Some(match conn.lock() {
-                    Ok(mut guard) => f(&mut guard),
-                    Err(_) => Err(SqliteError::Panicked(
-                        "an earlier call panicked while holding this connection".into(),
-                    )
-                    .into_core()),
-                })
-            })
-        }));
-        match ran {
-            Ok(Some(out)) => return out,
-            Err(payload) if f.is_none() => {
-                return Err(error::interact(InteractError::Panic(payload)));
-            }
-            // Refused before `f` ran: the blocking thread below, from now on for this thread.
-            Ok(None) | Err(_) => REFUSED_HERE.set(true),
+    // Inside the closure: a panic in `f` unwinds through the guard and poisons it.
+    let mut run = || {
+        let f = f.take()?;
+        Some(match conn.lock() {
+            Ok(mut guard) => f(&mut guard),
+            Err(_) => Err(SqliteError::Panicked(
+                "an earlier call panicked while holding this connection".into(),
+            )
+            .into_core()),
+        })
+    };
+    let ran = match place() {
+        Place::Worker => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::task::block_in_place(&mut run)
+        })),
+        Place::Here => std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut run)),
+        Place::Blocking => Ok(None),
+    };
+    match ran {
+        Ok(Some(out)) => return out,
+        Err(payload) if f.is_none() => {
+            return Err(error::interact(InteractError::Panic(payload)));
         }
+        Ok(None) => {}
+        // Refused before `f` ran: the blocking thread below, from now on for this thread.
+        Err(_) => REFUSED_HERE.set(true),
     }
     let Some(f) = f else {
         return Err(SqliteError::Panicked("the call ran already".into()).into_core());
@@ -154,20 +159,45 @@ thread_local! {
     static REFUSED_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether the caller runs on a thread of a multi-threaded tokio runtime, where
-/// `block_in_place` may hold the thread. Tokio offers no way to ask, and refuses by panicking
-/// (on a current-thread runtime, inside a `LocalSet`, in a runtime's `block_on` that drives
-/// one), so only the threads it names as its own are tried: the tasks a server spawns run
-/// there. Elsewhere (the future given to `block_on`, `#[tokio::main]`'s included, or threads
-/// named otherwise) calls take a blocking thread, as they always did. A thread where tokio
-/// refused anyway is not tried again.
-fn on_worker_thread() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-        && std::thread::current()
-            .name()
-            .is_some_and(|name| WORKER_THREAD_NAMES.iter().any(|w| name.starts_with(w)))
-        && !REFUSED_HERE.get()
+/// Where a call to a connection runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// On this worker thread of a multi-threaded runtime, its other tasks handed to another
+    /// thread meanwhile (`block_in_place`).
+    Worker,
+    /// Right here, on a thread of a multi-threaded runtime that runs no task: the one that
+    /// drives the future given to `block_on`, whose spawned tasks all run on the workers, so
+    /// the call holds up nothing but the future that waits for it.
+    Here,
+    /// On a blocking thread: a current-thread runtime (its one thread runs every task), a task
+    /// on a thread tokio does not name as a worker, or a thread where tokio refused to block.
+    Blocking,
+}
+
+/// Where a call to a connection runs. Tokio offers no way to ask whether a thread may block,
+/// and refuses `block_in_place` by panicking (on a current-thread runtime, inside a
+/// `LocalSet`), so block-in-place is tried only on the threads tokio names as its workers
+/// (the tasks a server spawns run there), and only once on a thread where it refused. A
+/// thread in a multi-threaded runtime's context that is not running a task is the one
+/// driving `block_on`, or a thread of the caller's own: the call runs there directly. (A
+/// future driven by `LocalSet::run_until` on that thread is not a task either: its local
+/// tasks wait while the call runs, as they wait for any other code of that future.)
+fn place() -> Place {
+    let multi_threaded = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if !multi_threaded {
+        return Place::Blocking;
+    }
+    let worker = std::thread::current()
+        .name()
+        .is_some_and(|name| WORKER_THREAD_NAMES.iter().any(|w| name.starts_with(w)));
+    if worker && !REFUSED_HERE.get() {
+        Place::Worker
+    } else if !worker && tokio::task::try_id().is_none() {
+        Place::Here
+    } else {
+        Place::Blocking
+    }
 }
 
 /// Runs `f` in an immediate transaction (the write lock taken at `BEGIN`) and commits when it
@@ -548,11 +578,12 @@ mod tests {
         assert_eq!(db.write_lazily(|tx| synchronous(tx)).await.unwrap(), 1);
     }
 
-    /// A call that panics, in place on a worker and on a blocking thread: a typed error with
-    /// its message, the connection dropped, the next call on a fresh one.
+    /// A call that panics, in place on a worker, right on the thread of a multi-threaded
+    /// runtime's `block_on`, and on a blocking thread: a typed error with its message, the
+    /// connection dropped, the next call on a fresh one.
     #[test]
     fn a_panicking_call_is_an_error_and_its_connection_is_dropped() {
-        for multi in [true, false] {
+        for (multi, spawned) in [(true, true), (true, false), (false, false)] {
             let runtime = if multi {
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -598,13 +629,51 @@ mod tests {
                 assert_eq!(db.pool.status().size, 1);
                 drop(db);
             };
-            if multi {
+            if spawned {
                 // Spawned: on a worker thread, as a server's tasks run.
                 runtime.block_on(runtime.spawn(case)).unwrap();
             } else {
                 runtime.block_on(case);
             }
         }
+    }
+
+    /// Where each kind of caller's calls run: in place on a worker; right there on the thread
+    /// of a multi-threaded runtime's `block_on`, and in a `LocalSet`'s own future there; on a
+    /// blocking thread from a current-thread runtime, from a local task, from a task on
+    /// threads named otherwise, and outside any runtime.
+    #[test]
+    fn each_kind_of_caller_runs_its_calls_where_it_may_block() {
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        assert_eq!(
+            multi.block_on(multi.spawn(async { place() })).unwrap(),
+            Place::Worker
+        );
+        assert_eq!(multi.block_on(async { place() }), Place::Here);
+        let local = tokio::task::LocalSet::new();
+        assert_eq!(local.block_on(&multi, async { place() }), Place::Here);
+        let in_local_task = local.block_on(&multi, async {
+            tokio::task::spawn_local(async { place() }).await.unwrap()
+        });
+        assert_eq!(in_local_task, Place::Blocking);
+        let named = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("app-thread")
+            .build()
+            .unwrap();
+        assert_eq!(
+            named.block_on(named.spawn(async { place() })).unwrap(),
+            Place::Blocking
+        );
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(current.block_on(async { place() }), Place::Blocking);
+        assert_eq!(place(), Place::Blocking);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
