@@ -162,7 +162,27 @@ impl Limits {
     }
 
     fn check_json(&self, field: &str, value: &Value, max_bytes: usize) -> Result<()> {
-        let size = check_shape(field, value, self.max_json_depth)?;
+        // First a walk that looks at each string only for NUL (a vectorised search) and
+        // counts it unescaped: escaping adds at most five bytes to a byte of a string
+        // (`\u001f`), so that walk bounds the text from both sides, and only a document
+        // within five times its strings of the limit is measured exactly. A long conversation
+        // is then checked at the speed of the search, not of a byte-by-byte count.
+        let mut string_bytes = 0usize;
+        let unescaped = walk_shape(field, value, self.max_json_depth, |s| {
+            if memchr::memchr(0, s.as_bytes()).is_some() {
+                return Err(nul(field));
+            }
+            string_bytes = string_bytes.saturating_add(s.len());
+            Ok(s.len().saturating_add(2))
+        })?;
+        if unescaped.saturating_add(string_bytes.saturating_mul(5)) <= max_bytes {
+            return Ok(());
+        }
+        let size = if unescaped > max_bytes {
+            unescaped
+        } else {
+            check_shape(field, value, self.max_json_depth)?
+        };
         if size > max_bytes {
             return Err(Error::invalid(
                 field,
@@ -364,7 +384,7 @@ pub fn check_id(field: &str, value: &str) -> Result<()> {
 
 fn check_text(field: &str, value: &str) -> Result<()> {
     if value.contains('\0') {
-        return Err(Error::invalid(field, "contains a NUL character"));
+        return Err(nul(field));
     }
     Ok(())
 }
@@ -413,11 +433,23 @@ fn check_timestamp(timestamp: &OffsetDateTime) -> Result<()> {
 /// compact JSON text (as serde_json writes it), measured in the same walk instead of by
 /// serializing the document.
 fn check_shape(field: &str, value: &Value, max_depth: usize) -> Result<usize> {
+    walk_shape(field, value, max_depth, |s| text_len(field, s))
+}
+
+/// Walks `value` without recursion, refuses nesting deeper than `max_depth`, and returns the
+/// length of its compact JSON text with each string (keys included) measured by `string`,
+/// which refuses what it must.
+fn walk_shape(
+    field: &str,
+    value: &Value,
+    max_depth: usize,
+    mut string: impl FnMut(&str) -> Result<usize>,
+) -> Result<usize> {
     let mut size = 0usize;
     let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
     while let Some((value, depth)) = stack.pop() {
         let own = match value {
-            Value::String(s) => text_len(field, s)?,
+            Value::String(s) => string(s)?,
             Value::Array(items) => {
                 if depth + 1 > max_depth {
                     return Err(too_deep(field, max_depth));
@@ -433,7 +465,7 @@ fn check_shape(field: &str, value: &Value, max_depth: usize) -> Result<usize> {
                 let mut own = 2 + map.len().saturating_sub(1);
                 for (key, v) in map {
                     // The key, quoted and escaped, and its colon.
-                    own = own.saturating_add(text_len(field, key)?.saturating_add(1));
+                    own = own.saturating_add(string(key)?.saturating_add(1));
                     stack.push((v, depth + 1));
                 }
                 own
@@ -503,9 +535,13 @@ fn text_len(field: &str, s: &str) -> Result<usize> {
         })
         .fold(tail, usize::saturating_add);
     if extra != 0 && s.as_bytes().contains(&0) {
-        return Err(Error::invalid(field, "contains a NUL character"));
+        return Err(nul(field));
     }
     Ok(s.len().saturating_add(extra).saturating_add(2))
+}
+
+fn nul(field: &str) -> Error {
+    Error::invalid(field, "contains a NUL character")
 }
 
 /// Counts what is written to it.
@@ -661,6 +697,33 @@ mod tests {
             );
         }
 
+        /// The size limit holds to the byte whichever walk decides it (the bound from the
+        /// unescaped strings, or the exact count): generated documents, escapes among them,
+        /// against limits at, around and far from the length of their text.
+        #[test]
+        fn the_size_limit_holds_to_the_byte(
+            value in generated::json_value(),
+            slack in 0usize..16,
+        ) {
+            let len = serde_json::to_vec(&value).unwrap().len();
+            let limits = Limits::default();
+            for max in [
+                len,
+                len.saturating_sub(1),
+                len + 1,
+                len + slack,
+                len.saturating_sub(slack),
+                len / 2,
+                len * 6 + 2,
+            ] {
+                let checked = limits.check_json("state", &value, max);
+                proptest::prop_assert_eq!(checked.is_ok(), len <= max, "{} bytes, limit {}", len, max);
+                if let Err(err) = checked {
+                    proptest::prop_assert!(err.to_string().contains("larger than"), "{}", err);
+                }
+            }
+        }
+
         #[test]
         fn the_measured_size_matches_serde_json(value in generated::json_value()) {
             proptest::prop_assert_eq!(
@@ -703,15 +766,38 @@ mod tests {
 
     #[test]
     fn nul_in_keys_and_strings_is_refused() {
+        let limits = Limits::default();
         for v in [
             json!({"a\u{0}": 1}),
             json!(["x\u{0}y"]),
             json!({"a": {"b": "\u{0}"}}),
+            json!({"long": format!("{}\u{0}", "a".repeat(5000))}),
         ] {
             assert!(check_shape("state", &v, 100)
                 .unwrap_err()
                 .is_invalid_field("state"));
+            // The bounded walk, far below the limit, refuses it too.
+            let err = limits.check_json("state", &v, 1 << 20).unwrap_err();
+            assert!(err.to_string().contains("NUL"), "{err}");
         }
+    }
+
+    /// Text that escaping makes larger than the limit, though its characters are fewer: the
+    /// bound cannot decide it, and the exact count refuses it; a byte more of limit accepts it.
+    #[test]
+    fn escapes_that_cross_the_limit_are_counted() {
+        let value = json!(["\u{1}".repeat(100), "\"\n"]);
+        let len = serde_json::to_vec(&value).unwrap().len();
+        assert_eq!(len, 2 + 602 + 1 + 6);
+        let limits = Limits::default();
+        let err = limits.check_json("state", &value, len - 1).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        assert!(limits.check_json("state", &value, len).is_ok());
+        // Deeper than the limit is refused before any size.
+        let err = limits
+            .check_json("state", &nested(101), 1 << 20)
+            .unwrap_err();
+        assert!(err.to_string().contains("deeper"), "{err}");
     }
 
     #[test]
