@@ -66,7 +66,21 @@ pub(crate) async fn measure(
             Checkpoint::new(execution, "node", state.clone())
         }
     };
-    let save_1 = save_from_tasks(&store, 1, seconds, rotating(1)).await?;
+    // The sequential saves and the bare inserts and commits on the same file, in alternating
+    // rounds of half the time each (store, bare, bare, store), each figure the mean of its
+    // two: a machine that slows down during the run weighs on both alike, as in the layout
+    // bench. The bare rows (execution `bare`, the bytes the store wrote for a state) stay in
+    // the file for the rest of the run, as the store's own do.
+    let half = seconds / 2;
+    let store_first = save_from_tasks(&store, 1, half, rotating(1)).await?;
+    let stored_state = sample_state(&path)?;
+    let (bare_first, next) =
+        tokio::task::block_in_place(|| bare_inserts(&path, durability, half, &stored_state, 0))?;
+    let (bare_second, _) =
+        tokio::task::block_in_place(|| bare_inserts(&path, durability, half, &stored_state, next))?;
+    let store_second = save_from_tasks(&store, 1, half, rotating(1)).await?;
+    let save_1 = store_first.mean(&store_second);
+    let insert = bare_first.mean(&bare_second);
     let before = store.commit_stats();
     let save_4 = save_from_tasks(&store, 4, seconds, rotating(4)).await?;
     let after = store.commit_stats();
@@ -95,8 +109,7 @@ pub(crate) async fn measure(
         .collect();
     let load = time_load(&store, seconds, &ids, 11).await?;
     let page_20 = time_page(&store, seconds, 13).await?;
-    // Right after the store's reads, on the file as they found it (the bare inserts come last,
-    // as they grow the file and its log).
+    // Right after the store's reads, on the file as they found it.
     let (read_1, read_20) = tokio::task::block_in_place(|| bare_reads(&path, seconds))?;
 
     let stats = store.stats().await?;
@@ -104,9 +117,6 @@ pub(crate) async fn measure(
     let bytes_per_checkpoint = file_bytes(&path) as f64 / checkpoints;
     let state_bytes_per_checkpoint = stats.state_bytes as f64 / checkpoints;
     store.close();
-    let stored_state = sample_state(&path)?;
-    let insert =
-        tokio::task::block_in_place(|| bare_inserts(&path, durability, seconds, &stored_state))?;
     let bare = BareFigures {
         insert,
         read_1,
@@ -184,20 +194,21 @@ fn sample_state(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// The bare inserts: one connection in WAL mode with the store's `synchronous`, each insert of
 /// a row as the store writes it (a snapshot: its state and its hash) in a transaction of its
-/// own.
+/// own, numbered from `from`; returns the figures and the number the next round starts from.
 fn bare_inserts(
     path: &Path,
     durability: Durability,
     budget: Duration,
     state: &[u8],
-) -> anyhow::Result<Figures> {
+    from: i64,
+) -> anyhow::Result<(Figures, i64)> {
     let conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", durability.pragma())?;
 
     let mut insert = Samples::new();
     let started = Instant::now();
-    let mut i: i64 = 0;
+    let mut i = from;
     while started.elapsed() < budget {
         let t = Instant::now();
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -215,10 +226,12 @@ fn bare_inserts(
         ])?;
         conn.execute_batch("COMMIT")?;
         insert.record(t.elapsed());
-        i += 1;
+        i = i
+            .checked_add(1)
+            .ok_or_else(|| anyhow::anyhow!("too many bare inserts"))?;
     }
     insert.set_elapsed(started.elapsed());
-    Ok(insert.figures())
+    Ok((insert.figures(), i))
 }
 
 /// The bare reads: one connection, the store's statement, every column read into owned
