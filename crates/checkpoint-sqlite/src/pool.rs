@@ -106,7 +106,7 @@ fn literal(path: &Path) -> PathBuf {
 /// meanwhile (`block_in_place`); on the thread that drives a multi-threaded runtime's
 /// `block_on` (`#[tokio::main]`'s future) right there too. Either way there is no trip to a
 /// blocking thread and back, which cost a sequential save more than SQLite's own work short of
-/// the sync, and 30 to 70 µs from `block_on` (`docs/performance.md`, "Against the bare
+/// the sync, and 20 to 80 µs from `block_on` (`docs/performance.md`, "Against the bare
 /// library"). Elsewhere, or where the runtime refuses
 /// to block in place (it panics before running anything), `f` runs on a blocking thread.
 /// Wherever it runs, a panic in `f` poisons the connection's lock, so the pool drops the
