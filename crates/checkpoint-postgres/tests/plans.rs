@@ -113,3 +113,53 @@ async fn single_execution_statements_use_the_index_at_100k_rows() {
         );
     }
 }
+
+/// A prune reads its execution's lowest version by an index-only scan (the `min()` read from
+/// the version index, stopping at the first entry of a live row), under custom and generic
+/// plans: that scan is what marks the entries of rows removed by earlier prunes dead, so that
+/// the server drops them from the index (`lowest_version` in `schema/statements.rs`).
+#[tokio::test]
+async fn prunes_read_the_lowest_version_by_an_index_only_scan() {
+    let store: PostgresStore = support::store().await;
+    let table = store.table().quoted();
+    let client = support::client().await;
+    client
+        .batch_execute(&format!(
+            "SET search_path TO \"{schema}\";
+             INSERT INTO {table} (id, execution_id, node_name, state, metadata, timestamp, version)
+             SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
+                    now() - make_interval(secs => g), g % 100 + 1
+               FROM generate_series(0, 99999) AS g;
+             ANALYZE {table};",
+            schema = store.table().schema().unwrap(),
+        ))
+        .await
+        .unwrap();
+    let s = store.statements();
+    let cases = [
+        (
+            "prune_lowest_one",
+            &s.prune_execution,
+            "'exec-5', 10, now() - interval '1 day'",
+        ),
+        (
+            "prune_lowest_lazy",
+            &s.prune_execution_lazy,
+            "'exec-5', 10, NULL",
+        ),
+        (
+            "prune_lowest_group",
+            &s.prune_executions,
+            "ARRAY['exec-5', 'exec-6'], ARRAY[10, 20]::int8[], ARRAY[NULL, now()]::timestamptz[]",
+        ),
+    ];
+    for (name, sql, args) in cases {
+        for plan in plans(&client, name, sql, args).await {
+            // Forward: the backward one is the read of the (keep + 1)-th newest.
+            assert!(
+                plan.contains("Index Only Scan using"),
+                "{name} reads the lowest version otherwise:\n{plan}"
+            );
+        }
+    }
+}
