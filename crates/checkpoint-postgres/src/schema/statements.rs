@@ -513,7 +513,7 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
 /// passes them, and the server then drops marked entries from a full page instead of splitting
 /// it: the index keeps about the live rows, and each prune reads about one probe's worth.
 /// Timed with `pgbench` (16 clients, an append and a prune of `keep_last(20)` per transaction,
-/// 60 s): 5,557 to 6,588 a second with this bound against 2,991 to 5,830 without, the version
+/// 60 s): 5,558 to 6,589 a second with this bound against 2,991 to 5,830 without, the version
 /// index 50 pages against 541 at the end (`docs/workflows.md`).
 fn lowest_version(t: &str, start: &Start, execution: &str) -> String {
     format!(
