@@ -21,19 +21,7 @@ async fn statements_keyed_by_an_execution_read_one_partition() {
     let store = store().await;
     let table = store.table().table().to_owned();
     let client = support::client().await;
-    client
-        .batch_execute(&format!(
-            "SET search_path TO \"{schema}\";
-             INSERT INTO {quoted} (id, execution_id, node_name, state, metadata, timestamp, version)
-             SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
-                    now() - make_interval(secs => g), g % 100 + 1
-               FROM generate_series(0, 19999) AS g;
-             ANALYZE {quoted};",
-            schema = store.table().schema().unwrap(),
-            quoted = store.table().quoted(),
-        ))
-        .await
-        .unwrap();
+    support::seed_executions(&client, &store, 20_000).await;
     let s = store.statements();
     let keyed = support::execution_keyed(s);
     for (name, sql, args) in keyed {

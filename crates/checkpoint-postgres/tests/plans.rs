@@ -30,19 +30,13 @@ fn group_args(bases: &str, depths: &str, fences: &str) -> String {
 #[tokio::test]
 async fn single_execution_statements_use_the_index_at_100k_rows() {
     let store: PostgresStore = support::store().await;
-    let table = store.table().quoted();
     let client = support::client().await;
+    support::seed_executions(&client, &store, 100_000).await;
     client
         .batch_execute(&format!(
-            "SET search_path TO \"{schema}\";
-             INSERT INTO {table} (id, execution_id, node_name, state, metadata, timestamp, version)
-             SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
-                    now() - make_interval(secs => g), g % 100 + 1
-               FROM generate_series(0, 99999) AS g;
-             INSERT INTO {leases} (execution_id, owner, token, expires_at)
+            "INSERT INTO {leases} (execution_id, owner, token, expires_at)
              SELECT 'exec-' || g, 'w', 1, now() FROM generate_series(0, 99999) AS g;
-             ANALYZE {table}; ANALYZE {leases};",
-            schema = store.table().schema().unwrap(),
+             ANALYZE {leases};",
             leases = store.table().qualify(&store.table().leases_table())
         ))
         .await
@@ -121,20 +115,8 @@ async fn single_execution_statements_use_the_index_at_100k_rows() {
 #[tokio::test]
 async fn prunes_read_the_lowest_version_by_an_index_only_scan() {
     let store: PostgresStore = support::store().await;
-    let table = store.table().quoted();
     let client = support::client().await;
-    client
-        .batch_execute(&format!(
-            "SET search_path TO \"{schema}\";
-             INSERT INTO {table} (id, execution_id, node_name, state, metadata, timestamp, version)
-             SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
-                    now() - make_interval(secs => g), g % 100 + 1
-               FROM generate_series(0, 99999) AS g;
-             ANALYZE {table};",
-            schema = store.table().schema().unwrap(),
-        ))
-        .await
-        .unwrap();
+    support::seed_executions(&client, &store, 100_000).await;
     let s = store.statements();
     let cases = [
         (

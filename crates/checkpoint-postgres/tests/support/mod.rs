@@ -430,6 +430,29 @@ pub(crate) async fn race_one_id_into_many_executions(store: &PostgresStore) {
     }
 }
 
+/// Fills `store`'s table with `rows` checkpoints, 100 to an execution (`exec-0`, `exec-1`, ...,
+/// versions 1 to 100, ids `id-0` up), and analyzes it; `client` is left in the store's schema.
+pub(crate) async fn seed_executions(
+    client: &tokio_postgres::Client,
+    store: &PostgresStore,
+    rows: u32,
+) {
+    client
+        .batch_execute(&format!(
+            "SET search_path TO \"{schema}\";
+             INSERT INTO {table} (id, execution_id, node_name, state, metadata, timestamp, version)
+             SELECT 'id-' || g, 'exec-' || (g / 100), 'n', '{{\"a\": 1}}', '{{}}',
+                    now() - make_interval(secs => g), g % 100 + 1
+               FROM generate_series(0, {last}) AS g;
+             ANALYZE {table};",
+            schema = store.table().schema().expect("each test's own schema"),
+            table = store.table().quoted(),
+            last = rows.saturating_sub(1),
+        ))
+        .await
+        .expect("seed the table");
+}
+
 /// The statements keyed by one execution (`exec-5` of a seeded table), with SQL literals for
 /// their parameters, as the plan guards run them: each should read one partition of a table
 /// partitioned by execution.
