@@ -507,11 +507,14 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
 /// The lowest version of `execution` in `t`, where every prune of an execution starts its
 /// range, though no row lies below it. The entries of rows removed by earlier prunes stay in
 /// the version index until vacuum runs, at the bottom of each execution's range, where every
-/// later prune would start. A range scan of the `DELETE` (a bitmap scan, as the server plans
-/// it) steps over each of them again and visits its heap row, every time. This `min()` the
-/// server reads by an index-only scan, which marks the entries of removed rows dead as it
-/// passes them, and the server then drops marked entries from a full page instead of splitting
-/// it: the index keeps about the live rows, and each prune reads about one probe's worth.
+/// later prune would start. The `DELETE`'s own range scan does not mark them dead: a bitmap
+/// scan (as the server plans a range of many entries) never does, and a plain index scan lets
+/// go of the page between reads, so it cannot once another session has written to the page
+/// meanwhile. It then steps over each of them again, with its heap row, at every prune. This
+/// `min()` the server reads by an index-only scan, which keeps the page and marks the entries
+/// of removed rows dead as it passes them, and the server then drops marked entries from a
+/// full page instead of splitting it: the index keeps about the live rows, and each prune
+/// reads about one probe's worth.
 /// Timed with `pgbench` (16 clients, an append and a prune of `keep_last(20)` per transaction,
 /// 60 s): 5,558 to 6,589 a second with this bound against 2,991 to 5,830 without, the version
 /// index 50 pages against 541 at the end (`docs/workflows.md`).
