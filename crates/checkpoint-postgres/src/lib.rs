@@ -45,7 +45,7 @@ pub use pool::{Cell, DbPool, DbTransaction, DeadpoolPool, Param, Row, Sql};
 pub use retry::{is_transient, RetryPolicy};
 pub use schema::layout::{PartitionPeriod, TableLayout, MAX_HASH_PARTITIONS};
 pub use schema::leases::LeaseStatements;
-pub use schema::statements::Statements;
+pub use schema::statements::{RoutedSaves, Statements};
 pub use schema::table::{check_identifier, TableName, MAX_TABLE_BYTES};
 pub use schema::{MigrationReport, SchemaError, ADOPTED_WITHOUT_EXECUTION, SCHEMA_VERSION};
 pub use state::encoding::StateEncoding;

@@ -24,6 +24,9 @@ pub struct Statements {
     pub save_delta: Sql,
     pub save_fenced: Sql,
     pub save_delta_fenced: Sql,
+    /// The distributed layout's saves in the shape Citus sends whole to one shard, tried before
+    /// the general ones above; `None` on the other layouts.
+    pub routed: Option<RoutedSaves>,
     pub upsert: Sql,
     pub lock_row: Sql,
     pub dependents: Sql,
@@ -504,6 +507,66 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
     ]
 }
 
+/// `save` and `save_delta` (with `leases`, their fenced forms) on the distributed layout, in
+/// the shape Citus sends whole to one shard: the row's `execution_id` is the source row's
+/// distribution column (`v.execution_id`), and the execution's highest version, its lease
+/// and a delta's base are read by subqueries on co-located tables keyed by `$2`. Bound as
+/// [`save_statements`]' forms are. The general forms (`execution_id` bound) are refused
+/// nothing by Citus, but it runs them by copying the selected row through an intermediate
+/// result and commits them in two phases, even on one shard: measured by hand on Citus 13.2.2
+/// (a coordinator and two workers on one machine), 2.2 to 2.5 ms a save statement against
+/// 1.0 to 1.6 ms for this shape.
+///
+/// The row read is the execution's newest, so an execution with no rows yet stores nothing
+/// here, as does an id that exists, a base that changed and a lost fence: the store then runs
+/// the general form, which tells them apart.
+fn routed_save_statements(t: &str, id_target: &str, leases: Option<&str>) -> [Sql; 2] {
+    let columns = &columns::CHECKPOINT;
+    let selected = format!(
+        "{}, v.execution_id, {}",
+        columns::typed(&[&columns[0]], 1),
+        columns::typed(&columns[2..6].iter().collect::<Vec<_>>(), 3),
+    );
+    let mut types = save_types();
+    let fence = leases
+        .map(|leases| {
+            types.push(Type::INT8);
+            format!(
+                " AND EXISTS (SELECT 1 FROM {leases} l WHERE l.execution_id = $2 \
+                 AND l.token = ${}::int8 FOR SHARE)",
+                types.len()
+            )
+        })
+        .unwrap_or_default();
+    let newest = format!(
+        "FROM {t} v WHERE v.execution_id = $2 AND v.version = \
+         (SELECT MAX(m.version) FROM {t} m WHERE m.execution_id = $2){fence}"
+    );
+    let version = "CASE WHEN $7::int8 = 0 THEN v.version + 1 ELSE $7::int8 END";
+    [
+        Sql::new(
+            format!(
+                "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) SELECT {selected}, \
+                 {version}, $8::text, $9::bytea, NULL, NULL, $12::int8, 0 {newest} \
+                 ON CONFLICT {id_target} DO NOTHING RETURNING version"
+            ),
+            &types,
+        ),
+        Sql::new(
+            format!(
+                "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) SELECT {selected}, \
+                 {version}, $8::text, $9::bytea, $10::int8, $11::int8, $12::int8, \
+                 CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END {newest} \
+                 AND ($10::int8 IS NULL OR EXISTS (SELECT 1 FROM {t} x \
+                 WHERE x.execution_id = $2 AND x.version = $10 AND x.state_hash = $11 \
+                 AND COALESCE(x.depth, 0) = $13 FOR SHARE)) \
+                 ON CONFLICT {id_target} DO NOTHING RETURNING version"
+            ),
+            &types,
+        ),
+    ]
+}
+
 /// The lowest version of `execution` in `t`, where every prune of an execution starts its
 /// range, though no row lies below it. The entries of rows removed by earlier prunes stay in
 /// the version index until vacuum runs, at the bottom of each execution's range, where every
@@ -562,10 +625,23 @@ fn prune_executions(t: &str, start: &Start, lazy: &str) -> String {
     )
 }
 
+/// The saves of a whole state and of a delta, unfenced and fenced, in the shape Citus sends
+/// whole to one shard (see [`Statements::routed`]). Each stores nothing when the execution
+/// has no rows yet; the store then runs the general form.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+#[allow(missing_docs)]
+pub struct RoutedSaves {
+    pub save: Sql,
+    pub save_delta: Sql,
+    pub save_fenced: Sql,
+    pub save_delta_fenced: Sql,
+}
+
 impl Statements {
     /// Every statement with its name, for reviews and for the tests that hold each to a shape.
     pub fn all(&self) -> Vec<(&'static str, &Sql)> {
-        vec![
+        let mut all = vec![
             ("save", &self.save),
             ("save_delta", &self.save_delta),
             ("save_fenced", &self.save_fenced),
@@ -603,10 +679,16 @@ impl Statements {
             ("fork", &self.fork),
             ("fork_insert", &self.fork_insert),
             ("fork_source", &self.fork_source),
-        ]
-        .into_iter()
-        .chain(self.leases.all())
-        .collect()
+        ];
+        if let Some(routed) = &self.routed {
+            all.extend([
+                ("save_routed", &routed.save),
+                ("save_delta_routed", &routed.save_delta),
+                ("save_fenced_routed", &routed.save_fenced),
+                ("save_delta_fenced_routed", &routed.save_delta_fenced),
+            ]);
+        }
+        all.into_iter().chain(self.leases.all()).collect()
     }
 
     /// Builds the statements for `table`.
@@ -691,6 +773,17 @@ impl Statements {
         // fenced saves go alone, in a transaction of statements each routed to one shard:
         // its group statements read no tokens.
         let group_fence = (table.layout() != TableLayout::Distributed).then_some(leases.as_str());
+        let routed = (table.layout() == TableLayout::Distributed).then(|| {
+            let [save, save_delta] = routed_save_statements(&t, id_target, None);
+            let [save_fenced, save_delta_fenced] =
+                routed_save_statements(&t, id_target, Some(&leases));
+            RoutedSaves {
+                save,
+                save_delta,
+                save_fenced,
+                save_delta_fenced,
+            }
+        });
         Statements {
             reencrypt_read,
             reencrypt_write,
@@ -699,6 +792,7 @@ impl Statements {
             save_delta,
             save_fenced,
             save_delta_fenced,
+            routed,
             // The careful path's write, inside a transaction that holds the row and has
             // rewritten the rows built on it: a whole state, replacing the row. Its version is
             // always given (the row's own, or the checkpoint's), so it needs no read.
@@ -1028,7 +1122,8 @@ mod tests {
         // are unique across it, does not read it.
         let plain_skips = Statements::new(&plain);
         let scoping_only = [&plain_skips.lock_row.text, &plain_skips.delete.text];
-        for table in [plain, hashed] {
+        let distributed = plain.clone().with_layout(TableLayout::Distributed);
+        for table in [plain, hashed, distributed] {
             check_placeholders(&Statements::new(&table), &scoping_only);
         }
     }
@@ -1105,6 +1200,55 @@ mod tests {
         );
     }
 
+    /// The distributed layout's routed saves take the inserted row's `execution_id` from the
+    /// row read (the distribution column of the source, as Citus needs to send the whole
+    /// `INSERT … SELECT` to one shard), read nothing through a CTE (which Citus plans apart,
+    /// through an intermediate result), and bind the execution in the `WHERE` of each read.
+    /// No other layout has them.
+    #[test]
+    fn routed_saves_take_the_execution_from_the_row_read() {
+        let table = TableName::new(Some("s"), "cp")
+            .unwrap()
+            .with_layout(TableLayout::Distributed);
+        let s = Statements::new(&table);
+        let routed = s
+            .routed
+            .as_ref()
+            .expect("the distributed layout routes its saves");
+        for sql in [
+            &routed.save,
+            &routed.save_delta,
+            &routed.save_fenced,
+            &routed.save_delta_fenced,
+        ] {
+            let text = &sql.text;
+            assert!(text.starts_with("INSERT INTO"), "{text}");
+            assert!(
+                text.contains("SELECT $1::text, v.execution_id, $3::"),
+                "{text}"
+            );
+            assert!(!text.contains("WITH"), "{text}");
+            assert!(text.contains("v.execution_id = $2"), "{text}");
+            assert!(text.contains("m.execution_id = $2"), "{text}");
+            // The bound execution only keys reads; the row written takes the one read.
+            assert_eq!(
+                text.matches("$2").count(),
+                text.matches("execution_id = $2").count(),
+                "{text}"
+            );
+        }
+        assert!(routed.save_fenced.text.contains("l.execution_id = $2"));
+        assert!(routed.save_delta.text.contains("x.execution_id = $2"));
+        for layout in [
+            TableLayout::Plain,
+            TableLayout::hash_partitioned(4).unwrap(),
+            TableLayout::time_partitioned(crate::PartitionPeriod::Day),
+        ] {
+            let table = TableName::new(None, "cp").unwrap().with_layout(layout);
+            assert!(Statements::new(&table).routed.is_none(), "{layout:?}");
+        }
+    }
+
     /// No layout puts a subquery in `INSERT … VALUES` (every one could be distributed).
     #[test]
     fn no_layout_puts_a_subquery_in_insert_values() {
@@ -1130,7 +1274,7 @@ mod tests {
         for (name, sql) in s.all() {
             // `save` takes the same parameters as `save_delta` and leaves the base ($10, $11,
             // $13) unread.
-            if name == "save" {
+            if name == "save" || name == "save_routed" {
                 assert!(sql.text.contains("$12") && !sql.text.contains("$13"));
                 continue;
             }

@@ -129,6 +129,52 @@ async fn append_that_loses_a_race_takes_the_next_version_in_the_same_call() {
     assert_eq!(pool.calls().len(), 3);
 }
 
+/// On the distributed layout a save into an execution with rows is the routed statement
+/// alone; where that stores nothing (the execution's first save, among other causes), the
+/// general statement follows with the same parameters; a lost race is retried from the routed
+/// statement, as on the general one.
+#[tokio::test]
+async fn distributed_saves_try_the_routed_statement_first() {
+    let pool = MockPool::default();
+    let options = options().table_layout(TableLayout::Distributed);
+    current_schema(&pool, TableLayout::Distributed);
+    // The names of the shards' constraints, read once at connect (none here).
+    pool.reply(Reply::Rows(vec![]));
+    let store = PostgresStore::with_pool(pool.clone(), &options)
+        .await
+        .expect("schema is current");
+    pool.clear_calls();
+    let routed = store
+        .sql
+        .routed
+        .clone()
+        .expect("the distributed layout routes its saves");
+
+    pool.reply(Reply::Rows(vec![Row(vec![Cell::Int(5)])]));
+    assert_eq!(store.save(&sample()).await.unwrap(), 5);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 1, "one round trip");
+    assert_eq!(calls[0].sql, routed.save.text);
+
+    pool.clear_calls();
+    pool.reply(Reply::Rows(vec![]))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(1)])]));
+    assert_eq!(store.save(&sample().with_id("cp-2")).await.unwrap(), 1);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].sql, routed.save.text);
+    assert_eq!(calls[1].sql, store.sql.save.text);
+    assert_eq!(calls[0].params, calls[1].params);
+
+    pool.clear_calls();
+    pool.reply(unique_violation(INDEX))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(7)])]));
+    assert_eq!(store.save(&sample().with_id("cp-3")).await.unwrap(), 7);
+    let calls = pool.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|c| c.sql == routed.save.text));
+}
+
 #[tokio::test]
 async fn explicit_version_taken_is_a_conflict() {
     let pool = MockPool::default();

@@ -175,16 +175,20 @@ pub(crate) async fn save_encoded(
     let mut params = args.save_params();
     let token = fence.map(|f| f.token);
     // A whole state needs no base check: the plain insert, the statement pgbench measures.
-    let statement = match (args.base_version.is_some(), &token) {
-        (false, None) => &store.sql.save,
-        (true, None) => &store.sql.save_delta,
+    let routed = store.sql.routed.as_ref();
+    let (statement, routed) = match (args.base_version.is_some(), &token) {
+        (false, None) => (&store.sql.save, routed.map(|r| &r.save)),
+        (true, None) => (&store.sql.save_delta, routed.map(|r| &r.save_delta)),
         (false, Some(token)) => {
             params.push(token);
-            &store.sql.save_fenced
+            (&store.sql.save_fenced, routed.map(|r| &r.save_fenced))
         }
         (true, Some(token)) => {
             params.push(token);
-            &store.sql.save_delta_fenced
+            (
+                &store.sql.save_delta_fenced,
+                routed.map(|r| &r.save_delta_fenced),
+            )
         }
     };
     let careful = || careful_save(store, checkpoint, fence);
@@ -208,7 +212,15 @@ pub(crate) async fn save_encoded(
                 let with_start = args.partition_params(&routed.starts[0]);
                 store.query("save", &routed.statement, &with_start).await
             }
-            None => store.query("save", statement, &params).await,
+            // On the distributed layout, first the statement Citus sends whole to one shard;
+            // where it stores nothing (a new execution among other causes), the general one.
+            None => match routed {
+                Some(routed) => match store.query("save", routed, &params).await {
+                    Ok(rows) if rows.is_empty() => store.query("save", statement, &params).await,
+                    result => result,
+                },
+                None => store.query("save", statement, &params).await,
+            },
         };
         if let (Some(routed), Some(leaves)) = (route.take(), &store.leaves) {
             match &result {
