@@ -1154,14 +1154,18 @@ mod tests {
         lists
     }
 
+    fn distributed() -> TableName {
+        TableName::new(Some("s"), "cp")
+            .unwrap()
+            .with_layout(TableLayout::Distributed)
+    }
+
     /// The statement shapes Citus refuses, on the distributed layout: a subquery inside
     /// `INSERT … VALUES`, a call of a function of ours (the time layout's `started()` queries a
     /// table and fails on a shard), a recursive chain read that names no execution.
     #[test]
     fn distributed_statements_have_shapes_citus_runs() {
-        let table = TableName::new(Some("s"), "cp")
-            .unwrap()
-            .with_layout(TableLayout::Distributed);
+        let table = distributed();
         let s = Statements::new(&table);
         let ours = [table.start_function(), table.started_function()];
         for (name, sql) in s.all() {
@@ -1207,9 +1211,7 @@ mod tests {
     /// No other layout has them.
     #[test]
     fn routed_saves_take_the_execution_from_the_row_read() {
-        let table = TableName::new(Some("s"), "cp")
-            .unwrap()
-            .with_layout(TableLayout::Distributed);
+        let table = distributed();
         let s = Statements::new(&table);
         let routed = s
             .routed
