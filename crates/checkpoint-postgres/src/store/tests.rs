@@ -129,6 +129,56 @@ async fn append_that_loses_a_race_takes_the_next_version_in_the_same_call() {
     assert_eq!(pool.calls().len(), 3);
 }
 
+/// A store of the distributed layout over `pool`, past the checks `with_pool` runs.
+async fn distributed_store(pool: &MockPool) -> PostgresStore {
+    let options = options().table_layout(TableLayout::Distributed);
+    current_schema(pool, TableLayout::Distributed);
+    // The names of the shards' constraints, read once at connect (none here).
+    pool.reply(Reply::Rows(vec![]));
+    let store = PostgresStore::with_pool(pool.clone(), &options)
+        .await
+        .expect("schema is current");
+    pool.clear_calls();
+    store
+}
+
+/// A batch on the distributed layout saves item after item in one transaction, each with the
+/// routed statement first and the general one only where that stores nothing (here the
+/// execution's first checkpoint).
+#[tokio::test]
+async fn distributed_batches_try_the_routed_statement_first() {
+    let pool = MockPool::default();
+    let store = distributed_store(&pool).await;
+    let routed = store
+        .sql
+        .routed
+        .clone()
+        .expect("the distributed layout routes its saves");
+    let items = [
+        Checkpoint::new("e", "a", json!(1)),
+        Checkpoint::new("e", "b", json!(2)),
+    ];
+    pool.reply(Reply::Rows(vec![]))
+        .reply(Reply::Rows(vec![]))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(1)])]))
+        .reply(Reply::Rows(vec![]))
+        .reply(Reply::Rows(vec![Row(vec![Cell::Int(2)])]));
+    assert_eq!(store.save_batch(&items).await.unwrap(), vec![1, 2]);
+    let sql: Vec<String> = pool.calls().into_iter().map(|c| c.sql).collect();
+    assert_eq!(
+        sql,
+        [
+            "BEGIN",
+            &store.sql.lock_row.text,
+            &routed.save.text,
+            &store.sql.save.text,
+            &store.sql.lock_row.text,
+            &routed.save.text,
+            "COMMIT",
+        ]
+    );
+}
+
 /// On the distributed layout a save into an execution with rows is the routed statement
 /// alone; where that stores nothing (the execution's first save, among other causes), the
 /// general statement follows with the same parameters; a lost race is retried from the routed
@@ -136,14 +186,7 @@ async fn append_that_loses_a_race_takes_the_next_version_in_the_same_call() {
 #[tokio::test]
 async fn distributed_saves_try_the_routed_statement_first() {
     let pool = MockPool::default();
-    let options = options().table_layout(TableLayout::Distributed);
-    current_schema(&pool, TableLayout::Distributed);
-    // The names of the shards' constraints, read once at connect (none here).
-    pool.reply(Reply::Rows(vec![]));
-    let store = PostgresStore::with_pool(pool.clone(), &options)
-        .await
-        .expect("schema is current");
-    pool.clear_calls();
+    let store = distributed_store(&pool).await;
     let routed = store
         .sql
         .routed

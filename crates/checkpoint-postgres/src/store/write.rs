@@ -323,7 +323,17 @@ pub(crate) async fn save_in_tx(
         )
         .await?;
     let Some(row) = existing.first() else {
-        return match tx.query(&store.sql.save, &args.save_params()).await {
+        let params = args.save_params();
+        // On the distributed layout, the form Citus sends whole to the shard first (see
+        // `save_encoded`); the general one where it stores nothing.
+        let inserted = match &store.sql.routed {
+            Some(routed) => match tx.query(&routed.save, &params).await {
+                Ok(rows) if rows.is_empty() => tx.query(&store.sql.save, &params).await,
+                other => other,
+            },
+            None => tx.query(&store.sql.save, &params).await,
+        };
+        return match inserted {
             Ok(rows) => Ok(rows.first().map(|r| r.int(0)).transpose()?),
             Err(e) if checkpoint.version == 0 && store.constraints.is_version_conflict(&e) => {
                 Ok(None)
