@@ -511,11 +511,11 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
 /// the shape Citus sends whole to one shard: the row's `execution_id` is the source row's
 /// distribution column (`v.execution_id`), and the execution's highest version, its lease
 /// and a delta's base are read by subqueries on co-located tables keyed by `$2`. Bound as
-/// [`save_statements`]' forms are. The general forms (`execution_id` bound) are refused
-/// nothing by Citus, but it runs them by copying the selected row through an intermediate
-/// result and commits them in two phases, even on one shard: measured by hand on Citus 13.2.2
-/// (a coordinator and two workers on one machine), 2.2 to 2.5 ms a save statement against
-/// 1.0 to 1.6 ms for this shape.
+/// [`save_statements`]' forms are. Citus refuses nothing of the general forms (`execution_id`
+/// bound), but runs them by copying the selected row through an intermediate result and
+/// commits them in two phases, even on one shard: timed by hand with `pgbench` on Citus 13.2.2
+/// (a coordinator and two workers on one machine, fsync on), 4.1 to 4.4 ms a save against
+/// 2.0 ms for this shape (`docs/scaling.md`).
 ///
 /// The row read is the execution's newest, so an execution with no rows yet stores nothing
 /// here, as does an id that exists, a base that changed and a lost fence: the store then runs

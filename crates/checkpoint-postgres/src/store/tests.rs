@@ -9,7 +9,7 @@ use tokio_postgres::error::SqlState;
 
 use super::*;
 use crate::mock::{MockPool, Reply};
-use crate::{Cell, SchemaError, SCHEMA_VERSION};
+use crate::{Cell, RoutedSaves, SchemaError, SCHEMA_VERSION};
 
 pub(crate) const INDEX: &str = "checkpoints_execution_version_key";
 
@@ -129,8 +129,9 @@ async fn append_that_loses_a_race_takes_the_next_version_in_the_same_call() {
     assert_eq!(pool.calls().len(), 3);
 }
 
-/// A store of the distributed layout over `pool`, past the checks `with_pool` runs.
-async fn distributed_store(pool: &MockPool) -> PostgresStore {
+/// A store of the distributed layout over `pool`, past the checks `with_pool` runs, and its
+/// routed saves.
+async fn distributed_store(pool: &MockPool) -> (PostgresStore, RoutedSaves) {
     let options = options().table_layout(TableLayout::Distributed);
     current_schema(pool, TableLayout::Distributed);
     // The names of the shards' constraints, read once at connect (none here).
@@ -139,7 +140,12 @@ async fn distributed_store(pool: &MockPool) -> PostgresStore {
         .await
         .expect("schema is current");
     pool.clear_calls();
-    store
+    let routed = store
+        .sql
+        .routed
+        .clone()
+        .expect("the distributed layout routes its saves");
+    (store, routed)
 }
 
 /// A batch on the distributed layout saves item after item in one transaction, each with the
@@ -148,12 +154,7 @@ async fn distributed_store(pool: &MockPool) -> PostgresStore {
 #[tokio::test]
 async fn distributed_batches_try_the_routed_statement_first() {
     let pool = MockPool::default();
-    let store = distributed_store(&pool).await;
-    let routed = store
-        .sql
-        .routed
-        .clone()
-        .expect("the distributed layout routes its saves");
+    let (store, routed) = distributed_store(&pool).await;
     let items = [
         Checkpoint::new("e", "a", json!(1)),
         Checkpoint::new("e", "b", json!(2)),
@@ -186,12 +187,7 @@ async fn distributed_batches_try_the_routed_statement_first() {
 #[tokio::test]
 async fn distributed_saves_try_the_routed_statement_first() {
     let pool = MockPool::default();
-    let store = distributed_store(&pool).await;
-    let routed = store
-        .sql
-        .routed
-        .clone()
-        .expect("the distributed layout routes its saves");
+    let (store, routed) = distributed_store(&pool).await;
 
     pool.reply(Reply::Rows(vec![Row(vec![Cell::Int(5)])]));
     assert_eq!(store.save(&sample()).await.unwrap(), 5);
