@@ -117,6 +117,13 @@ async fn no_acknowledged_save_is_lost_across_restarts_and_kills_when_partitioned
     restarts_and_kills_lose_nothing(TableLayout::time_partitioned(PartitionPeriod::Day)).await;
 }
 
+/// The same on the distributed layout (undistributed here), whose saves go alone, each first
+/// in its routed form (`Statements::routed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_save_is_lost_across_restarts_and_kills_on_the_distributed_layout() {
+    restarts_and_kills_lose_nothing(TableLayout::Distributed).await;
+}
+
 async fn restarts_and_kills_lose_nothing(layout: TableLayout) {
     if !support::docker_or_skip("restarting and killing the server") {
         return;
@@ -178,16 +185,23 @@ async fn restarts_and_kills_lose_nothing(layout: TableLayout) {
         "{layout:?}: saves acknowledged: {acknowledged}, failed (typed, retryable): {errors}, \
          lost: {lost}, recovery: {recoveries:?}"
     );
-    let groups = store.group_commit_stats().expect("group commit is on");
-    println!(
-        "groups: {}, mean size {:.1}, largest {}, split {}",
-        groups.groups(),
-        groups.mean_size(),
-        groups.largest(),
-        groups.split_groups()
-    );
     assert!(acknowledged > 100, "the writers made progress");
-    assert!(groups.largest() >= 2, "saves were coalesced: {groups:?}");
+    if layout == TableLayout::Distributed {
+        assert!(
+            store.group_commit_stats().is_none(),
+            "the distributed layout saves alone"
+        );
+    } else {
+        let groups = store.group_commit_stats().expect("group commit is on");
+        println!(
+            "groups: {}, mean size {:.1}, largest {}, split {}",
+            groups.groups(),
+            groups.mean_size(),
+            groups.largest(),
+            groups.split_groups()
+        );
+        assert!(groups.largest() >= 2, "saves were coalesced: {groups:?}");
+    }
     assert_eq!(lost, 0);
 }
 

@@ -443,11 +443,7 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
     let fence = leases.map(|leases| {
         types.push(Type::INT8);
         (
-            format!(
-                "fence AS (SELECT 1 FROM {leases} WHERE execution_id = $2 AND token = ${}::int8 \
-                 FOR SHARE)",
-                types.len()
-            ),
+            format!("fence AS ({})", lease_held(leases, types.len())),
             "EXISTS (SELECT 1 FROM fence)",
         )
     });
@@ -491,20 +487,40 @@ fn save_statements(t: &str, start: &Start, id_target: &str, leases: Option<&str>
         // row goes through the careful path, which rewrites the rows built on it.
         Sql::new(
             format!(
-                "WITH b AS (SELECT 1 FROM {t} WHERE $10::int8 IS NOT NULL \
-                 AND execution_id = $2{} AND version = $10 AND state_hash = $11 \
-                 AND COALESCE(depth, 0) = $13 FOR SHARE){and_fence} \
+                "WITH b AS ({}){and_fence} \
                  INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}{column}) \
                  SELECT {typed}, {next_version}, $8::text, $9::bytea, $10::int8, \
-                 $11::int8, $12::int8, CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END{} \
+                 $11::int8, $12::int8, {DELTA_DEPTH}{} \
                  {execution_rows} HAVING {delta_having} \
                  ON CONFLICT {id_target} DO NOTHING RETURNING version{column}",
-                start.key("", "$2"),
+                base_held(t, &start.key("x.", "$2")),
                 start.value("$2")
             ),
             &types,
         ),
     ]
+}
+
+/// A delta's chain depth: one more than its base's; a snapshot's is 0.
+const DELTA_DEPTH: &str = "CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END";
+
+/// The row of the base a delta (`$10`, `$11`, `$13`) was computed on, in execution `$2` of
+/// `t`, while it still holds that state, kept from being replaced or removed until the save
+/// commits (`FOR SHARE`); `key` adds what else names the execution's rows (`x.` columns).
+fn base_held(t: &str, key: &str) -> String {
+    format!(
+        "SELECT 1 FROM {t} x WHERE $10::int8 IS NOT NULL AND x.execution_id = $2{key} \
+         AND x.version = $10 AND x.state_hash = $11 AND COALESCE(x.depth, 0) = $13 FOR SHARE"
+    )
+}
+
+/// The lease row of execution `$2` in `leases` while its token is parameter `token`, kept
+/// from changing hands until the save commits (`FOR SHARE`).
+fn lease_held(leases: &str, token: usize) -> String {
+    format!(
+        "SELECT 1 FROM {leases} l WHERE l.execution_id = $2 AND l.token = ${token}::int8 \
+         FOR SHARE"
+    )
 }
 
 /// `save` and `save_delta` (with `leases`, their fenced forms) on the distributed layout, in
@@ -531,11 +547,7 @@ fn routed_save_statements(t: &str, id_target: &str, leases: Option<&str>) -> [Sq
     let fence = leases
         .map(|leases| {
             types.push(Type::INT8);
-            format!(
-                " AND EXISTS (SELECT 1 FROM {leases} l WHERE l.execution_id = $2 \
-                 AND l.token = ${}::int8 FOR SHARE)",
-                types.len()
-            )
+            format!(" AND EXISTS ({})", lease_held(leases, types.len()))
         })
         .unwrap_or_default();
     let newest = format!(
@@ -556,11 +568,9 @@ fn routed_save_statements(t: &str, id_target: &str, leases: Option<&str>) -> [Sq
             format!(
                 "INSERT INTO {t} AS c ({COLUMNS}, {STORAGE_COLUMNS}) SELECT {selected}, \
                  {version}, $8::text, $9::bytea, $10::int8, $11::int8, $12::int8, \
-                 CASE WHEN $10::int8 IS NULL THEN 0 ELSE $13 + 1 END {newest} \
-                 AND ($10::int8 IS NULL OR EXISTS (SELECT 1 FROM {t} x \
-                 WHERE x.execution_id = $2 AND x.version = $10 AND x.state_hash = $11 \
-                 AND COALESCE(x.depth, 0) = $13 FOR SHARE)) \
-                 ON CONFLICT {id_target} DO NOTHING RETURNING version"
+                 {DELTA_DEPTH} {newest} AND ($10::int8 IS NULL OR EXISTS ({})) \
+                 ON CONFLICT {id_target} DO NOTHING RETURNING version",
+                base_held(t, "")
             ),
             &types,
         ),
